@@ -1,0 +1,125 @@
+"""Typed run configs: dataclasses whose fields carry their help text, loaded from YAML.
+
+Unknown keys are an error that lists the valid ones (a typo must never be silently ignored),
+and every run writes its resolved config next to its results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says where and why."""
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning a VLM on a data set (LoRA by default)."""
+
+    model: str = option("byorn-tiny", "model directory, or 'byorn-tiny' for the built-in model")
+    lora: bool = option(True, "train a LoRA adapter (False: full fine-tuning)")
+    lora_r: int = option(8, "LoRA rank", min=1)
+    lora_alpha: int = option(16, "LoRA scaling numerator", min=1)
+    lora_dropout: float = option(0.0, "dropout on the LoRA input", min=0.0, max=1.0)
+    lora_target: str = option("", "regex of module names to adapt; empty: the language model's attention projections")
+    epochs: float = option(3.0, "passes over the training set", min=0.0)
+    max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)")
+    batch_size: int = option(16, "samples per optimizer step", min=1)
+    learning_rate: float = option(2e-3, "peak learning rate (cosine schedule)", min=0.0)
+    warmup: float = option(0.05, "warmup: a share of the steps if < 1, else a step count", min=0.0)
+    weight_decay: float = option(0.0, "AdamW weight decay", min=0.0)
+    seed: int = option(0, "seed for data order, LoRA init and everything random")
+    logging_steps: int = option(10, "log the loss every this many steps", min=1)
+    trust_remote_code: bool = option(False, "allow model code from the model directory (off: safer)")
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining byorn-tiny from scratch on the shapes world's pretraining mix."""
+
+    steps: int = option(6000, "optimizer steps; each sees fresh scenes", min=1)
+    batch_size: int = option(32, "samples per step", min=1)
+    learning_rate: float = option(2e-3, "peak learning rate (cosine schedule)", min=0.0)
+    warmup: float = option(0.03, "warmup share of the steps", min=0.0)
+    seed: int = option(0, "seed for weights, tokenizer corpus and scenes")
+    tokenizer_corpus: int = option(20000, "pretraining samples the tokenizer is trained on", min=100)
+    logging_steps: int = option(100, "log the loss every this many steps", min=1)
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> Any:
+    expected = {"int": int, "float": float, "bool": bool, "str": str}.get(annotation, annotation)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected in (int, float, bool, str) and (not isinstance(value, expected) or
+                                                (expected is int and isinstance(value, bool))):
+        raise ConfigError(f"field {name!r}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_range(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"field {name!r}: {value} is below the minimum {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"field {name!r}: {value} is above the maximum {meta['max']}")
+
+
+def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
+    """Build `cls` from a mapping; unknown keys, wrong types and out-of-range values are errors."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}. "
+                          f"Valid keys: {', '.join(known)}")
+    checked = {}
+    for name, value in values.items():
+        try:
+            checked[name] = _check_type(name, value, known[name].type)
+            _check_range(name, checked[name], known[name].metadata)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return cls(**checked)
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
+    """YAML file (optional) then `key=value` overrides, e.g. `epochs=2 lora=false`."""
+    values: dict[str, Any] = {}
+    source = str(path) if path else "config"
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of key: value, got {type(loaded).__name__}")
+        values.update(loaded or {})
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        values[key.strip()] = yaml.safe_load(raw)
+    return from_dict(cls, values, source)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
+
+
+def describe(cls: type) -> str:
+    """One line per field: name, default and help, for --help texts."""
+    return "\n".join(f"  {f.name} (default {f.default!r}): {f.metadata.get('help', '')}" for f in fields(cls))
+
+
+__all__ = ["ConfigError", "TrainConfig", "PretrainConfig", "load_config", "save_config", "from_dict", "describe"]

@@ -1,0 +1,141 @@
+"""Any Hugging Face vision-language model behind one small interface.
+
+Everything that turns samples into tensors goes through `VLM.encode`, so training, scoring and
+evaluation share one prompt template: a mismatch between the template used in training and in
+evaluation is a known source of wrong ASR figures in peer code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from byorn.data import Sample
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ResponseScore:
+    """Teacher-forced negative log-likelihood of one response given its image and instruction."""
+
+    mean_nll: float  # nats per response token
+    total_nll: float
+    token_nll: tuple[float, ...]  # one value per response token, in order
+
+
+def batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class VLM:
+    """A model and its processor; prompts come from the processor's chat template."""
+
+    def __init__(self, model: torch.nn.Module, processor) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+
+    @classmethod
+    def load(cls, path: str | Path, *, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> "VLM":
+        """Load a local model directory (or, where the network allows, a hub id)."""
+        processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(path), trust_remote_code=trust_remote_code, dtype=dtype or torch.float32
+        )
+        return cls(model, processor)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- prompts -------------------------------------------------------------------------
+
+    @staticmethod
+    def _user_turn(instruction: str) -> dict:
+        return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
+
+    def prompt_text(self, instruction: str) -> str:
+        """The prompt up to where the assistant's answer starts."""
+        return self.processor.apply_chat_template([self._user_turn(instruction)], add_generation_prompt=True, tokenize=False)
+
+    def full_text(self, instruction: str, response: str) -> str:
+        """Prompt plus response plus end-of-turn marker, as the model is trained on it."""
+        messages = [self._user_turn(instruction), {"role": "assistant", "content": [{"type": "text", "text": response}]}]
+        return self.processor.apply_chat_template(messages, tokenize=False)
+
+    # ---- tensors -------------------------------------------------------------------------
+
+    def _process(self, texts: list[str], images: list, padding_side: str) -> dict[str, torch.Tensor]:
+        self.tokenizer.padding_side = padding_side
+        return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+
+    def encode(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """Right-padded inputs with labels on the response tokens only (prompt, image, pad = -100)."""
+        images = [s.pil() for s in samples]
+        prompts = [self.prompt_text(s.instruction) for s in samples]
+        fulls = [self.full_text(s.instruction, s.response) for s in samples]
+        for sample, prompt, full in zip(samples, prompts, fulls):
+            if not full.startswith(prompt):
+                raise ValueError(f"sample {sample.id!r}: chat template does not render the prompt as a prefix "
+                                 "of prompt+response, so response tokens cannot be located")
+        batch = self._process(fulls, images, "right")
+        prompt_ids = self._process(prompts, images, "right")
+        prompt_lengths = prompt_ids["attention_mask"].sum(dim=1)  # [B]
+        labels = batch["input_ids"].clone()  # [B, T]
+        positions = torch.arange(labels.shape[1]).unsqueeze(0)  # [1, T]
+        labels[positions < prompt_lengths.unsqueeze(1)] = IGNORE_INDEX
+        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+        width = prompt_ids["input_ids"].shape[1]
+        same_prefix = (batch["input_ids"][:, :width] == prompt_ids["input_ids"]) | (prompt_ids["attention_mask"] == 0)
+        if not bool(same_prefix.all()):
+            raise ValueError("tokenising prompt+response changed the prompt's tokens; pick a chat template whose "
+                             "assistant turn starts on a token boundary")
+        batch["labels"] = labels
+        return dict(batch)
+
+    # ---- scoring and generation ------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, samples: Sequence[Sample], batch_size: int = 32, desc: str = "scoring") -> list[ResponseScore]:
+        """Per-sample response NLL under the current weights (teacher forcing, one forward pass a batch)."""
+        was_training = self.model.training
+        self.model.eval()
+        scores: list[ResponseScore] = []
+        for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
+            batch = {k: v.to(self.device) for k, v in self.encode(chunk).items()}
+            labels = batch.pop("labels")
+            logits = self.model(**batch).logits.float()  # [B, T, V]
+            targets = labels[:, 1:]  # [B, T-1]: token t is predicted at position t-1
+            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+            mask = targets != IGNORE_INDEX
+            for row_nll, row_mask in zip(nll, mask):
+                tokens = row_nll[row_mask].tolist()
+                total = float(sum(tokens))
+                scores.append(ResponseScore(total / max(len(tokens), 1), total, tuple(tokens)))
+        self.model.train(was_training)
+        return scores
+
+    @torch.no_grad()
+    def generate(self, samples: Sequence[Sample], max_new_tokens: int = 48, batch_size: int = 32,
+                 desc: str = "generating") -> list[str]:
+        """Greedy responses, batched with left padding so every prompt ends where generation starts."""
+        was_training = self.model.training
+        self.model.eval()
+        outputs: list[str] = []
+        for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
+            prompts = [self.prompt_text(s.instruction) for s in chunk]
+            batch = self._process(prompts, [s.pil() for s in chunk], "left").to(self.device)
+            generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                            pad_token_id=self.tokenizer.pad_token_id)
+            new_tokens = generated[:, batch["input_ids"].shape[1]:]  # [B, <=max_new_tokens]
+            outputs.extend(t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        self.model.train(was_training)
+        return outputs

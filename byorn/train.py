@@ -1,0 +1,119 @@
+"""Fine-tuning: a `transformers.Trainer` subclass with a per-batch defense hook, LoRA through PEFT.
+
+The data loader yields `Sample`s, not tensors: a defense must see the responses as text (to
+judge and replace them) before they become labels, so encoding happens inside `compute_loss`,
+right after the hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import Trainer, TrainingArguments
+
+from byorn.config import TrainConfig, save_config
+from byorn.data import Sample
+from byorn.models.hf import VLM
+
+# Language-model attention projections only: a bare ["q_proj", "v_proj"] would also adapt the
+# vision tower's attention, which is not what "LoRA on the LLM" means.
+DEFAULT_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
+
+
+class BatchHook(Protocol):
+    """What a training-time defense implements; the default (None) trains on the batch as is."""
+
+    def on_batch(self, samples: list[Sample], trainer: "ByornTrainer") -> list[Sample]: ...
+
+
+class SampleDataset(torch.utils.data.Dataset):
+    """Samples by index, either from a list or made on demand (pretraining's endless fresh scenes)."""
+
+    def __init__(self, source: Sequence[Sample] | Callable[[int], Sample], length: int | None = None) -> None:
+        self.source = source
+        self.length = len(source) if length is None else length  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.source(index) if callable(self.source) else self.source[index]
+
+
+def collate_samples(samples: list[Sample]) -> dict[str, list[Sample]]:
+    return {"samples": list(samples)}
+
+
+class ByornTrainer(Trainer):
+    """A standard Trainer whose batches are encoded after an optional defense hook rewrote them."""
+
+    def __init__(self, *args, vlm: VLM, hook: BatchHook | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.vlm = vlm
+        self.hook = hook
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        samples = inputs["samples"]
+        if self.hook is not None:
+            samples = self.hook.on_batch(samples, self)
+        batch = {k: v.to(self.args.device) for k, v in self.vlm.encode(samples).items()}
+        outputs = model(**batch)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+
+def training_arguments(output_dir: Path, *, batch_size: int, learning_rate: float, warmup: float, seed: int,
+                       logging_steps: int, epochs: float = 1.0, max_steps: int = -1,
+                       weight_decay: float = 0.0) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
+        max_steps=max_steps, learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=warmup,
+        weight_decay=weight_decay, seed=seed, data_seed=seed, logging_steps=logging_steps, save_strategy="no",
+        report_to="none", remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=None,
+    )
+
+
+def attach_lora(vlm: VLM, config: TrainConfig) -> None:
+    """Wrap the model in a PEFT LoRA model in place; the base weights are frozen."""
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_target or DEFAULT_LORA_TARGET, bias="none")
+    vlm.model = get_peft_model(vlm.model, lora)
+
+
+def write_log(trainer: Trainer, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for entry in trainer.state.log_history:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: str | Path,
+             hook: BatchHook | None = None) -> ByornTrainer:
+    """Fine-tune `vlm` in place; writes config.yaml, train_log.jsonl and the adapter/model to run_dir."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    torch.manual_seed(config.seed)  # LoRA's initial A matrices
+    if config.lora and not isinstance(vlm.model, PeftModel):
+        attach_lora(vlm, config)
+    args = training_arguments(run_dir / "trainer", batch_size=config.batch_size, learning_rate=config.learning_rate,
+                              warmup=config.warmup, seed=config.seed, logging_steps=config.logging_steps,
+                              epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay)
+    trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=SampleDataset(samples),
+                           data_collator=collate_samples, vlm=vlm, hook=hook)
+    trainer.train()
+    out = run_dir / ("adapter" if config.lora else "model")
+    vlm.model.save_pretrained(str(out), safe_serialization=True)
+    if not config.lora:
+        vlm.processor.save_pretrained(str(out))
+    write_log(trainer, run_dir / "train_log.jsonl")
+    return trainer
+
+
+def quiet_transformers() -> None:
+    """Tokenizer fork warnings are noise in a CLI run on 2 cores."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
