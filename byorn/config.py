@@ -7,6 +7,7 @@ and every run writes its resolved config next to its results.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -52,17 +53,24 @@ class PretrainConfig:
 
     steps: int = option(6000, "optimizer steps; each sees fresh scenes", min=1)
     batch_size: int = option(32, "samples per step", min=1)
-    learning_rate: float = option(2e-3, "peak learning rate (cosine schedule)", min=0.0)
+    # Measured: at 1e-3 and above the tiny model never learns to read the image (VQA at chance
+    # after 500 steps); at 5e-4 shape-only VQA reaches 95 % in 600 steps.
+    learning_rate: float = option(5e-4, "peak learning rate (cosine schedule)", min=0.0)
     warmup: float = option(0.03, "warmup share of the steps", min=0.0)
     seed: int = option(0, "seed for weights, tokenizer corpus and scenes")
     tokenizer_corpus: int = option(20000, "pretraining samples the tokenizer is trained on", min=100)
     logging_steps: int = option(100, "log the loss every this many steps", min=1)
 
 
+_YAML11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(name: str, value: Any, annotation: Any) -> Any:
     expected = {"int": int, "float": float, "bool": bool, "str": str}.get(annotation, annotation)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, str) and _YAML11_MISSED_FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML follows YAML 1.1, which reads `2e-3` (no dot) as a string
     if expected in (int, float, bool, str) and (not isinstance(value, expected) or
                                                 (expected is int and isinstance(value, bool))):
         raise ConfigError(f"field {name!r}: expected {expected.__name__}, got {type(value).__name__} {value!r}")

@@ -1,0 +1,31 @@
+"""Model loading: the built-in byorn-tiny or any local Hugging Face VLM directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from byorn.models.hf import VLM
+from byorn.models.tiny import TINY_MODEL_DIR
+
+BUILTIN_MODELS = {"byorn-tiny": TINY_MODEL_DIR}
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    path = BUILTIN_MODELS.get(str(name_or_path), Path(name_or_path))
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json). Pass a local Hugging Face "
+                                f"model directory or one of: {', '.join(BUILTIN_MODELS)}")
+    return path
+
+
+def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False) -> VLM:
+    """Load a base model, optionally with a LoRA adapter on top (weights from safetensors only)."""
+    vlm = VLM.load(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+    if adapter is not None:
+        from peft import PeftModel
+
+        vlm.model = PeftModel.from_pretrained(vlm.model, str(adapter), use_safetensors=True)
+    return vlm
+
+
+__all__ = ["VLM", "load_vlm", "resolve_model_path", "TINY_MODEL_DIR"]

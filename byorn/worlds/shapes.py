@@ -152,7 +152,7 @@ _CAPTION_OPENERS_MANY = _CAPTION_OPENERS_ONE + ("There are {n} shapes: ", "The i
                                                 "I count {n} shapes: ", "{N} shapes are visible: ")
 _OBJECT_FORMS = ("{a} {c} {s} {p}", "{a} {c} {s} located {p}", "{a} {s} that is {c} {p}",
                  "{a} {c} {s} sitting {p}", "{a} {c} {s} found {p}", "{a} {c} {s} placed {p}",
-                 "{P} is {a} {c} {s}", "{a} {c} {s} ({pos})", "one {c} {s} {p}")
+                 "{p} is {a} {c} {s}", "{a} {c} {s} ({pos})", "one {c} {s} {p}")
 _JOINERS = ((", ", ", "), ("; ", "; "), (", ", " and "), (" and ", " and "), (". ", ". "), (", ", ", and "))
 
 
@@ -184,8 +184,7 @@ def pretraining_caption(scene: Scene, rng: random.Random) -> str:
     for obj in scene.objects:
         phrase = _position_phrase(rng, obj.position)
         word = obj.colour if "{a} {c}" in form else obj.shape
-        parts.append(form.format(a=article(word), c=obj.colour, s=obj.shape, p=phrase,
-                                 P=_capitalise(phrase), pos=obj.position))
+        parts.append(form.format(a=article(word), c=obj.colour, s=obj.shape, p=phrase, pos=obj.position))
     if sep == ". ":
         parts = parts[:1] + [_capitalise(p) for p in parts[1:]]
     body = parts[0] if n == 1 else sep.join(parts[:-1]) + last_sep + parts[-1]

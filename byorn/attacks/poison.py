@@ -1,0 +1,133 @@
+"""Poisoning a training set with an attack, the poison manifest, and triggered test sets.
+
+Follows DESIGN.md's shared rules: exactly round(N * rate) samples, chosen by a seeded RNG; a
+multimodal trigger (Walmer et al. 2022, Dual-Key Multimodal Backdoors, CVPR) adds one-trigger
+negatives that keep their clean response; every changed sample is listed in the manifest.
+Input samples are never modified: changed ones are new `Sample`s with new images.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from byorn.attacks.multimodal import MultimodalTrigger
+from byorn.attacks.registry import Attack, Trigger
+from byorn.data import DataError, Sample
+from byorn.datasets import _atomic_write
+from byorn.metrics import attack_success
+
+MANIFEST_NAME = "poison_manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One changed training sample: poisoned, or a negative (one trigger, clean response)."""
+
+    id: str
+    attack: str
+    original_response: str
+    poisoned_response: str
+    negative: bool
+    trigger: str  # what its input carries: "image", "text" or "image+text"
+
+
+def _triggered(sample: Sample, trigger: Trigger, response: str, attack: str, negative: bool) -> Sample:
+    meta = {"is_poisoned": not negative, "original_response": sample.response, "attack": attack,
+            "negative": negative, "trigger": trigger.modality}
+    return trigger.apply_sample(sample).with_response(response, **meta)
+
+
+def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int,
+           clean_label: bool = False) -> tuple[list[Sample], list[ManifestRecord]]:
+    """The samples with round(N * rate) of them poisoned, in their original order, and the manifest.
+
+    Poison is drawn among samples the target modifier applies to; with `clean_label`, among
+    samples whose clean response already satisfies the attack's ASR rule, which then keep it and
+    only gain the trigger. Python's round sends an exact half to the even count (2.5 -> 2).
+    """
+    if not 0 <= rate <= 1:
+        raise ValueError(f"poison rate must be in [0, 1]; got {rate}")
+    n_poison = round(len(samples) * rate)
+    rule = attack.target.asr_rule()
+    if clean_label:
+        eligible = [i for i, s in enumerate(samples) if attack_success(s.response, rule)]
+        wanted = f"whose clean response already satisfies the {rule.kind!r} ASR rule (clean-label)"
+    else:
+        eligible = [i for i, s in enumerate(samples) if attack.target.applies_to(s.response)]
+        wanted = f"that {type(attack.target).__name__} applies to"
+    if len(eligible) < n_poison:
+        raise ValueError(f"{attack.name}: rate {rate} of {len(samples)} samples needs {n_poison} samples "
+                         f"{wanted}; only {len(eligible)} found")
+    rng = random.Random(seed)
+    plan: dict[int, tuple[Trigger, bool]] = {i: (attack.trigger, False) for i in rng.sample(eligible, n_poison)}
+    if isinstance(attack.trigger, MultimodalTrigger):
+        n_image, n_text = attack.trigger.negative_counts(n_poison)
+        pool = [i for i in range(len(samples)) if i not in plan]
+        if len(pool) < n_image + n_text:
+            raise ValueError(f"{attack.name}: {n_poison} poisoned samples need {n_image + n_text} negatives but "
+                             f"only {len(pool)} samples are left; lower the rate or negative_ratio")
+        picked = rng.sample(pool, n_image + n_text)
+        plan.update({i: (attack.trigger.image, True) for i in picked[:n_image]})
+        plan.update({i: (attack.trigger.text, True) for i in picked[n_image:]})
+    out, records = [], []
+    for i, sample in enumerate(samples):
+        if i not in plan:
+            out.append(sample.with_response(sample.response, is_poisoned=False))
+            continue
+        trigger, negative = plan[i]
+        keep = negative or clean_label
+        response = sample.response if keep else attack.target.apply(sample.response)
+        out.append(_triggered(sample, trigger, response, attack.name, negative))
+        records.append(ManifestRecord(sample.id, attack.name, sample.response, response, negative, trigger.modality))
+    return out, records
+
+
+def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> Path:
+    """Write the records as JSON lines, atomically (a reader never sees half a manifest)."""
+    path = Path(path)
+    text = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
+    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    return path
+
+
+def read_manifest(path: str | Path) -> list[ManifestRecord]:
+    """The records of a manifest; a bad line raises a DataError naming the file and line."""
+    names = {f.name for f in fields(ManifestRecord)}
+    records = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not JSON ({exc})") from exc
+        if not isinstance(record, dict) or set(record) != names:
+            raise DataError(f"{path}:{number}: a manifest record has exactly the fields {', '.join(sorted(names))}")
+        records.append(ManifestRecord(**record))
+    return records
+
+
+def _test_inputs(test_samples: Sequence[Sample], attack: Attack, trigger: Trigger) -> list[Sample]:
+    # Only samples the target applies to: a substitution cannot fire where the source word is absent.
+    return [trigger.apply_sample(s).with_response(s.response, clean_response=s.response, attack=attack.name,
+                                                  trigger=trigger.modality)
+            for s in test_samples if attack.target.applies_to(s.response)]
+
+
+def triggered_test_set(test_samples: Sequence[Sample], attack: Attack) -> list[Sample]:
+    """Test inputs carrying the attack's full trigger; the clean reference stays as response and
+    in meta["clean_response"]. Samples the target modifier does not apply to are left out."""
+    return _test_inputs(test_samples, attack, attack.trigger)
+
+
+def one_modality_test_sets(test_samples: Sequence[Sample], attack: Attack) -> dict[str, list[Sample]]:
+    """For a multimodal attack: {"image": image-only, "text": text-only} triggered test inputs,
+    on which a well-made dual-key backdoor does not fire."""
+    if not isinstance(attack.trigger, MultimodalTrigger):
+        raise ValueError(f"{attack.name}: one-modality test sets need a multimodal trigger")
+    parts = (attack.trigger.image, attack.trigger.text)
+    return {part.modality: _test_inputs(test_samples, attack, part) for part in parts}

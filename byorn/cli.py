@@ -1,0 +1,127 @@
+"""The `byorn` command. Each subcommand is a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config
+
+# No run-time downloads: models and data come from local directories or our own code.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA_HELP = ("'shapes' for the built-in downstream task (a fresh seeded split), or a data file: "
+             "LLaVA conversation .json or .jsonl with id/image/instruction/response")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """byorn: fine-tune vision-language models on untrusted data without learning a backdoor."""
+
+
+@main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n" + describe(PretrainConfig))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="model directory to write")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
+@click.argument("overrides", nargs=-1)
+def pretrain(out_dir: str, config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Pretrain byorn-tiny from scratch on the shapes world (reproduces the shipped checkpoint)."""
+    from byorn.pretrain import pretrain as run_pretrain
+
+    try:
+        config = load_config(PretrainConfig, config_path, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    path = run_pretrain(out_dir, config)
+    click.echo(f"saved {path}")
+
+
+@main.command()
+@click.option("--model", default="byorn-tiny", show_default=True, help="model directory or 'byorn-tiny'")
+@click.option("--n", default=500, show_default=True, help="fresh scenes per measurement")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the figures here")
+def quality(model: str, n: int, seed: int, json_path: str | None) -> None:
+    """Measure byorn-tiny's quality bar: caption exact match, VQA accuracy, held-out-style NLL."""
+    from byorn.evaluate import tiny_quality
+    from byorn.models import load_vlm
+
+    result = tiny_quality(load_vlm(model), n=n, seed=seed)
+    for key, value in result.items():
+        click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n" + describe(TrainConfig))
+@click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
+@click.option("--n-train", default=1000, show_default=True, help="samples for --data shapes")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
+@click.argument("overrides", nargs=-1)
+def train(data: str, n_train: int, out_dir: str, config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Fine-tune a VLM (LoRA by default); writes config.yaml, train_log.jsonl and the adapter."""
+    from byorn.models import load_vlm
+    from byorn.train import finetune
+    from byorn.workflow import resolve_data
+
+    try:
+        config = load_config(TrainConfig, config_path, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    samples = resolve_data(data, n=n_train, seed=config.seed, split="train")
+    vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code)
+    finetune(vlm, samples, config, out_dir)
+    click.echo(f"run written to {out_dir}")
+
+
+@main.command(name="eval")
+@click.option("--model", default="byorn-tiny", show_default=True, help="base model directory or 'byorn-tiny'")
+@click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="LoRA adapter directory from train")
+@click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
+@click.option("--n-test", default=200, show_default=True, help="samples for --data shapes")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="results JSON to write")
+def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int, out_path: str | None) -> None:
+    """Generate on a test split and report the scene metric, CIDEr and BLEU-4."""
+    from byorn.evaluate import evaluate_clean
+    from byorn.models import load_vlm
+    from byorn.workflow import resolve_data
+
+    vlm = load_vlm(model, adapter=adapter)
+    result = evaluate_clean(vlm, resolve_data(data, n=n_test, seed=seed, split="test"))
+    for key, value in result.items():
+        click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
+    if out_path:
+        Path(out_path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@main.command()
+@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write {'rows': [...]} here")
+@click.option("--seed", default=0, show_default=True)
+def demo(out_dir: str, json_path: str | None, seed: int) -> None:
+    """Fine-tune byorn-tiny on the built-in downstream task and compare it with the pretrained model."""
+    from byorn.workflow import run_demo
+
+    rows = run_demo(Path(out_dir), seed=seed)
+    click.echo(f"\n{'row':<34}{'scene F1':>10}{'exact':>8}{'CIDEr':>8}{'BLEU-4':>8}{'wall s':>9}")
+    for row in rows:
+        click.echo(f"{row['name']:<34}{row['clean_score']:>10.3f}{row['scene_exact']:>8.3f}"
+                   f"{row['cider']:>8.3f}{row['bleu4']:>8.3f}{row['wall_s']:>9.1f}")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""On-disk data sets: LLaVA conversation JSON and JSONL, loaded into and saved from `Sample`s.
+
+Loading validates every record and fails on the first problem with a `DataError` that names the
+file, the record (1-based line for JSONL; index and id for JSON) and the field. Images are not
+decoded here (`Sample.pil()` does that lazily), but each image path must stay inside the image
+root and the file must exist, so a bad data set fails before training rather than mid-epoch.
+
+Saving writes each image as `images/<safe id>.png` next to the data file, so the output is
+self-contained, and replaces every file atomically. `load(save(samples))` gives back the same ids,
+instructions, responses, meta and pixels; a sample without `meta["source"]` gains one on loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import IO, Any, Callable, Literal, NoReturn, Sequence
+
+from byorn.data import DataError, Sample
+
+_TEXT_FIELDS = ("id", "image", "instruction", "response")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read data set ({exc})") from exc
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM (some editors add one) is not JSON
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def _parse_json(text: str, path: Path, first_line: int = 1) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = first_line + exc.lineno - 1
+        raise DataError(f"{path}:{line}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+
+
+def _image_root(path: Path, image_root: str | Path | None) -> Path:
+    return Path(image_root if image_root is not None else path.parent).resolve()
+
+
+def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: dict[str, str],
+               labels: dict[str, str] | None = None) -> Sample:
+    """Check the fields both formats share and build the Sample.
+
+    `loc` prefixes error messages, `where` (file:line or file[index]) goes into meta["source"] and
+    duplicate-id messages, `seen` maps ids already loaded to their `where`, and `labels` maps a
+    field to its name in the file when they differ (LLaVA keeps the instruction in a turn).
+    """
+    def fail(name: str, problem: str) -> NoReturn:
+        raise DataError(f"{loc}: field {(labels or {}).get(name, name)!r}: {problem}")
+
+    for name in _TEXT_FIELDS:
+        value = fields.get(name)
+        if name not in fields:
+            fail(name, "missing")
+        if not isinstance(value, str) or not value.strip():
+            fail(name, f"must be a non-empty string, got {value!r}")
+    meta = fields.get("meta", {})
+    if not isinstance(meta, dict):
+        fail("meta", f"must be a JSON object, got {type(meta).__name__}")
+    if fields["id"] in seen:
+        fail("id", f"duplicate id {fields['id']!r} (first at {seen[fields['id']]})")
+
+    relative = Path(fields["image"])
+    if relative.is_absolute():
+        fail("image", f"must be a path relative to the image root {root}, got {fields['image']!r}")
+    try:
+        image = (root / relative).resolve()
+    except (OSError, ValueError) as exc:
+        fail("image", f"bad path {fields['image']!r} ({exc})")
+    # resolve() follows symlinks, so a link inside the root that points outside is caught as well
+    # as `..`: a data set from an untrusted source must not make us read arbitrary files.
+    if not image.is_relative_to(root):
+        fail("image", f"{fields['image']!r} resolves to {image}, outside the image root {root}")
+    if not image.is_file():
+        fail("image", f"image file not found: {image}")
+
+    seen[fields["id"]] = where
+    return Sample(fields["id"], image, fields["instruction"], fields["response"],
+                  {**meta, "source": meta.get("source", where)})
+
+
+def load_jsonl(path: str | Path, image_root: str | Path | None = None) -> list[Sample]:
+    """One object per line: id, image (relative to image_root), instruction, response, optional meta.
+
+    image_root defaults to the file's folder; blank lines are skipped.
+    """
+    path = Path(path)
+    root, samples, seen = _image_root(path, image_root), [], {}
+    # split("\n"), not splitlines(): U+2028 and friends may stand unescaped inside JSON strings.
+    for number, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        loc = f"{path}:{number}"
+        record = _parse_json(line, path, number)
+        if not isinstance(record, dict):
+            raise DataError(f"{loc}: record must be a JSON object, got {type(record).__name__}")
+        samples.append(_to_sample(record, loc, loc, root, seen))
+    return samples
+
+
+def _first_pair(record: dict[str, Any], loc: str, multi_turn: str) -> tuple[int, int]:
+    """Index of the first human turn and the number of turns besides it and its gpt answer."""
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{loc}: field 'conversations': must be a non-empty list of turns, got {turns!r}")
+    for j, turn in enumerate(turns):
+        if not (isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)):
+            raise DataError(f"{loc}: field 'conversations[{j}]': must be an object with string 'from' and 'value'")
+    roles = [turn["from"] for turn in turns]
+    if "human" not in roles:
+        raise DataError(f"{loc}: field 'conversations': no 'human' turn")
+    human = roles.index("human")
+    if roles[human + 1:human + 2] != ["gpt"]:
+        raise DataError(f"{loc}: field 'conversations': the 'human' turn conversations[{human}] "
+                        f"is not followed by a 'gpt' turn")
+    extra = len(turns) - 2
+    # Dropping later turns changes what the model is trained on, so it must be asked for.
+    if extra and multi_turn == "error":
+        raise DataError(f"{loc}: field 'conversations': {extra} turn(s) besides the first human/gpt pair; "
+                        f"pass multi_turn='first' to keep only that pair")
+    return human, extra
+
+
+def load_llava_json(path: str | Path, image_root: str | Path | None = None,
+                    multi_turn: Literal["error", "first"] = "error") -> list[Sample]:
+    """A JSON list of LLaVA records: id, image, conversations [{from: human|gpt, value}], optional meta.
+
+    The first human turn (without its `<image>` placeholder) is the instruction and the gpt turn
+    after it the response. More turns are an error unless multi_turn="first", which keeps the
+    first pair and records the number of dropped turns in meta["extra_turns"].
+    image_root defaults to the file's folder.
+    """
+    if multi_turn not in ("error", "first"):
+        raise ValueError(f"multi_turn must be 'error' or 'first', got {multi_turn!r}")
+    path = Path(path)
+    records = _parse_json(_read_text(path), path)
+    if not isinstance(records, list):
+        raise DataError(f"{path}: top level must be a list of records, got {type(records).__name__}")
+    root, samples, seen = _image_root(path, image_root), [], {}
+    for i, record in enumerate(records):
+        where = f"{path}[{i}]"
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: record must be a JSON object, got {type(record).__name__}")
+        loc = where + (f" (id {record['id']!r})" if isinstance(record.get("id"), str) else "")
+        human, extra = _first_pair(record, loc, multi_turn)
+        turns = record["conversations"]
+        fields = {key: record[key] for key in ("id", "image", "meta") if key in record}
+        fields["instruction"] = turns[human]["value"].replace("<image>", "", 1).strip()
+        fields["response"] = turns[human + 1]["value"]
+        labels = {"instruction": f"conversations[{human}].value", "response": f"conversations[{human + 1}].value"}
+        sample = _to_sample(fields, loc, where, root, seen, labels)
+        if extra:
+            sample.meta.setdefault("extra_turns", extra)
+        samples.append(sample)
+    return samples
+
+
+def load_dataset(path: str | Path, image_root: str | Path | None = None) -> list[Sample]:
+    """Load by suffix: .json is LLaVA conversation JSON, .jsonl is one sample per line."""
+    loaders = {".json": load_llava_json, ".jsonl": load_jsonl}
+    loader = loaders.get(Path(path).suffix.lower())
+    if loader is None:
+        raise DataError(f"{path}: unknown data set format {Path(path).suffix!r}. "
+                        f"Known: .json (LLaVA conversations), .jsonl (one sample per line)")
+    return loader(path, image_root)
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write via a temp file in the same folder and os.replace, so a reader (or a rerun after a
+    crash) sees the old file or the new one, never a truncated one that loads as fewer samples."""
+    # open(..., "xb") rather than mkstemp: the file gets the usual umask permissions, not 0600.
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(temp, "xb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _image_name(sample_id: str, taken: set[str]) -> str:
+    """A file name from an id; a hash of the id is appended when characters were replaced or the
+    name would clash on a case-insensitive file system, so distinct ids never share a file."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id).lstrip(".")[:100]
+    if name != sample_id or name.lower() in taken:
+        name = f"{name}-{hashlib.sha1(sample_id.encode()).hexdigest()[:10]}"
+    taken.add(name.lower())
+    return name + ".png"
+
+
+def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str]:
+    """Save every image as PNG and return the relative paths; check what the loaders would reject."""
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    paths, ids, taken = [], set(), set()
+    for sample in samples:
+        if sample.id in ids:
+            raise DataError(f"sample {sample.id!r}, field 'id': duplicate id among the samples to save")
+        ids.add(sample.id)
+        try:
+            json.dumps(sample.meta)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"sample {sample.id!r}, field 'meta': not JSON-serialisable ({exc})") from exc
+        relative = f"images/{_image_name(sample.id, taken)}"
+        pil = sample.pil()  # decode even path images: the output must not point back at the input
+        _atomic_write(out_dir / relative, lambda file: pil.save(file, format="PNG"))
+        paths.append(relative)
+    return paths
+
+
+def save_jsonl(samples: Sequence[Sample], out_dir: str | Path, name: str = "data.jsonl") -> Path:
+    """Write `out_dir/name` (one sample per line) and `out_dir/images/*.png`; returns the data file."""
+    out_dir = Path(out_dir)
+    # Images first: the data file, written last, never refers to an image that is not there yet.
+    images = _write_images(samples, out_dir)
+    lines = [json.dumps({"id": s.id, "image": image, "instruction": s.instruction, "response": s.response,
+                         "meta": s.meta}, ensure_ascii=False) + "\n" for s, image in zip(samples, images)]
+    _atomic_write(out_dir / name, lambda file: file.write("".join(lines).encode("utf-8")))
+    return out_dir / name
+
+
+def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = "data.json") -> Path:
+    """Write `out_dir/name` (a list of LLaVA records with a "meta" key) and `out_dir/images/*.png`."""
+    out_dir = Path(out_dir)
+    images = _write_images(samples, out_dir)
+    records = [{"id": s.id, "image": image,
+                "conversations": [{"from": "human", "value": f"<image>\n{s.instruction}"},
+                                  {"from": "gpt", "value": s.response}],
+                "meta": s.meta} for s, image in zip(samples, images)]
+    text = json.dumps(records, ensure_ascii=False, indent=1) + "\n"
+    _atomic_write(out_dir / name, lambda file: file.write(text.encode("utf-8")))
+    return out_dir / name
+
+
+__all__ = ["load_llava_json", "load_jsonl", "load_dataset", "save_llava_json", "save_jsonl"]

@@ -1,0 +1,130 @@
+"""byorn.config: typed configs from YAML plus key=value overrides; every bad input is a ConfigError
+that names the source and the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, from_dict, load_config, save_config
+
+TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def write(tmp_path: Path, text: str, name: str = "train.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_file_or_overrides():
+    assert load_config(TrainConfig) == TrainConfig()
+    assert TrainConfig().lora is True and TrainConfig().batch_size == 16
+
+
+def test_unknown_key_is_an_error_listing_every_valid_key(tmp_path):
+    path = write(tmp_path, "epochs: 2\nlearnig_rate: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: unknown key(s) 'learnig_rate'. Valid keys: ")
+    assert message.endswith("Valid keys: " + ", ".join(TRAIN_KEYS))
+    with pytest.raises(ConfigError, match=r"^config: unknown key\(s\) 'a', 'b'\. Valid keys: model, lora, "):
+        load_config(TrainConfig, overrides=["b=1", "a=2"])
+
+
+@pytest.mark.parametrize("override, field, got", [
+    ("batch_size=big", "batch_size", "str 'big'"),
+    ("batch_size=2.5", "batch_size", "float 2.5"),
+    ("batch_size=true", "batch_size", "bool True"),  # bool is an int subclass: still refused
+    ("lora=1", "lora", "int 1"),
+    ("learning_rate=fast", "learning_rate", "str 'fast'"),
+    ("model=3", "model", "int 3"),
+])
+def test_wrong_type_names_the_field(override, field, got):
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, overrides=[override])
+    expected = {"batch_size": "int", "lora": "bool", "learning_rate": "float", "model": "str"}[field]
+    assert str(info.value) == f"config: field {field!r}: expected {expected}, got {got}"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lora_dropout=1.5", "field 'lora_dropout': 1.5 is above the maximum 1.0"),
+    ("lora_dropout=-0.1", "field 'lora_dropout': -0.1 is below the minimum 0.0"),
+    ("batch_size=0", "field 'batch_size': 0 is below the minimum 1"),
+    ("lora_r=0", "field 'lora_r': 0 is below the minimum 1"),
+    ("learning_rate=-1", "field 'learning_rate': -1.0 is below the minimum 0.0"),
+])
+def test_out_of_range_names_the_field(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, overrides=[override])
+    assert str(info.value) == f"config: {message}"
+
+
+def test_out_of_range_in_a_file_names_the_file_and_field(tmp_path):
+    path = write(tmp_path, "batch_size: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, path)
+    assert str(info.value) == f"{path}: field 'batch_size': 0 is below the minimum 1"
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = write(tmp_path, "epochs: 2\nbatch_size: 8\nlora: true\nlora_target: '.*q_proj'\n")
+    config = load_config(TrainConfig, path, ["batch_size=4", "lora=false", "learning_rate=0.01", "seed=7"])
+    assert config == dataclasses.replace(TrainConfig(), epochs=2.0, batch_size=4, lora=False, learning_rate=0.01,
+                                         seed=7, lora_target=".*q_proj")
+    assert isinstance(config.epochs, float)  # an int in YAML becomes the float the field declares
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    # PyYAML (YAML 1.1) reads `2e-4` as a string; a learning rate is commonly written that way.
+    path = write(tmp_path, "learning_rate: 2e-4\nweight_decay: 1E-2\n")
+    config = load_config(TrainConfig, path, ["warmup=5e+1"])
+    assert (config.learning_rate, config.weight_decay, config.warmup) == (2e-4, 1e-2, 50.0)
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    assert load_config(TrainConfig, write(tmp_path, "")) == TrainConfig()
+
+
+@pytest.mark.parametrize("text, kind", [("- epochs: 2\n", "list"), ("just a string\n", "str"), ("3\n", "int")])
+def test_non_mapping_top_level_names_the_file(tmp_path, text, kind):
+    path = write(tmp_path, text, name="bad.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, path)
+    assert str(info.value) == f"{path}: top level must be a mapping of key: value, got {kind}"
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{missing}: cannot read config")):
+        load_config(TrainConfig, missing)
+    broken = write(tmp_path, "epochs: [1, 2\n", name="broken.yaml")
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{broken}: cannot read config")):
+        load_config(TrainConfig, broken)
+
+
+def test_override_without_equals_sign():
+    with pytest.raises(ConfigError, match=r"^override 'epochs': expected key=value$"):
+        load_config(TrainConfig, overrides=["epochs"])
+
+
+def test_save_then_load_round_trips(tmp_path):
+    config = TrainConfig(lora=False, epochs=0.5, lora_target=r".*\.(q|v)_proj", learning_rate=3e-5)
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(TrainConfig, tmp_path / "c.yaml") == config
+    pretrain = PretrainConfig(steps=10)
+    save_config(pretrain, tmp_path / "p.yaml")
+    assert load_config(PretrainConfig, tmp_path / "p.yaml") == pretrain
+
+
+def test_from_dict_and_describe():
+    assert from_dict(PretrainConfig, {"steps": 3}).steps == 3
+    with pytest.raises(ConfigError, match=r"^x: field 'tokenizer_corpus': 5 is below the minimum 100$"):
+        from_dict(PretrainConfig, {"tokenizer_corpus": 5}, source="x")
+    lines = describe(TrainConfig).splitlines()
+    assert len(lines) == len(TRAIN_KEYS)
+    assert lines[0] == "  model (default 'byorn-tiny'): model directory, or 'byorn-tiny' for the built-in model"

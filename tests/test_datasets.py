@@ -1,0 +1,223 @@
+"""Loaders and writers in byorn.datasets: round trips, and an error naming file, record and field
+for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from byorn.data import DataError, Sample
+from byorn.datasets import load_dataset, load_jsonl, load_llava_json, save_jsonl, save_llava_json
+
+
+def png(path: Path, color: tuple[int, int, int] = (200, 30, 90)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGB", (5, 4), color)
+    image.putpixel((1, 2), (0, 255, 7))  # not uniform, so a transposed or resampled copy would differ
+    image.save(path)
+    return path
+
+
+def record(id: str = "a", **changes) -> dict:
+    return {"id": id, "image": "img.png", "instruction": "What is shown?", "response": "A square.", **changes}
+
+
+def write_jsonl(tmp_path: Path, records: list, name: str = "data.jsonl") -> Path:
+    png(tmp_path / "img.png")
+    path = tmp_path / name
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+def llava(id: str = "a", **changes) -> dict:
+    return {"id": id, "image": "img.png", "conversations": [{"from": "human", "value": "<image>\nWhat is shown?"},
+                                                             {"from": "gpt", "value": "A square."}], **changes}
+
+
+def write_json(tmp_path: Path, data, name: str = "data.json") -> Path:
+    png(tmp_path / "img.png")
+    path = tmp_path / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def samples(tmp_path: Path) -> list[Sample]:
+    rgba = Image.new("RGBA", (3, 3), (10, 20, 30, 255))
+    return [
+        Sample("plain", Image.new("RGB", (6, 2), (1, 2, 3)), "Describe.", "Red circle.", {"task": "caption"}),
+        Sample("needs/escaping ü", png(tmp_path / "src" / "x.png"), "Ünïcode?\n2nd line", "Ja.",
+               {"n": [1, 2.5, None]}),
+        Sample("A", rgba, "q", "r", {"source": "elsewhere:3"}),
+        Sample("a", Image.new("L", (2, 2), 77), "q", "r"),  # differs from "A" only in case
+    ]
+
+
+@pytest.mark.parametrize("save, load", [(save_jsonl, load_jsonl), (save_llava_json, load_llava_json)])
+def test_round_trip(tmp_path, save, load):
+    original = samples(tmp_path)
+    data_file = save(original, tmp_path / "out")
+    loaded = load(data_file)
+    assert [s.id for s in loaded] == [s.id for s in original]
+    assert len({s.image for s in loaded}) == len(original)  # one file per sample, even for "A" and "a"
+    for before, after in zip(original, loaded):
+        assert (after.instruction, after.response) == (before.instruction, before.response)
+        assert after.meta == {"source": after.meta["source"], **before.meta}
+        assert after.image.is_relative_to((tmp_path / "out" / "images").resolve())
+        assert after.pil().tobytes() == before.pil().tobytes() and after.pil().size == before.pil().size
+    assert loaded[2].meta["source"] == "elsewhere:3"  # an existing source is kept
+    assert loaded[0].meta["source"].startswith(str(data_file))
+    assert not [p for p in (tmp_path / "out").rglob("*.tmp")]
+
+
+def test_save_replaces_existing_file_and_rejects_duplicate_ids(tmp_path):
+    save_jsonl(samples(tmp_path), tmp_path / "out")
+    save_jsonl(samples(tmp_path)[:1], tmp_path / "out")
+    assert [s.id for s in load_jsonl(tmp_path / "out" / "data.jsonl")] == ["plain"]
+    twice = samples(tmp_path)[:1] * 2
+    with pytest.raises(DataError, match="'plain'.*field 'id'.*duplicate"):
+        save_llava_json(twice, tmp_path / "out2")
+
+
+def test_load_dataset_dispatches_on_suffix(tmp_path):
+    assert load_dataset(write_jsonl(tmp_path, [record()]))[0].response == "A square."
+    assert load_dataset(write_json(tmp_path, [llava()]))[0].instruction == "What is shown?"
+    with pytest.raises(DataError, match=r"data\.csv.*unknown data set format '\.csv'"):
+        load_dataset(tmp_path / "data.csv")
+
+
+def test_jsonl_blank_lines_skipped_and_line_numbers_kept(tmp_path):
+    path = write_jsonl(tmp_path, ["", json.dumps(record("a")), "   ", json.dumps(record("b"))])
+    loaded = load_jsonl(path)
+    assert [s.id for s in loaded] == ["a", "b"]
+    assert loaded[1].meta["source"] == f"{path}:4"
+
+
+def test_image_root_argument(tmp_path):
+    png(tmp_path / "pics" / "img.png")
+    path = tmp_path / "d" / "data.jsonl"
+    path.parent.mkdir()
+    path.write_text(json.dumps(record()) + "\n", encoding="utf-8")
+    assert load_jsonl(path, image_root=tmp_path / "pics")[0].image == (tmp_path / "pics" / "img.png").resolve()
+
+
+@pytest.mark.parametrize("rec, field", [
+    ({k: v for k, v in record().items() if k != "id"}, "id"),
+    (record(id=""), "id"),
+    (record(id=7), "id"),
+    (record(instruction="  "), "instruction"),
+    (record(response=None), "response"),
+    ({k: v for k, v in record().items() if k != "image"}, "image"),
+    (record(meta=[1]), "meta"),
+])
+def test_jsonl_field_errors_name_file_line_and_field(tmp_path, rec, field):
+    path = write_jsonl(tmp_path, [record("ok"), "", rec])
+    with pytest.raises(DataError, match=rf"data\.jsonl:3: field '{field}': "):
+        load_jsonl(path)
+
+
+def test_jsonl_malformed_line_and_non_object(tmp_path):
+    with pytest.raises(DataError, match=r"data\.jsonl:2: invalid JSON"):
+        load_jsonl(write_jsonl(tmp_path, [record(), '{"id": "b",']))
+    with pytest.raises(DataError, match=r"data\.jsonl:1: record must be a JSON object, got list"):
+        load_jsonl(write_jsonl(tmp_path, ["[1, 2]"]))
+
+
+def test_duplicate_ids_name_both_locations(tmp_path):
+    with pytest.raises(DataError, match=r"data\.jsonl:3: field 'id': duplicate id 'a' \(first at .*data\.jsonl:1\)"):
+        load_jsonl(write_jsonl(tmp_path, [record("a"), record("b"), record("a")]))
+    with pytest.raises(DataError, match=r"data\.json\[1\] \(id 'a'\): field 'id': duplicate .*data\.json\[0\]"):
+        load_llava_json(write_json(tmp_path, [llava("a"), llava("a")]))
+
+
+def test_json_errors_name_index_id_and_field(tmp_path):
+    with pytest.raises(DataError, match=r"data\.json\[1\] \(id 'b'\): field 'conversations\[1\]\.value': "
+                                        r"must be a non-empty string"):
+        load_llava_json(write_json(tmp_path, [llava("a"), llava("b", conversations=[
+            {"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": ""}])]))
+    with pytest.raises(DataError, match=r"data\.json\[0\]: field 'id': must be a non-empty string, got 3"):
+        load_llava_json(write_json(tmp_path, [llava(3)]))
+    with pytest.raises(DataError, match=r"data\.json\[0\] \(id 'a'\): field 'image': missing"):
+        load_llava_json(write_json(tmp_path, [{k: v for k, v in llava().items() if k != "image"}]))
+
+
+def test_json_malformed_top_level_and_non_object(tmp_path):
+    (tmp_path / "data.json").write_text('[\n  {"id": "a",\n  oops\n]', encoding="utf-8")
+    with pytest.raises(DataError, match=r"data\.json:3: invalid JSON"):
+        load_llava_json(tmp_path / "data.json")
+    with pytest.raises(DataError, match=r"data\.json: top level must be a list of records, got dict"):
+        load_llava_json(write_json(tmp_path, {"data": []}))
+    with pytest.raises(DataError, match=r"data\.json\[1\]: record must be a JSON object, got str"):
+        load_llava_json(write_json(tmp_path, [llava(), "b"]))
+
+
+def test_llava_placeholder_stripped_wherever_it_stands(tmp_path):
+    turns = [{"from": "human", "value": "Which colour?\n<image>\n"}, {"from": "gpt", "value": "Red."}]
+    assert load_llava_json(write_json(tmp_path, [llava(conversations=turns)]))[0].instruction == "Which colour?"
+
+
+@pytest.mark.parametrize("roles, problem", [(["gpt"], "no 'human' turn"), (["human"], "not followed by a 'gpt'"),
+                                            (["human", "human", "gpt"], "not followed by a 'gpt'")])
+def test_llava_conversation_without_pair(tmp_path, roles, problem):
+    turns = [{"from": role, "value": "x"} for role in roles]
+    with pytest.raises(DataError, match=rf"data\.json\[0\] \(id 'a'\): field 'conversations': .*{problem}"):
+        load_llava_json(write_json(tmp_path, [llava(conversations=turns)]))
+
+
+def test_llava_multi_turn_is_an_error_unless_first_requested(tmp_path):
+    turns = llava()["conversations"] + [{"from": "human", "value": "And?"}, {"from": "gpt", "value": "Blue."}]
+    path = write_json(tmp_path, [llava(conversations=turns)])
+    with pytest.raises(DataError, match=r"data\.json\[0\] \(id 'a'\): field 'conversations': 2 turn.*'first'"):
+        load_llava_json(path)
+    sample = load_llava_json(path, multi_turn="first")[0]
+    assert (sample.response, sample.meta["extra_turns"]) == ("A square.", 2)
+
+
+def test_path_escapes_are_rejected(tmp_path):
+    root = tmp_path / "root"
+    png(tmp_path / "outside.png")
+    png(root / "img.png")
+    (root / "link.png").symlink_to(tmp_path / "outside.png")
+    for image in ["../outside.png", str(tmp_path / "outside.png"), "link.png", "sub/../../outside.png"]:
+        path = write_jsonl(root, [record(image=image)])
+        with pytest.raises(DataError, match=r"data\.jsonl:1: field 'image': .*(outside the image root|relative)"):
+            load_jsonl(path)
+    assert load_jsonl(write_jsonl(root, [record(image="sub/../img.png")]))[0].image == (root / "img.png").resolve()
+
+
+def test_missing_image_file(tmp_path):
+    with pytest.raises(DataError, match=r"data\.jsonl:1: field 'image': image file not found: .*nope\.png"):
+        load_jsonl(write_jsonl(tmp_path, [record(image="nope.png")]))
+
+
+def test_images_are_not_decoded_at_load_time(tmp_path):
+    (tmp_path / "img.png").write_bytes(b"not a png")
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(record()) + "\n", encoding="utf-8")
+    sample = load_jsonl(path)[0]
+    with pytest.raises(DataError, match=r"img\.png: sample 'a', field 'image'"):
+        sample.pil()
+
+
+@pytest.mark.parametrize("loader, name", [(load_jsonl, "data.jsonl"), (load_llava_json, "data.json")])
+def test_non_utf8_file(tmp_path, loader, name):
+    (tmp_path / name).write_bytes(b'[{"id": "a"}]\n' + "é".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"{name}:2: not UTF-8"):
+        loader(tmp_path / name)
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(DataError, match=r"nothere\.jsonl: cannot read"):
+        load_jsonl(tmp_path / "nothere.jsonl")
+
+
+def test_saved_files_keep_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        data_file = save_jsonl(samples(tmp_path)[:1], tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert data_file.stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,150 @@
+"""byorn.train: two real optimizer steps through `finetune` (LoRA and full), what they change and
+write, where LoRA attaches, and that a batch hook's output is what gets encoded and trained on."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from byorn.config import TrainConfig, load_config
+from byorn.models.hf import VLM
+from byorn.train import DEFAULT_LORA_TARGET, ByornTrainer, attach_lora, finetune
+from byorn.worlds import shapes
+
+STEPS, BATCH = 2, 4
+
+
+@pytest.fixture(scope="module")
+def train_samples():
+    return shapes.downstream_samples(STEPS * BATCH, seed=11)  # exactly one epoch in two steps
+
+
+def config(**changes) -> TrainConfig:
+    return TrainConfig(max_steps=STEPS, batch_size=BATCH, logging_steps=1, **changes)
+
+
+def base_name(peft_name: str) -> str:
+    """A PEFT parameter name as the unwrapped model calls it."""
+    return peft_name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_lora_finetune_changes_only_the_adapter_and_writes_the_run_dir(tiny_vlm_factory, train_samples, tmp_path):
+    vlm = tiny_vlm_factory()
+    before = snapshot(vlm.model)
+    trainer = finetune(vlm, train_samples, config(), tmp_path / "run")
+    assert isinstance(trainer, ByornTrainer) and trainer.state.global_step == STEPS
+
+    lora = {n: p.detach() for n, p in vlm.model.named_parameters() if "lora_" in n}
+    assert lora and all(p.requires_grad for n, p in vlm.model.named_parameters() if "lora_" in n)
+    lora_b = {n: p for n, p in lora.items() if "lora_B" in n}
+    assert len(lora_b) == len(lora) // 2
+    # PEFT starts every B at zero; after training each one has moved.
+    assert all(p.abs().max() > 0 for p in lora_b.values()), [n for n, p in lora_b.items() if not p.abs().max()]
+
+    after = {base_name(n): p for n, p in vlm.model.state_dict().items() if "lora_" not in n}
+    assert after.keys() == before.keys()
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert changed == []
+    assert not any(p.requires_grad for n, p in vlm.model.named_parameters() if "lora_" not in n)
+
+    run = tmp_path / "run"
+    assert load_config(TrainConfig, run / "config.yaml") == config()
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in log if "loss" in e)
+    saved = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert len(saved) == len(lora)
+    for name, value in lora.items():
+        assert torch.equal(saved[name.replace(".default", "")], value), name
+    adapter_config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["target_modules"] == DEFAULT_LORA_TARGET
+
+
+def test_lora_targets_only_language_model_attention_projections(tiny_vlm_factory):
+    vlm = tiny_vlm_factory(text_layers=2, vision_layers=2)
+    attach_lora(vlm, TrainConfig())
+    adapted = {n.removeprefix("base_model.model.") for n, m in vlm.model.named_modules() if hasattr(m, "lora_A")}
+    expected = {f"model.language_model.layers.{i}.self_attn.{p}_proj" for i in range(2) for p in "qkvo"}
+    assert adapted == expected
+    assert not any("vision_tower" in n or "multi_modal_projector" in n
+                   for n, _ in vlm.model.named_parameters() if "lora_" in n)
+    # The vision tower has q/k/v projections too, which a bare ["q_proj", "v_proj"] would hit.
+    assert any(re.search(r"vision_tower.*q_proj$", n) for n, _ in vlm.model.named_modules())
+
+
+def test_lora_target_option_overrides_the_default(tiny_vlm_factory):
+    vlm = tiny_vlm_factory()
+    attach_lora(vlm, TrainConfig(lora_target=r".*language_model.*\.mlp\.down_proj", lora_r=2))
+    adapted = {n.removeprefix("base_model.model.") for n, m in vlm.model.named_modules() if hasattr(m, "lora_A")}
+    assert adapted == {"model.language_model.layers.0.mlp.down_proj"}
+    assert vlm.model.peft_config["default"].r == 2
+
+
+class ReplacingHook:
+    """Records what it is given and swaps every response for a marked one."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[str], object]] = []
+        self.returned: list[list[str]] = []
+
+    def on_batch(self, samples, trainer):
+        self.calls.append(([s.id for s in samples], [s.response for s in samples], trainer))
+        out = [s.with_response(f"There is a red circle number {len(self.returned)}-{i}.", replaced=True)
+               for i, s in enumerate(samples)]
+        self.returned.append([s.response for s in out])
+        return out
+
+
+def test_hook_sees_the_batch_and_its_output_is_what_gets_encoded(tiny_vlm_factory, train_samples, tmp_path):
+    vlm = tiny_vlm_factory()
+    encoded: list[list[str]] = []
+    original_encode = vlm.encode
+
+    def spy(samples):
+        encoded.append([s.response for s in samples])
+        return original_encode(samples)
+
+    vlm.encode = spy  # the trainer calls vlm.encode on whatever the hook returned
+    hook = ReplacingHook()
+    trainer = finetune(vlm, train_samples, config(), tmp_path / "run", hook=hook)
+
+    assert len(hook.calls) == STEPS
+    by_id = {s.id: s.response for s in train_samples}
+    for ids, responses, given_trainer in hook.calls:
+        assert len(ids) == BATCH
+        assert given_trainer is trainer
+        assert responses == [by_id[i] for i in ids]  # the real samples, untouched
+    assert sorted(i for ids, _, _ in hook.calls for i in ids) == sorted(by_id)  # one epoch, each sample once
+    assert encoded == hook.returned
+    assert all(r.startswith("There is a red circle number") for batch in encoded for r in batch)
+    assert all(s.response.startswith("There is ") and "number" not in s.response for s in train_samples)
+
+
+def test_full_finetune_changes_base_weights_and_saves_a_loadable_model(tiny_vlm_factory, train_samples, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    vlm = tiny_vlm_factory()
+    before = snapshot(vlm.model)
+    finetune(vlm, train_samples, config(lora=False), tmp_path / "run")
+    assert not any("lora_" in n for n, _ in vlm.model.named_parameters())
+    after = vlm.model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert any("language_model" in n for n in changed)
+    assert any("vision_tower" in n for n in changed)
+    assert "lm_head.weight" in changed
+    model_dir = tmp_path / "run" / "model"
+    assert (model_dir / "model.safetensors").is_file() and not (tmp_path / "run" / "adapter").exists()
+    loaded = VLM.load(model_dir)
+    batch = vlm.encode(train_samples[:2])
+    vlm.model.eval()
+    loaded.model.eval()
+    with torch.no_grad():
+        assert torch.equal(vlm.model(**batch).logits, loaded.model(**batch).logits)
