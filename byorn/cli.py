@@ -105,6 +105,91 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
         Path(out_path).write_text(json.dumps(result, indent=2) + "\n")
 
 
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    """`KEY=VALUE` pairs, values read as YAML scalars (numbers, booleans, lists, strings)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            _fail(f"option {pair!r}: expected KEY=VALUE")
+        value = yaml.safe_load(raw)
+        options[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return options
+
+
+@main.command()
+@click.option("--attack", "trigger", required=True, help="trigger name (see `byorn list attacks`)")
+@click.option("--target", default="fixed", show_default=True, help="target modifier name")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="attack option, e.g. -o size=0.2 -o response='I cannot help.' (repeatable)")
+@click.option("--rate", default=0.1, show_default=True, help="share of samples poisoned: round(N * rate)")
+@click.option("--seed", default=0, show_default=True, help="seed for the choice of poisoned samples")
+@click.option("--clean-label", is_flag=True, help="poison only samples whose response already fits the target")
+@click.option("--in", "data", default="shapes", show_default=True, help=DATA_HELP)
+@click.option("--n", "n_samples", default=1000, show_default=True, help="samples for --in shapes")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="folder to write")
+def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, seed: int, clean_label: bool,
+           data: str, n_samples: int, out_dir: str) -> None:
+    """Write a poisoned copy of a data set (LLaVA JSON + images) and its poison_manifest.jsonl."""
+    import yaml
+
+    from byorn.attacks import build_attack
+    from byorn.attacks.poison import MANIFEST_NAME, poison as run_poison, write_manifest
+    from byorn.datasets import save_llava_json
+    from byorn.workflow import resolve_data
+
+    if not 0.0 <= rate <= 1.0:
+        _fail(f"--rate {rate}: must be between 0 and 1")
+    try:
+        attack = build_attack(trigger, target, **_parse_options(options))
+        samples, manifest = run_poison(resolve_data(data, n=n_samples, seed=seed, split="train"), attack, rate,
+                                       seed, clean_label=clean_label)
+    except ValueError as exc:
+        _fail(str(exc))
+    out = Path(out_dir)
+    data_path = save_llava_json(samples, out)
+    write_manifest(manifest, out / MANIFEST_NAME)
+    resolved = {"attack": trigger, "target": target, "options": _parse_options(options), "rate": rate, "seed": seed,
+                "clean_label": clean_label, "data": data, "n": len(samples)}
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    poisoned = sum(not r.negative for r in manifest)
+    click.echo(f"{attack.name}: {poisoned} of {len(samples)} samples poisoned, "
+               f"{len(manifest) - poisoned} negatives -> {data_path}")
+
+
+@main.group(name="list")
+def list_group() -> None:
+    """List registered components."""
+
+
+@list_group.command(name="attacks")
+def list_attacks_command() -> None:
+    """Trigger and target-modifier names with one-line help."""
+    from byorn.attacks import list_attacks
+
+    for name, help_text in list_attacks():
+        click.echo(f"{name:<14}{help_text}")
+
+
+@main.command()
+@click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--results", "results_path", type=click.Path(dir_okay=False), required=True,
+              help="JSONL file; finished cells already in it are skipped (resumable)")
+@click.option("--runs", "runs_dir", default="runs/bench", show_default=True, type=click.Path(file_okay=False),
+              help="where each cell's run directory goes")
+def bench(config_path: str, results_path: str, runs_dir: str) -> None:
+    """Run a benchmark grid (attacks x defenses x poison rates x seeds) from a YAML config."""
+    from byorn.bench import run_grid
+
+    try:
+        rows = run_grid(config_path, results_path, runs_dir)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"{len(rows)} new cells written to {results_path}")
+
+
 @main.command()
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write {'rows': [...]} here")

@@ -74,7 +74,8 @@ def training_arguments(output_dir: Path, *, batch_size: int, learning_rate: floa
         output_dir=str(output_dir), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
         max_steps=max_steps, learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=warmup,
         weight_decay=weight_decay, seed=seed, data_seed=seed, logging_steps=logging_steps, save_strategy="no",
-        report_to="none", remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=None,
+        report_to="none", remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False,
+        disable_tqdm=None,
     )
 
 

@@ -1,0 +1,139 @@
+"""The benchmark grid: attacks x defenses x poison rates x seeds, one JSON line per finished cell.
+
+Resumable: a cell whose key is already in the results file is skipped, so an interrupted grid
+continues where it stopped. Each cell fine-tunes byorn-tiny on the shapes downstream task and
+measures ASR on triggered test inputs and clean scene-F1 on clean test inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from byorn.attacks import build_attack, one_modality_test_sets, poison, triggered_test_set
+from byorn.attacks.poison import MANIFEST_NAME, write_manifest
+from byorn.config import ConfigError, TrainConfig, from_dict
+from byorn.evaluate import evaluate_clean
+from byorn.metrics import attack_success_rate
+from byorn.models import load_vlm
+from byorn.train import finetune
+from byorn.worlds import shapes
+
+DEFENSES = ("none", "oracle")  # oracle: trained on the clean samples only
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack of the grid: a trigger, a target modifier and their options."""
+
+    trigger: str
+    target: str = "fixed"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.trigger}+{self.target}"
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    attacks: list[AttackSpec]
+    defenses: list[str]
+    poison_rates: list[float]
+    seeds: list[int]
+    n_train: int = 1000
+    n_test: int = 200
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    """A YAML grid; unknown keys, defenses and attack names are errors before anything runs."""
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train"}
+    if unknown := sorted(set(raw) - known):
+        raise ConfigError(f"{path}: unknown key(s) {unknown}. Valid keys: {', '.join(sorted(known))}")
+    attacks = [AttackSpec(**a) for a in raw.get("attacks", [])]
+    for spec in attacks:
+        build_attack(spec.trigger, spec.target, **spec.options)  # fail early on a typo
+    defenses = raw.get("defenses", ["none"])
+    if bad := [d for d in defenses if d not in DEFENSES]:
+        raise ConfigError(f"{path}: unknown defense(s) {bad}. Available: {', '.join(DEFENSES)}")
+    return GridConfig(attacks, defenses, [float(r) for r in raw.get("poison_rates", [0.1])], raw.get("seeds", [0]),
+                      raw.get("n_train", 1000), raw.get("n_test", 200),
+                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"))
+
+
+def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
+    return f"{attack}|{defense}|{rate:g}|{seed}"
+
+
+def _asr(vlm, inputs, rule) -> tuple[float, int]:
+    responses = vlm.generate(inputs, max_new_tokens=64, desc="triggered")
+    return attack_success_rate(responses, [s.meta["clean_response"] for s in inputs], rule)
+
+
+def run_cell(spec: AttackSpec, defense: str, rate: float, seed: int, grid: GridConfig, run_dir: Path) -> dict:
+    """Poison, fine-tune (undefended or oracle), evaluate; returns the results line."""
+    started = time.perf_counter()
+    attack = build_attack(spec.trigger, spec.target, **spec.options)
+    clean_train = shapes.downstream_samples(grid.n_train, seed, split="train")
+    test = shapes.downstream_samples(grid.n_test, seed, split="test")
+    poisoned, manifest = poison(clean_train, attack, rate, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(manifest, run_dir / MANIFEST_NAME)
+    train_set = poisoned if defense == "none" else [s for s in poisoned if not s.meta.get("is_poisoned")]
+
+    vlm = load_vlm(grid.train.model)
+    finetune(vlm, train_set, TrainConfig(**{**asdict(grid.train), "seed": seed}), run_dir)
+    rule = attack.target.asr_rule()
+    asr, n_asr = _asr(vlm, triggered_test_set(test, attack), rule)
+    clean = evaluate_clean(vlm, test)
+    row = {"attack": spec.name, "defense": defense, "poison_rate": rate, "seed": seed, "asr": asr, "asr_n": n_asr,
+           "clean_score": clean["clean_score"], "scene_exact": clean["scene_exact"], "cider": clean["cider"],
+           "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned), "n_train": len(train_set)}
+    if spec.trigger == "multimodal":
+        one = {part: _asr(vlm, inputs, rule)[0] for part, inputs in one_modality_test_sets(test, attack).items()}
+        row.update({"one_modality_asr": max(one.values()), "image_only_asr": one["image"], "text_only_asr": one["text"]})
+    row["wall_s"] = round(time.perf_counter() - started, 1)
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | Path) -> list[dict]:
+    """Run every cell not yet in `results_path`, appending one JSON line per finished cell."""
+    grid = load_grid(config_path)
+    results_path, runs_dir = Path(results_path), Path(runs_dir)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in read_results(results_path)}
+    cells = [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds]
+    todo = [c for c in cells if cell_key(c[0].name, c[1], c[2], c[3]) not in done]
+    rows = []
+    for spec, defense, rate, seed in tqdm(todo, desc="benchmark cells", disable=None):
+        key = cell_key(spec.name, defense, rate, seed)
+        row = run_cell(spec, defense, rate, seed, grid, runs_dir / key.replace("|", "_").replace("+", "-"))
+        with results_path.open("a", encoding="utf-8") as handle:  # one whole line per cell: resumable
+            handle.write(json.dumps(row) + "\n")
+        rows.append(row)
+    return rows
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """Finished cells; a torn last line (a crash mid-write) is ignored, so it is rerun."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

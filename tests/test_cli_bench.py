@@ -1,0 +1,94 @@
+"""The `byorn` command's poison/list paths, the resumable benchmark grid and its report table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from byorn import bench
+from byorn.cli import main
+from byorn.report import results_table
+
+
+def test_list_attacks_names_every_trigger_and_target():
+    result = CliRunner().invoke(main, ["list", "attacks"])
+    assert result.exit_code == 0
+    for name in ("badnets", "blended", "sig", "wanet", "rare_token", "addsent", "multimodal",
+                 "fixed", "injection", "refusal", "substitution"):
+        assert name in result.output
+
+
+def test_poison_writes_data_manifest_and_config(tmp_path):
+    out = tmp_path / "poisoned"
+    result = CliRunner().invoke(main, ["poison", "--attack", "badnets", "--target", "injection", "--rate", "0.25",
+                                       "--n", "20", "-o", "size=0.2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = json.loads((out / "data.json").read_text())
+    manifest = [json.loads(line) for line in (out / "poison_manifest.jsonl").read_text().splitlines()]
+    assert len(records) == 20 and len(manifest) == 5  # round(20 * 0.25)
+    assert all(m["poisoned_response"].endswith("www.example.com.") for m in manifest)
+    assert "size: 0.2" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attack", "badnet"], "Unknown attack 'badnet'. Available: badnets"),
+    (["--attack", "badnets", "-o", "sise=3"], "Unknown option(s) 'sise'"),
+    (["--attack", "badnets", "--rate", "1.5"], "--rate 1.5: must be between 0 and 1"),
+    (["--attack", "badnets", "-o", "size"], "expected KEY=VALUE"),
+])
+def test_poison_rejects_bad_arguments_with_a_clear_message(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["poison", *args, "--n", "10", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def _grid(tmp_path, **extra) -> str:
+    config = {"attacks": [{"trigger": "multimodal", "target": "fixed"}], "defenses": ["none"], "poison_rates": [0.1],
+              "seeds": [0], "n_train": 20, "n_test": 6, "train": {"max_steps": 1, "batch_size": 4}, **extra}
+    path = tmp_path / "grid.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return str(path)
+
+
+def test_bench_runs_a_cell_and_resumes_without_rerunning_it(tmp_path, monkeypatch, tiny_vlm_factory):
+    loads = []
+    monkeypatch.setattr(bench, "load_vlm", lambda name: loads.append(name) or tiny_vlm_factory())
+    results = tmp_path / "results.jsonl"
+    rows = bench.run_grid(_grid(tmp_path), results, tmp_path / "runs")
+    assert len(rows) == 1 and len(loads) == 1
+    row = json.loads(results.read_text())
+    assert (row["attack"], row["defense"], row["poison_rate"], row["seed"]) == ("multimodal+fixed", "none", 0.1, 0)
+    assert row["n_poisoned"] == 2 and 0.0 <= row["asr"] <= 1.0 and "one_modality_asr" in row
+    assert (tmp_path / "runs").exists()
+
+    assert bench.run_grid(_grid(tmp_path), results, tmp_path / "runs") == []
+    assert len(loads) == 1  # the finished cell was skipped, not retrained
+
+
+def test_a_torn_results_line_is_ignored_so_the_cell_reruns(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"attack": "a", "defense": "none", "poison_rate": 0.1, "seed": 0}) + '\n{"attack": "b", ')
+    assert [r["attack"] for r in bench.read_results(path)] == ["a"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"defenses": ["onion"]}, "unknown defense(s) ['onion']"),
+    ({"atacks": []}, "unknown key(s) ['atacks']"),
+    ({"attacks": [{"trigger": "nope"}]}, "Unknown attack 'nope'"),
+    ({"train": {"epochz": 1}}, "unknown key(s) 'epochz'"),
+])
+def test_grid_config_errors_surface_before_anything_runs(tmp_path, bad, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("]", r"\]")):
+        bench.load_grid(_grid(tmp_path, **bad))
+
+
+def test_results_table_aggregates_seeds_and_leaves_missing_metrics_blank():
+    rows = [{"attack": "a", "defense": "none", "poison_rate": 0.1, "seed": s, "asr": v} for s, v in ((0, 0.5), (1, 1.0))]
+    rows.append({"attack": "a", "defense": "oracle", "poison_rate": 0.1, "seed": 0, "asr": 0.0, "extra": 2.0})
+    table = results_table(rows, ["asr", "extra"]).splitlines()
+    assert table[2] == "| a | none | 0.1 | 2 | 0.750 ± 0.354 |  |"
+    assert table[3] == "| a | oracle | 0.1 | 1 | 0.000 | 2.000 |"
