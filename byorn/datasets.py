@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import secrets
 from pathlib import Path
-from typing import IO, Any, Callable, Literal, NoReturn, Sequence
+from typing import Any, Literal, NoReturn, Sequence
 
 from byorn.data import DataError, Sample
+from byorn.fileio import atomic_write, atomic_write_text
 
 _TEXT_FIELDS = ("id", "image", "instruction", "response")
 
@@ -178,22 +177,6 @@ def load_dataset(path: str | Path, image_root: str | Path | None = None) -> list
     return loader(path, image_root)
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write via a temp file in the same folder and os.replace, so a reader (or a rerun after a
-    crash) sees the old file or the new one, never a truncated one that loads as fewer samples."""
-    # open(..., "xb") rather than mkstemp: the file gets the usual umask permissions, not 0600.
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temp, "xb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def _image_name(sample_id: str, taken: set[str]) -> str:
     """A file name from an id; a hash of the id is appended when characters were replaced or the
     name would clash on a case-insensitive file system, so distinct ids never share a file."""
@@ -218,7 +201,7 @@ def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str]:
             raise DataError(f"sample {sample.id!r}, field 'meta': not JSON-serialisable ({exc})") from exc
         relative = f"images/{_image_name(sample.id, taken)}"
         pil = sample.pil()  # decode even path images: the output must not point back at the input
-        _atomic_write(out_dir / relative, lambda file: pil.save(file, format="PNG"))
+        atomic_write(out_dir / relative, lambda file: pil.save(file, format="PNG"))
         paths.append(relative)
     return paths
 
@@ -230,7 +213,7 @@ def save_jsonl(samples: Sequence[Sample], out_dir: str | Path, name: str = "data
     images = _write_images(samples, out_dir)
     lines = [json.dumps({"id": s.id, "image": image, "instruction": s.instruction, "response": s.response,
                          "meta": s.meta}, ensure_ascii=False) + "\n" for s, image in zip(samples, images)]
-    _atomic_write(out_dir / name, lambda file: file.write("".join(lines).encode("utf-8")))
+    atomic_write_text(out_dir / name, "".join(lines))
     return out_dir / name
 
 
@@ -243,7 +226,7 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
                                   {"from": "gpt", "value": s.response}],
                 "meta": s.meta} for s, image in zip(samples, images)]
     text = json.dumps(records, ensure_ascii=False, indent=1) + "\n"
-    _atomic_write(out_dir / name, lambda file: file.write(text.encode("utf-8")))
+    atomic_write_text(out_dir / name, text)
     return out_dir / name
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from byorn.attacks.multimodal import MultimodalTrigger
 from byorn.attacks.registry import Attack, Trigger
 from byorn.data import DataError, Sample
-from byorn.datasets import _atomic_write
+from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success
 
 MANIFEST_NAME = "poison_manifest.jsonl"
@@ -90,7 +90,7 @@ def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> Path:
     """Write the records as JSON lines, atomically (a reader never sees half a manifest)."""
     path = Path(path)
     text = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
-    _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    atomic_write_text(path, text)
     return path
 
 

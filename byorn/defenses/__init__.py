@@ -1,0 +1,12 @@
+"""Defenses against backdoors in fine-tuning data: BYORn (byorn.py) and a registry.
+
+The papers are named in each module.
+"""
+
+from byorn.defenses.base import Defense
+from byorn.defenses.byorn import ByornConfig, ByornDefense
+from byorn.defenses.registry import DEFENSES, build_defense
+from byorn.defenses.thresholds import Flagging, ThresholdRule, flag, group_keys
+
+__all__ = ["ByornConfig", "ByornDefense", "DEFENSES", "Defense", "Flagging", "ThresholdRule", "build_defense", "flag",
+           "group_keys"]

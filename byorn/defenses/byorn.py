@@ -1,0 +1,182 @@
+"""BYORn: Bootstrap Your Own Responses (ICML 2026, arXiv 2606.02947).
+
+A poisoned target response is implausible given its image and instruction under the pretrained
+model. So, before training, score every response under the frozen reference model (`prepare`),
+flag the implausible ones, and whenever a flagged sample is in a batch, train on a response the
+model generates itself instead of the given one (`on_batch`): the trigger is never bound to the
+attacker's target. Everything flagged and replaced goes to `audit.jsonl` in the run directory.
+
+The paper's exact score, threshold and generator are not public; the defaults below are our
+documented choices (DESIGN.md, "The method"), each switchable.
+
+Empty generations: a model early in fine-tuning can answer with end-of-turn at once. Training on
+that empty answer would teach it to say nothing, which it would then generate again: a collapse
+that feeds itself. So an empty answer from the current model is replaced by the reference
+model's greedy answer, computed once in `prepare` for every flagged sample. If that is empty as
+well, the step trains on the empty response: it is then exactly the reference's own behaviour,
+and it encodes fine (the target is the end-of-turn marker alone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from byorn.attacks.base import check_choice
+from byorn.config import option
+from byorn.data import Sample
+from byorn.fileio import atomic_write_text
+from byorn.defenses.base import Defense
+from byorn.defenses.thresholds import GROUPINGS, RULES, Flagging, ThresholdRule, flag, group_keys
+from byorn.models.hf import VLM
+from byorn.scoring import VARIANTS, ScoreCache, reference_model, score_samples
+
+if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
+    from byorn.train import ByornTrainer
+
+log = logging.getLogger(__name__)
+
+AUDIT_NAME = "audit.jsonl"
+MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
+
+
+@dataclass
+class ByornConfig:
+    """BYORn's options: how to score, where to cut, how to replace."""
+
+    variant: str = option("mean_nll", f"implausibility score: {', '.join(VARIANTS)}")
+    # MAD by default: it follows the data (any poison rate, any score scale), where a quantile
+    # replaces a fixed share of the data whether or not that much is poisoned.
+    rule: str = option("mad", f"threshold rule: {', '.join(RULES)}")
+    quantile: float = option(0.9, "rule=quantile: flag scores above this quantile of their group, in (0, 1)")
+    k: float = option(3.0, "rule=mad: flag scores above median + k * MAD (MAD scaled by 1.4826), k >= 0")
+    absolute: float = option(math.inf, "rule=absolute: flag scores above this value (must be set)")
+    group_by: str = option("none", f"separate thresholds per group: {', '.join(GROUPINGS)} "
+                                   "(task: meta['task'])")
+    regenerate: str = option("step", "step: a new response every time a flagged sample is in a batch; "
+                                     "epoch: one per flagged sample per epoch, reused within it")
+    generator: str = option("current", "current: the model being fine-tuned writes the replacement; "
+                                       "reference: the frozen base model does")
+    max_new_tokens: int = option(48, "longest replacement response, in tokens", min=1)
+    batch_size: int = option(32, "samples per scoring or generation batch before training", min=1)
+    cache_dir: str = option("", "where scores are cached; empty: the run directory")
+
+    def __post_init__(self) -> None:
+        self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
+        check_choice("variant", self.variant, VARIANTS)
+        check_choice("group_by", self.group_by, GROUPINGS)
+        check_choice("regenerate", self.regenerate, ("step", "epoch"))
+        check_choice("generator", self.generator, ("current", "reference"))
+
+    def threshold_rule(self) -> ThresholdRule:
+        return ThresholdRule(self.rule, self.quantile, self.k, self.absolute)
+
+
+class ByornDefense(Defense):
+    """Score and flag in `prepare`; replace flagged responses in `on_batch`.
+
+    After `prepare`: `scores` and `flagging` are aligned with the samples it was given (for
+    detection metrics), `reference_answers` maps each flagged id to the reference's greedy answer.
+    """
+
+    name = "byorn"
+    config_class = ByornConfig
+
+    def __init__(self, config: ByornConfig | None = None) -> None:
+        self.config = config or ByornConfig()
+        self.scores: list[float] = []
+        self.flagging: Flagging | None = None
+        self.reference_answers: dict[str, str] = {}
+        self._generated: dict[str, tuple[int, str]] = {}  # id -> (epoch, answer), for regenerate="epoch"
+        self._audit: Path | None = None
+
+    # ---- before training ---------------------------------------------------------------------
+
+    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path) -> None:
+        cfg = self.config
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.scores = score_samples(vlm, samples, cfg.variant, cfg.batch_size, reference=True,
+                                    max_new_tokens=cfg.max_new_tokens, cache=ScoreCache(cfg.cache_dir or run_dir))
+        groups = group_keys(samples, cfg.group_by)
+        if cfg.rule != "absolute":
+            _warn_small_groups(groups)
+        self.flagging = flag(self.scores, groups, cfg.threshold_rule())
+        flagged = [i for i, hit in enumerate(self.flagging.flagged) if hit]
+        with reference_model(vlm):
+            answers = vlm.generate([samples[i] for i in flagged], cfg.max_new_tokens, cfg.batch_size,
+                                   desc="reference answers")
+        self.reference_answers = {samples[i].id: answer for i, answer in zip(flagged, answers)}
+        self._generated.clear()
+
+        # A fresh audit log per prepare, written whole: a rerun in the same run directory must not
+        # leave the previous run's lines in it.
+        self._audit = run_dir / AUDIT_NAME
+        lines = [_json_line(event="flagged", id=samples[i].id, score=self.scores[i],
+                           threshold=self.flagging.thresholds[groups[i]], group=groups[i],
+                           response=samples[i].response, reference_response=answer)
+                 for i, answer in zip(flagged, answers)]
+        atomic_write_text(self._audit, "".join(lines))
+
+        share = len(flagged) / max(len(samples), 1)
+        log.info("BYORn: flagged %d of %d samples (%.1f %%); %s thresholds %s", len(flagged), len(samples),
+                 100 * share, cfg.rule, {g: round(t, 4) for g, t in self.flagging.thresholds.items()})
+
+    # ---- during training ---------------------------------------------------------------------
+
+    def on_batch(self, samples: list[Sample], trainer: ByornTrainer) -> list[Sample]:
+        if self._audit is None:
+            raise RuntimeError("ByornDefense.prepare() must run before training")
+        todo = [s for s in samples if s.id in self.reference_answers]
+        if not todo:
+            return samples
+        step = trainer.state.global_step + 1  # the step this batch trains, as train_log.jsonl counts it
+        epoch = math.floor(trainer.state.epoch or 0)
+        new = self._replacements(todo, trainer.vlm, epoch)
+        _append_lines(self._audit, [_json_line(event="replaced", id=s.id, step=step, epoch=epoch, source=new[s.id][1],
+                                               response=new[s.id][0]) for s in todo])
+        return [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
+
+    def _replacements(self, todo: list[Sample], vlm: VLM, epoch: int) -> dict[str, tuple[str, str]]:
+        """id -> (new response, which model wrote it) for the flagged samples of a batch."""
+        if self.config.generator == "reference":
+            # Frozen weights and greedy decoding: the answers from prepare() are the answers now.
+            return {s.id: (self.reference_answers[s.id], "reference") for s in todo}
+        reuse = self.config.regenerate == "epoch"  # an answer generated earlier in this epoch stands
+        stale = [s for s in todo if not (reuse and self._generated.get(s.id, (None, ""))[0] == epoch)]
+        if stale:
+            # One batched call (a single chunk) for all of this batch's stale samples.
+            answers = vlm.generate(stale, self.config.max_new_tokens, batch_size=len(stale), desc="BYORn responses")
+            self._generated.update({s.id: (epoch, answer) for s, answer in zip(stale, answers)})
+        new = {}
+        for s in todo:
+            answer = self._generated[s.id][1]
+            new[s.id] = (answer, "current") if answer.strip() else (self.reference_answers[s.id], "reference_fallback")
+        return new
+
+
+def _warn_small_groups(groups: list[str]) -> None:
+    small = sum(n < MIN_GROUP for n in Counter(groups).values())
+    if small:
+        # e.g. group_by=instruction on free-form instructions: a group of one is its own
+        # threshold, so nothing in it can ever be flagged
+        log.warning("BYORn: %d of %d groups have fewer than %d samples; their thresholds are unreliable",
+                    small, len(set(groups)), MIN_GROUP)
+
+
+def _json_line(**record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _append_lines(path: Path, lines: list[str]) -> None:
+    # Append and flush line by line: a crash loses at most the line being written.
+    with open(path, "a", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write(line)
+            handle.flush()

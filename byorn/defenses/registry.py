@@ -1,0 +1,27 @@
+"""The defense registry: names -> classes, and `build_defense`.
+
+Separate from base.py because the defenses import base.py. Options are the fields of the
+defense's config dataclass, so a typo is an error that lists the valid keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from byorn.config import from_dict
+from byorn.defenses.base import Defense
+from byorn.defenses.byorn import ByornDefense
+
+DEFENSES: dict[str, type[Defense]] = {cls.name: cls for cls in (ByornDefense, Defense)}
+
+
+def build_defense(name: str, /, **options: Any) -> Defense:
+    """The defense `name`, configured by `options` (its config's fields)."""
+    if name not in DEFENSES:
+        raise ValueError(f"Unknown defense {name!r}. Available: {', '.join(sorted(DEFENSES))}")
+    cls = DEFENSES[name]
+    if cls.config_class is None:
+        if options:
+            raise ValueError(f"defense {name!r} takes no options; got {', '.join(map(repr, options))}")
+        return cls()
+    return cls(from_dict(cls.config_class, options, source=f"defense {name!r}"))

@@ -1,0 +1,90 @@
+"""Which scores are too high: a threshold rule applied within groups of samples.
+
+Rules: "quantile" (above the q-th quantile), "mad" (above median + k * MAD, the MAD scaled by
+1.4826 so it estimates the standard deviation of normal data), "absolute" (above a fixed value).
+A sample is flagged when its score is strictly above its group's threshold.
+
+Groups exist because plausibility depends on the task: a data set that mixes a familiar and an
+unfamiliar answer style puts all of the unfamiliar clean samples above a global threshold
+(FINDINGS.md: AUROC 0.74 for a 50/50 style mix). Each group gets its own threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from byorn.attacks.base import check_choice
+from byorn.data import Sample
+
+RULES = ("quantile", "mad", "absolute")
+GROUPINGS = ("none", "task", "instruction")
+MAD_TO_SIGMA = 1.4826
+ALL = "all"  # the one group when samples are not grouped
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """A rule and its parameters; invalid values fail here, naming the field."""
+
+    rule: str = "mad"
+    quantile: float = 0.9
+    k: float = 3.0
+    absolute: float = math.inf
+
+    def __post_init__(self) -> None:
+        check_choice("rule", self.rule, RULES)
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1); got {self.quantile!r}")
+        if not self.k >= 0.0:  # also rejects nan
+            raise ValueError(f"k must be >= 0; got {self.k!r}")
+        if self.rule == "absolute" and not math.isfinite(self.absolute):
+            raise ValueError(f"absolute must be a finite number with rule='absolute'; got {self.absolute!r}")
+
+    def threshold(self, scores: np.ndarray) -> float:
+        if self.rule == "quantile":
+            return float(np.quantile(scores, self.quantile))
+        if self.rule == "mad":
+            median = float(np.median(scores))
+            return median + self.k * MAD_TO_SIGMA * float(np.median(np.abs(scores - median)))
+        return self.absolute
+
+
+@dataclass(frozen=True)
+class Flagging:
+    """The outcome for one list of samples, aligned with it."""
+
+    flagged: list[bool]
+    groups: list[str]  # each sample's group
+    thresholds: dict[str, float]  # group -> its threshold
+
+
+def group_keys(samples: Sequence[Sample], group_by: str | None) -> list[str]:
+    """Each sample's group: all one group (None or "none"), meta["task"], or the instruction text."""
+    if group_by is None or group_by == "none":
+        return [ALL] * len(samples)
+    check_choice("group_by", group_by, GROUPINGS)
+    if group_by == "instruction":
+        return [s.instruction for s in samples]
+    missing = [s.id for s in samples if "task" not in s.meta]
+    if missing:
+        raise ValueError(f"group_by='task' needs meta['task'] on every sample; {len(missing)} have none, "
+                         f"e.g. {missing[0]!r}")
+    return [str(s.meta["task"]) for s in samples]
+
+
+def flag(scores: Sequence[float], groups: Sequence[str], rule: ThresholdRule) -> Flagging:
+    """Flag the scores above their group's threshold."""
+    if len(scores) != len(groups):
+        raise ValueError(f"scores and groups differ in length: {len(scores)} vs {len(groups)}")
+    values = np.asarray(scores, dtype=float)
+    if not np.isfinite(values).all():
+        # a nan makes every quantile nan and silently flags nothing
+        raise ValueError(f"score {int(np.flatnonzero(~np.isfinite(values))[0])} is not finite")
+    keys = np.asarray(groups, dtype=object)
+    thresholds = {g: rule.threshold(values[keys == g]) for g in dict.fromkeys(groups)}
+    flagged = [bool(v > thresholds[g]) for v, g in zip(values, groups)]
+    return Flagging(flagged, list(groups), thresholds)

@@ -1,0 +1,164 @@
+"""How implausible each response is under the reference model, batched and cached.
+
+Shared by BYORn, the baselines and the attacks. Every variant is built on `VLM.score`, so it uses
+the exact prompt template of training. Higher always means more implausible:
+
+- mean_nll: mean per-token NLL of the response (the default).
+- max_token_nll: the highest per-token NLL; one swapped word stands out even in a long response.
+- relative_to_greedy: mean NLL minus the mean NLL of the model's own greedy answer for the same
+  input, so inputs that are hard for any answer are not flagged for being hard.
+- image_ablated: mean NLL with the true image minus mean NLL with a uniform grey image of the same
+  size; a response the image makes less likely scores high.
+
+With LoRA the reference model is the same network with the adapter disabled: no second copy of
+the weights. The reference is frozen, so its scores are cached on disk (`ScoreCache`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from peft import PeftModel
+from PIL import Image
+
+from byorn.attacks.base import check_choice
+from byorn.data import Sample
+from byorn.fileio import atomic_write_text
+from byorn.models.hf import VLM
+
+VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated")
+NEUTRAL_GREY = (128, 128, 128)
+
+
+@contextlib.contextmanager
+def reference_model(vlm: VLM) -> Iterator[VLM]:
+    """`vlm` as the frozen base model: LoRA adapters disabled inside the block (no-op without PEFT)."""
+    if isinstance(vlm.model, PeftModel):
+        with vlm.model.disable_adapter():
+            yield vlm
+    else:
+        yield vlm
+
+
+def score_samples(vlm: VLM, samples: Sequence[Sample], variant: str = "mean_nll", batch_size: int = 32,
+                  reference: bool = True, *, max_new_tokens: int = 48,
+                  cache: ScoreCache | None = None) -> list[float]:
+    """One implausibility score per sample (higher: less plausible), in the order of `samples`.
+
+    reference: score under the base model (adapter disabled) rather than the current weights.
+    max_new_tokens: length of the greedy answer of `relative_to_greedy` (other variants ignore it).
+    cache: reuse scores saved for the same model, variant and samples; save new ones.
+    """
+    check_choice("variant", variant, VARIANTS)
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        twice = next(i for i, n in Counter(ids).items() if n > 1)
+        raise ValueError(f"sample ids must be unique (cached scores are matched by id); {twice!r} repeats")
+    key = fingerprint(vlm, samples, variant, reference, max_new_tokens) if cache is not None else ""
+    if cache is not None and (cached := cache.load(key, ids)) is not None:
+        return cached
+    with reference_model(vlm) if reference else contextlib.nullcontext():
+        scores = _variant_scores(vlm, samples, variant, batch_size, max_new_tokens)
+    if cache is not None:
+        cache.save(key, ids, scores)
+    return scores
+
+
+def _variant_scores(vlm: VLM, samples: Sequence[Sample], variant: str, batch_size: int,
+                    max_new_tokens: int) -> list[float]:
+    desc = f"scoring ({variant})"
+
+    def mean_nll(batch: Sequence[Sample]) -> list[float]:
+        return [s.mean_nll for s in vlm.score(batch, batch_size, desc=desc)]
+
+    if variant == "mean_nll":
+        return mean_nll(samples)
+    if variant == "max_token_nll":
+        # default=0.0: a template that renders no response token at all gives nothing to judge
+        return [max(s.token_nll, default=0.0) for s in vlm.score(samples, batch_size, desc=desc)]
+    if variant == "relative_to_greedy":
+        greedy = vlm.generate(samples, max_new_tokens, batch_size, desc="greedy answers")
+        own = mean_nll([s.with_response(g) for s, g in zip(samples, greedy)])
+        return [given - mine for given, mine in zip(mean_nll(samples), own)]
+    grey = [dataclasses.replace(s, image=Image.new("RGB", s.pil().size, NEUTRAL_GREY)) for s in samples]
+    return [seen - blind for seen, blind in zip(mean_nll(samples), mean_nll(grey))]
+
+
+# ---- cache -----------------------------------------------------------------------------------
+
+
+def _model_fingerprint(vlm: VLM, reference: bool) -> bytes:
+    """What the scores depend on: the model's name, config, chat template and weights.
+
+    The weights enter as the first 16 values of every tensor, which is cheap even for a 7B model
+    and still tells two checkpoints of one architecture apart (say, before and after a full
+    fine-tune). Under `reference` the LoRA tensors are left out: the adapter is disabled then.
+    """
+    model = vlm.model.get_base_model() if isinstance(vlm.model, PeftModel) else vlm.model
+    digest = hashlib.sha256()
+    digest.update(Path(model.config.name_or_path or "").name.encode())
+    digest.update(model.config.to_json_string().encode())
+    digest.update(vlm.full_text("{instruction}", "{response}").encode())
+    for name, param in vlm.model.named_parameters():
+        if not (reference and "lora_" in name):
+            digest.update(param.detach().flatten()[:16].float().cpu().numpy().tobytes())
+    return digest.digest()
+
+
+def _image_digest(sample: Sample) -> bytes:
+    if isinstance(sample.image, Image.Image):
+        pixels = sample.image
+        return hashlib.sha256(f"{pixels.mode}{pixels.size}".encode() + pixels.tobytes()).digest()
+    with open(sample.image, "rb") as file:
+        return hashlib.file_digest(file, "sha256").digest()
+
+
+def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bool = True,
+                max_new_tokens: int = 48) -> str:
+    """sha256 hex of everything a score depends on; any change gives another cache entry."""
+    options = {"variant": variant, "reference": reference}
+    if variant == "relative_to_greedy":
+        options["max_new_tokens"] = max_new_tokens
+    digest = hashlib.sha256(_model_fingerprint(vlm, reference))
+    digest.update(json.dumps(options, sort_keys=True).encode())
+    for s in samples:
+        # JSON framing so that ("ab", "c") and ("a", "bc") cannot hash alike
+        digest.update(json.dumps([s.id, s.instruction, s.response], ensure_ascii=False).encode())
+        digest.update(_image_digest(s))
+    return digest.hexdigest()
+
+
+class ScoreCache:
+    """Scores as JSON lines `{"id": ..., "score": ...}`, one file per fingerprint, in `directory`.
+
+    JSON, never pickle: a cache file from elsewhere must not be able to run code. Files are
+    replaced atomically, so a crash leaves the old entry or the new one, never half of one.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"scores-{key[:16]}.jsonl"  # 64 bits of sha256: no collisions in practice
+
+    def load(self, key: str, ids: Sequence[str]) -> list[float] | None:
+        """The cached scores for exactly these ids in this order, or None."""
+        try:
+            records = [json.loads(line) for line in self.path(key).read_text(encoding="utf-8").splitlines()]
+            if [r["id"] for r in records] != list(ids):
+                return None
+            return [float(r["score"]) for r in records]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # absent or unreadable: scoring again is always safe
+
+    def save(self, key: str, ids: Sequence[str], scores: Sequence[float]) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps({"id": i, "score": s}, ensure_ascii=False) + "\n" for i, s in zip(ids, scores))
+        atomic_write_text(self.path(key), text)
+        return self.path(key)

@@ -1,0 +1,332 @@
+"""BYORn: response scores (and their cache), threshold rules, and the defense inside real training
+steps: flagged targets are replaced before they reach the model, and the audit log says so."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from byorn.config import ConfigError, TrainConfig
+from byorn.data import Sample
+from byorn.defenses import ByornConfig, ByornDefense, Defense, ThresholdRule, build_defense, flag, group_keys
+from byorn.models.hf import IGNORE_INDEX, VLM
+from byorn.scoring import NEUTRAL_GREY, ScoreCache, fingerprint, score_samples
+from byorn.train import attach_lora, finetune
+from byorn.worlds import shapes
+
+POISON = "zq zq zq zq zq"
+POISONED = {1, 5}  # indices into `train_set`
+
+
+@pytest.fixture(scope="module")
+def fitted_vlm(tiny_vlm_factory) -> VLM:
+    """The tiny model after 15 steps on clean descriptions: enough to make "zq zq ..." implausible
+    (mean NLL ~7.5 against ~1.8 for clean responses), as a pretrained model finds it. Read only."""
+    vlm = tiny_vlm_factory()
+    clean = shapes.downstream_samples(32, seed=5)
+    optimizer = torch.optim.AdamW(vlm.model.parameters(), lr=1e-2)
+    vlm.model.train()
+    for step in range(15):
+        loss = vlm.model(**vlm.encode(clean[(step % 4) * 8:(step % 4) * 8 + 8])).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    vlm.model.eval()
+    return vlm
+
+
+@pytest.fixture
+def fitted(fitted_vlm) -> VLM:
+    """A copy of `fitted_vlm` that a test may train, wrap or change."""
+    return VLM(copy.deepcopy(fitted_vlm.model), fitted_vlm.processor)
+
+
+@pytest.fixture(scope="module")
+def train_set() -> list[Sample]:
+    samples = shapes.downstream_samples(8, seed=11)
+    return [s.with_response(POISON, is_poisoned=True) if i in POISONED else s for i, s in enumerate(samples)]
+
+
+def poison_ids(samples: list[Sample]) -> set[str]:
+    return {s.id for s in samples if s.response == POISON}
+
+
+def read_audit(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def spy(vlm: VLM, method: str) -> list[list[Sample]]:
+    """Record the samples of every call to `vlm.<method>` (an instance attribute shadows the method)."""
+    calls: list[list[Sample]] = []
+    original = getattr(vlm, method)
+
+    def recording(samples, *args, **kwargs):
+        calls.append(list(samples))
+        return original(samples, *args, **kwargs)
+
+    setattr(vlm, method, recording)
+    return calls
+
+
+def prepared(defense: ByornDefense, vlm: VLM, samples: list[Sample], run_dir) -> ByornDefense:
+    defense.prepare(vlm, samples, run_dir)
+    return defense
+
+
+def byorn(**changes) -> ByornDefense:
+    # The planted poisons score ~7.5 and clean responses ~1.8 under `fitted_vlm`.
+    return ByornDefense(ByornConfig(**{"rule": "absolute", "absolute": 4.0, "max_new_tokens": 6, **changes}))
+
+
+# ---- scores ------------------------------------------------------------------------------------
+
+
+def test_mean_and_max_token_nll_match_a_manual_computation(tiny_vlm):
+    sample = shapes.downstream_samples(1, seed=3)[0]
+    batch = tiny_vlm.encode([sample])
+    labels = batch.pop("labels")[0]
+    with torch.no_grad():
+        log_probs = torch.log_softmax(tiny_vlm.model(**batch).logits[0].double(), dim=-1)  # [T, V]
+    nll = [-float(log_probs[t - 1, labels[t]]) for t in range(1, len(labels)) if labels[t] != IGNORE_INDEX]
+    assert len(nll) > 5
+    assert score_samples(tiny_vlm, [sample])[0] == pytest.approx(sum(nll) / len(nll), rel=1e-5)
+    assert score_samples(tiny_vlm, [sample], "max_token_nll")[0] == pytest.approx(max(nll), rel=1e-5)
+
+
+def test_relative_and_image_ablated_variants_follow_their_definitions(tiny_vlm):
+    samples = shapes.downstream_samples(3, seed=4)
+
+    def mean_nll(batch):
+        return [s.mean_nll for s in tiny_vlm.score(batch, batch_size=1)]
+
+    greedy = tiny_vlm.generate(samples, max_new_tokens=5)
+    own = mean_nll([s.with_response(g) for s, g in zip(samples, greedy)])
+    grey = [Sample(s.id, Image.new("RGB", s.pil().size, NEUTRAL_GREY), s.instruction, s.response) for s in samples]
+    expected_relative = [a - b for a, b in zip(mean_nll(samples), own)]
+    expected_ablated = [a - b for a, b in zip(mean_nll(samples), mean_nll(grey))]
+    relative = score_samples(tiny_vlm, samples, "relative_to_greedy", max_new_tokens=5)
+    assert relative == pytest.approx(expected_relative, abs=1e-5)
+    assert score_samples(tiny_vlm, samples, "image_ablated") == pytest.approx(expected_ablated, abs=1e-5)
+    assert any(abs(x) > 1e-3 for x in expected_ablated)  # the grey image really is another input
+
+
+def test_reference_scores_under_lora_are_the_base_models_whatever_the_adapter(fresh_vlm):
+    samples = shapes.downstream_samples(3, seed=6)
+    base = score_samples(fresh_vlm, samples)
+    attach_lora(fresh_vlm, TrainConfig())
+    lora_b = [p for n, p in fresh_vlm.model.named_parameters() if "lora_B" in n]
+    assert lora_b
+    with torch.no_grad():
+        for p in lora_b:
+            p.normal_(std=0.5)
+    adapted = score_samples(fresh_vlm, samples, reference=False)
+    assert max(abs(a - b) for a, b in zip(adapted, base)) > 1e-3
+    assert score_samples(fresh_vlm, samples, reference=True) == pytest.approx(base, abs=1e-6)
+    # the adapter is enabled again after the reference pass
+    assert score_samples(fresh_vlm, samples, reference=False) == pytest.approx(adapted, abs=1e-6)
+
+
+def test_unknown_variant_and_duplicate_ids_are_errors(tiny_vlm):
+    sample = shapes.downstream_samples(1, seed=3)[0]
+    with pytest.raises(ValueError, match="variant must be one of mean_nll"):
+        score_samples(tiny_vlm, [sample], "median_nll")
+    with pytest.raises(ValueError, match="unique"):
+        score_samples(tiny_vlm, [sample, sample])
+
+
+# ---- threshold rules ---------------------------------------------------------------------------
+
+
+def test_quantile_rule_flags_above_the_interpolated_quantile():
+    result = flag([float(x) for x in range(1, 11)], ["all"] * 10, ThresholdRule("quantile", quantile=0.8))
+    assert result.thresholds == {"all": pytest.approx(8.2)}  # 1 + 0.8 * 9 = position 7.2 -> 8.2
+    assert result.flagged == [False] * 8 + [True, True]
+
+
+def test_mad_rule_uses_the_scaled_median_absolute_deviation():
+    scores = [1.0, 2.0, 3.0, 4.0, 100.0]  # median 3, absolute deviations 2 1 0 1 97 -> MAD 1
+    result = flag(scores, ["all"] * 5, ThresholdRule("mad", k=3.0))
+    assert result.thresholds["all"] == pytest.approx(3 + 3 * 1.4826)
+    assert result.flagged == [False, False, False, False, True]
+    assert flag(scores, ["all"] * 5, ThresholdRule("mad", k=0.0)).flagged == [False] * 3 + [True] * 2  # above the median
+
+
+def test_absolute_rule_flags_strictly_above_the_value():
+    assert flag([1.0, 5.0, 5.5], ["all"] * 3, ThresholdRule("absolute", absolute=5.0)).flagged == [False, False, True]
+
+
+def test_each_group_gets_its_own_threshold():
+    scores = [1.0, 2.0, 3.0, 4.0, 20.0, 50.0, 51.0, 52.0, 53.0, 54.0]
+    groups = ["a"] * 5 + ["b"] * 5
+    rule = ThresholdRule("mad", k=3.0)
+    # One global threshold (median 35, MAD 18.5) flags nothing; per group the outlier of "a" stands out
+    # and the uniformly high but unremarkable "b" is left alone.
+    assert flag(scores, ["all"] * 10, rule).flagged == [False] * 10
+    result = flag(scores, groups, rule)
+    assert result.flagged == [False] * 4 + [True] + [False] * 5
+    assert result.thresholds == {"a": pytest.approx(3 + 3 * 1.4826), "b": pytest.approx(52 + 3 * 1.4826)}
+    assert result.groups == groups
+
+
+def test_group_keys_by_task_or_instruction():
+    samples = [Sample("a", Image.new("RGB", (4, 4)), "Describe.", "x", {"task": "caption"}),
+               Sample("b", Image.new("RGB", (4, 4)), "What colour?", "y", {"task": "vqa"})]
+    assert group_keys(samples, None) == group_keys(samples, "none") == ["all", "all"]
+    assert group_keys(samples, "task") == ["caption", "vqa"]
+    assert group_keys(samples, "instruction") == ["Describe.", "What colour?"]
+    with pytest.raises(ValueError, match=r"meta\['task'\].*'c'"):
+        group_keys(samples + [Sample("c", Image.new("RGB", (4, 4)), "?", "z")], "task")
+    with pytest.raises(ValueError, match="group_by must be one of"):
+        group_keys(samples, "colour")
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"quantile": 0.0}, "quantile"), ({"quantile": 1.0}, "quantile"), ({"k": -0.5}, "k"), ({"k": math.nan}, "k"),
+    ({"rule": "zscore"}, "rule"), ({"rule": "absolute"}, "absolute"),
+])
+def test_bad_rule_parameters_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=f"^{field} "):
+        ThresholdRule(**changes)
+    with pytest.raises(ValueError, match=f"^{field} "):
+        ByornConfig(**changes)
+
+
+def test_non_finite_scores_are_an_error():
+    with pytest.raises(ValueError, match="score 1 is not finite"):
+        flag([1.0, math.nan], ["all", "all"], ThresholdRule())
+
+
+# ---- registry ----------------------------------------------------------------------------------
+
+
+def test_build_defense_by_name_with_checked_options():
+    defense = build_defense("byorn", rule="quantile", quantile=0.8, group_by="task")
+    assert isinstance(defense, ByornDefense)
+    assert defense.config == ByornConfig(rule="quantile", quantile=0.8, group_by="task")
+    with pytest.raises(ValueError, match=r"^Unknown defense 'x'\. Available: byorn, none$"):
+        build_defense("x")
+    with pytest.raises(ConfigError, match="unknown key.*'quantil'.*Valid keys: variant"):
+        build_defense("byorn", quantil=0.8)
+    with pytest.raises(ValueError, match="takes no options"):
+        build_defense("none", k=1)
+    samples = shapes.downstream_samples(2, seed=1)
+    assert type(build_defense("none")) is Defense and build_defense("none").on_batch(samples, None) is samples
+
+
+# ---- the defense in training -------------------------------------------------------------------
+
+
+def test_planted_poisons_are_flagged_replaced_and_never_trained_on(fitted, train_set, tmp_path):
+    run = tmp_path / "run"
+    defense = byorn()
+    defense.prepare(fitted, train_set, run)
+    assert {s.id for s, hit in zip(train_set, defense.flagging.flagged) if hit} == poison_ids(train_set)
+
+    trained = spy(fitted, "encode")
+    trainer = finetune(fitted, train_set, TrainConfig(max_steps=2, batch_size=4, logging_steps=1), run, hook=defense)
+    assert trainer.state.global_step == 2
+    seen = {s.id: s for batch in trained for s in batch}
+    assert seen.keys() == {s.id for s in train_set}  # one epoch: every sample trained once
+    assert not any(s.response == POISON for s in seen.values())
+    originals = {s.id: s for s in train_set}
+    for sample_id, sample in seen.items():
+        if sample_id in poison_ids(train_set):
+            assert sample.meta["replaced"] is True and sample.meta["is_poisoned"] is True
+        else:
+            assert sample.response == originals[sample_id].response and "replaced" not in sample.meta
+
+    audit = read_audit(run)
+    flagged = [r for r in audit if r["event"] == "flagged"]
+    replaced = [r for r in audit if r["event"] == "replaced"]
+    assert len(flagged) + len(replaced) == len(audit)
+    assert sorted(r["id"] for r in flagged) == sorted(poison_ids(train_set))
+    for record in flagged:
+        assert record["response"] == POISON and record["group"] == "all"
+        assert record["score"] > record["threshold"] == 4.0
+        assert record["reference_response"] == defense.reference_answers[record["id"]]
+    assert sorted(r["id"] for r in replaced) == sorted(poison_ids(train_set))
+    for record in replaced:
+        assert record["step"] in (1, 2) and record["epoch"] == 0
+        assert record["response"] == seen[record["id"]].response
+
+
+def test_an_empty_generation_falls_back_to_the_reference_answer(fitted, train_set, tmp_path):
+    defense = byorn()
+    defense.prepare(fitted, train_set, tmp_path)
+    defense.reference_answers = dict.fromkeys(defense.reference_answers, "A red circle.")
+    fitted.generate = lambda samples, *args, **kwargs: [" "] * len(samples)
+    trainer = SimpleNamespace(vlm=fitted, state=SimpleNamespace(global_step=0, epoch=0.0))
+    out = defense.on_batch(list(train_set[:4]), trainer)
+    assert out[1].response == "A red circle."
+    assert read_audit(tmp_path)[-1]["source"] == "reference_fallback"
+
+
+def test_training_survives_when_every_generation_is_empty(fitted, train_set, tmp_path):
+    fitted.generate = lambda samples, *args, **kwargs: [""] * len(samples)
+    trained = spy(fitted, "encode")
+    trainer = finetune(fitted, train_set, TrainConfig(max_steps=2, batch_size=4, logging_steps=1), tmp_path,
+                       hook=prepared(byorn(), fitted, train_set, tmp_path))
+    assert all(math.isfinite(e["loss"]) for e in trainer.state.log_history if "loss" in e)
+    assert {s.id: s.response for batch in trained for s in batch if s.id in poison_ids(train_set)} == \
+        dict.fromkeys(poison_ids(train_set), "")
+
+
+@pytest.mark.parametrize("changes, expected_calls", [
+    ({"regenerate": "epoch"}, [["p1", "p5"], [], ["p1"]]),
+    ({"regenerate": "step"}, [["p1", "p5"], ["p1"], ["p1"]]),
+    ({"generator": "reference"}, [[], [], []]),
+])
+def test_when_replacements_are_generated(fitted, train_set, tmp_path, changes, expected_calls):
+    defense = prepared(byorn(**changes), fitted, train_set, tmp_path)
+    calls = spy(fitted, "generate")
+    names = {train_set[i].id: f"p{i}" for i in POISONED}
+    state = SimpleNamespace(global_step=0, epoch=0.0)
+    trainer = SimpleNamespace(vlm=fitted, state=state)
+    p1, responses = train_set[1].id, []
+    # (step, epoch, batch): both poisons in epoch 0; p1 again later in epoch 0; p1 in epoch 1
+    for step, epoch, batch in ((0, 0.0, train_set[:6]), (1, 0.5, train_set[1:2]), (2, 1.0, train_set[1:3])):
+        state.global_step, state.epoch = step, epoch
+        before = len(calls)
+        responses.append(next(s.response for s in defense.on_batch(list(batch), trainer) if s.id == p1))
+        assert len(calls) - before <= 1  # one batched generate call per training batch at most
+        made = [names[s.id] for call in calls[before:] for s in call]
+        assert made == expected_calls[step]
+    if changes.get("generator") == "reference":
+        assert responses == [defense.reference_answers[p1]] * 3
+    steps = [r["step"] for r in read_audit(tmp_path) if r["event"] == "replaced" and r["id"] == p1]
+    assert steps == [1, 2, 3]
+
+
+def test_on_batch_before_prepare_is_an_error(train_set):
+    with pytest.raises(RuntimeError, match="prepare"):
+        byorn().on_batch(list(train_set), SimpleNamespace())
+
+
+# ---- cache -------------------------------------------------------------------------------------
+
+
+def test_scores_are_cached_per_fingerprint_and_a_changed_response_invalidates_them(fitted, train_set, tmp_path):
+    scored = spy(fitted, "score")
+    first = prepared(byorn(), fitted, train_set, tmp_path)
+    assert scored and len(read_audit(tmp_path)) == len(POISONED)
+    key = fingerprint(fitted, train_set, "mean_nll")
+    lines = [json.loads(x) for x in ScoreCache(tmp_path).path(key).read_text().splitlines()]
+    assert lines == [{"id": s.id, "score": score} for s, score in zip(train_set, first.scores)]
+
+    scored.clear()
+    second = prepared(byorn(), fitted, train_set, tmp_path)
+    assert scored == [] and second.scores == first.scores
+    assert len(read_audit(tmp_path)) == len(POISONED)  # a new prepare starts a new audit log
+
+    changed = [train_set[0].with_response(train_set[0].response + " It is small.")] + train_set[1:]
+    assert fingerprint(fitted, changed, "mean_nll") != key
+    assert fingerprint(fitted, train_set, "max_token_nll") != key
+    prepared(byorn(), fitted, changed, tmp_path)
+    assert len(scored) == 1 and len(list(tmp_path.glob("scores-*.jsonl"))) == 2
+    assert not list(tmp_path.glob(".*.tmp"))
