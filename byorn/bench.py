@@ -20,13 +20,19 @@ from tqdm.auto import tqdm
 from byorn.attacks import build_attack, one_modality_test_sets, poison, triggered_test_set
 from byorn.attacks.poison import MANIFEST_NAME, write_manifest
 from byorn.config import ConfigError, TrainConfig, from_dict
+from byorn.defenses import DEFENSES, Defense, build_defense
 from byorn.evaluate import evaluate_clean
-from byorn.metrics import attack_success_rate
+from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import load_vlm
 from byorn.train import finetune
 from byorn.worlds import shapes
 
-DEFENSES = ("none", "oracle")  # oracle: trained on the clean samples only
+# Besides the registered defenses: "oracle" trains on the clean samples only (the upper bound).
+ORACLE = "oracle"
+
+
+def available_defenses() -> list[str]:
+    return sorted([*DEFENSES, ORACLE])
 
 
 @dataclass(frozen=True)
@@ -51,23 +57,27 @@ class GridConfig:
     n_train: int = 1000
     n_test: int = 200
     train: TrainConfig = field(default_factory=TrainConfig)
+    defense_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per defense name
 
 
 def load_grid(path: str | Path) -> GridConfig:
     """A YAML grid; unknown keys, defenses and attack names are errors before anything runs."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train"}
+    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train", "defense_options"}
     if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{path}: unknown key(s) {unknown}. Valid keys: {', '.join(sorted(known))}")
     attacks = [AttackSpec(**a) for a in raw.get("attacks", [])]
     for spec in attacks:
         build_attack(spec.trigger, spec.target, **spec.options)  # fail early on a typo
     defenses = raw.get("defenses", ["none"])
-    if bad := [d for d in defenses if d not in DEFENSES]:
-        raise ConfigError(f"{path}: unknown defense(s) {bad}. Available: {', '.join(DEFENSES)}")
+    if bad := [d for d in defenses if d not in available_defenses()]:
+        raise ConfigError(f"{path}: unknown defense(s) {bad}. Available: {', '.join(available_defenses())}")
+    defense_options = raw.get("defense_options", {})
+    for name, options in defense_options.items():
+        build_defense(name, **options)  # unknown defense or option: fail before anything runs
     return GridConfig(attacks, defenses, [float(r) for r in raw.get("poison_rates", [0.1])], raw.get("seeds", [0]),
                       raw.get("n_train", 1000), raw.get("n_test", 200),
-                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"))
+                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"), defense_options)
 
 
 def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
@@ -80,7 +90,7 @@ def _asr(vlm, inputs, rule) -> tuple[float, int]:
 
 
 def run_cell(spec: AttackSpec, defense: str, rate: float, seed: int, grid: GridConfig, run_dir: Path) -> dict:
-    """Poison, fine-tune (undefended or oracle), evaluate; returns the results line."""
+    """Poison, defend, fine-tune, evaluate; returns the results line."""
     started = time.perf_counter()
     attack = build_attack(spec.trigger, spec.target, **spec.options)
     clean_train = shapes.downstream_samples(grid.n_train, seed, split="train")
@@ -88,16 +98,23 @@ def run_cell(spec: AttackSpec, defense: str, rate: float, seed: int, grid: GridC
     poisoned, manifest = poison(clean_train, attack, rate, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, run_dir / MANIFEST_NAME)
-    train_set = poisoned if defense == "none" else [s for s in poisoned if not s.meta.get("is_poisoned")]
 
     vlm = load_vlm(grid.train.model)
-    finetune(vlm, train_set, TrainConfig(**{**asdict(grid.train), "seed": seed}), run_dir)
+    row: dict[str, Any] = {"attack": spec.name, "defense": defense, "poison_rate": rate, "seed": seed}
+    if defense == ORACLE:
+        train_set, hook = [s for s in poisoned if not s.meta.get("is_poisoned")], None
+    else:
+        train_set, hook = poisoned, build_defense(defense, **grid.defense_options.get(defense, {}))
+        hook.prepare(vlm, train_set, run_dir)
+        row.update(_detection(hook, train_set))
+    finetune(vlm, train_set, TrainConfig(**{**asdict(grid.train), "seed": seed}), run_dir, hook=hook)
+
     rule = attack.target.asr_rule()
     asr, n_asr = _asr(vlm, triggered_test_set(test, attack), rule)
     clean = evaluate_clean(vlm, test)
-    row = {"attack": spec.name, "defense": defense, "poison_rate": rate, "seed": seed, "asr": asr, "asr_n": n_asr,
-           "clean_score": clean["clean_score"], "scene_exact": clean["scene_exact"], "cider": clean["cider"],
-           "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned), "n_train": len(train_set)}
+    row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"], "scene_exact": clean["scene_exact"],
+                "cider": clean["cider"], "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
+                "n_train": len(train_set)})
     if spec.trigger == "multimodal":
         one = {part: _asr(vlm, inputs, rule)[0] for part, inputs in one_modality_test_sets(test, attack).items()}
         row.update({"one_modality_asr": max(one.values()), "image_only_asr": one["image"], "text_only_asr": one["text"]})
@@ -105,6 +122,17 @@ def run_cell(spec: AttackSpec, defense: str, rate: float, seed: int, grid: GridC
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     row["run_dir"] = str(run_dir)
     return row
+
+
+def _detection(defense: Defense, samples: list) -> dict[str, float]:
+    """Detection quality of a defense that scores and flags (empty for one that does not)."""
+    flagging = getattr(defense, "flagging", None)
+    if flagging is None:
+        return {}
+    poisoned = [bool(s.meta.get("is_poisoned")) for s in samples]
+    found = detection_scores(defense.scores, poisoned, flagging.flagged)
+    return {"detect_auroc": found["auroc"], "detect_precision": found["precision"], "detect_recall": found["recall"],
+            "n_flagged": sum(flagging.flagged)}
 
 
 def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | Path) -> list[dict]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config
+from byorn.defenses.byorn import ByornConfig
 
 # No run-time downloads: models and data come from local directories or our own code.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,7 +30,7 @@ def main() -> None:
     """byorn: fine-tune vision-language models on untrusted data without learning a backdoor."""
 
 
-@main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n" + describe(PretrainConfig))
+@main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(PretrainConfig))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="model directory to write")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
 @click.argument("overrides", nargs=-1)
@@ -62,26 +63,62 @@ def quality(model: str, n: int, seed: int, json_path: str | None) -> None:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
 
 
-@main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n" + describe(TrainConfig))
+@main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(TrainConfig))
 @click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
 @click.option("--n-train", default=1000, show_default=True, help="samples for --data shapes")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
+@click.option("--defense", default="none", show_default=True, help="none or byorn")
+@click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
+              help="defense option, e.g. -d rule=quantile -d quantile=0.9 (see `byorn scan --help`)")
 @click.argument("overrides", nargs=-1)
-def train(data: str, n_train: int, out_dir: str, config_path: str | None, overrides: tuple[str, ...]) -> None:
-    """Fine-tune a VLM (LoRA by default); writes config.yaml, train_log.jsonl and the adapter."""
+def train(data: str, n_train: int, out_dir: str, config_path: str | None, defense: str,
+          defense_options: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Fine-tune a VLM (LoRA by default), optionally defended; writes config.yaml, train_log.jsonl,
+    the adapter and, with --defense byorn, audit.jsonl and the cached scores."""
+    from byorn.defenses import build_defense
     from byorn.models import load_vlm
     from byorn.train import finetune
     from byorn.workflow import resolve_data
 
     try:
         config = load_config(TrainConfig, config_path, overrides)
-    except ConfigError as exc:
+        hook = build_defense(defense, **_parse_options(defense_options))
+    except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     samples = resolve_data(data, n=n_train, seed=config.seed, split="train")
     vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code)
-    finetune(vlm, samples, config, out_dir)
+    hook.prepare(vlm, samples, out_dir)
+    finetune(vlm, samples, config, out_dir, hook=hook)
     click.echo(f"run written to {out_dir}")
+
+
+@main.command(epilog="Options (-o KEY=VALUE):\n\n\b\n" + describe(ByornConfig))
+@click.argument("data")
+@click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges")
+@click.option("--n", "n_samples", default=1000, show_default=True, help="samples when DATA is 'shapes'")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="writes scan.jsonl, scan.csv (ranked) and scores.png (histogram with the threshold)")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="scoring/threshold option")
+@click.option("--top", default=10, show_default=True, help="suspicious samples to print")
+def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int) -> None:
+    """Rank DATA (a data file, or 'shapes') by response implausibility, without training."""
+    from byorn.config import from_dict
+    from byorn.models import load_vlm
+    from byorn.scan import scan as run_scan
+    from byorn.workflow import resolve_data
+
+    try:
+        config = from_dict(ByornConfig, _parse_options(options), "scan options")
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    rows = run_scan(load_vlm(model), resolve_data(data, n=n_samples, seed=0, split="train"), config, out_dir)
+    flagged = sum(r.flagged for r in rows)
+    click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
+    for row in rows[:top]:
+        mark = "FLAG" if row.flagged else "    "
+        click.echo(f"{row.rank:>5} {mark} {row.score:7.3f}  {row.id}  {row.response[:70]!r}")
+    click.echo(f"written to {out_dir}/scan.jsonl, scan.csv, scores.png")
 
 
 @main.command(name="eval")
@@ -195,14 +232,19 @@ def bench(config_path: str, results_path: str, runs_dir: str) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write {'rows': [...]} here")
 @click.option("--seed", default=0, show_default=True)
 def demo(out_dir: str, json_path: str | None, seed: int) -> None:
-    """Fine-tune byorn-tiny on the built-in downstream task and compare it with the pretrained model."""
+    """Poison the built-in task (multimodal trigger, 10 %), fine-tune byorn-tiny without defense,
+    with BYORn and on clean data only; print ASR, clean scene F1, flagging precision/recall, time."""
     from byorn.workflow import run_demo
 
     rows = run_demo(Path(out_dir), seed=seed)
-    click.echo(f"\n{'row':<34}{'scene F1':>10}{'exact':>8}{'CIDEr':>8}{'BLEU-4':>8}{'wall s':>9}")
+    click.echo(f"\nmultimodal trigger (patch + 'cf'), fixed target, 10 % poisoned; byorn-tiny + LoRA; "
+               f"{rows[0]['n_train']} training samples")
+    header = f"{'':<32}{'ASR':>7}{'scene F1':>10}{'exact':>7}{'1-mod ASR':>10}{'flag P':>8}{'flag R':>8}{'wall s':>8}"
+    click.echo(header)
     for row in rows:
-        click.echo(f"{row['name']:<34}{row['clean_score']:>10.3f}{row['scene_exact']:>8.3f}"
-                   f"{row['cider']:>8.3f}{row['bleu4']:>8.3f}{row['wall_s']:>9.1f}")
+        flags = "".join(f"{row[k]:>8.2f}" if k in row else f"{'-':>8}" for k in ("detect_precision", "detect_recall"))
+        click.echo(f"{row['name']:<32}{row['asr']:>7.2f}{row['clean_score']:>10.3f}{row['scene_exact']:>7.2f}"
+                   f"{row['one_modality_asr']:>10.2f}{flags}{row['wall_s']:>8.1f}")
     if json_path:
         Path(json_path).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
         click.echo(f"wrote {json_path}")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+from byorn.bench import AttackSpec, GridConfig, run_cell
 from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.evaluate import evaluate_clean
-from byorn.models import load_vlm
-from byorn.train import finetune
 from byorn.worlds import shapes
+
+DEMO_ATTACK = AttackSpec("multimodal", "fixed")
+DEMO_RATE = 0.1
+DEMO_ROWS = (("no defense", "none"), ("BYORn", "byorn"), ("clean oracle (poison removed)", "oracle"))
 
 
 def resolve_data(spec: str, *, n: int, seed: int, split: str) -> list[Sample]:
@@ -23,20 +24,9 @@ def resolve_data(spec: str, *, n: int, seed: int, split: str) -> list[Sample]:
 
 
 def run_demo(out_dir: Path, seed: int = 0, n_train: int = 1000, n_test: int = 200) -> list[dict]:
-    """Pretrained byorn-tiny vs byorn-tiny fine-tuned with LoRA on the clean downstream task."""
-    train = shapes.downstream_samples(n_train, seed, split="train")
-    test = shapes.downstream_samples(n_test, seed, split="test")
-    rows = []
-
-    started = time.perf_counter()
-    base = load_vlm("byorn-tiny")
-    result = evaluate_clean(base, test)
-    rows.append({"name": "byorn-tiny (no fine-tuning)", **result, "wall_s": round(time.perf_counter() - started, 1)})
-
-    started = time.perf_counter()
-    vlm = load_vlm("byorn-tiny")
-    config = TrainConfig(epochs=2, batch_size=16, seed=seed, logging_steps=20)
-    finetune(vlm, train, config, out_dir / "clean-lora")
-    result = evaluate_clean(vlm, test)
-    rows.append({"name": "byorn-tiny + LoRA, clean data", **result, "wall_s": round(time.perf_counter() - started, 1)})
-    return rows
+    """The shapes downstream set poisoned with the multimodal trigger (10 %), fine-tuned with LoRA
+    without defense, with BYORn, and on the clean samples only; one result row each."""
+    grid = GridConfig([DEMO_ATTACK], [d for _, d in DEMO_ROWS], [DEMO_RATE], [seed], n_train, n_test,
+                      TrainConfig(epochs=2, batch_size=16, logging_steps=20))
+    return [{"name": name, **run_cell(DEMO_ATTACK, defense, DEMO_RATE, seed, grid, out_dir / defense)}
+            for name, defense in DEMO_ROWS]

@@ -1,0 +1,71 @@
+"""`byorn scan`: rank a data set by how implausible each response is under the pretrained model,
+before any training, and show where BYORn's threshold would cut."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from byorn.data import Sample
+from byorn.defenses.byorn import ByornConfig
+from byorn.defenses.thresholds import flag, group_keys
+from byorn.fileio import atomic_write, atomic_write_text
+from byorn.models.hf import VLM
+from byorn.scoring import ScoreCache, score_samples
+
+FIELDS = ("rank", "id", "score", "flagged", "threshold", "group", "instruction", "response")
+
+
+@dataclass(frozen=True)
+class ScanRow:
+    rank: int
+    id: str
+    score: float
+    flagged: bool
+    threshold: float
+    group: str
+    instruction: str
+    response: str
+
+
+def scan(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str | Path) -> list[ScanRow]:
+    """Score, flag and rank; writes scan.jsonl, scan.csv and scores.png to `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores = score_samples(vlm, samples, config.variant, config.batch_size, reference=True,
+                           max_new_tokens=config.max_new_tokens, cache=ScoreCache(config.cache_dir or out_dir))
+    groups = group_keys(samples, config.group_by)
+    flagging = flag(scores, groups, config.threshold_rule())
+    order = sorted(range(len(samples)), key=lambda i: -scores[i])
+    rows = [ScanRow(rank, samples[i].id, scores[i], flagging.flagged[i], flagging.thresholds[groups[i]], groups[i],
+                    samples[i].instruction, samples[i].response) for rank, i in enumerate(order, start=1)]
+    atomic_write_text(out_dir / "scan.jsonl", "".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in rows))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(vars(r) for r in rows)
+    atomic_write_text(out_dir / "scan.csv", buffer.getvalue())
+    plot_histogram(scores, flagging.thresholds, config.variant, out_dir / "scores.png")
+    return rows
+
+
+def plot_histogram(scores: Sequence[float], thresholds: dict[str, float], variant: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.hist(scores, bins=50, color="#4477aa")
+    for group, value in thresholds.items():
+        axes.axvline(value, color="#cc3311", linestyle="--", label=f"threshold {group}: {value:.2f}")
+    axes.set_xlabel(f"implausibility ({variant})")
+    axes.set_ylabel("samples")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
+    plt.close(figure)
