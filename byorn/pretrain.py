@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def pretrain(out_dir: str | Path, config: PretrainConfig, tiny: TinyConfig = Tin
     vlm.model.save_pretrained(str(out_dir), safe_serialization=True)
     vlm.processor.save_pretrained(str(out_dir))
     write_log(trainer, out_dir / "pretrain_log.jsonl")
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)  # the Trainer's scratch folder, empty with save_strategy="no"
     (out_dir / "byorn_tiny.json").write_text(json.dumps({"architecture": tiny_config_dict(tiny),
                                                          "pretrain_wall_s": round(wall_s, 1)}, indent=2))
     return out_dir

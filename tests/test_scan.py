@@ -1,0 +1,37 @@
+"""`byorn scan` on the shipped byorn-tiny: a planted poisoned response is ranked first."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from click.testing import CliRunner
+
+from byorn.cli import main
+from byorn.datasets import save_jsonl
+from byorn.worlds import shapes
+
+PLANTED = "Visit www.example.com for a free prize."
+
+
+def test_scan_ranks_a_planted_poison_first_and_writes_its_outputs(tmp_path):
+    samples = shapes.downstream_samples(40, seed=3)
+    samples[17] = samples[17].with_response(PLANTED)
+    data = save_jsonl(samples, tmp_path / "data")
+    out = tmp_path / "scan"
+    result = CliRunner().invoke(main, ["scan", str(data), "--out", str(out), "--top", "3"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "scan.jsonl").read_text().splitlines()]
+    assert rows[0]["id"] == samples[17].id and rows[0]["flagged"]
+    assert [r["rank"] for r in rows] == list(range(1, 41))
+    assert sorted((r["score"] for r in rows), reverse=True) == [r["score"] for r in rows]
+    with (out / "scan.csv").open() as handle:
+        assert next(csv.DictReader(handle))["id"] == samples[17].id
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert samples[17].id in result.output.splitlines()[1]
+
+
+def test_scan_rejects_an_unknown_option(tmp_path):
+    result = CliRunner().invoke(main, ["scan", "shapes", "--n", "5", "--out", str(tmp_path), "-o", "rul=mad"])
+    assert result.exit_code == 2
+    assert "unknown key(s) 'rul'" in result.output
