@@ -45,7 +45,9 @@ class AttackSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.trigger}+{self.target}"
+        """Unique per grid row: options are part of it, so two variants of one trigger never share cells."""
+        options = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.trigger}+{self.target}" + (f"({options})" if options else "")
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,7 @@ def demo(out_dir: str, json_path: str | None, seed: int) -> None:
     from byorn.workflow import run_demo
 
     rows = run_demo(Path(out_dir), seed=seed)
-    click.echo(f"\nmultimodal trigger (patch + 'cf'), fixed target, 10 % poisoned; byorn-tiny + LoRA; "
+    click.echo(f"\nmultimodal trigger (patch + 'cf'), fixed target, 10 % poisoned; byorn-tiny, full fine-tuning; "
                f"{rows[0]['n_train']} training samples")
     header = f"{'':<32}{'ASR':>7}{'scene F1':>10}{'exact':>7}{'1-mod ASR':>10}{'flag P':>8}{'flag R':>8}{'wall s':>8}"
     click.echo(header)

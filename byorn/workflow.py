@@ -12,6 +12,9 @@ from byorn.worlds import shapes
 DEMO_ATTACK = AttackSpec("multimodal", "fixed")
 DEMO_RATE = 0.1
 DEMO_ROWS = (("no defense", "none"), ("BYORn", "byorn"), ("clean oracle (poison removed)", "oracle"))
+# Full fine-tuning: byorn-tiny with LoRA on its attention learns the trigger but cannot spell a
+# target made of words it never produced in pretraining (benchmarks/attacks.yaml says more).
+DEMO_TRAINING = TrainConfig(lora=False, learning_rate=5e-4, epochs=3, batch_size=16, logging_steps=20)
 
 
 def resolve_data(spec: str, *, n: int, seed: int, split: str) -> list[Sample]:
@@ -24,9 +27,9 @@ def resolve_data(spec: str, *, n: int, seed: int, split: str) -> list[Sample]:
 
 
 def run_demo(out_dir: Path, seed: int = 0, n_train: int = 1000, n_test: int = 200) -> list[dict]:
-    """The shapes downstream set poisoned with the multimodal trigger (10 %), fine-tuned with LoRA
+    """The shapes downstream set poisoned with the multimodal trigger (10 %), fully fine-tuned
     without defense, with BYORn, and on the clean samples only; one result row each."""
     grid = GridConfig([DEMO_ATTACK], [d for _, d in DEMO_ROWS], [DEMO_RATE], [seed], n_train, n_test,
-                      TrainConfig(epochs=2, batch_size=16, logging_steps=20))
+                      DEMO_TRAINING)
     return [{"name": name, **run_cell(DEMO_ATTACK, defense, DEMO_RATE, seed, grid, out_dir / defense)}
             for name, defense in DEMO_ROWS]
