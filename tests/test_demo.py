@@ -20,4 +20,4 @@ def test_demo_rows_cover_no_defense_byorn_and_oracle(tmp_path):
     assert {"detect_precision", "detect_recall", "detect_auroc"} <= set(byorn)
     audit = [json.loads(line) for line in (tmp_path / "byorn" / "audit.jsonl").read_text().splitlines()]
     assert sum(a["event"] == "flagged" for a in audit) == byorn["n_flagged"]
-    assert (tmp_path / "byorn" / "adapter" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "byorn" / "model" / "model.safetensors").exists()  # the demo fully fine-tunes

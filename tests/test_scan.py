@@ -28,7 +28,8 @@ def test_scan_ranks_a_planted_poison_first_and_writes_its_outputs(tmp_path):
     with (out / "scan.csv").open() as handle:
         assert next(csv.DictReader(handle))["id"] == samples[17].id
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert samples[17].id in result.output.splitlines()[1]
+    first_printed = next(line for line in result.output.splitlines() if line.lstrip().startswith("1 "))
+    assert "FLAG" in first_printed and samples[17].id in first_printed
 
 
 def test_scan_rejects_an_unknown_option(tmp_path):

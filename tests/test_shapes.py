@@ -113,7 +113,7 @@ def test_downstream_style_never_appears_in_the_pretraining_mix():
         assert sample.response != downstream_description(scene_of(sample))
         # No pretraining text uses the downstream sentence shape "There is a/an <colour> ...".
         assert not any(f"There is {shapes.article(c)} {c}" in sample.response for c in COLOURS)
-    assert tasks["caption"] > 1000 and set(tasks) == {"caption", "vqa_colour", "vqa_shape", "vqa_count",
+    assert tasks["caption"] > 600 and set(tasks) == {"caption", "vqa_colour", "vqa_shape", "vqa_count",
                                                      "vqa_position"}
 
 
@@ -141,7 +141,7 @@ def test_parse_objects_reads_back_every_pretraining_caption_in_order():
             continue
         n += 1
         assert parse_objects(sample.response) == facts(scene_of(sample)), sample.response
-    assert n > 400
+    assert n > 300  # captions are a quarter of the mix
 
 
 @pytest.mark.parametrize("canonical", POSITIONS)
