@@ -19,11 +19,12 @@ SECTIONS = [
      "target. clean_score: scene F1 on clean test inputs. one_modality_asr: the higher of the image-only "
      "and text-only firing rates of the multimodal trigger. oracle: trained on the clean samples only."),
     ("BYORn against the same attacks", ["attacks", "byorn"],
-     "byorn bench benchmarks/byorn.yaml --results benchmarks/results/byorn.jsonl (none and oracle rows: "
-     "the attacks section's run)",
+     "byorn bench benchmarks/byorn.yaml --results benchmarks/results/byorn.jsonl",
      ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s", "peak_rss_mb"],
      "detect_*: the mean-NLL score's AUROC for poisoned vs clean training samples, and precision/recall of "
-     "the flagged set (median + 3 MAD). wall_s covers the whole cell: poisoning, scoring, training, evaluation."),
+     "the flagged set (median + 3 MAD). The none and oracle rows are the attacks section's run (same data, "
+     "training and seeds). wall_s covers the whole cell: poisoning, scoring, training, evaluation; the two "
+     "grids ran side by side, one thread each."),
 ]
 
 

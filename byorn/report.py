@@ -12,9 +12,10 @@ def _mean_std(values: list[float]) -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "n/a"
+    digits = 0 if all(float(v).is_integer() and abs(v) >= 1 for v in values) else 3  # counts stay counts
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def results_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:

@@ -91,4 +91,4 @@ def test_results_table_aggregates_seeds_and_leaves_missing_metrics_blank():
     rows.append({"attack": "a", "defense": "oracle", "poison_rate": 0.1, "seed": 0, "asr": 0.0, "extra": 2.0})
     table = results_table(rows, ["asr", "extra"]).splitlines()
     assert table[2] == "| a | none | 0.1 | 2 | 0.750 ± 0.354 |  |"
-    assert table[3] == "| a | oracle | 0.1 | 1 | 0.000 | 2.000 |"
+    assert table[3] == "| a | oracle | 0.1 | 1 | 0.000 | 2 |"  # whole numbers print as counts
