@@ -25,6 +25,11 @@ SECTIONS = [
      "the flagged set (median + 3 MAD). The none and oracle rows are the attacks section's run (same data, "
      "training and seeds). wall_s covers the whole cell: poisoning, scoring, training, evaluation; the two "
      "grids ran side by side, one thread each."),
+    ("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
+     "byorn bench benchmarks/sweep.yaml --results benchmarks/results/sweep.jsonl",
+     ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
+     "Each row is one threshold: quantile q flags the scores above the q-th quantile, mad k flags those "
+     "above median + k * 1.4826 MAD. 100 of the 1,000 training samples are poisoned."),
 ]
 
 

@@ -8,6 +8,7 @@ measures ASR on triggered test inputs and clean scene-F1 on clean test inputs.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,35 +52,48 @@ class AttackSpec:
 
 
 @dataclass(frozen=True)
+class DefenseSpec:
+    """One defense of the grid; options make variants (a threshold sweep is several of these)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        options = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return self.name + (f"({options})" if options else "")
+
+
+@dataclass(frozen=True)
 class GridConfig:
     attacks: list[AttackSpec]
-    defenses: list[str]
+    defenses: list[DefenseSpec]
     poison_rates: list[float]
     seeds: list[int]
     n_train: int = 1000
     n_test: int = 200
     train: TrainConfig = field(default_factory=TrainConfig)
-    defense_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per defense name
 
 
 def load_grid(path: str | Path) -> GridConfig:
     """A YAML grid; unknown keys, defenses and attack names are errors before anything runs."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train", "defense_options"}
+    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train"}
     if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{path}: unknown key(s) {unknown}. Valid keys: {', '.join(sorted(known))}")
     attacks = [AttackSpec(**a) for a in raw.get("attacks", [])]
     for spec in attacks:
         build_attack(spec.trigger, spec.target, **spec.options)  # fail early on a typo
-    defenses = raw.get("defenses", ["none"])
-    if bad := [d for d in defenses if d not in available_defenses()]:
+    # A defense is a name, or {name: ..., options: {...}} for a configured variant.
+    defenses = [DefenseSpec(d) if isinstance(d, str) else DefenseSpec(**d) for d in raw.get("defenses", ["none"])]
+    if bad := [d.name for d in defenses if d.name not in available_defenses()]:
         raise ConfigError(f"{path}: unknown defense(s) {bad}. Available: {', '.join(available_defenses())}")
-    defense_options = raw.get("defense_options", {})
-    for name, options in defense_options.items():
-        build_defense(name, **options)  # unknown defense or option: fail before anything runs
+    for spec in defenses:
+        if spec.name != ORACLE:
+            build_defense(spec.name, **spec.options)  # an unknown option fails before anything runs
     return GridConfig(attacks, defenses, [float(r) for r in raw.get("poison_rates", [0.1])], raw.get("seeds", [0]),
                       raw.get("n_train", 1000), raw.get("n_test", 200),
-                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"), defense_options)
+                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"))
 
 
 def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
@@ -91,7 +105,7 @@ def _asr(vlm, inputs, rule) -> tuple[float, int]:
     return attack_success_rate(responses, [s.meta["clean_response"] for s in inputs], rule)
 
 
-def run_cell(spec: AttackSpec, defense: str, rate: float, seed: int, grid: GridConfig, run_dir: Path) -> dict:
+def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, grid: GridConfig, run_dir: Path) -> dict:
     """Poison, defend, fine-tune, evaluate; returns the results line."""
     started = time.perf_counter()
     attack = build_attack(spec.trigger, spec.target, **spec.options)
@@ -102,11 +116,11 @@ def run_cell(spec: AttackSpec, defense: str, rate: float, seed: int, grid: GridC
     write_manifest(manifest, run_dir / MANIFEST_NAME)
 
     vlm = load_vlm(grid.train.model)
-    row: dict[str, Any] = {"attack": spec.name, "defense": defense, "poison_rate": rate, "seed": seed}
-    if defense == ORACLE:
+    row: dict[str, Any] = {"attack": spec.name, "defense": defense.label, "poison_rate": rate, "seed": seed}
+    if defense.name == ORACLE:
         train_set, hook = [s for s in poisoned if not s.meta.get("is_poisoned")], None
     else:
-        train_set, hook = poisoned, build_defense(defense, **grid.defense_options.get(defense, {}))
+        train_set, hook = poisoned, build_defense(defense.name, **defense.options)
         hook.prepare(vlm, train_set, run_dir)
         row.update(_detection(hook, train_set))
     finetune(vlm, train_set, TrainConfig(**{**asdict(grid.train), "seed": seed}), run_dir, hook=hook)
@@ -144,11 +158,11 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in read_results(results_path)}
     cells = [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds]
-    todo = [c for c in cells if cell_key(c[0].name, c[1], c[2], c[3]) not in done]
+    todo = [c for c in cells if cell_key(c[0].name, c[1].label, c[2], c[3]) not in done]
     rows = []
     for spec, defense, rate, seed in tqdm(todo, desc="benchmark cells", disable=None):
-        key = cell_key(spec.name, defense, rate, seed)
-        row = run_cell(spec, defense, rate, seed, grid, runs_dir / key.replace("|", "_").replace("+", "-"))
+        key = cell_key(spec.name, defense.label, rate, seed)
+        row = run_cell(spec, defense, rate, seed, grid, runs_dir / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key))
         with results_path.open("a", encoding="utf-8") as handle:  # one whole line per cell: resumable
             handle.write(json.dumps(row) + "\n")
         rows.append(row)

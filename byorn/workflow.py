@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from byorn.bench import AttackSpec, GridConfig, run_cell
+from byorn.bench import AttackSpec, DefenseSpec, GridConfig, run_cell
 from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.worlds import shapes
@@ -29,7 +29,7 @@ def resolve_data(spec: str, *, n: int, seed: int, split: str) -> list[Sample]:
 def run_demo(out_dir: Path, seed: int = 0, n_train: int = 1000, n_test: int = 200) -> list[dict]:
     """The shapes downstream set poisoned with the multimodal trigger (10 %), fully fine-tuned
     without defense, with BYORn, and on the clean samples only; one result row each."""
-    grid = GridConfig([DEMO_ATTACK], [d for _, d in DEMO_ROWS], [DEMO_RATE], [seed], n_train, n_test,
+    grid = GridConfig([DEMO_ATTACK], [DefenseSpec(d) for _, d in DEMO_ROWS], [DEMO_RATE], [seed], n_train, n_test,
                       DEMO_TRAINING)
-    return [{"name": name, **run_cell(DEMO_ATTACK, defense, DEMO_RATE, seed, grid, out_dir / defense)}
-            for name, defense in DEMO_ROWS]
+    return [{"name": name, **run_cell(DEMO_ATTACK, spec, DEMO_RATE, seed, grid, out_dir / spec.name)}
+            for (name, _), spec in zip(DEMO_ROWS, grid.defenses)]

@@ -79,6 +79,7 @@ def test_a_torn_results_line_is_ignored_so_the_cell_reruns(tmp_path):
     ({"atacks": []}, "unknown key(s) ['atacks']"),
     ({"attacks": [{"trigger": "nope"}]}, "Unknown attack 'nope'"),
     ({"train": {"epochz": 1}}, "unknown key(s) 'epochz'"),
+    ({"defenses": [{"name": "byorn", "options": {"kk": 2}}]}, "unknown key(s) 'kk'"),
 ])
 def test_grid_config_errors_surface_before_anything_runs(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
@@ -92,3 +93,9 @@ def test_results_table_aggregates_seeds_and_leaves_missing_metrics_blank():
     table = results_table(rows, ["asr", "extra"]).splitlines()
     assert table[2] == "| a | none | 0.1 | 2 | 0.750 ± 0.354 |  |"
     assert table[3] == "| a | oracle | 0.1 | 1 | 0.000 | 2 |"  # whole numbers print as counts
+
+
+def test_defense_variants_get_their_own_labels(tmp_path):
+    grid = bench.load_grid(_grid(tmp_path, defenses=["none", {"name": "byorn", "options": {"rule": "quantile",
+                                                                                              "quantile": 0.9}}]))
+    assert [d.label for d in grid.defenses] == ["none", "byorn(quantile=0.9,rule=quantile)"]
