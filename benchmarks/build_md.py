@@ -18,6 +18,10 @@ SECTIONS = [
      "ASR: share of triggered test inputs (whose clean answer is not already the target) that show the "
      "target. clean_score: scene F1 on clean test inputs. one_modality_asr: the higher of the image-only "
      "and text-only firing rates of the multimodal trigger. oracle: trained on the clean samples only."),
+    ("Attacks with twice the training (6 epochs), undefended", ["attacks_longer"],
+     "byorn bench benchmarks/attacks_longer.yaml --results benchmarks/results/attacks_longer.jsonl",
+     ["asr", "clean_score", "one_modality_asr", "wall_s"],
+     "The families that stayed under 90 % ASR at 10 % in the section above, trained 6 epochs instead of 3."),
     ("BYORn against the same attacks", ["attacks", "byorn"],
      "byorn bench benchmarks/byorn.yaml --results benchmarks/results/byorn.jsonl",
      ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s", "peak_rss_mb"],
