@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Trainer, TrainingArguments
 
 from byorn.config import TrainConfig, save_config
 from byorn.data import Sample
+from byorn.defenses.base import Defense
 from byorn.models.hf import VLM
 
 # Language-model attention projections only: a bare ["q_proj", "v_proj"] would also adapt the
@@ -98,6 +100,8 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
+    if isinstance(hook, Defense):
+        (run_dir / "defense.yaml").write_text(yaml.safe_dump(hook.resolved(), sort_keys=False), encoding="utf-8")
     torch.manual_seed(config.seed)  # LoRA's initial A matrices
     if config.lora and not isinstance(vlm.model, PeftModel):
         attach_lora(vlm, config)

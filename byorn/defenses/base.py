@@ -7,6 +7,7 @@ Defenses that act only before training (filtering baselines) keep the pass-throu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -24,6 +25,11 @@ class Defense:
     name: ClassVar[str] = "none"
     # The dataclass `build_defense` builds from the options; None: the defense takes no options.
     config_class: ClassVar[type | None] = None
+
+    def resolved(self) -> dict:
+        """Name and every option with its value, written next to the run's results."""
+        config = getattr(self, "config", None)
+        return {"defense": self.name, **(dataclasses.asdict(config) if config is not None else {})}
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path) -> None:
         """Inspect the training set once, before training, with the model still the reference."""
