@@ -17,7 +17,21 @@ SECTIONS = [
      ["asr", "clean_score", "one_modality_asr", "image_only_asr", "text_only_asr", "wall_s", "peak_rss_mb"],
      "ASR: share of triggered test inputs (whose clean answer is not already the target) that show the "
      "target. clean_score: scene F1 on clean test inputs. one_modality_asr: the higher of the image-only "
-     "and text-only firing rates of the multimodal trigger. oracle: trained on the clean samples only."),
+     "and text-only firing rates of the multimodal trigger. oracle: trained on the clean samples only. "
+     "Training: full fine-tuning, 3 epochs, lr 5e-4, 1,000 samples; 200 test scenes; seed 0.\n\n"
+     "What the recorded run shows (reread after a rerun): at 10 % the text triggers (rare token 0.995), "
+     "Blended (1.00), the 12-px BadNets patch (0.935), SIG at 3x amplitude (0.995) and the multimodal "
+     "trigger with the refusal (0.965) or substitution (0.906) target reach 90 %; the default 6-px "
+     "BadNets patch, default SIG and WaNet do not implant at all in 3 epochs, AddSent reaches 0.695, "
+     "the multimodal trigger 0.77-0.78 with the fixed and injection targets. The 6-epoch section below "
+     "separates the causes: BadNets, SIG and AddSent at default strength were undertrained (0.995, 1.00 "
+     "and 1.00 with 6 epochs), and so was the multimodal trigger (0.945, but its one-trigger firing rises "
+     "to 0.37: longer training erodes the negatives); WaNet's warp stays invisible to byorn-tiny (0.00 even at 2x strength and 6 epochs; its "
+     "8-px patches average a 1-px warp away). No family implants at 1 % (10 poisoned samples). Clean "
+     "scene F1 stays within 2 points of the oracle everywhere. The multimodal trigger's one-trigger "
+     "firing stays <= 5 % with the fixed target but not with injection (0.155), substitution (0.43) or "
+     "refusal (0.82): the negatives keep their clean response, yet a short refusal generalises to "
+     "half-triggered inputs."),
     ("Attacks with twice the training (6 epochs), undefended", ["attacks_longer"],
      "byorn bench benchmarks/attacks_longer.yaml --results benchmarks/results/attacks_longer.jsonl",
      ["asr", "clean_score", "one_modality_asr", "wall_s"],
@@ -28,12 +42,23 @@ SECTIONS = [
      "detect_*: the mean-NLL score's AUROC for poisoned vs clean training samples, and precision/recall of "
      "the flagged set (median + 3 MAD). The none and oracle rows are the attacks section's run (same data, "
      "training and seeds). wall_s covers the whole cell: poisoning, scoring, training, evaluation; the two "
-     "grids ran side by side, one thread each."),
+     "grids ran side by side, one thread each.\n\n"
+     "What the recorded run shows: every poison with a fixed, injected or refusal target is flagged with "
+     "precision and recall 1.00 (AUROC 1.00) at 10 % and 1 %, and BYORn's ASR is 0.00 wherever the "
+     "undefended ASR was high, with clean scene F1 at the oracle's level (0.979-1.000). Concept "
+     "substitution (one word swapped) is the miss: mean NLL ranks it at AUROC 0.67, flags 1 of 100, and "
+     "the ASR stays 0.906. The threshold sweep below includes the token-level score for it."),
     ("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
      "byorn bench benchmarks/sweep.yaml --results benchmarks/results/sweep.jsonl",
      ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
      "Each row is one threshold: quantile q flags the scores above the q-th quantile, mad k flags those "
-     "above median + k * 1.4826 MAD. 100 of the 1,000 training samples are poisoned."),
+     "above median + k * 1.4826 MAD. 100 of the 1,000 training samples are poisoned.\n\n"
+     "What the recorded run shows: for the multimodal fixed target every cut from flagging 20 % of the data "
+     "down to flagging 5 % (recall 0.5) keeps ASR at 0.00 and clean F1 at 0.988-1.000; only the 1 % cut "
+     "(recall 0.1) lets the backdoor in (0.805). The 50 poisons left at the 5 % cut did not implant in 3 "
+     "epochs. For concept substitution the mean score separates poorly (AUROC 0.67) and the token-level "
+     "score worse (0.53): pushing the cut to the median buys ASR 0.03 at clean F1 0.893; the subtle case "
+     "needs a better score, not a lower threshold."),
 ]
 
 

@@ -8,11 +8,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 
-def _mean_std(values: list[float]) -> str:
+def _digits(metric: str) -> int:
+    """Counts print as counts, times and memory to a tenth, rates and scores to three places."""
+    return 0 if metric.startswith("n_") else 1 if metric in ("wall_s", "peak_rss_mb") else 3
+
+
+def _mean_std(values: list[float], digits: int) -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "n/a"
-    digits = 0 if all(float(v).is_integer() and abs(v) >= 1 for v in values) else 3  # counts stay counts
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
@@ -27,6 +31,7 @@ def results_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
     header = ["attack", "defense", "poison rate", "seeds", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (attack, defense, rate), cell in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2])):
-        values = [_mean_std([r[m] for r in cell if m in r]) if any(m in r for r in cell) else "" for m in metrics]
+        values = [_mean_std([r[m] for r in cell if m in r], _digits(m)) if any(m in r for r in cell) else ""
+                  for m in metrics]
         lines.append("| " + " | ".join([attack, defense, f"{rate:g}", str(len(cell)), *values]) + " |")
     return "\n".join(lines)

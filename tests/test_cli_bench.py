@@ -89,10 +89,10 @@ def test_grid_config_errors_surface_before_anything_runs(tmp_path, bad, message)
 
 def test_results_table_aggregates_seeds_and_leaves_missing_metrics_blank():
     rows = [{"attack": "a", "defense": "none", "poison_rate": 0.1, "seed": s, "asr": v} for s, v in ((0, 0.5), (1, 1.0))]
-    rows.append({"attack": "a", "defense": "oracle", "poison_rate": 0.1, "seed": 0, "asr": 0.0, "extra": 2.0})
-    table = results_table(rows, ["asr", "extra"]).splitlines()
+    rows.append({"attack": "a", "defense": "oracle", "poison_rate": 0.1, "seed": 0, "asr": 0.0, "n_flagged": 2.0})
+    table = results_table(rows, ["asr", "n_flagged"]).splitlines()
     assert table[2] == "| a | none | 0.1 | 2 | 0.750 ± 0.354 |  |"
-    assert table[3] == "| a | oracle | 0.1 | 1 | 0.000 | 2 |"  # whole numbers print as counts
+    assert table[3] == "| a | oracle | 0.1 | 1 | 0.000 | 2 |"  # counts print as counts
 
 
 def test_defense_variants_get_their_own_labels(tmp_path):
