@@ -30,7 +30,7 @@ def tiny_quality(vlm: VLM, n: int = 500, seed: int = 0, batch_size: int = 64) ->
     rng = random.Random(seed)
     scenes = [_quality_scene(i, seed) for i in range(n)]
     images = [shapes.render(s) for s in scenes]
-    captions = [Sample(f"q-cap-{i}", img, rng.choice(shapes._CAPTION_INSTRUCTIONS), "") for i, img in enumerate(images)]
+    captions = [Sample(f"q-cap-{i}", img, rng.choice(shapes.CAPTION_INSTRUCTIONS), "") for i, img in enumerate(images)]
     generated = vlm.generate(captions, max_new_tokens=64, batch_size=batch_size, desc="captions")
     result = {"n": n, "caption_exact": sum(map(caption_exact, generated, scenes)) / n}
     for kind in shapes.VQA_KINDS:

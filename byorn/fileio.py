@@ -27,3 +27,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Tidy a scratch folder away, but never one that holds anything."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 
 from byorn.config import PretrainConfig, save_config
 from byorn.models.tiny import TinyConfig, build_tiny, tiny_config_dict
+from byorn.fileio import remove_if_empty
 from byorn.train import ByornTrainer, SampleDataset, collate_samples, training_arguments, write_log
 from byorn.worlds import shapes
 
@@ -48,7 +48,7 @@ def pretrain(out_dir: str | Path, config: PretrainConfig, tiny: TinyConfig = Tin
     vlm.model.save_pretrained(str(out_dir), safe_serialization=True)
     vlm.processor.save_pretrained(str(out_dir))
     write_log(trainer, out_dir / "pretrain_log.jsonl")
-    shutil.rmtree(out_dir / "trainer", ignore_errors=True)  # the Trainer's scratch folder, empty with save_strategy="no"
+    remove_if_empty(out_dir / "trainer")  # the Trainer's scratch folder; nothing is saved there
     (out_dir / "byorn_tiny.json").write_text(json.dumps({"architecture": tiny_config_dict(tiny),
                                                          "pretrain_wall_s": round(wall_s, 1)}, indent=2))
     return out_dir

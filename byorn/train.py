@@ -21,6 +21,7 @@ from transformers import Trainer, TrainingArguments
 from byorn.config import TrainConfig, save_config
 from byorn.data import Sample
 from byorn.defenses.base import Defense
+from byorn.fileio import remove_if_empty
 from byorn.models.hf import VLM
 
 # Language-model attention projections only: a bare ["q_proj", "v_proj"] would also adapt the
@@ -116,7 +117,9 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     if not config.lora:
         vlm.processor.save_pretrained(str(out))
     write_log(trainer, run_dir / "train_log.jsonl")
+    remove_if_empty(run_dir / "trainer")  # the Trainer's scratch folder; nothing is saved there
     return trainer
+
 
 
 def quiet_transformers() -> None:

@@ -140,7 +140,7 @@ _POSITION_PHRASES = (
 )
 _CORNER_PHRASES = ("in the {f} corner", "at the {f} corner", "near the {f} corner")
 
-_CAPTION_INSTRUCTIONS = (
+CAPTION_INSTRUCTIONS = (
     "Describe the image.", "What is in this image?", "Caption this image.", "What do you see?",
     "Write a short caption.", "Describe what is shown.", "What does the picture show?",
     "Give a caption for the picture.", "List the shapes in the image.", "Tell me what is in the image.",
@@ -267,7 +267,7 @@ def pretraining_sample(seed: int) -> Sample:
     rng = random.Random(seed * 104729 + 3)
     task = rng.choices([t for t, _ in TASK_MIX], weights=[w for _, w in TASK_MIX])[0]
     if task == "caption":
-        instruction, response = rng.choice(_CAPTION_INSTRUCTIONS), pretraining_caption(scene, rng)
+        instruction, response = rng.choice(CAPTION_INSTRUCTIONS), pretraining_caption(scene, rng)
     else:
         instruction, response = pretraining_vqa(scene, rng, task.removeprefix("vqa_"))
     return Sample(id=f"pretrain-{seed}", image=render(scene), instruction=instruction, response=response,
