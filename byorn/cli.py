@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config
-from byorn.defenses.byorn import ByornConfig
 
 # No run-time downloads: models and data come from local directories or our own code.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +17,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DATA_HELP = ("'shapes' for the built-in downstream task (a fresh seeded split), or a data file: "
              "LLaVA conversation .json or .jsonl with id/image/instruction/response")
+
+
+def _byorn_options_help() -> type[click.Command]:
+    """A command whose epilog lists BYORn's options, built only when --help is shown: importing the
+    defense pulls in torch and transformers, seconds that `byorn --help` should not pay."""
+
+    class Command(click.Command):
+        def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            from byorn.defenses.byorn import ByornConfig
+
+            self.epilog = "Options (-o KEY=VALUE):\n\n\b\n" + describe(ByornConfig)
+            super().format_epilog(ctx, formatter)
+
+    return Command
 
 
 def _fail(message: str) -> None:
@@ -93,7 +106,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     click.echo(f"run written to {out_dir}")
 
 
-@main.command(epilog="Options (-o KEY=VALUE):\n\n\b\n" + describe(ByornConfig))
+@main.command(cls=_byorn_options_help())
 @click.argument("data")
 @click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges")
 @click.option("--n", "n_samples", default=1000, show_default=True, help="samples when DATA is 'shapes'")
@@ -104,6 +117,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
 def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int) -> None:
     """Rank DATA (a data file, or 'shapes') by response implausibility, without training."""
     from byorn.config import from_dict
+    from byorn.defenses.byorn import ByornConfig
     from byorn.models import load_vlm
     from byorn.scan import scan as run_scan
     from byorn.workflow import resolve_data
@@ -179,8 +193,9 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
 
     if not 0.0 <= rate <= 1.0:
         _fail(f"--rate {rate}: must be between 0 and 1")
+    attack_options = _parse_options(options)
     try:
-        attack = build_attack(trigger, target, **_parse_options(options))
+        attack = build_attack(trigger, target, **attack_options)
         samples, manifest = run_poison(resolve_data(data, n=n_samples, seed=seed, split="train"), attack, rate,
                                        seed, clean_label=clean_label)
     except ValueError as exc:
@@ -188,7 +203,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     out = Path(out_dir)
     data_path = save_llava_json(samples, out)
     write_manifest(manifest, out / MANIFEST_NAME)
-    resolved = {"attack": trigger, "target": target, "options": _parse_options(options), "rate": rate, "seed": seed,
+    resolved = {"attack": trigger, "target": target, "options": attack_options, "rate": rate, "seed": seed,
                 "clean_label": clean_label, "data": data, "n": len(samples)}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     poisoned = sum(not r.negative for r in manifest)
