@@ -73,12 +73,13 @@ class GridConfig:
     n_train: int = 1000
     n_test: int = 200
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "describe"  # the shapes downstream task: describe, caption or mixed (two styles)
 
 
 def load_grid(path: str | Path) -> GridConfig:
     """A YAML grid; unknown keys, defenses and attack names are errors before anything runs."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train"}
+    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train", "task"}
     if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{path}: unknown key(s) {unknown}. Valid keys: {', '.join(sorted(known))}")
     attacks = [AttackSpec(**a) for a in raw.get("attacks", [])]
@@ -91,9 +92,12 @@ def load_grid(path: str | Path) -> GridConfig:
     for spec in defenses:
         if spec.name != ORACLE:
             build_defense(spec.name, **spec.options)  # an unknown option fails before anything runs
+    task = raw.get("task", "describe")
+    if task not in shapes.DOWNSTREAM_TASKS:
+        raise ConfigError(f"{path}: task: {task!r} is not one of {', '.join(shapes.DOWNSTREAM_TASKS)}")
     return GridConfig(attacks, defenses, [float(r) for r in raw.get("poison_rates", [0.1])], raw.get("seeds", [0]),
                       raw.get("n_train", 1000), raw.get("n_test", 200),
-                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"))
+                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"), task)
 
 
 def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
@@ -109,8 +113,8 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     """Poison, defend, fine-tune, evaluate; returns the results line."""
     started = time.perf_counter()
     attack = build_attack(spec.trigger, spec.target, **spec.options)
-    clean_train = shapes.downstream_samples(grid.n_train, seed, split="train")
-    test = shapes.downstream_samples(grid.n_test, seed, split="test")
+    clean_train = shapes.downstream_samples(grid.n_train, seed, split="train", task=grid.task)
+    test = shapes.downstream_samples(grid.n_test, seed, split="test", task=grid.task)
     poisoned, manifest = poison(clean_train, attack, rate, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, run_dir / MANIFEST_NAME)
@@ -121,9 +125,15 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
         train_set, hook = [s for s in poisoned if not s.meta.get("is_poisoned")], None
     else:
         train_set, hook = poisoned, build_defense(defense.name, **defense.options)
+        prepared = time.perf_counter()
         hook.prepare(vlm, train_set, run_dir)
+        row["prepare_s"] = round(time.perf_counter() - prepared, 1)
         row.update(_detection(hook, train_set))
+    # train_s alone is the fine-tuning loop (with the defense's replacements): comparable across
+    # defenses for the same steps, where wall_s also counts poisoning, scoring and evaluation.
+    training = time.perf_counter()
     finetune(vlm, train_set, TrainConfig(**{**asdict(grid.train), "seed": seed}), run_dir, hook=hook)
+    row["train_s"] = round(time.perf_counter() - training, 1)
 
     rule = attack.target.asr_rule()
     asr, n_asr = _asr(vlm, triggered_test_set(test, attack), rule)

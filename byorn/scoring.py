@@ -9,6 +9,10 @@ the exact prompt template of training. Higher always means more implausible:
   input, so inputs that are hard for any answer are not flagged for being hard.
 - image_ablated: mean NLL with the true image minus mean NLL with a uniform grey image of the same
   size; a response the image makes less likely scores high.
+- image_contradiction: per token, NLL with the true image minus NLL with the grey image, summed
+  over the tokens where it is positive: how much the image argues against the response. A swapped
+  word ("square" where the image shows a circle) is a token the image contradicts, while an
+  unfamiliar but true wording is not; the mean-based scores average that one token away.
 
 With LoRA the reference model is the same network with the adapter disabled: no second copy of
 the weights. The reference is frozen, so its scores are cached on disk (`ScoreCache`).
@@ -32,7 +36,7 @@ from byorn.data import Sample
 from byorn.fileio import atomic_write_text
 from byorn.models.hf import VLM
 
-VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated")
+VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated", "image_contradiction")
 NEUTRAL_GREY = (128, 128, 128)
 
 
@@ -87,7 +91,11 @@ def _variant_scores(vlm: VLM, samples: Sequence[Sample], variant: str, batch_siz
         own = mean_nll([s.with_response(g) for s, g in zip(samples, greedy)])
         return [given - mine for given, mine in zip(mean_nll(samples), own)]
     grey = [dataclasses.replace(s, image=Image.new("RGB", s.pil().size, NEUTRAL_GREY)) for s in samples]
-    return [seen - blind for seen, blind in zip(mean_nll(samples), mean_nll(grey))]
+    if variant == "image_ablated":
+        return [seen - blind for seen, blind in zip(mean_nll(samples), mean_nll(grey))]
+    # image_contradiction: the same response tokens are scored twice, so the lists align
+    seen, blind = vlm.score(samples, batch_size, desc=desc), vlm.score(grey, batch_size, desc=desc)
+    return [sum(max(a - b, 0.0) for a, b in zip(s.token_nll, g.token_nll)) for s, g in zip(seen, blind)]
 
 
 # ---- cache -----------------------------------------------------------------------------------

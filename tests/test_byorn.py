@@ -114,6 +114,9 @@ def test_relative_and_image_ablated_variants_follow_their_definitions(tiny_vlm):
     assert relative == pytest.approx(expected_relative, abs=1e-5)
     assert score_samples(tiny_vlm, samples, "image_ablated") == pytest.approx(expected_ablated, abs=1e-5)
     assert any(abs(x) > 1e-3 for x in expected_ablated)  # the grey image really is another input
+    seen, blind = tiny_vlm.score(samples, batch_size=1), tiny_vlm.score(grey, batch_size=1)
+    expected_contradiction = [sum(max(a - b, 0) for a, b in zip(s.token_nll, g.token_nll)) for s, g in zip(seen, blind)]
+    assert score_samples(tiny_vlm, samples, "image_contradiction") == pytest.approx(expected_contradiction, abs=1e-5)
 
 
 def test_reference_scores_under_lora_are_the_base_models_whatever_the_adapter(fresh_vlm):

@@ -36,3 +36,20 @@ def test_scan_rejects_an_unknown_option(tmp_path):
     result = CliRunner().invoke(main, ["scan", "shapes", "--n", "5", "--out", str(tmp_path), "-o", "rul=mad"])
     assert result.exit_code == 2
     assert "unknown key(s) 'rul'" in result.output
+
+
+def test_image_contradiction_ranks_a_swapped_shape_word_first_where_mean_nll_does_not(tmp_path):
+    # The subtle poison: one word swapped ("circle" -> "square"), still fluent and in style.
+    samples = [s for s in shapes.downstream_samples(80, seed=7) if " circle " in s.response][:30]
+    swapped = samples[11].with_response(samples[11].response.replace(" circle ", " square ", 1))
+    samples[11] = swapped
+    data = save_jsonl(samples, tmp_path / "data")
+    for variant in ("image_contradiction", "mean_nll"):
+        out = tmp_path / variant
+        result = CliRunner().invoke(main, ["scan", str(data), "--out", str(out), "-o", f"variant={variant}"])
+        assert result.exit_code == 0, result.output
+        ranked = [json.loads(line)["id"] for line in (out / "scan.jsonl").read_text().splitlines()]
+        if variant == "image_contradiction":
+            assert ranked[0] == swapped.id
+        else:  # pins the reason the variant exists: the mean hides the one bad token
+            assert ranked.index(swapped.id) > 0

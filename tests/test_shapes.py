@@ -9,6 +9,7 @@ import pytest
 
 from byorn.worlds import shapes
 from byorn.worlds.shapes import (
+    CAPTION_TASK_INSTRUCTION,
     COLOURS,
     DOWNSTREAM_INSTRUCTION,
     POSITIONS,
@@ -68,6 +69,19 @@ def test_downstream_samples_are_deterministic_and_splits_and_seeds_differ():
         assert {s.image.tobytes() for s in a}.isdisjoint(s.image.tobytes() for s in other)
     assert all(s.instruction == DOWNSTREAM_INSTRUCTION for s in a + test_split)
     assert [s.id for s in test_split][0] == "shapes-test-000000"
+
+
+def test_the_mixed_task_alternates_the_two_styles_on_the_same_scenes():
+    describe, mixed = downstream_samples(6, seed=3), downstream_samples(6, seed=3, task="mixed")
+    assert [s.meta["task"] for s in mixed] == ["describe", "caption"] * 3
+    assert [s.image.tobytes() for s in describe] == [s.image.tobytes() for s in mixed]
+    assert [s.response for s in mixed[::2]] == [s.response for s in describe[::2]]
+    captions = mixed[1::2]
+    assert all(s.instruction == CAPTION_TASK_INSTRUCTION for s in captions)
+    assert all(not s.response.startswith("There is") for s in captions)  # the familiar pretraining style
+    assert downstream_samples(6, seed=3, task="caption")[1].response == mixed[1].response
+    with pytest.raises(ValueError, match="Unknown downstream task 'style'. Available: describe, caption, mixed"):
+        downstream_samples(1, seed=0, task="style")
 
 
 # ---- scene invariants ----------------------------------------------------------------------

@@ -274,15 +274,32 @@ def pretraining_sample(seed: int) -> Sample:
                   meta={"world": "shapes", "task": task, "scene": scene.to_json()})
 
 
-def downstream_samples(n: int, seed: int, split: str = "train") -> list[Sample]:
-    """The held-out-style description task; `split` only salts the seeds so splits never overlap."""
+DOWNSTREAM_TASKS: tuple[str, ...] = ("describe", "caption", "mixed")
+CAPTION_TASK_INSTRUCTION = "Write a short caption for this picture."
+
+
+def downstream_samples(n: int, seed: int, split: str = "train", task: str = "describe") -> list[Sample]:
+    """A fine-tuning task; `split` only salts the seeds so splits never overlap.
+
+    describe: the held-out style (`downstream_description`), unfamiliar to the pretrained model.
+    caption: pretraining-style captions under one fixed instruction, familiar to it.
+    mixed: the two alternating (even indices describe, odd caption), meta["task"] telling which;
+    their scores form two clusters, the case thresholds per group exist for.
+    """
+    if task not in DOWNSTREAM_TASKS:
+        raise ValueError(f"Unknown downstream task {task!r}. Available: {', '.join(DOWNSTREAM_TASKS)}")
     salt = {"train": 1_000_003, "test": 2_000_003, "dev": 3_000_017}[split]
     samples = []
     for i in range(n):
-        scene = make_scene(salt * 1000 + seed * 100_000 + i)
-        samples.append(Sample(id=f"shapes-{split}-{i:06d}", image=render(scene), instruction=DOWNSTREAM_INSTRUCTION,
-                              response=downstream_description(scene),
-                              meta={"world": "shapes", "task": "describe", "scene": scene.to_json()}))
+        scene_seed = salt * 1000 + seed * 100_000 + i
+        scene = make_scene(scene_seed)
+        kind = task if task != "mixed" else ("describe", "caption")[i % 2]
+        if kind == "describe":
+            instruction, response = DOWNSTREAM_INSTRUCTION, downstream_description(scene)
+        else:
+            instruction, response = CAPTION_TASK_INSTRUCTION, pretraining_caption(scene, random.Random(scene_seed))
+        samples.append(Sample(id=f"shapes-{split}-{i:06d}", image=render(scene), instruction=instruction,
+                              response=response, meta={"world": "shapes", "task": kind, "scene": scene.to_json()}))
     return samples
 
 
