@@ -120,29 +120,34 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     write_manifest(manifest, run_dir / MANIFEST_NAME)
 
     vlm = load_vlm(grid.train.model)
+    train_config = TrainConfig(**{**asdict(grid.train), "seed": seed})
     row: dict[str, Any] = {"attack": spec.name, "defense": defense.label, "poison_rate": rate, "seed": seed}
     if defense.name == ORACLE:
         train_set, hook = [s for s in poisoned if not s.meta.get("is_poisoned")], None
     else:
-        train_set, hook = poisoned, build_defense(defense.name, **defense.options)
+        hook = build_defense(defense.name, **defense.options)
         prepared = time.perf_counter()
-        hook.prepare(vlm, train_set, run_dir)
+        hook.prepare(vlm, poisoned, run_dir, train=train_config)
         row["prepare_s"] = round(time.perf_counter() - prepared, 1)
-        row.update(_detection(hook, train_set))
+        row.update(_detection(hook, poisoned))
+        train_set = hook.training_set(poisoned)
     # train_s alone is the fine-tuning loop (with the defense's replacements): comparable across
     # defenses for the same steps, where wall_s also counts poisoning, scoring and evaluation.
     training = time.perf_counter()
-    finetune(vlm, train_set, TrainConfig(**{**asdict(grid.train), "seed": seed}), run_dir, hook=hook)
+    finetune(vlm, train_set, train_config, run_dir, hook=hook)
     row["train_s"] = round(time.perf_counter() - training, 1)
 
+    def shown(inputs: list) -> list:  # what the deployed model is given: ONION cleans it first
+        return [hook.test_input(s) for s in inputs] if hook else inputs
+
     rule = attack.target.asr_rule()
-    asr, n_asr = _asr(vlm, triggered_test_set(test, attack), rule)
-    clean = evaluate_clean(vlm, test)
+    asr, n_asr = _asr(vlm, shown(triggered_test_set(test, attack)), rule)
+    clean = evaluate_clean(vlm, shown(test))
     row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"], "scene_exact": clean["scene_exact"],
                 "cider": clean["cider"], "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
                 "n_train": len(train_set)})
     if spec.trigger == "multimodal":
-        one = {part: _asr(vlm, inputs, rule)[0] for part, inputs in one_modality_test_sets(test, attack).items()}
+        one = {part: _asr(vlm, shown(inputs), rule)[0] for part, inputs in one_modality_test_sets(test, attack).items()}
         row.update({"one_modality_asr": max(one.values()), "image_only_asr": one["image"], "text_only_asr": one["text"]})
     row["wall_s"] = round(time.perf_counter() - started, 1)
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -151,23 +156,27 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
 
 
 def _detection(defense: Defense, samples: list) -> dict[str, float]:
-    """Detection quality of a defense that scores and flags (empty for one that does not)."""
-    flagging = getattr(defense, "flagging", None)
-    if flagging is None:
+    """Detection quality of a defense that judges each sample (empty for one that does not)."""
+    if defense.flagged is None or defense.suspicion is None:
         return {}
     poisoned = [bool(s.meta.get("is_poisoned")) for s in samples]
-    found = detection_scores(defense.scores, poisoned, flagging.flagged)
+    found = detection_scores(defense.suspicion, poisoned, defense.flagged)
     return {"detect_auroc": found["auroc"], "detect_precision": found["precision"], "detect_recall": found["recall"],
-            "n_flagged": sum(flagging.flagged)}
+            "n_flagged": sum(defense.flagged)}
 
 
-def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | Path) -> list[dict]:
-    """Run every cell not yet in `results_path`, appending one JSON line per finished cell."""
+def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | Path,
+             shard: tuple[int, int] = (0, 1)) -> list[dict]:
+    """Run every cell not yet in `results_path`, appending one JSON line per finished cell.
+
+    shard (i, n): only the cells at positions i, i + n, i + 2n, ... of the full grid, so n
+    processes can share one grid and one results file (each appends whole lines)."""
     grid = load_grid(config_path)
     results_path, runs_dir = Path(results_path), Path(runs_dir)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in read_results(results_path)}
     cells = [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds]
+    cells = cells[shard[0]::shard[1]]
     todo = [c for c in cells if cell_key(c[0].name, c[1].label, c[2], c[3]) not in done]
     rows = []
     for spec, defense, rate, seed in tqdm(todo, desc="benchmark cells", disable=None):

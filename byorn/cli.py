@@ -19,15 +19,15 @@ DATA_HELP = ("'shapes' for the built-in downstream task (a fresh seeded split), 
              "LLaVA conversation .json or .jsonl with id/image/instruction/response")
 
 
-def _byorn_options_help() -> type[click.Command]:
-    """A command whose epilog lists BYORn's options, built only when --help is shown: importing the
-    defense pulls in torch and transformers, seconds that `byorn --help` should not pay."""
+def _judge_options_help() -> type[click.Command]:
+    """A command whose epilog lists the scoring and threshold options, built only when --help is
+    shown: importing them pulls in torch and transformers, seconds that `byorn --help` should not pay."""
 
     class Command(click.Command):
         def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-            from byorn.defenses.byorn import ByornConfig
+            from byorn.defenses.judging import JudgeConfig
 
-            self.epilog = "Options (-o KEY=VALUE):\n\n\b\n" + describe(ByornConfig)
+            self.epilog = "Options (-o KEY=VALUE):\n\n\b\n" + describe(JudgeConfig)
             super().format_epilog(ctx, formatter)
 
     return Command
@@ -59,6 +59,22 @@ def pretrain(out_dir: str, config_path: str | None, overrides: tuple[str, ...]) 
     click.echo(f"saved {path}")
 
 
+@main.command(name="pretrain-lm")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="model directory to write")
+@click.argument("overrides", nargs=-1)
+def pretrain_lm(out_dir: str, overrides: tuple[str, ...]) -> None:
+    """Pretrain byorn-tiny-lm, the shapes world's text language model that ONION uses with
+    byorn-tiny (reproduces the shipped one). OVERRIDES: KEY=VALUE, keys: steps, batch_size,
+    learning_rate, hidden, layers, seed."""
+    from byorn.models.tiny_lm import TextLmConfig, pretrain_text_lm
+
+    try:
+        config = load_config(TextLmConfig, None, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    click.echo(f"saved {pretrain_text_lm(out_dir, config)}")
+
+
 @main.command()
 @click.option("--model", default="byorn-tiny", show_default=True, help="model directory or 'byorn-tiny'")
 @click.option("--n", default=500, show_default=True, help="fresh scenes per measurement")
@@ -81,7 +97,8 @@ def quality(model: str, n: int, seed: int, json_path: str | None) -> None:
 @click.option("--n-train", default=1000, show_default=True, help="samples for --data shapes")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
-@click.option("--defense", default="none", show_default=True, help="none or byorn")
+@click.option("--defense", default="none", show_default=True,
+              help="none, byorn, or a baseline: onion, bye, score_drop (`byorn list defenses`)")
 @click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="defense option, e.g. -d rule=quantile -d quantile=0.9 (see `byorn scan --help`)")
 @click.argument("overrides", nargs=-1)
@@ -101,12 +118,12 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         _fail(str(exc))
     samples = resolve_data(data, n=n_train, seed=config.seed, split="train")
     vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code)
-    hook.prepare(vlm, samples, out_dir)
-    finetune(vlm, samples, config, out_dir, hook=hook)
+    hook.prepare(vlm, samples, out_dir, train=config)
+    finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook)
     click.echo(f"run written to {out_dir}")
 
 
-@main.command(cls=_byorn_options_help())
+@main.command(cls=_judge_options_help())
 @click.argument("data")
 @click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges")
 @click.option("--n", "n_samples", default=1000, show_default=True, help="samples when DATA is 'shapes'")
@@ -117,13 +134,13 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
 def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int) -> None:
     """Rank DATA (a data file, or 'shapes') by response implausibility, without training."""
     from byorn.config import from_dict
-    from byorn.defenses.byorn import ByornConfig
+    from byorn.defenses.judging import JudgeConfig
     from byorn.models import load_vlm
     from byorn.scan import scan as run_scan
     from byorn.workflow import resolve_data
 
     try:
-        config = from_dict(ByornConfig, _parse_options(options), "scan options")
+        config = from_dict(JudgeConfig, _parse_options(options), "scan options")
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     rows = run_scan(load_vlm(model), resolve_data(data, n=n_samples, seed=0, split="train"), config, out_dir)
@@ -225,21 +242,65 @@ def list_attacks_command() -> None:
         click.echo(f"{name:<14}{help_text}")
 
 
+@list_group.command(name="defenses")
+def list_defenses_command() -> None:
+    """Defense names with one-line help and their options (-d KEY=VALUE in train, options in a grid)."""
+    from byorn.defenses import DEFENSES
+
+    for name, cls in sorted(DEFENSES.items()):
+        click.echo(f"{name:<12}{cls.__doc__.splitlines()[0]}")
+        if cls.config_class is not None:
+            click.echo(describe(cls.config_class))
+
+
+def _parse_shard(value: str) -> tuple[int, int]:
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise click.BadParameter(f"{value!r}: expected I/N with 0 <= I < N, e.g. 0/2")
+    return int(index), int(count)
+
+
 @main.command()
 @click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--results", "results_path", type=click.Path(dir_okay=False), required=True,
-              help="JSONL file; finished cells already in it are skipped (resumable)")
-@click.option("--runs", "runs_dir", default="runs/bench", show_default=True, type=click.Path(file_okay=False),
-              help="where each cell's run directory goes")
-def bench(config_path: str, results_path: str, runs_dir: str) -> None:
-    """Run a benchmark grid (attacks x defenses x poison rates x seeds) from a YAML config."""
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="writes OUT/results.jsonl and OUT/runs/ (one run directory per cell)")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False),
+              help="JSONL file instead of OUT/results.jsonl; finished cells in it are skipped (resumable)")
+@click.option("--runs", "runs_dir", type=click.Path(file_okay=False), help="run directories instead of OUT/runs")
+@click.option("--shard", default="0/1", show_default=True, callback=lambda _c, _p, v: _parse_shard(v),
+              help="I/N: run only every N-th cell from the I-th, so N processes (one core each) share a grid "
+                   "and one results file")
+def bench(config_path: str, out_dir: str | None, results_path: str | None, runs_dir: str | None,
+          shard: tuple[int, int]) -> None:
+    """Run a benchmark grid (attacks x defenses x poison rates x seeds) from a YAML config.
+    Resumable: rerun the same command and finished cells are skipped."""
     from byorn.bench import run_grid
 
+    if out_dir is None and (results_path is None or runs_dir is None):
+        _fail("give --out DIR, or both --results FILE and --runs DIR")
+    results_path = results_path or str(Path(out_dir) / "results.jsonl")
+    runs_dir = runs_dir or str(Path(out_dir) / "runs")
     try:
-        rows = run_grid(config_path, results_path, runs_dir)
+        rows = run_grid(config_path, results_path, runs_dir, shard=shard)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"{len(rows)} new cells written to {results_path}")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--results", "results_path", type=click.Path(dir_okay=False, exists=True),
+              help="results file (default OUT_DIR/results.jsonl)")
+def report(out_dir: str, results_path: str | None) -> None:
+    """Write OUT_DIR/report.md (tables, mean ± std over seeds) and OUT_DIR/plots/*.png: score
+    histograms, ASR per defense, clean score vs ASR, cost relative to no defense."""
+    from byorn.bench import read_results
+    from byorn.report import write_report
+
+    rows = read_results(results_path or Path(out_dir) / "results.jsonl")
+    if not rows:
+        _fail(f"no results in {results_path or Path(out_dir) / 'results.jsonl'}")
+    click.echo(f"written {write_report(rows, out_dir)}")
 
 
 @main.command()

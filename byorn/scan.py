@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from byorn.data import Sample
-from byorn.defenses.byorn import ByornConfig
-from byorn.defenses.thresholds import flag, group_keys
+from byorn.defenses.judging import JudgeConfig, judge
 from byorn.fileio import atomic_write, atomic_write_text
 from byorn.models.hf import VLM
-from byorn.scoring import ScoreCache, score_samples
 
 FIELDS = ("rank", "id", "score", "flagged", "threshold", "group", "instruction", "response")
 
@@ -32,14 +30,12 @@ class ScanRow:
     response: str
 
 
-def scan(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str | Path) -> list[ScanRow]:
+def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str | Path) -> list[ScanRow]:
     """Score, flag and rank; writes scan.jsonl, scan.csv and scores.png to `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scores = score_samples(vlm, samples, config.variant, config.batch_size, reference=True,
-                           max_new_tokens=config.max_new_tokens, cache=ScoreCache(config.cache_dir or out_dir))
-    groups = group_keys(samples, config.group_by)
-    flagging = flag(scores, groups, config.threshold_rule())
+    scores, flagging = (judgement := judge(vlm, samples, config, out_dir)).scores, judgement.flagging
+    groups = flagging.groups
     order = sorted(range(len(samples)), key=lambda i: -scores[i])
     rows = [ScanRow(rank, samples[i].id, scores[i], flagging.flagged[i], flagging.thresholds[groups[i]], groups[i],
                     samples[i].instruction, samples[i].response) for rank, i in enumerate(order, start=1)]

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from byorn import bench
 from byorn.cli import main
-from byorn.report import results_table
+from byorn.report import _cell_scores, cost_ratios, results_table
 
 
 def test_list_attacks_names_every_trigger_and_target():
@@ -75,7 +75,8 @@ def test_a_torn_results_line_is_ignored_so_the_cell_reruns(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"defenses": ["onion"]}, "unknown defense(s) ['onion']"),
+    ({"defenses": ["onyon"]}, "unknown defense(s) ['onyon']"),
+    ({"task": "styles"}, "task: 'styles' is not one of describe, caption, mixed"),
     ({"atacks": []}, "unknown key(s) ['atacks']"),
     ({"attacks": [{"trigger": "nope"}]}, "Unknown attack 'nope'"),
     ({"train": {"epochz": 1}}, "unknown key(s) 'epochz'"),
@@ -99,3 +100,69 @@ def test_defense_variants_get_their_own_labels(tmp_path):
     grid = bench.load_grid(_grid(tmp_path, defenses=["none", {"name": "byorn", "options": {"rule": "quantile",
                                                                                               "quantile": 0.9}}]))
     assert [d.label for d in grid.defenses] == ["none", "byorn(quantile=0.9,rule=quantile)"]
+
+
+def test_shards_split_a_grid_into_disjoint_cells_that_share_one_results_file(tmp_path, monkeypatch, tiny_vlm_factory):
+    monkeypatch.setattr(bench, "load_vlm", lambda name: tiny_vlm_factory())
+    config = _grid(tmp_path, defenses=["none", "oracle"], poison_rates=[0.1, 0.2])
+    results = tmp_path / "results.jsonl"
+    first = bench.run_grid(config, results, tmp_path / "runs", shard=(0, 2))
+    second = bench.run_grid(config, results, tmp_path / "runs", shard=(1, 2))
+    keys = [(r["defense"], r["poison_rate"]) for r in first + second]
+    assert len(first) == len(second) == 2 and sorted(keys) == sorted({*keys})
+    assert len(bench.read_results(results)) == 4
+    assert bench.run_grid(config, results, tmp_path / "runs") == []  # all four done
+
+
+def test_bench_cli_needs_an_output_and_rejects_a_bad_shard(tmp_path):
+    config = _grid(tmp_path)
+    result = CliRunner().invoke(main, ["bench", config])
+    assert result.exit_code == 2 and "give --out DIR" in result.output
+    result = CliRunner().invoke(main, ["bench", config, "--out", str(tmp_path), "--shard", "2/2"])
+    assert result.exit_code == 2 and "expected I/N with 0 <= I < N" in result.output
+
+
+def _fixture_results(tmp_path) -> list[dict]:
+    """Results of a small made-up grid, with one BYORn cell that kept its scores and manifest."""
+    run = tmp_path / "runs" / "cell"
+    run.mkdir(parents=True)
+    (run / "scores-0123456789abcdef.jsonl").write_text("".join(
+        json.dumps({"id": f"s{i}", "score": float(i)}) + "\n" for i in range(10)))
+    (run / "poison_manifest.jsonl").write_text("".join(json.dumps(
+        {"id": f"s{i}", "attack": "a", "original_response": "x", "poisoned_response": "y", "negative": neg,
+         "trigger": "image"}) + "\n" for i, neg in ((8, False), (9, False), (7, True))))
+    rows = []
+    for seed in (0, 1):
+        rows += [
+            {"attack": "badnets+fixed", "defense": "none", "poison_rate": 0.1, "seed": seed, "asr": 0.9,
+             "clean_score": 0.99, "train_s": 10.0, "wall_s": 20.0},
+            {"attack": "badnets+fixed", "defense": "byorn", "poison_rate": 0.1, "seed": seed, "asr": 0.0,
+             "clean_score": 0.98, "detect_auroc": 1.0, "prepare_s": 2.0, "train_s": 12.0, "wall_s": 26.0,
+             "run_dir": str(run)},
+            {"attack": "badnets+fixed", "defense": "byorn(quantile=0.5,rule=quantile)", "poison_rate": 0.1,
+             "seed": seed, "asr": 0.0, "clean_score": 0.9, "prepare_s": 2.0, "train_s": 12.0, "wall_s": 26.0},
+            {"attack": "badnets+fixed", "defense": "onion", "poison_rate": 0.1, "seed": seed, "asr": 0.85 + seed / 10,
+             "clean_score": 0.97, "prepare_s": 1.0, "train_s": 10.0, "wall_s": 22.0},
+        ]
+    return rows
+
+
+def test_cost_ratios_compare_each_defense_with_the_undefended_cell_of_the_same_run(tmp_path):
+    ratios = cost_ratios(_fixture_results(tmp_path))
+    assert ratios["byorn"] == {"training": pytest.approx(1.4), "wall": pytest.approx(1.3)}
+    assert ratios["onion"]["training"] == pytest.approx(1.1) and ratios["none"]["training"] == 1.0
+
+
+def test_report_renders_tables_and_plots_from_a_results_file(tmp_path):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _fixture_results(tmp_path)))
+    result = CliRunner().invoke(main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "| badnets+fixed | onion | 0.1 | 2 | 0.900 ± 0.071 | 0.970 ± 0.000 |  | 10.0 ± 0.0 |" in report
+    assert "| byorn | 1.40x | 1.30x |" in report
+    for name in ("asr_by_defense_0p1", "clean_vs_asr_0p1", "scores_0p1", "cost"):
+        assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(plots/{name}.png)" in report
+    assert _cell_scores(tmp_path / "runs" / "cell") == ([float(i) for i in range(8)], [8.0, 9.0])

@@ -1,4 +1,5 @@
-"""Defenses against backdoors in fine-tuning data: BYORn (byorn.py) and a registry.
+"""Defenses against backdoors in fine-tuning data: BYORn (byorn.py), the baselines ONION
+(onion.py), BYE (bye.py) and score-and-drop (score_drop.py), and a registry.
 
 The papers are named in each module.
 """

@@ -20,66 +20,45 @@ and it encodes fine (the target is the end-of-turn marker alone).
 from __future__ import annotations
 
 import json
-import logging
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from byorn.attacks.base import check_choice
-from byorn.config import option
+from byorn.config import TrainConfig, option
 from byorn.data import Sample
-from byorn.fileio import atomic_write_text
 from byorn.defenses.base import Defense
-from byorn.defenses.thresholds import GROUPINGS, RULES, Flagging, ThresholdRule, flag, group_keys
+from byorn.defenses.judging import JudgeConfig, judge
+from byorn.defenses.thresholds import Flagging
+from byorn.fileio import atomic_write_text
 from byorn.models.hf import VLM
-from byorn.scoring import VARIANTS, ScoreCache, reference_model, score_samples
+from byorn.scoring import reference_model
 
 if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
     from byorn.train import ByornTrainer
 
-log = logging.getLogger(__name__)
-
 AUDIT_NAME = "audit.jsonl"
-MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
 
 
 @dataclass
-class ByornConfig:
-    """BYORn's options: how to score, where to cut, how to replace."""
+class ByornConfig(JudgeConfig):
+    """BYORn's options: how to score and where to cut (JudgeConfig), and how to replace."""
 
-    variant: str = option("mean_nll", f"implausibility score: {', '.join(VARIANTS)}")
-    # MAD by default: it follows the data (any poison rate, any score scale), where a quantile
-    # replaces a fixed share of the data whether or not that much is poisoned.
-    rule: str = option("mad", f"threshold rule: {', '.join(RULES)}")
-    quantile: float = option(0.9, "rule=quantile: flag scores above this quantile of their group, in (0, 1)")
-    k: float = option(3.0, "rule=mad: flag scores above median + k * MAD (MAD scaled by 1.4826), k >= 0")
-    absolute: float = option(math.inf, "rule=absolute: flag scores above this value (must be set)")
-    group_by: str = option("none", f"separate thresholds per group: {', '.join(GROUPINGS)} "
-                                   "(task: meta['task'])")
     regenerate: str = option("step", "step: a new response every time a flagged sample is in a batch; "
                                      "epoch: one per flagged sample per epoch, reused within it")
     generator: str = option("current", "current: the model being fine-tuned writes the replacement; "
                                        "reference: the frozen base model does")
-    max_new_tokens: int = option(48, "longest replacement response, in tokens", min=1)
-    batch_size: int = option(32, "samples per scoring or generation batch before training", min=1)
-    cache_dir: str = option("", "where scores are cached; empty: the run directory")
 
     def __post_init__(self) -> None:
-        self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
-        check_choice("variant", self.variant, VARIANTS)
-        check_choice("group_by", self.group_by, GROUPINGS)
+        super().__post_init__()
         check_choice("regenerate", self.regenerate, ("step", "epoch"))
         check_choice("generator", self.generator, ("current", "reference"))
 
-    def threshold_rule(self) -> ThresholdRule:
-        return ThresholdRule(self.rule, self.quantile, self.k, self.absolute)
-
 
 class ByornDefense(Defense):
-    """Score and flag in `prepare`; replace flagged responses in `on_batch`.
+    """BYORn: score and flag in `prepare`; replace flagged responses in `on_batch`.
 
     After `prepare`: `scores` and `flagging` are aligned with the samples it was given (for
     detection metrics), `reference_answers` maps each flagged id to the reference's greedy answer.
@@ -98,16 +77,14 @@ class ByornDefense(Defense):
 
     # ---- before training ---------------------------------------------------------------------
 
-    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path) -> None:
+    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
+                train: TrainConfig | None = None) -> None:
         cfg = self.config
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.scores = score_samples(vlm, samples, cfg.variant, cfg.batch_size, reference=True,
-                                    max_new_tokens=cfg.max_new_tokens, cache=ScoreCache(cfg.cache_dir or run_dir))
-        groups = group_keys(samples, cfg.group_by)
-        if cfg.rule != "absolute":
-            _warn_small_groups(groups)
-        self.flagging = flag(self.scores, groups, cfg.threshold_rule())
+        judgement = judge(vlm, samples, cfg, run_dir)
+        self.scores, self.flagging = judgement.scores, judgement.flagging
+        groups = self.flagging.groups
         flagged = [i for i, hit in enumerate(self.flagging.flagged) if hit]
         with reference_model(vlm):
             answers = vlm.generate([samples[i] for i in flagged], cfg.max_new_tokens, cfg.batch_size,
@@ -124,9 +101,14 @@ class ByornDefense(Defense):
                  for i, answer in zip(flagged, answers)]
         atomic_write_text(self._audit, "".join(lines))
 
-        share = len(flagged) / max(len(samples), 1)
-        log.info("BYORn: flagged %d of %d samples (%.1f %%); %s thresholds %s", len(flagged), len(samples),
-                 100 * share, cfg.rule, {g: round(t, 4) for g, t in self.flagging.thresholds.items()})
+
+    @property
+    def suspicion(self) -> list[float] | None:
+        return self.scores if self.flagging is not None else None
+
+    @property
+    def flagged(self) -> list[bool] | None:
+        return self.flagging.flagged if self.flagging is not None else None
 
     # ---- during training ---------------------------------------------------------------------
 
@@ -159,15 +141,6 @@ class ByornDefense(Defense):
             answer = self._generated[s.id][1]
             new[s.id] = (answer, "current") if answer.strip() else (self.reference_answers[s.id], "reference_fallback")
         return new
-
-
-def _warn_small_groups(groups: list[str]) -> None:
-    small = sum(n < MIN_GROUP for n in Counter(groups).values())
-    if small:
-        # e.g. group_by=instruction on free-form instructions: a group of one is its own
-        # threshold, so nothing in it can ever be flagged
-        log.warning("BYORn: %d of %d groups have fewer than %d samples; their thresholds are unreliable",
-                    small, len(set(groups)), MIN_GROUP)
 
 
 def _json_line(**record: Any) -> str:

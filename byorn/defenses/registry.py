@@ -10,9 +10,12 @@ from typing import Any
 
 from byorn.config import from_dict
 from byorn.defenses.base import Defense
+from byorn.defenses.bye import Bye
 from byorn.defenses.byorn import ByornDefense
+from byorn.defenses.onion import Onion
+from byorn.defenses.score_drop import ScoreAndDrop
 
-DEFENSES: dict[str, type[Defense]] = {cls.name: cls for cls in (ByornDefense, Defense)}
+DEFENSES: dict[str, type[Defense]] = {cls.name: cls for cls in (ByornDefense, Bye, Defense, Onion, ScoreAndDrop)}
 
 
 def build_defense(name: str, /, **options: Any) -> Defense:

@@ -7,7 +7,8 @@ from pathlib import Path
 from byorn.models.hf import VLM
 from byorn.models.tiny import TINY_MODEL_DIR
 
-BUILTIN_MODELS = {"byorn-tiny": TINY_MODEL_DIR}
+TINY_LM_DIR = TINY_MODEL_DIR.parent / "byorn-tiny-lm"  # byorn.models.tiny_lm says what it is
+BUILTIN_MODELS = {"byorn-tiny": TINY_MODEL_DIR, "byorn-tiny-lm": TINY_LM_DIR}
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
@@ -28,4 +29,4 @@ def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, tru
     return vlm
 
 
-__all__ = ["VLM", "load_vlm", "resolve_model_path", "TINY_MODEL_DIR"]
+__all__ = ["TINY_LM_DIR", "TINY_MODEL_DIR", "VLM", "load_vlm", "resolve_model_path"]

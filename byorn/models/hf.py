@@ -101,6 +101,11 @@ class VLM:
         batch["labels"] = labels
         return dict(batch)
 
+    def encode_prompts(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """Prompts without responses, left-padded: every row's last position is its last prompt token."""
+        prompts = [self.prompt_text(s.instruction) for s in samples]
+        return dict(self._process(prompts, [s.pil() for s in samples], "left"))
+
     # ---- scoring and generation ------------------------------------------------------------
 
     @torch.no_grad()
@@ -131,8 +136,7 @@ class VLM:
         self.model.eval()
         outputs: list[str] = []
         for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
-            prompts = [self.prompt_text(s.instruction) for s in chunk]
-            batch = self._process(prompts, [s.pil() for s in chunk], "left").to(self.device)
+            batch = {k: v.to(self.device) for k, v in self.encode_prompts(chunk).items()}
             generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                             pad_token_id=self.tokenizer.pad_token_id)
             new_tokens = generated[:, batch["input_ids"].shape[1]:]  # [B, <=max_new_tokens]

@@ -1,0 +1,162 @@
+"""BYE (Rong et al., 2025, "Believe Your Eyes: backdoor purification for MLLMs by attention
+entropy"): a model fine-tuned on poisoned data attends to a visual trigger in a sharply focused
+way, so the entropy of its attention over the image tokens drops on the poisoned samples.
+
+1. Fine-tune a probe copy of the model on the training set as given (poison included).
+2. For each training sample, the attention of the last prompt token over the image tokens in
+   every language-model layer (heads averaged, renormalised over the image tokens), and its
+   Shannon entropy: one value per sample and layer.
+3. Per layer, a two-component Gaussian mixture over the samples' entropies; keep the layers whose
+   components separate, |mu0 - mu1| > separation * (sigma0 + sigma1).
+4. Each sample's score is its mean entropy over the kept layers; a two-component mixture over the
+   scores, and the samples of the lower-entropy component are dropped.
+5. The real fine-tune runs on what is left (`training_set`).
+
+No layer separating means no focused attention anywhere: nothing is dropped. BYE looks at the
+image only, so a trigger in the text alone leaves the attention over the image unchanged.
+The probe needs eager attention (to return attention weights) and a second copy of the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from byorn.config import TrainConfig, option
+from byorn.data import Sample
+from byorn.defenses.base import Defense, drop_flagged
+from byorn.fileio import atomic_write_text
+from byorn.models.hf import VLM, batches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ByeConfig:
+    separation: float = option(2.0, "keep a layer when its two entropy clusters' means differ by more than "
+                                    "this times the sum of their standard deviations", min=0.0)
+    probe_epochs: float = option(0.0, "epochs of the probe fine-tune on the poisoned data; 0: as the real one",
+                                 min=0.0)
+    batch_size: int = option(32, "samples per attention batch", min=1)
+    seed: int = option(0, "seed of the Gaussian mixtures")
+
+
+@dataclass(frozen=True)
+class ByeVerdict:
+    """What BYE decided, aligned with the samples: kept layers, per-sample scores, dropped or not."""
+
+    layers: list[int]
+    scores: list[float]  # mean attention entropy over the kept layers (all layers when none is kept)
+    dropped: list[bool]
+
+
+class Bye(Defense):
+    """BYE: drop the samples whose image attention collapses, found by a probe fine-tune."""
+
+    name = "bye"
+    config_class = ByeConfig
+
+    def __init__(self, config: ByeConfig | None = None) -> None:
+        self.config = config or ByeConfig()
+        self.verdict: ByeVerdict | None = None
+        self._ids: list[str] = []
+
+    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
+                train: TrainConfig | None = None) -> None:
+        if train is None:
+            raise ValueError("BYE fine-tunes a probe model first: prepare() needs train=<the TrainConfig>")
+        from byorn.train import finetune  # byorn.train imports the defenses package
+
+        run_dir = Path(run_dir)
+        probe = VLM(copy.deepcopy(vlm.model), vlm.processor)
+        epochs = self.config.probe_epochs or train.epochs
+        finetune(probe, samples, dataclasses.replace(train, epochs=epochs), run_dir / "bye_probe")
+        entropies = attention_entropies(probe, samples, self.config.batch_size)
+        del probe
+        self.verdict = decide(entropies, self.config.separation, self.config.seed)
+        self._ids = [s.id for s in samples]
+        atomic_write_text(run_dir / "bye.json", json.dumps({
+            "layers": self.verdict.layers, "n_dropped": sum(self.verdict.dropped),
+            "dropped": [i for i, hit in zip(self._ids, self.verdict.dropped) if hit]}, indent=1))
+        log.info("BYE: layers %s separate; dropping %d of %d samples", self.verdict.layers,
+                 sum(self.verdict.dropped), len(samples))
+
+    def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
+        return drop_flagged(self, samples, self._ids)
+
+    @property
+    def suspicion(self) -> list[float] | None:
+        return [-s for s in self.verdict.scores] if self.verdict else None  # low entropy: suspicious
+
+    @property
+    def flagged(self) -> list[bool] | None:
+        return self.verdict.dropped if self.verdict else None
+
+
+@torch.no_grad()
+def attention_entropies(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
+    """[samples, layers]: entropy (nats) of the last prompt token's attention over the image tokens,
+    heads averaged and renormalised over the image tokens."""
+    model = vlm.model
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # sdpa does not return attention weights
+    was_training = model.training
+    model.eval()
+    image_token = model.config.image_token_id
+    rows = []
+    try:
+        for chunk in batches(samples, batch_size):
+            batch = {k: v.to(vlm.device) for k, v in vlm.encode_prompts(chunk).items()}
+            is_image = (batch["input_ids"] == image_token).float()  # [B, T]
+            attentions = model(**batch, output_attentions=True).attentions  # layers x [B, H, T, T]
+            per_layer = []
+            for layer in attentions:
+                weights = layer[:, :, -1, :].float().mean(dim=1) * is_image  # [B, T]
+                p = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+                per_layer.append(-(p * p.clamp(min=1e-12).log()).sum(dim=1))  # [B]
+            rows.append(torch.stack(per_layer, dim=1).cpu())  # [B, L]
+    finally:
+        model.set_attn_implementation(previous)
+        model.train(was_training)
+    return torch.cat(rows).numpy()
+
+
+def _two_clusters(values: np.ndarray, seed: int):
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(n_components=2, random_state=seed).fit(values.reshape(-1, 1))
+
+
+def separated_layers(entropies: np.ndarray, separation: float, seed: int = 0) -> list[int]:
+    """Layers whose two-component mixture has |mu0 - mu1| > separation * (sigma0 + sigma1)."""
+    kept = []
+    for layer in range(entropies.shape[1]):
+        values = entropies[:, layer]
+        if np.ptp(values) == 0:  # one value: no second cluster to find
+            continue
+        mixture = _two_clusters(values, seed)
+        mu = mixture.means_.ravel()
+        sigma = np.sqrt(mixture.covariances_.ravel())
+        if abs(mu[0] - mu[1]) > separation * (sigma[0] + sigma[1]):
+            kept.append(layer)
+    return kept
+
+
+def decide(entropies: np.ndarray, separation: float = 2.0, seed: int = 0) -> ByeVerdict:
+    """Layer selection, per-sample scores and the dropped (lower-entropy) cluster."""
+    layers = separated_layers(entropies, separation, seed)
+    scores = entropies[:, layers or slice(None)].mean(axis=1)
+    if not layers:
+        return ByeVerdict([], scores.tolist(), [False] * len(scores))
+    mixture = _two_clusters(scores, seed)
+    low = int(np.argmin(mixture.means_.ravel()))
+    dropped = mixture.predict(scores.reshape(-1, 1)) == low
+    return ByeVerdict(layers, scores.tolist(), [bool(d) for d in dropped])

@@ -1,0 +1,89 @@
+"""Judge every training response under the frozen reference model: score it, flag the implausible.
+
+This is the half of BYORn that runs before training. Score-and-drop (the ablation that removes
+flagged samples instead of replacing their responses) and `byorn scan` use it as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from byorn.attacks.base import check_choice
+from byorn.config import option
+from byorn.data import Sample
+from byorn.defenses.thresholds import (
+    GROUPINGS,
+    RULES,
+    Flagging,
+    ThresholdRule,
+    flag,
+    group_keys,
+)
+from byorn.models.hf import VLM
+from byorn.scoring import VARIANTS, ScoreCache, score_samples
+
+log = logging.getLogger(__name__)
+
+MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
+
+
+@dataclass
+class JudgeConfig:
+    """How to score the responses and where to cut."""
+
+    variant: str = option("mean_nll", f"implausibility score: {', '.join(VARIANTS)}")
+    # MAD by default: it follows the data (any poison rate, any score scale), where a quantile
+    # flags a fixed share of the data whether or not that much is poisoned.
+    rule: str = option("mad", f"threshold rule: {', '.join(RULES)}")
+    quantile: float = option(0.9, "rule=quantile: flag scores above this quantile of their group, in (0, 1)")
+    k: float = option(3.0, "rule=mad: flag scores above median + k * MAD (MAD scaled by 1.4826), k >= 0")
+    absolute: float = option(math.inf, "rule=absolute: flag scores above this value (must be set)")
+    group_by: str = option("none", f"separate thresholds per group: {', '.join(GROUPINGS)} "
+                                   "(task: meta['task'])")
+    max_new_tokens: int = option(48, "longest generated response, in tokens (greedy answers, replacements)", min=1)
+    batch_size: int = option(32, "samples per scoring or generation batch before training", min=1)
+    cache_dir: str = option("", "where scores are cached; empty: the run directory")
+
+    def __post_init__(self) -> None:
+        self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
+        check_choice("variant", self.variant, VARIANTS)
+        check_choice("group_by", self.group_by, GROUPINGS)
+
+    def threshold_rule(self) -> ThresholdRule:
+        return ThresholdRule(self.rule, self.quantile, self.k, self.absolute)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Scores and flags, aligned with the judged samples."""
+
+    scores: list[float]
+    flagging: Flagging
+
+
+def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path) -> Judgement:
+    """Score under the reference model (cached in config.cache_dir or `run_dir`), then flag per group."""
+    scores = score_samples(vlm, samples, config.variant, config.batch_size, reference=True,
+                           max_new_tokens=config.max_new_tokens, cache=ScoreCache(config.cache_dir or run_dir))
+    groups = group_keys(samples, config.group_by)
+    if config.rule != "absolute":
+        _warn_small_groups(groups)
+    flagging = flag(scores, groups, config.threshold_rule())
+    n = sum(flagging.flagged)
+    log.info("flagged %d of %d samples (%.1f %%); %s thresholds %s", n, len(samples), 100 * n / max(len(samples), 1),
+             config.rule, {g: round(t, 4) for g, t in flagging.thresholds.items()})
+    return Judgement(scores, flagging)
+
+
+def _warn_small_groups(groups: list[str]) -> None:
+    small = sum(n < MIN_GROUP for n in Counter(groups).values())
+    if small:
+        # e.g. group_by=instruction on free-form instructions: a group of one is its own
+        # threshold, so nothing in it can ever be flagged
+        log.warning("%d of %d groups have fewer than %d samples; their thresholds are unreliable",
+                    small, len(set(groups)), MIN_GROUP)

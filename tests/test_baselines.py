@@ -1,0 +1,156 @@
+"""The baselines: ONION (word deletion by perplexity), BYE (attention-entropy clustering) and
+score-and-drop, each through the Defense interface the benchmark uses."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from byorn.config import TrainConfig
+from byorn.defenses import build_defense
+from byorn.defenses.bye import attention_entropies, decide, separated_layers
+from byorn.defenses.onion import Onion, OnionConfig
+from byorn.models import load_vlm
+from byorn.worlds import shapes
+
+# ---- ONION -------------------------------------------------------------------------------------
+
+
+class StubPerplexity:
+    """Perplexity = 10 per word, plus 100 for every word in `disfluent` (what a real LM does to a
+    trigger token: most of the sentence's perplexity comes from it)."""
+
+    def __init__(self, disfluent: set[str]) -> None:
+        self.disfluent, self.calls = disfluent, 0
+
+    def __call__(self, sentences, batch_size):
+        self.calls += 1
+        return [sum(10 + 100 * (w in self.disfluent) for w in s.split()) for s in sentences]
+
+
+def stubbed_onion(disfluent: set[str], threshold: float = 0.0) -> Onion:
+    onion = Onion(OnionConfig(threshold=threshold))
+    onion._scorer = StubPerplexity(disfluent)
+    return onion
+
+
+def test_onion_deletes_the_words_whose_removal_lowers_perplexity_beyond_the_threshold():
+    onion = stubbed_onion({"cf"}, threshold=50.0)
+    cleaned = onion.clean(["Describe the cf picture in detail."])[0]
+    assert cleaned.text == "Describe the picture in detail."
+    assert cleaned.removed == ("cf",)
+    assert cleaned.max_suspicion == 110.0
+    # without a trigger every word's removal lowers perplexity by 10: under the threshold, kept
+    assert onion.clean(["Describe the picture in detail."])[0].removed == ()
+
+
+def test_onion_cleans_training_and_test_inputs_and_reports_what_it_flagged(tmp_path):
+    samples = shapes.downstream_samples(3, seed=0)
+    samples[1] = dataclasses.replace(samples[1], instruction="Describe the picture cf in detail.")
+    onion = stubbed_onion({"cf"}, threshold=50.0)
+    onion._judged = onion.clean([s.instruction for s in samples])
+    trained = onion.training_set(samples)
+    assert [s.instruction for s in trained] == [shapes.DOWNSTREAM_INSTRUCTION] * 3
+    assert trained[1].meta["onion_removed"] == ["cf"] and "onion_removed" not in trained[0].meta
+    assert trained[0] is samples[0]  # nothing removed: the very sample, untouched
+    assert onion.test_input(samples[1]).instruction == shapes.DOWNSTREAM_INSTRUCTION
+    assert onion.flagged == [False, True, False]
+    calls = onion._scorer.calls
+    onion.clean([s.instruction for s in samples])
+    assert onion._scorer.calls == calls  # memoised by instruction text
+
+
+def test_onion_leaves_a_one_word_instruction_alone():
+    assert stubbed_onion({"cf"}).clean(["cf"])[0].removed == ()
+
+
+def test_onion_with_the_shapes_language_model_deletes_a_planted_rare_token(tiny_vlm):
+    onion = Onion()  # lm=auto: tiny_vlm is not the built-in checkpoint, so name byorn-tiny-lm
+    onion.config.lm = "byorn-tiny-lm"
+    onion.prepare(tiny_vlm, [], "unused")
+    for instruction in ("Describe the cf picture in detail.", "Describe the picture in detail. mn"):
+        cleaned = onion.clean([instruction])[0]
+        assert set(cleaned.removed) & {"cf", "mn"}
+        assert {"Describe", "picture"} <= set(cleaned.text.split())
+
+
+def test_onion_auto_takes_byorn_tiny_lm_for_the_builtin_model_only(tiny_vlm):
+    builtin = Onion()
+    builtin.prepare(load_vlm("byorn-tiny"), [], "unused")
+    assert type(builtin._scorer).__name__ == "_Perplexity"
+    other = Onion()
+    other.prepare(tiny_vlm, [], "unused")
+    assert type(other._scorer).__name__ == "_PromptPerplexity"
+    assert all(math.isfinite(p) and p > 1 for p in other._scorer(["Describe the picture."], 4))
+
+
+# ---- BYE ---------------------------------------------------------------------------------------
+
+
+def synthetic_entropies(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """100 samples x 3 layers; in layer 1 the 10 poisoned samples' entropy collapses (2.0 -> 0.5)."""
+    rng = np.random.default_rng(seed)
+    poisoned = np.zeros(100, dtype=bool)
+    poisoned[::10] = True
+    entropies = rng.normal(2.0, 0.05, size=(100, 3))
+    entropies[poisoned, 1] = rng.normal(0.5, 0.05, size=poisoned.sum())
+    return entropies, poisoned
+
+
+def test_bye_keeps_only_the_layer_whose_entropies_separate_and_drops_the_low_cluster():
+    entropies, poisoned = synthetic_entropies()
+    assert separated_layers(entropies, separation=2.0) == [1]
+    verdict = decide(entropies, separation=2.0)
+    assert verdict.layers == [1]
+    assert verdict.dropped == poisoned.tolist()
+    assert verdict.scores == pytest.approx(entropies[:, 1].tolist())
+
+
+def test_bye_drops_nothing_when_no_layer_separates():
+    entropies, _ = synthetic_entropies()
+    entropies[:, 1] = np.random.default_rng(1).normal(2.0, 0.05, size=100)
+    verdict = decide(entropies, separation=2.0)
+    assert verdict.layers == [] and not any(verdict.dropped)
+    assert verdict.scores == pytest.approx(entropies.mean(axis=1).tolist())
+
+
+def test_bye_attention_entropies_are_per_layer_and_bounded_by_the_uniform(tiny_vlm):
+    samples = shapes.downstream_samples(4, seed=2)
+    entropies = attention_entropies(tiny_vlm, samples, batch_size=3)
+    image_tokens = tiny_vlm.model.config.image_seq_length
+    assert entropies.shape == (4, tiny_vlm.model.config.text_config.num_hidden_layers)
+    assert (entropies > 0).all() and (entropies <= math.log(image_tokens) + 1e-5).all()
+    assert tiny_vlm.model.config._attn_implementation != "eager"  # restored afterwards
+
+
+def test_bye_prepare_fine_tunes_a_probe_and_leaves_the_model_untouched(tiny_vlm_factory, tmp_path):
+    vlm = tiny_vlm_factory()
+    before = {n: p.clone() for n, p in vlm.model.named_parameters()}
+    samples = shapes.downstream_samples(8, seed=1)
+    bye = build_defense("bye")
+    with pytest.raises(ValueError, match="needs train="):
+        bye.prepare(vlm, samples, tmp_path)
+    bye.prepare(vlm, samples, tmp_path, train=TrainConfig(lora=False, max_steps=1, batch_size=4))
+    assert all(bool((p == before[n]).all()) for n, p in vlm.model.named_parameters())
+    assert (tmp_path / "bye_probe" / "train_log.jsonl").exists() and (tmp_path / "bye.json").exists()
+    kept = bye.training_set(samples)
+    assert len(kept) == len(samples) - sum(bye.flagged)
+    with pytest.raises(ValueError, match="samples prepare\\(\\) judged"):
+        bye.training_set(samples[::-1])
+
+
+# ---- score-and-drop ----------------------------------------------------------------------------
+
+
+def test_score_and_drop_trains_on_exactly_the_unflagged_samples(tiny_vlm, tmp_path):
+    samples = shapes.downstream_samples(12, seed=4)
+    defense = build_defense("score_drop", rule="quantile", quantile=0.7)
+    defense.prepare(tiny_vlm, samples, tmp_path)
+    kept = defense.training_set(samples)
+    assert 0 < sum(defense.flagged) < len(samples)
+    assert [s.id for s in kept] == [s.id for s, hit in zip(samples, defense.flagged) if not hit]
+    worst = max(range(len(samples)), key=lambda i: defense.suspicion[i])
+    assert defense.flagged[worst] and samples[worst].id not in {s.id for s in kept}
