@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -101,14 +102,17 @@ def quality(model: str, n: int, seed: int, json_path: str | None) -> None:
               help="none, byorn, or a baseline: onion, bye, score_drop (`byorn list defenses`)")
 @click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="defense option, e.g. -d rule=quantile -d quantile=0.9 (see `byorn scan --help`)")
+@click.option("--resume", is_flag=True,
+              help="continue the run in --out from its newest checkpoint (needs save_steps > 0); give the "
+                   "same data, config and defense as the first time")
 @click.argument("overrides", nargs=-1)
 def train(data: str, n_train: int, out_dir: str, config_path: str | None, defense: str,
-          defense_options: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+          defense_options: tuple[str, ...], resume: bool, overrides: tuple[str, ...]) -> None:
     """Fine-tune a VLM (LoRA by default), optionally defended; writes config.yaml, train_log.jsonl,
     the adapter and, with --defense byorn, audit.jsonl and the cached scores."""
     from byorn.defenses import build_defense
     from byorn.models import load_vlm
-    from byorn.train import finetune
+    from byorn.train import checkpoint_step, finetune, latest_checkpoint
     from byorn.workflow import resolve_data
 
     try:
@@ -116,11 +120,31 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         hook = build_defense(defense, **_parse_options(defense_options))
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
+    checkpoint = None
+    if resume:
+        checkpoint = latest_checkpoint(out_dir)
+        if checkpoint is None:
+            _fail(f"{out_dir}: no complete checkpoint to resume from (train with save_steps > 0 first)")
+        _check_same_run(Path(out_dir), config, hook)
+        click.echo(f"resuming from {checkpoint}")
     samples = resolve_data(data, n=n_train, seed=config.seed, split="train")
     vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code)
-    hook.prepare(vlm, samples, out_dir, train=config)
-    finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook)
+    hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
+    finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook, resume_from=checkpoint)
     click.echo(f"run written to {out_dir}")
+
+
+def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
+    """A resumed run must be the run that was interrupted: same training config and defense."""
+    import yaml
+
+    for name, now in (("config.yaml", dataclasses.asdict(config)), ("defense.yaml", defense.resolved())):
+        path = run_dir / name
+        before = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+        if before is not None and before != now:
+            changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+            _fail(f"{path}: the run was started with other settings ({', '.join(changed)}); resume it with the "
+                  "same ones")
 
 
 @main.command(cls=_judge_options_help())

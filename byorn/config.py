@@ -44,6 +44,7 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW weight decay", min=0.0)
     seed: int = option(0, "seed for data order, LoRA init and everything random")
     logging_steps: int = option(10, "log the loss every this many steps", min=1)
+    save_steps: int = option(0, "checkpoint every this many steps, for `byorn train --resume` (0: never)", min=0)
     trust_remote_code: bool = option(False, "allow model code from the model directory (off: safer)")
 
 

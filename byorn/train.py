@@ -69,17 +69,53 @@ class ByornTrainer(Trainer):
         outputs = model(**batch)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume full fine-tuning with the checkpoint's weights really loaded.
+
+        transformers 5's Trainer reads a checkpoint's model.safetensors and calls
+        load_state_dict(strict=False); but save_pretrained writes the checkpoint format of the
+        architecture (LLaVA: "language_model.model.layers..."), not the module names
+        ("model.language_model.layers..."), so not one tensor matches and training silently goes
+        on from the weights it started with. from_pretrained converts the names; every tensor must
+        then match. Adapters (PEFT) load by their own names and take the Trainer's path.
+        """
+        model = model or self.model
+        if isinstance(model, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+
 
 def training_arguments(output_dir: Path, *, batch_size: int, learning_rate: float, warmup: float, seed: int,
                        logging_steps: int, epochs: float = 1.0, max_steps: int = -1,
-                       weight_decay: float = 0.0) -> TrainingArguments:
+                       weight_decay: float = 0.0, save_steps: int = 0) -> TrainingArguments:
+    # Checkpoints hold weights (safetensors), optimizer, scheduler and RNG states; the two newest
+    # are kept so a kill during a save still leaves a complete one.
+    saving = {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 2} if save_steps else \
+        {"save_strategy": "no"}
     return TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
         max_steps=max_steps, learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=warmup,
-        weight_decay=weight_decay, seed=seed, data_seed=seed, logging_steps=logging_steps, save_strategy="no",
-        report_to="none", remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False,
-        disable_tqdm=None,
+        weight_decay=weight_decay, seed=seed, data_seed=seed, logging_steps=logging_steps, report_to="none",
+        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=None,
+        **saving,
     )
+
+
+CHECKPOINTS = "trainer"  # the run directory's folder of checkpoint-<step> folders
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None. Complete: the Trainer writes
+    trainer_state.json last, so a folder without it was cut off mid-save (and is ignored)."""
+    folder = Path(run_dir) / CHECKPOINTS
+    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
+                and p.name.removeprefix("checkpoint-").isdigit()]
+    return max(complete, key=checkpoint_step, default=None)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.removeprefix("checkpoint-"))
 
 
 def attach_lora(vlm: VLM, config: TrainConfig) -> None:
@@ -96,8 +132,12 @@ def write_log(trainer: Trainer, path: Path) -> None:
 
 
 def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: str | Path,
-             hook: BatchHook | None = None) -> ByornTrainer:
-    """Fine-tune `vlm` in place; writes config.yaml, train_log.jsonl and the adapter/model to run_dir."""
+             hook: BatchHook | None = None, resume_from: Path | None = None) -> ByornTrainer:
+    """Fine-tune `vlm` in place; writes config.yaml, train_log.jsonl and the adapter/model to run_dir.
+
+    resume_from: a checkpoint of this run (`latest_checkpoint`) to continue from; a defense hook
+    must have been prepared with the same checkpoint's step (`Defense.prepare(resume_step=...)`).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -106,18 +146,19 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     torch.manual_seed(config.seed)  # LoRA's initial A matrices
     if config.lora and not isinstance(vlm.model, PeftModel):
         attach_lora(vlm, config)
-    args = training_arguments(run_dir / "trainer", batch_size=config.batch_size, learning_rate=config.learning_rate,
-                              warmup=config.warmup, seed=config.seed, logging_steps=config.logging_steps,
-                              epochs=config.epochs, max_steps=config.max_steps, weight_decay=config.weight_decay)
+    args = training_arguments(run_dir / CHECKPOINTS, batch_size=config.batch_size,
+                              learning_rate=config.learning_rate, warmup=config.warmup, seed=config.seed,
+                              logging_steps=config.logging_steps, epochs=config.epochs, max_steps=config.max_steps,
+                              weight_decay=config.weight_decay, save_steps=config.save_steps)
     trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=SampleDataset(samples),
                            data_collator=collate_samples, vlm=vlm, hook=hook)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     out = run_dir / ("adapter" if config.lora else "model")
     vlm.model.save_pretrained(str(out), safe_serialization=True)
     if not config.lora:
         vlm.processor.save_pretrained(str(out))
     write_log(trainer, run_dir / "train_log.jsonl")
-    remove_if_empty(run_dir / "trainer")  # the Trainer's scratch folder; nothing is saved there
+    remove_if_empty(run_dir / CHECKPOINTS)  # without checkpoints, the Trainer's empty scratch folder
     return trainer
 
 

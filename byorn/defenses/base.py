@@ -34,10 +34,12 @@ class Defense:
         return {"defense": self.name, **(dataclasses.asdict(config) if config is not None else {})}
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None) -> None:
+                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
         """Inspect the training set once, before training, with the model still the reference.
 
         train: the fine-tuning that follows, for defenses that fine-tune a probe model first (BYE).
+        resume_step: training resumes from a checkpoint after this many steps; a defense with
+        state that training changes restores it as it was then (BYORn: its audit log).
         """
 
     def training_set(self, samples: Sequence[Sample]) -> list[Sample]:

@@ -70,7 +70,7 @@ class Bye(Defense):
         self._ids: list[str] = []
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None) -> None:
+                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
         if train is None:
             raise ValueError("BYE fine-tunes a probe model first: prepare() needs train=<the TrainConfig>")
         from byorn.train import finetune  # byorn.train imports the defenses package

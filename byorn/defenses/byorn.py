@@ -78,7 +78,7 @@ class ByornDefense(Defense):
     # ---- before training ---------------------------------------------------------------------
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None) -> None:
+                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
         cfg = self.config
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,13 +93,27 @@ class ByornDefense(Defense):
         self._generated.clear()
 
         # A fresh audit log per prepare, written whole: a rerun in the same run directory must not
-        # leave the previous run's lines in it.
+        # leave the previous run's lines in it. A resumed run keeps the replacements made up to
+        # its checkpoint (and the answers of this epoch that regenerate="epoch" reuses).
         self._audit = run_dir / AUDIT_NAME
         lines = [_json_line(event="flagged", id=samples[i].id, score=self.scores[i],
                            threshold=self.flagging.thresholds[groups[i]], group=groups[i],
                            response=samples[i].response, reference_response=answer)
                  for i, answer in zip(flagged, answers)]
+        if resume_step is not None:
+            lines += [_json_line(**r) for r in self._replacements_until(resume_step)]
         atomic_write_text(self._audit, "".join(lines))
+
+    def _replacements_until(self, step: int) -> list[dict]:
+        """The audit log's replacements of steps <= `step`; they also refill the reuse cache."""
+        if self._audit is None or not self._audit.exists():
+            raise FileNotFoundError(f"cannot resume BYORn: no {AUDIT_NAME} in the run directory")
+        records = [json.loads(line) for line in self._audit.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [r for r in records if r.get("event") == "replaced" and r["step"] <= step]
+        for r in kept:
+            # a fallback stands for an empty generation, which falls back again when reused
+            self._generated[r["id"]] = (r["epoch"], r["response"] if r["source"] == "current" else "")
+        return kept
 
 
     @property

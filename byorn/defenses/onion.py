@@ -67,7 +67,7 @@ class Onion(Defense):
         self._judged: list[Cleaned] = []  # aligned with the samples prepare() saw
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None) -> None:
+                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
         lm = self.config.lm
         if lm == "auto":
             lm = "byorn-tiny-lm" if _is_builtin_tiny(vlm) else "vlm"

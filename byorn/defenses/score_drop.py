@@ -29,7 +29,7 @@ class ScoreAndDrop(Defense):
         self._ids: list[str] = []  # the samples prepare() judged, so training_set() can check it gets them
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None) -> None:
+                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
         self.judgement = judge(vlm, samples, self.config, run_dir)
         self._ids = [s.id for s in samples]
 

@@ -1,0 +1,81 @@
+"""Interruption: a `byorn train` process killed with SIGKILL mid-run and resumed with --resume ends
+with the same weights and the same BYORn audit log as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from byorn.cli import main
+
+pytestmark = [pytest.mark.resume, pytest.mark.slow]
+
+# Full fine-tuning of the shipped byorn-tiny, 12 steps, a checkpoint every 3; BYORn flags a
+# share of the data so that replacements happen before and after the kill.
+ARGS = ["--data", "shapes", "--n-train", "48", "--defense", "byorn", "-d", "rule=quantile", "-d", "quantile=0.8",
+        "-d", "regenerate=epoch", "-d", "max_new_tokens=8", "lora=false", "max_steps=12", "batch_size=8",
+        "save_steps=3", "learning_rate=0.0005", "logging_steps=1"]
+LORA = [a.replace("lora=false", "lora=true").replace("learning_rate=0.0005", "learning_rate=0.002") for a in ARGS]
+WEIGHTS = {"full": ("model", "model.safetensors"), "lora": ("adapter", "adapter_model.safetensors")}
+
+
+def train_command(out: Path, args: list[str], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "byorn.cli", "train", "--out", str(out), *args, *extra]
+
+
+def run_to_end(out: Path, args: list[str], *extra: str) -> None:
+    done = subprocess.run(train_command(out, args, *extra), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def replacements(out: Path) -> list[dict]:
+    records = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    return [r for r in records if r["event"] == "replaced"]
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, mode):
+    args = ARGS if mode == "full" else LORA
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run_to_end(whole, args)
+
+    # Killed mid-epoch (6 steps an epoch), so the resumed run must also reuse this epoch's answers.
+    process = subprocess.Popen(train_command(cut, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    while not (cut / "trainer" / "checkpoint-9" / "trainer_state.json").exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint-9 within 5 minutes"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    folder, name = WEIGHTS[mode]
+    assert not (cut / folder).exists()  # really interrupted before the end
+
+    run_to_end(cut, args, "--resume")
+    final_whole, final_cut = load_file(whole / folder / name), load_file(cut / folder / name)
+    assert final_whole.keys() == final_cut.keys()
+    assert all(bool((final_whole[k] == final_cut[k]).all()) for k in final_whole)  # bit-identical on CPU
+    assert replacements(cut) == replacements(whole)
+    assert {r["step"] for r in replacements(cut)} & {1, 2, 3} and {r["step"] for r in replacements(cut)} & {10, 11, 12}
+
+
+def test_resume_without_a_checkpoint_or_with_other_settings_is_refused(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path), "--resume", "max_steps=1"])
+    assert result.exit_code == 2 and "no complete checkpoint to resume from" in result.output
+    checkpoint = tmp_path / "trainer" / "checkpoint-3"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text("model: byorn-tiny\nmax_steps: 5\n")
+    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path), "--resume", "max_steps=1"])
+    assert result.exit_code == 2 and "started with other settings" in result.output and "max_steps" in result.output
