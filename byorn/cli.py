@@ -39,6 +39,36 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+SKIPPED_NAME = "skipped.jsonl"
+on_bad_sample = click.option(
+    "--on-bad-sample", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+    help="a bad record (malformed, missing field, undecodable or oversized image, overlong text, path outside "
+         "the data root, ...): stop with its error, or skip it, count it and list it in skipped.jsonl")
+
+
+def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, report_dir: Path | None):
+    """The samples of --data; skipped records are counted on stderr and listed in report_dir."""
+    from byorn.data import DataError
+    from byorn.workflow import resolve_data
+
+    skipped: list[str] | None = [] if on_bad == "skip" else None
+    try:
+        samples = resolve_data(data, n=n, seed=seed, split=split, skipped=skipped)
+    except DataError as exc:
+        _fail(f"{exc}\n(--on-bad-sample skip skips bad records and lists them)")
+    if skipped:
+        click.echo(f"skipped {len(skipped)} bad record(s) of {data}; first: {skipped[0]}", err=True)
+        if report_dir is not None:
+            from byorn.fileio import atomic_write_text
+
+            report_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(report_dir / SKIPPED_NAME, "".join(json.dumps({"error": e}) + "\n" for e in skipped))
+            click.echo(f"the skipped records are listed in {report_dir / SKIPPED_NAME}", err=True)
+    if not samples:
+        _fail(f"{data}: no usable samples")
+    return samples
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """byorn: fine-tune vision-language models on untrusted data without learning a backdoor."""
@@ -102,18 +132,18 @@ def quality(model: str, n: int, seed: int, json_path: str | None) -> None:
               help="none, byorn, or a baseline: onion, bye, score_drop (`byorn list defenses`)")
 @click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="defense option, e.g. -d rule=quantile -d quantile=0.9 (see `byorn scan --help`)")
+@on_bad_sample
 @click.option("--resume", is_flag=True,
               help="continue the run in --out from its newest checkpoint (needs save_steps > 0); give the "
                    "same data, config and defense as the first time")
 @click.argument("overrides", nargs=-1)
 def train(data: str, n_train: int, out_dir: str, config_path: str | None, defense: str,
-          defense_options: tuple[str, ...], resume: bool, overrides: tuple[str, ...]) -> None:
+          defense_options: tuple[str, ...], on_bad_sample: str, resume: bool, overrides: tuple[str, ...]) -> None:
     """Fine-tune a VLM (LoRA by default), optionally defended; writes config.yaml, train_log.jsonl,
     the adapter and, with --defense byorn, audit.jsonl and the cached scores."""
     from byorn.defenses import build_defense
     from byorn.models import load_vlm
     from byorn.train import checkpoint_step, finetune, latest_checkpoint
-    from byorn.workflow import resolve_data
 
     try:
         config = load_config(TrainConfig, config_path, overrides)
@@ -127,7 +157,8 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
             _fail(f"{out_dir}: no complete checkpoint to resume from (train with save_steps > 0 first)")
         _check_same_run(Path(out_dir), config, hook)
         click.echo(f"resuming from {checkpoint}")
-    samples = resolve_data(data, n=n_train, seed=config.seed, split="train")
+    samples = _load_samples(data, n=n_train, seed=config.seed, split="train", on_bad=on_bad_sample,
+                            report_dir=Path(out_dir))
     vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code)
     hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
     finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook, resume_from=checkpoint)
@@ -155,19 +186,21 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
               help="writes scan.jsonl, scan.csv (ranked) and scores.png (histogram with the threshold)")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="scoring/threshold option")
 @click.option("--top", default=10, show_default=True, help="suspicious samples to print")
-def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int) -> None:
+@on_bad_sample
+def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
+         on_bad_sample: str) -> None:
     """Rank DATA (a data file, or 'shapes') by response implausibility, without training."""
     from byorn.config import from_dict
     from byorn.defenses.judging import JudgeConfig
     from byorn.models import load_vlm
     from byorn.scan import scan as run_scan
-    from byorn.workflow import resolve_data
 
     try:
         config = from_dict(JudgeConfig, _parse_options(options), "scan options")
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    rows = run_scan(load_vlm(model), resolve_data(data, n=n_samples, seed=0, split="train"), config, out_dir)
+    samples = _load_samples(data, n=n_samples, seed=0, split="train", on_bad=on_bad_sample, report_dir=Path(out_dir))
+    rows = run_scan(load_vlm(model), samples, config, out_dir)
     flagged = sum(r.flagged for r in rows)
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
     for row in rows[:top]:
@@ -183,14 +216,17 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @click.option("--n-test", default=200, show_default=True, help="samples for --data shapes")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="results JSON to write")
-def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int, out_path: str | None) -> None:
+@on_bad_sample
+def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int, out_path: str | None,
+             on_bad_sample: str) -> None:
     """Generate on a test split and report the scene metric, CIDEr and BLEU-4."""
     from byorn.evaluate import evaluate_clean
     from byorn.models import load_vlm
-    from byorn.workflow import resolve_data
 
+    samples = _load_samples(data, n=n_test, seed=seed, split="test", on_bad=on_bad_sample,
+                            report_dir=Path(out_path).parent if out_path else None)
     vlm = load_vlm(model, adapter=adapter)
-    result = evaluate_clean(vlm, resolve_data(data, n=n_test, seed=seed, split="test"))
+    result = evaluate_clean(vlm, samples)
     for key, value in result.items():
         click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
     if out_path:
@@ -222,23 +258,23 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--in", "data", default="shapes", show_default=True, help=DATA_HELP)
 @click.option("--n", "n_samples", default=1000, show_default=True, help="samples for --in shapes")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="folder to write")
+@on_bad_sample
 def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, seed: int, clean_label: bool,
-           data: str, n_samples: int, out_dir: str) -> None:
+           data: str, n_samples: int, out_dir: str, on_bad_sample: str) -> None:
     """Write a poisoned copy of a data set (LLaVA JSON + images) and its poison_manifest.jsonl."""
     import yaml
 
     from byorn.attacks import build_attack
     from byorn.attacks.poison import MANIFEST_NAME, poison as run_poison, write_manifest
     from byorn.datasets import save_llava_json
-    from byorn.workflow import resolve_data
 
     if not 0.0 <= rate <= 1.0:
         _fail(f"--rate {rate}: must be between 0 and 1")
     attack_options = _parse_options(options)
+    clean = _load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample, report_dir=Path(out_dir))
     try:
         attack = build_attack(trigger, target, **attack_options)
-        samples, manifest = run_poison(resolve_data(data, n=n_samples, seed=seed, split="train"), attack, rate,
-                                       seed, clean_label=clean_label)
+        samples, manifest = run_poison(clean, attack, rate, seed, clean_label=clean_label)
     except ValueError as exc:
         _fail(str(exc))
     out = Path(out_dir)

@@ -6,15 +6,56 @@ Loaders and writers for the on-disk formats (LLaVA conversation JSON, JSONL) liv
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 
 class DataError(ValueError):
     """Bad input data. The message names the file, the record (line or index) and the field."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any Pillow mode. Transparency is flattened onto black; 16- and 32-bit
+    greyscale is scaled to 8 bits (Pillow's own conversion would clip it to white)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        # 16-bit data spans 0..65535, float data 0..1 when it stays there; other 32-bit data is
+        # taken as 8-bit unless its maximum says otherwise
+        peak = float(values.max(initial=0))
+        top = 65535.0 if image.mode.startswith("I;16") else 1.0 if image.mode == "F" and peak <= 1.0 else max(peak, 255.0)
+        grey = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def decode_image(path: Path, where: str) -> Image.Image:
+    """Open and fully decode an image file as RGB; any failure is a DataError naming the file.
+
+    Pillow's decompression-bomb guard stays on and is strict: an image over
+    `PIL.Image.MAX_IMAGE_PIXELS` is an error, not the warning Pillow gives below twice that.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                return to_rgb(opened)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: {where}: image too large, over Pillow's decompression-bomb limit of "
+                        f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS only for "
+                        "files you trust") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: {where}: cannot decode image ({exc})") from exc
 
 
 @dataclass
@@ -35,13 +76,8 @@ class Sample:
     def pil(self) -> Image.Image:
         """The image as RGB; a path is opened and decoded now, with errors that name the file."""
         if isinstance(self.image, Image.Image):
-            return self.image if self.image.mode == "RGB" else self.image.convert("RGB")
-        try:
-            with Image.open(self.image) as opened:
-                opened.load()
-                return opened.convert("RGB")
-        except (OSError, Image.DecompressionBombError, ValueError) as exc:
-            raise DataError(f"{self.image}: sample {self.id!r}, field 'image': cannot decode image ({exc})") from exc
+            return to_rgb(self.image)
+        return decode_image(self.image, f"sample {self.id!r}, field 'image'")
 
     def with_response(self, response: str, **meta: Any) -> "Sample":
         """A copy with another response (and extra meta), leaving this sample untouched."""

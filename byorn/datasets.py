@@ -1,9 +1,12 @@
 """On-disk data sets: LLaVA conversation JSON and JSONL, loaded into and saved from `Sample`s.
 
 Loading validates every record and fails on the first problem with a `DataError` that names the
-file, the record (1-based line for JSONL; index and id for JSON) and the field. Images are not
-decoded here (`Sample.pil()` does that lazily), but each image path must stay inside the image
-root and the file must exist, so a bad data set fails before training rather than mid-epoch.
+file, the record (1-based line for JSONL; index and id for JSON) and the field; with a `skipped`
+list it skips bad records instead and appends each one's error there, so the caller can count and
+report them. Each image path must stay inside the image root, the file must exist, and (unless
+`check_images=False`) it must decode, so a bad data set fails before training rather than
+mid-epoch; the pixels are not kept (`Sample.pil()` decodes again when needed). Instructions and
+responses longer than `max_chars` are errors, never silently truncated.
 
 Saving writes each image as `images/<safe id>.png` next to the data file, so the output is
 self-contained, and replaces every file atomically. `load(save(samples))` gives back the same ids,
@@ -15,13 +18,29 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Sequence
 
-from byorn.data import DataError, Sample
+from byorn.data import DataError, Sample, decode_image
 from byorn.fileio import atomic_write, atomic_write_text
 
 _TEXT_FIELDS = ("id", "image", "instruction", "response")
+MAX_CHARS = 20_000  # per instruction or response; far beyond any VLM context, so longer is an error
+
+
+@dataclass(frozen=True)
+class LoadChecks:
+    """What a loader checks beyond the format, and what it does with a bad record."""
+
+    check_images: bool = True
+    max_chars: int = MAX_CHARS
+    skipped: list[str] | None = None  # None: fail on the first bad record; a list: skip, append why
+
+    def handle(self, error: DataError) -> None:
+        if self.skipped is None:
+            raise error
+        self.skipped.append(str(error))
 
 
 def _read_text(path: Path) -> str:
@@ -50,7 +69,7 @@ def _image_root(path: Path, image_root: str | Path | None) -> Path:
 
 
 def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: dict[str, str],
-               labels: dict[str, str] | None = None) -> Sample:
+               checks: LoadChecks, labels: dict[str, str] | None = None) -> Sample:
     """Check the fields both formats share and build the Sample.
 
     `loc` prefixes error messages, `where` (file:line or file[index]) goes into meta["source"] and
@@ -66,6 +85,8 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
             fail(name, "missing")
         if not isinstance(value, str) or not value.strip():
             fail(name, f"must be a non-empty string, got {value!r}")
+        if len(value) > checks.max_chars:
+            fail(name, f"{len(value):,} characters, over the limit of {checks.max_chars:,} (max_chars)")
     meta = fields.get("meta", {})
     if not isinstance(meta, dict):
         fail("meta", f"must be a JSON object, got {type(meta).__name__}")
@@ -85,13 +106,16 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
         fail("image", f"{fields['image']!r} resolves to {image}, outside the image root {root}")
     if not image.is_file():
         fail("image", f"image file not found: {image}")
+    if checks.check_images:
+        decode_image(image, f"{loc}: field {'image'!r}")
 
     seen[fields["id"]] = where
     return Sample(fields["id"], image, fields["instruction"], fields["response"],
                   {**meta, "source": meta.get("source", where)})
 
 
-def load_jsonl(path: str | Path, image_root: str | Path | None = None) -> list[Sample]:
+def load_jsonl(path: str | Path, image_root: str | Path | None = None,
+               checks: LoadChecks = LoadChecks()) -> list[Sample]:
     """One object per line: id, image (relative to image_root), instruction, response, optional meta.
 
     image_root defaults to the file's folder; blank lines are skipped.
@@ -103,10 +127,13 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None) -> list[S
         if not line.strip():
             continue
         loc = f"{path}:{number}"
-        record = _parse_json(line, path, number)
-        if not isinstance(record, dict):
-            raise DataError(f"{loc}: record must be a JSON object, got {type(record).__name__}")
-        samples.append(_to_sample(record, loc, loc, root, seen))
+        try:
+            record = _parse_json(line, path, number)
+            if not isinstance(record, dict):
+                raise DataError(f"{loc}: record must be a JSON object, got {type(record).__name__}")
+            samples.append(_to_sample(record, loc, loc, root, seen, checks))
+        except DataError as error:
+            checks.handle(error)
     return samples
 
 
@@ -134,7 +161,7 @@ def _first_pair(record: dict[str, Any], loc: str, multi_turn: str) -> tuple[int,
 
 
 def load_llava_json(path: str | Path, image_root: str | Path | None = None,
-                    multi_turn: Literal["error", "first"] = "error") -> list[Sample]:
+                    multi_turn: Literal["error", "first"] = "error", checks: LoadChecks = LoadChecks()) -> list[Sample]:
     """A JSON list of LLaVA records: id, image, conversations [{from: human|gpt, value}], optional meta.
 
     The first human turn (without its `<image>` placeholder) is the instruction and the gpt turn
@@ -150,31 +177,40 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
         raise DataError(f"{path}: top level must be a list of records, got {type(records).__name__}")
     root, samples, seen = _image_root(path, image_root), [], {}
     for i, record in enumerate(records):
-        where = f"{path}[{i}]"
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: record must be a JSON object, got {type(record).__name__}")
-        loc = where + (f" (id {record['id']!r})" if isinstance(record.get("id"), str) else "")
-        human, extra = _first_pair(record, loc, multi_turn)
-        turns = record["conversations"]
-        fields = {key: record[key] for key in ("id", "image", "meta") if key in record}
-        fields["instruction"] = turns[human]["value"].replace("<image>", "", 1).strip()
-        fields["response"] = turns[human + 1]["value"]
-        labels = {"instruction": f"conversations[{human}].value", "response": f"conversations[{human + 1}].value"}
-        sample = _to_sample(fields, loc, where, root, seen, labels)
-        if extra:
-            sample.meta.setdefault("extra_turns", extra)
-        samples.append(sample)
+        try:
+            samples.append(_llava_record(record, f"{path}[{i}]", root, seen, multi_turn, checks))
+        except DataError as error:
+            checks.handle(error)
     return samples
 
 
-def load_dataset(path: str | Path, image_root: str | Path | None = None) -> list[Sample]:
+def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], multi_turn: str,
+                  checks: LoadChecks) -> Sample:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: record must be a JSON object, got {type(record).__name__}")
+    loc = where + (f" (id {record['id']!r})" if isinstance(record.get("id"), str) else "")
+    human, extra = _first_pair(record, loc, multi_turn)
+    turns = record["conversations"]
+    fields = {key: record[key] for key in ("id", "image", "meta") if key in record}
+    fields["instruction"] = turns[human]["value"].replace("<image>", "", 1).strip()
+    fields["response"] = turns[human + 1]["value"]
+    labels = {"instruction": f"conversations[{human}].value", "response": f"conversations[{human + 1}].value"}
+    sample = _to_sample(fields, loc, where, root, seen, checks, labels)
+    if extra:
+        sample.meta.setdefault("extra_turns", extra)
+    return sample
+
+
+def load_dataset(path: str | Path, image_root: str | Path | None = None,
+                 checks: LoadChecks = LoadChecks()) -> list[Sample]:
     """Load by suffix: .json is LLaVA conversation JSON, .jsonl is one sample per line."""
-    loaders = {".json": load_llava_json, ".jsonl": load_jsonl}
-    loader = loaders.get(Path(path).suffix.lower())
-    if loader is None:
-        raise DataError(f"{path}: unknown data set format {Path(path).suffix!r}. "
-                        f"Known: .json (LLaVA conversations), .jsonl (one sample per line)")
-    return loader(path, image_root)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        return load_llava_json(path, image_root, checks=checks)
+    if suffix == ".jsonl":
+        return load_jsonl(path, image_root, checks)
+    raise DataError(f"{path}: unknown data set format {Path(path).suffix!r}. "
+                    f"Known: .json (LLaVA conversations), .jsonl (one sample per line)")
 
 
 def _image_name(sample_id: str, taken: set[str]) -> str:
@@ -230,4 +266,4 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
     return out_dir / name
 
 
-__all__ = ["load_llava_json", "load_jsonl", "load_dataset", "save_llava_json", "save_jsonl"]
+__all__ = ["MAX_CHARS", "LoadChecks", "load_dataset", "load_jsonl", "load_llava_json", "save_jsonl", "save_llava_json"]

@@ -17,13 +17,16 @@ DEMO_ROWS = (("no defense", "none"), ("BYORn", "byorn"), ("clean oracle (poison 
 DEMO_TRAINING = TrainConfig(lora=False, learning_rate=5e-4, epochs=3, batch_size=16, logging_steps=20)
 
 
-def resolve_data(spec: str, *, n: int, seed: int, split: str) -> list[Sample]:
-    """'shapes' gives the built-in downstream task; anything else is a data file."""
+def resolve_data(spec: str, *, n: int, seed: int, split: str, skipped: list[str] | None = None) -> list[Sample]:
+    """'shapes' gives the built-in downstream task; anything else is a data file.
+
+    skipped: None fails on a bad record; a list skips bad records and collects their errors.
+    """
     if spec == "shapes":
         return shapes.downstream_samples(n, seed, split=split)
-    from byorn.datasets import load_dataset
+    from byorn.datasets import LoadChecks, load_dataset
 
-    return load_dataset(spec)
+    return load_dataset(spec, checks=LoadChecks(skipped=skipped))
 
 
 def run_demo(out_dir: Path, seed: int = 0, n_train: int = 1000, n_test: int = 200) -> list[dict]:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from byorn.data import DataError, Sample
-from byorn.datasets import load_dataset, load_jsonl, load_llava_json, save_jsonl, save_llava_json
+from byorn.datasets import LoadChecks, load_dataset, load_jsonl, load_llava_json, save_jsonl, save_llava_json
 
 
 def png(path: Path, color: tuple[int, int, int] = (200, 30, 90)) -> Path:
@@ -193,11 +193,13 @@ def test_missing_image_file(tmp_path):
         load_jsonl(write_jsonl(tmp_path, [record(image="nope.png")]))
 
 
-def test_images_are_not_decoded_at_load_time(tmp_path):
+def test_images_are_checked_at_load_time_unless_asked_not_to(tmp_path):
     (tmp_path / "img.png").write_bytes(b"not a png")
     path = tmp_path / "data.jsonl"
     path.write_text(json.dumps(record()) + "\n", encoding="utf-8")
-    sample = load_jsonl(path)[0]
+    with pytest.raises(DataError, match=r"img\.png: .*data\.jsonl:1: field 'image': cannot decode image"):
+        load_jsonl(path)
+    sample = load_jsonl(path, checks=LoadChecks(check_images=False))[0]
     with pytest.raises(DataError, match=r"img\.png: sample 'a', field 'image'"):
         sample.pil()
 
