@@ -22,10 +22,28 @@ class Section:
     command: str
     metrics: list[str]
     legend: str
-    plots: bool = False  # also the cost table and the plots (written to benchmarks/plots/)
+    plots: bool = False  # also the plots (written to benchmarks/plots/)
+    costs: bool = False  # also the table of each defense's time relative to no defense
 
+
+CONTRADICTION_FINDINGS = "_Findings are written after the run finishes._"
+STANDARD_FINDINGS = "_Findings are written after the run finishes._"
 
 SECTIONS = [
+    Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
+            "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
+            "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
+            ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
+             "n_flagged", "prepare_s", "train_s", "wall_s"],
+            "Six trigger families (fixed target) x {none, ONION, BYE, BYORn, score-and-drop, clean oracle} x "
+            "poison rates 10 % and 1 % x seeds 0 and 1: 144 cells, mean ± std over the two seeds. 1,000 "
+            "training samples, full fine-tuning 3 epochs at lr 5e-4, 100 test scenes. WaNet is left out: it "
+            "never implants in byorn-tiny (sections below). detect_*: each defense's own suspicion score "
+            "(BYORn and score-and-drop: mean NLL; ONION: the largest perplexity drop of a word; BYE: minus the "
+            "attention entropy) against the true poisons, and precision/recall of what it flagged (ONION: "
+            "samples it deleted a word from; BYE: the samples it dropped). prepare_s includes BYE's probe "
+            "fine-tune. The grid ran as two processes of one thread each on the 2 cores.\n\n" + STANDARD_FINDINGS,
+            plots=True),
     ("Attacks, undefended (byorn-tiny x shapes downstream task)", ["attacks"],
      "byorn bench benchmarks/attacks.yaml --results benchmarks/results/attacks.jsonl",
      ["asr", "clean_score", "one_modality_asr", "image_only_asr", "text_only_asr", "wall_s", "peak_rss_mb"],
@@ -40,19 +58,34 @@ SECTIONS = [
      "the multimodal trigger 0.77-0.78 with the fixed and injection targets. The 6-epoch section below "
      "separates the causes: BadNets, SIG and AddSent at default strength were undertrained (0.995, 1.00 "
      "and 1.00 with 6 epochs), and so was the multimodal trigger (0.945, but its one-trigger firing rises "
-     "to 0.37: longer training erodes the negatives); WaNet never implants (0.00 at 2x and 8x strength and at 6 epochs). At the default strength "
-     "it moves pixels about 0.25 px and changes them by 0.48 grey levels on average (3.1 at 8x, where "
-     "the shapes are visibly bent); on these flat backgrounds the warp only changes the shapes' edges, so "
-     "its signal depends on where the shapes are. That it is too content-dependent for 100 samples to teach "
-     "is our reading, not yet tested by an ablation. No family implants at 1 % (10 poisoned samples). Clean "
-     "scene F1 stays within 2 points of the oracle everywhere. The multimodal trigger's one-trigger "
-     "firing stays <= 5 % with the fixed target but not with injection (0.155), substitution (0.43) or "
-     "refusal (0.82): the negatives keep their clean response, yet a short refusal generalises to "
-     "half-triggered inputs."),
+     "to 0.37: longer training erodes the negatives); WaNet never implants (0.00 at 2x and 8x strength, "
+     "and at 8x with 6 epochs). Why WaNet: at the default strength it moves pixels about 0.25 px and "
+     "changes them by 0.48 grey levels on average (3.1 at 8x); on these flat backgrounds the warp only "
+     "touches the shapes' edges, and the probe section below shows that byorn-tiny's image features "
+     "barely register it (a linear probe tells warped from clean scenes 63 % of the time, 50 % being "
+     "chance, against 100 % for every patch, blend and SIG trigger), so at default strength it is "
+     "invisible to the model. At 8x the probe reaches 96 % and it still does not implant in 6 epochs: "
+     "what the probe needs is spread over the whole feature map and depends on where the shapes are, "
+     "where a patch sits at one place; that this is why is our reading, not an ablation. No family "
+     "implants at 1 % (10 poisoned samples). Clean scene F1 stays within 2 points of the oracle "
+     "everywhere. The multimodal trigger's one-trigger firing stays <= 5 % with the fixed target but not "
+     "with injection (0.155), substitution (0.43) or refusal (0.82): a short refusal generalises to "
+     "half-triggered inputs. Three negatives per poisoned sample instead of one fix that (the "
+     "negatives section: 0.035 and 0.06) at some cost in ASR (0.835 and 0.72)."),
     ("Attacks with twice the training (6 epochs), undefended", ["attacks_longer"],
      "byorn bench benchmarks/attacks_longer.yaml --results benchmarks/results/attacks_longer.jsonl",
      ["asr", "clean_score", "one_modality_asr", "wall_s"],
      "The families that stayed under 90 % ASR at 10 % in the section above, trained 6 epochs instead of 3."),
+    ("Can byorn-tiny see the trigger? (a linear probe on its image features)", ["trigger_probe"],
+     "python benchmarks/trigger_probe.py", ["probe_accuracy"],
+     "A logistic-regression probe on the pretrained byorn-tiny's projected image features (what its "
+     "language model reads) of 600 clean and 600 triggered scenes (different scenes), accuracy on 300 "
+     "held-out ones: 0.5 is chance, so a trigger near 0.5 is invisible to the model before fine-tuning."),
+    ("More negatives for the multimodal trigger, undefended", ["attacks_negatives"],
+     "byorn bench benchmarks/attacks_negatives.yaml --results benchmarks/results/attacks_negatives.jsonl",
+     ["asr", "clean_score", "one_modality_asr", "image_only_asr", "text_only_asr", "wall_s"],
+     "negative_ratio=3.0: three one-trigger negatives (clean response) per poisoned sample instead of one; "
+     "compare the refusal and injection rows of the attacks section (one-trigger firing 0.82 and 0.155)."),
     ("BYORn against the same attacks", ["attacks", "byorn"],
      "byorn bench benchmarks/byorn.yaml --results benchmarks/results/byorn.jsonl",
      ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s", "peak_rss_mb"],
@@ -64,7 +97,45 @@ SECTIONS = [
      "precision and recall 1.00 (AUROC 1.00) at 10 % and 1 %, and BYORn's ASR is 0.00 wherever the "
      "undefended ASR was high, with clean scene F1 at the oracle's level (0.979-1.000). Concept "
      "substitution (one word swapped) is the miss: mean NLL ranks it at AUROC 0.67, flags 1 of 100, and "
-     "the ASR stays 0.906. The threshold sweep below includes the token-level score for it."),
+     "the ASR stays 0.906. The image-contradiction section below catches it."),
+    Section("BYORn with the injection and refusal targets", ["byorn_targets"],
+            "byorn bench benchmarks/byorn_targets.yaml --results benchmarks/results/byorn_targets.jsonl",
+            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "prepare_s",
+             "train_s", "wall_s"],
+            "Every trigger family that implants in 3 epochs, with the injection (a URL appended) and refusal "
+            "targets; none and BYORn (mean NLL, median + 3 MAD) on the same data. The oracle for each trigger "
+            "is the attacks section's (same clean samples). prepare_s: scoring, flagging and the reference "
+            "answers; train_s: the fine-tuning loop with BYORn's replacements. The cost table compares each "
+            "BYORn cell with the undefended cell of the same attack and rate.\n\n"
+            "What the recorded run shows: every poison is flagged with precision and recall 1.00 (AUROC 1.00) "
+            "at 10 % and 1 %, and BYORn's ASR is 0.00 in every cell, including all those where the undefended "
+            "ASR is 0.90 or more (BadNets 12 px, SIG and the rare token with either target, AddSent with "
+            "refusal); clean scene F1 0.984-1.000 (the oracle's 0.997-0.998). AddSent with injection reached "
+            "0.59 undefended, and Blended with these two targets did not implant at all in 3 epochs (0.00, "
+            "against 1.00 with the fixed target). BYORn's preparation plus fine-tuning took 1.15x the undefended "
+            "fine-tuning, cell by cell (the grid ran beside other jobs on the 2 cores, so single ratios are "
+            "noisy).", costs=True),
+    Section("BYORn on a mix of two task styles", ["byorn_mixed"],
+            "byorn bench benchmarks/byorn_mixed.yaml --results benchmarks/results/byorn_mixed.jsonl",
+            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "train_s",
+             "wall_s"],
+            "Half the samples in the unfamiliar \"There is ...\" style, half in the familiar pretraining caption "
+            "style (`task: mixed`), so clean scores form two clusters; one threshold for all (byorn) against "
+            "one per task (group_by=task), and the image-contradiction score per task.\n\n"
+            "What the recorded run shows: with fixed or refusal targets the poisons score far above both "
+            "clusters, so even the global threshold flags exactly them (precision and recall 1.00) and "
+            "per-task thresholds add a few false flags (precision 0.95-0.96 at 10 %, 0.50-0.53 at 1 %); all "
+            "variants end at ASR 0.00 and clean F1 0.97-1.00 (oracle 0.98-0.99). Concept substitution "
+            "(undefended ASR 0.99) is where grouping and the score matter: the global mean-NLL cut flags "
+            "nothing (ASR 0.99), per-task cuts flag 31 % of the poisons (ASR 0.094 at 10 %), and the "
+            "image-contradiction score per task flags 93 % (ASR 0.021 at 10 %, 0.010 at 1 %) at the price of "
+            "more false flags (precision 0.74 at 10 %, 0.16 at 1 %), with clean F1 0.99.", costs=True),
+    Section("BYORn with the image-contradiction score", ["attacks", "byorn", "byorn_contradiction"],
+            "byorn bench benchmarks/byorn_contradiction.yaml --results benchmarks/results/byorn_contradiction.jsonl",
+            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s"],
+            "variant=image_contradiction (scoring.py): per response token, NLL with the true image minus NLL "
+            "with a grey one, summed where positive. Shown beside the mean-NLL BYORn rows and the undefended "
+            "and oracle rows of the same attacks.\n\n" + CONTRADICTION_FINDINGS),
     ("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
      "byorn bench benchmarks/sweep.yaml --results benchmarks/results/sweep.jsonl",
      ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
@@ -79,6 +150,11 @@ SECTIONS = [
 ]
 
 
+def probe_table(rows: list[dict], metrics: list[str]) -> str:
+    lines = ["| trigger | probe accuracy |", "|---|---|"]
+    return "\n".join(lines + [f"| {r['trigger']} | {r['probe_accuracy']:.3f} |" for r in rows])
+
+
 def main() -> None:
     parts = ["# Benchmarks", "", "Generated by `python benchmarks/build_md.py` from `benchmarks/results/*.jsonl`; "
              "each section names the command that produced its raw figures. Machine: 2 CPU cores.", ""]
@@ -86,10 +162,11 @@ def main() -> None:
         rows = [row for name in section.results
                 for row in read_results(ROOT / "benchmarks" / "results" / f"{name}.jsonl")]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "", section.legend, ""]
-        parts += [results_table(rows, section.metrics) if rows else "_No results recorded yet._", ""]
+        table = probe_table if section.results == ["trigger_probe"] else results_table
+        parts += [table(rows, section.metrics) if rows else "_No results recorded yet._", ""]
+        if (section.costs or section.plots) and rows and cost_ratios(rows):
+            parts += ["Cost relative to no defense, cell by cell in the same run:", "", cost_table(rows), ""]
         if section.plots and rows:
-            if cost_ratios(rows):
-                parts += ["Cost relative to no defense, cell by cell in the same run:", "", cost_table(rows), ""]
             # A plot that needs the run directories (score histograms) is only redrawn where they
             # exist; the committed one stays and is linked.
             write_plots(rows, PLOTS)

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config
+from byorn.fileio import atomic_write_text
 
 # No run-time downloads: models and data come from local directories or our own code.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,8 +60,6 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
     if skipped:
         click.echo(f"skipped {len(skipped)} bad record(s) of {data}; first: {skipped[0]}", err=True)
         if report_dir is not None:
-            from byorn.fileio import atomic_write_text
-
             report_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(report_dir / SKIPPED_NAME, "".join(json.dumps({"error": e}) + "\n" for e in skipped))
             click.echo(f"the skipped records are listed in {report_dir / SKIPPED_NAME}", err=True)
@@ -120,7 +119,7 @@ def quality(model: str, n: int, seed: int, json_path: str | None) -> None:
     for key, value in result.items():
         click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(Path(json_path), json.dumps(result, indent=2) + "\n")
 
 
 @main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(TrainConfig))
@@ -230,7 +229,7 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
     for key, value in result.items():
         click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
     if out_path:
-        Path(out_path).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(Path(out_path), json.dumps(result, indent=2) + "\n")
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict:
@@ -282,7 +281,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     write_manifest(manifest, out / MANIFEST_NAME)
     resolved = {"attack": trigger, "target": target, "options": attack_options, "rate": rate, "seed": seed,
                 "clean_label": clean_label, "data": data, "n": len(samples)}
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     poisoned = sum(not r.negative for r in manifest)
     click.echo(f"{attack.name}: {poisoned} of {len(samples)} samples poisoned, "
                f"{len(manifest) - poisoned} negatives -> {data_path}")
@@ -382,7 +381,7 @@ def demo(out_dir: str, json_path: str | None, seed: int) -> None:
         click.echo(f"{row['name']:<32}{row['asr']:>7.2f}{row['clean_score']:>10.3f}{row['scene_exact']:>7.2f}"
                    f"{row['one_modality_asr']:>10.2f}{flags}{row['wall_s']:>8.1f}")
     if json_path:
-        Path(json_path).write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        atomic_write_text(Path(json_path), json.dumps({"rows": rows}, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
 
 

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from byorn.fileio import atomic_write_text
+
 T = TypeVar("T")
 
 
@@ -123,7 +125,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False), encoding="utf-8")
+    atomic_write_text(Path(path), yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
 def describe(cls: type) -> str:

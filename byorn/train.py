@@ -21,7 +21,7 @@ from transformers import Trainer, TrainingArguments
 from byorn.config import TrainConfig, save_config
 from byorn.data import Sample
 from byorn.defenses.base import Defense
-from byorn.fileio import remove_if_empty
+from byorn.fileio import atomic_write_text, remove_if_empty
 from byorn.models.hf import VLM
 
 # Language-model attention projections only: a bare ["q_proj", "v_proj"] would also adapt the
@@ -126,9 +126,7 @@ def attach_lora(vlm: VLM, config: TrainConfig) -> None:
 
 
 def write_log(trainer: Trainer, path: Path) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for entry in trainer.state.log_history:
-            handle.write(json.dumps(entry) + "\n")
+    atomic_write_text(path, "".join(json.dumps(entry) + "\n" for entry in trainer.state.log_history))
 
 
 def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: str | Path,
@@ -142,7 +140,7 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     if isinstance(hook, Defense):
-        (run_dir / "defense.yaml").write_text(yaml.safe_dump(hook.resolved(), sort_keys=False), encoding="utf-8")
+        atomic_write_text(run_dir / "defense.yaml", yaml.safe_dump(hook.resolved(), sort_keys=False))
     torch.manual_seed(config.seed)  # LoRA's initial A matrices
     if config.lora and not isinstance(vlm.model, PeftModel):
         attach_lora(vlm, config)
