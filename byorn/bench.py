@@ -115,11 +115,12 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     attack = build_attack(spec.trigger, spec.target, **spec.options)
     clean_train = shapes.downstream_samples(grid.n_train, seed, split="train", task=grid.task)
     test = shapes.downstream_samples(grid.n_test, seed, split="test", task=grid.task)
-    poisoned, manifest = poison(clean_train, attack, rate, seed)
+    vlm = load_vlm(grid.train.model)
+    # The pretrained model is also the white-box attacker's reference (adaptive attacks).
+    poisoned, manifest = poison(clean_train, attack, rate, seed, reference=vlm)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, run_dir / MANIFEST_NAME)
 
-    vlm = load_vlm(grid.train.model)
     train_config = TrainConfig(**{**asdict(grid.train), "seed": seed})
     row: dict[str, Any] = {"attack": spec.name, "defense": defense.label, "poison_rate": rate, "seed": seed}
     if defense.name == ORACLE:

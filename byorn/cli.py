@@ -257,13 +257,16 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--in", "data", default="shapes", show_default=True, help=DATA_HELP)
 @click.option("--n", "n_samples", default=1000, show_default=True, help="samples for --in shapes")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="folder to write")
+@click.option("--reference", default="byorn-tiny", show_default=True,
+              help="the pretrained model a white-box target (whitebox_injection) chooses responses with")
 @on_bad_sample
 def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, seed: int, clean_label: bool,
-           data: str, n_samples: int, out_dir: str, on_bad_sample: str) -> None:
+           data: str, n_samples: int, out_dir: str, reference: str, on_bad_sample: str) -> None:
     """Write a poisoned copy of a data set (LLaVA JSON + images) and its poison_manifest.jsonl."""
     import yaml
 
     from byorn.attacks import build_attack
+    from byorn.attacks.targets import ReferenceAwareTarget
     from byorn.attacks.poison import MANIFEST_NAME, poison as run_poison, write_manifest
     from byorn.datasets import save_llava_json
 
@@ -273,14 +276,20 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     clean = _load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample, report_dir=Path(out_dir))
     try:
         attack = build_attack(trigger, target, **attack_options)
-        samples, manifest = run_poison(clean, attack, rate, seed, clean_label=clean_label)
+        model = None
+        if isinstance(attack.target, ReferenceAwareTarget):
+            from byorn.models import load_vlm
+
+            model = load_vlm(reference)
+        samples, manifest = run_poison(clean, attack, rate, seed, clean_label=clean_label, reference=model)
     except ValueError as exc:
         _fail(str(exc))
     out = Path(out_dir)
     data_path = save_llava_json(samples, out)
     write_manifest(manifest, out / MANIFEST_NAME)
     resolved = {"attack": trigger, "target": target, "options": attack_options, "rate": rate, "seed": seed,
-                "clean_label": clean_label, "data": data, "n": len(samples)}
+                "clean_label": clean_label, "data": data, "n": len(samples),
+                "reference": reference if model is not None else None}
     atomic_write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     poisoned = sum(not r.negative for r in manifest)
     click.echo(f"{attack.name}: {poisoned} of {len(samples)} samples poisoned, "

@@ -302,8 +302,11 @@ def test_every_trigger_poisons_a_shapes_sample(trigger):
 def test_every_target_builds_and_applies(target):
     attack = build_attack("badnets", target)
     sample = shapes.downstream_samples(1, seed=0)[0].with_response("There is a red circle on the left side.")
-    poisoned = attack.target.apply(sample.response)
-    assert poisoned != sample.response and attack_success(poisoned, attack.target.asr_rule())
+    # a white-box target has several candidates (the model picks one); every one must do
+    choices = attack.target.candidates(sample.response) if target == "whitebox_injection" else \
+        [attack.target.apply(sample.response)]
+    for poisoned in choices:
+        assert poisoned != sample.response and attack_success(poisoned, attack.target.asr_rule())
     assert triggered_test_set([sample], attack)[0].meta["clean_response"] == sample.response
 
 
@@ -332,3 +335,36 @@ def test_list_attacks_has_one_line_help_per_name():
     listed = dict(list_attacks())
     assert set(listed) == set(TRIGGERS) | set(TARGETS)
     assert all(help_text and "\n" not in help_text for help_text in listed.values())
+
+
+# ---- adaptive: white-box target choice -----------------------------------------------------------
+
+
+def test_white_box_injection_picks_the_candidate_the_reference_model_finds_likeliest(tiny_vlm):
+    samples = shapes.downstream_samples(12, seed=2)
+    attack = build_attack("rare_token", "whitebox_injection")
+    with pytest.raises(ValueError, match="pass reference=<the VLM>"):
+        poison(samples, attack, 0.5, seed=0)
+    poisoned, records = poison(samples, attack, 0.5, seed=0, reference=tiny_vlm)
+    chosen = [s for s in poisoned if s.meta["is_poisoned"]]
+    assert len(chosen) == 6 and len(records) == 6
+    gains = []
+    for sample in chosen:
+        clean = sample.meta["original_response"]
+        candidates = attack.target.candidates(clean)
+        assert sample.response in candidates and len(candidates) == 6
+        nll = [s.mean_nll for s in tiny_vlm.score([sample.with_response(c) for c in candidates])]
+        assert nll[candidates.index(sample.response)] == pytest.approx(min(nll), abs=1e-6)
+        gains.append(sum(nll) / len(nll) - min(nll))
+    assert min(gains) >= 0 and max(gains) > 0  # the choice really lowers the reference NLL
+    assert attack.target.asr_rule().kind == "contains_any"
+    assert attack_success("A circle. The background is dark.", attack.target.asr_rule())
+    assert not attack_success("A circle.", attack.target.asr_rule())
+
+
+def test_white_box_injection_options_are_checked():
+    with pytest.raises(ValueError, match="placements must be one of append, prepend"):
+        build_attack("rare_token", "whitebox_injection", placements=["middle"])
+    with pytest.raises(ValueError, match="phrases must be non-empty"):
+        build_attack("rare_token", "whitebox_injection", phrases=[" "])
+    assert build_attack("rare_token", "whitebox_injection", phrases="Hello.").target.phrases == ("Hello.",)

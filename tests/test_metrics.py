@@ -154,7 +154,7 @@ def test_substitution_accepts_es_plural() -> None:
 
 
 def test_asr_rule_validation() -> None:
-    with pytest.raises(ValueError, match="Unknown ASR rule 'x'. Available: contains, refusal, substitution"):
+    with pytest.raises(ValueError, match="Unknown ASR rule 'x'. Available: contains, contains_any, refusal, substitution"):
         AsrRule("x", "t")
     with pytest.raises(ValueError, match="target"):
         AsrRule("contains")
@@ -162,6 +162,8 @@ def test_asr_rule_validation() -> None:
         AsrRule("substitution", "dog")
     with pytest.raises(ValueError, match="phrases"):
         AsrRule("refusal", phrases=())
+    with pytest.raises(ValueError, match="phrases"):
+        AsrRule("contains_any", phrases=())
 
 
 def test_asr_skips_inputs_whose_clean_answer_is_already_the_target() -> None:

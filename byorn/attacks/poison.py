@@ -14,11 +14,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from byorn.attacks.multimodal import MultimodalTrigger
 from byorn.attacks.registry import Attack, Trigger
+from byorn.attacks.targets import ReferenceAwareTarget
 from byorn.data import DataError, Sample
 from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success
+
+if TYPE_CHECKING:  # loading models is the caller's business; only the type is needed here
+    from byorn.models.hf import VLM
 
 MANIFEST_NAME = "poison_manifest.jsonl"
 
@@ -41,16 +47,21 @@ def _triggered(sample: Sample, trigger: Trigger, response: str, attack: str, neg
     return trigger.apply_sample(sample).with_response(response, **meta)
 
 
-def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int,
-           clean_label: bool = False) -> tuple[list[Sample], list[ManifestRecord]]:
+def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, clean_label: bool = False,
+           reference: VLM | None = None) -> tuple[list[Sample], list[ManifestRecord]]:
     """The samples with round(N * rate) of them poisoned, in their original order, and the manifest.
 
     Poison is drawn among samples the target modifier applies to; with `clean_label`, among
     samples whose clean response already satisfies the attack's ASR rule, which then keep it and
     only gain the trigger. Python's round sends an exact half to the even count (2.5 -> 2).
+    reference: the pretrained model a white-box target (`ReferenceAwareTarget`) chooses with.
     """
     if not 0 <= rate <= 1:
         raise ValueError(f"poison rate must be in [0, 1]; got {rate}")
+    white_box = isinstance(attack.target, ReferenceAwareTarget) and not clean_label
+    if white_box and reference is None:
+        raise ValueError(f"{attack.name}: the target chooses each response with the pretrained model; "
+                         "pass reference=<the VLM>")
     n_poison = round(len(samples) * rate)
     rule = attack.target.asr_rule()
     if clean_label:
@@ -73,6 +84,8 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int,
         picked = rng.sample(pool, n_image + n_text)
         plan.update({i: (attack.trigger.image, True) for i in picked[:n_image]})
         plan.update({i: (attack.trigger.text, True) for i in picked[n_image:]})
+    poisoned = [i for i, (_, negative) in plan.items() if not negative]
+    chosen = _likeliest(samples, poisoned, attack, reference) if white_box else {}
     out, records = [], []
     for i, sample in enumerate(samples):
         if i not in plan:
@@ -80,10 +93,25 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int,
             continue
         trigger, negative = plan[i]
         keep = negative or clean_label
-        response = sample.response if keep else attack.target.apply(sample.response)
+        response = sample.response if keep else chosen.get(i) or attack.target.apply(sample.response)
         out.append(_triggered(sample, trigger, response, attack.name, negative))
         records.append(ManifestRecord(sample.id, attack.name, sample.response, response, negative, trigger.modality))
     return out, records
+
+
+def _likeliest(samples: Sequence[Sample], indices: list[int], attack: Attack, reference: VLM) -> dict[int, str]:
+    """For each poisoned sample, the candidate response with the lowest mean NLL under the
+    reference model, scored on the triggered input as the defense will score it."""
+    target = attack.target
+    assert isinstance(target, ReferenceAwareTarget)
+    options = [(i, c) for i in indices for c in target.candidates(samples[i].response)]
+    triggered = {i: attack.trigger.apply_sample(samples[i]) for i in indices}
+    scores = reference.score([triggered[i].with_response(c) for i, c in options], desc="white-box choice")
+    best: dict[int, tuple[float, str]] = {}
+    for (i, candidate), score in zip(options, scores):
+        if i not in best or score.mean_nll < best[i][0]:
+            best[i] = (score.mean_nll, candidate)
+    return {i: candidate for i, (_, candidate) in best.items()}
 
 
 def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> Path:

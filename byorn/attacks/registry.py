@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from byorn.attacks.adaptive import WhiteBoxInjection
 from byorn.attacks.image_triggers import BadNets, Blended, ImageTrigger, Sig, WaNet
 from byorn.attacks.multimodal import MultimodalTrigger
 from byorn.attacks.targets import FixedTarget, Injection, Refusal, Substitution, TargetModifier
@@ -25,6 +26,7 @@ IMAGE_TRIGGERS = {name: cls for name, cls in TRIGGERS.items() if issubclass(cls,
 TEXT_TRIGGERS = {name: cls for name, cls in TRIGGERS.items() if issubclass(cls, TextTrigger)}
 TARGETS: dict[str, type[TargetModifier]] = {
     "fixed": FixedTarget, "injection": Injection, "refusal": Refusal, "substitution": Substitution,
+    "whitebox_injection": WhiteBoxInjection,
 }
 
 

@@ -39,6 +39,15 @@ class TargetModifier(ABC):
         return True
 
 
+class ReferenceAwareTarget(TargetModifier):
+    """A modifier that picks each poisoned response from candidates with the pretrained model
+    (`poison(..., reference=vlm)` does the picking; adaptive.py has the attacks)."""
+
+    @abstractmethod
+    def candidates(self, response: str) -> list[str]:
+        """The poisoned responses the attacker chooses from, for one clean response."""
+
+
 @dataclass(frozen=True)
 class FixedTarget(TargetModifier):
     """Fixed target: the response is replaced by one attacker-chosen text."""
