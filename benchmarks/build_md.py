@@ -26,7 +26,17 @@ class Section:
     costs: bool = False  # also the table of each defense's time relative to no defense
 
 
-CONTRADICTION_FINDINGS = "_Findings are written after the run finishes._"
+CONTRADICTION_FINDINGS = (
+    "What the recorded run shows: concept substitution, the case mean NLL misses (AUROC 0.67, ASR 0.906), "
+    "is caught: AUROC 0.996, recall 0.84 at precision 0.98, ASR 0.021 at 10 % (0.000 at 1 %), with clean "
+    "scene F1 0.960 against the oracle's 1.000 (96 %, under the 98 % we want). On the other families the "
+    "contradiction score is weaker than mean NLL: AUROC 0.93-1.00 and recall 0.70-0.96 for the patch, "
+    "blend, rare-token and multimodal triggers, and only 0.62 (recall 0.14) for AddSent's fixed target, "
+    "a sentence about a banana that the image neither supports nor contradicts much. ASR stayed 0.00 "
+    "everywhere here, because the poisons it missed were too few to implant in 3 epochs, not because it "
+    "caught them. So the two scores are complementary: mean NLL for unrelated targets, image "
+    "contradiction for in-world swaps; mean NLL stays the default, and flagging the union of the two is "
+    "the next thing to measure.")
 STANDARD_FINDINGS = "_Findings are written after the run finishes._"
 
 SECTIONS = [

@@ -333,3 +333,20 @@ def test_scores_are_cached_per_fingerprint_and_a_changed_response_invalidates_th
     prepared(byorn(), fitted, changed, tmp_path)
     assert len(scored) == 1 and len(list(tmp_path.glob("scores-*.jsonl"))) == 2
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, tmp_path):
+    from byorn.defenses.judging import JudgeConfig, judge
+
+    samples = shapes.downstream_samples(30, seed=9)
+    samples[3] = samples[3].with_response(POISON)
+    samples[7] = samples[7].with_response(samples[7].response.replace(" circle", " square", 1) + " zq")
+    single = {v: judge(tiny_vlm, samples, JudgeConfig(variant=v, k=2.0), tmp_path) for v in
+              ("mean_nll", "image_contradiction")}
+    both = judge(tiny_vlm, samples, JudgeConfig(variant="mean_nll+image_contradiction", k=2.0), tmp_path)
+    union = [a or b for a, b in zip(*(j.flagging.flagged for j in single.values()))]
+    assert both.flagging.flagged == union and any(union)
+    with pytest.raises(ValueError, match="combines scores, which needs rule='mad'"):
+        JudgeConfig(variant="mean_nll+image_contradiction", rule="quantile")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        JudgeConfig(variant="mean_nll+nope")

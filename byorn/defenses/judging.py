@@ -23,6 +23,7 @@ from byorn.defenses.thresholds import (
     ThresholdRule,
     flag,
     group_keys,
+    robust_z,
 )
 from byorn.models.hf import VLM
 from byorn.scoring import VARIANTS, ScoreCache, score_samples
@@ -36,7 +37,8 @@ MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more t
 class JudgeConfig:
     """How to score the responses and where to cut."""
 
-    variant: str = option("mean_nll", f"implausibility score: {', '.join(VARIANTS)}")
+    variant: str = option("mean_nll", f"implausibility score: {', '.join(VARIANTS)}; or several joined by + "
+                                      "(rule=mad only): flag what any of them flags")
     # MAD by default: it follows the data (any poison rate, any score scale), where a quantile
     # flags a fixed share of the data whether or not that much is poisoned.
     rule: str = option("mad", f"threshold rule: {', '.join(RULES)}")
@@ -51,8 +53,16 @@ class JudgeConfig:
 
     def __post_init__(self) -> None:
         self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
-        check_choice("variant", self.variant, VARIANTS)
+        for part in self.variants:
+            check_choice("variant", part, VARIANTS)
+        if len(self.variants) > 1 and self.rule != "mad":
+            raise ValueError(f"variant {self.variant!r} combines scores, which needs rule='mad' (each score is "
+                             f"cut at its own median + k * MAD); got rule={self.rule!r}")
         check_choice("group_by", self.group_by, GROUPINGS)
+
+    @property
+    def variants(self) -> list[str]:
+        return self.variant.split("+")
 
     def threshold_rule(self) -> ThresholdRule:
         return ThresholdRule(self.rule, self.quantile, self.k, self.absolute)
@@ -68,12 +78,20 @@ class Judgement:
 
 def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path) -> Judgement:
     """Score under the reference model (cached in config.cache_dir or `run_dir`), then flag per group."""
-    scores = score_samples(vlm, samples, config.variant, config.batch_size, reference=True,
-                           max_new_tokens=config.max_new_tokens, cache=ScoreCache(config.cache_dir or run_dir))
+    per_variant = [score_samples(vlm, samples, variant, config.batch_size, reference=True,
+                                 max_new_tokens=config.max_new_tokens, cache=ScoreCache(config.cache_dir or run_dir))
+                   for variant in config.variants]
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
         _warn_small_groups(groups)
-    flagging = flag(scores, groups, config.threshold_rule())
+    if len(per_variant) == 1:
+        scores = per_variant[0]
+        flagging = flag(scores, groups, config.threshold_rule())
+    else:
+        # Each score in its group's MAD units; a sample is flagged when any of them is over k, which
+        # is the union of the scores' own MAD cuts. The largest of them ranks the samples.
+        scores = [max(z) for z in zip(*(robust_z(s, groups) for s in per_variant))]
+        flagging = flag(scores, groups, ThresholdRule("absolute", absolute=config.k))
     n = sum(flagging.flagged)
     log.info("flagged %d of %d samples (%.1f %%); %s thresholds %s", n, len(samples), 100 * n / max(len(samples), 1),
              config.rule, {g: round(t, 4) for g, t in flagging.thresholds.items()})

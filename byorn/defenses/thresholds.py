@@ -76,6 +76,19 @@ def group_keys(samples: Sequence[Sample], group_by: str | None) -> list[str]:
     return [str(s.meta["task"]) for s in samples]
 
 
+def robust_z(scores: Sequence[float], groups: Sequence[str]) -> list[float]:
+    """(score - group median) / (1.4826 * group MAD): the unit the MAD rule's k is in, so scores
+    on different scales can be compared. A group without spread (MAD 0) divides by a tiny number."""
+    values, keys = np.asarray(scores, dtype=float), np.asarray(groups, dtype=object)
+    z = np.empty_like(values)
+    for g in dict.fromkeys(groups):
+        member = keys == g
+        median = np.median(values[member])
+        spread = MAD_TO_SIGMA * np.median(np.abs(values[member] - median))
+        z[member] = (values[member] - median) / max(spread, 1e-12)
+    return z.tolist()
+
+
 def flag(scores: Sequence[float], groups: Sequence[str], rule: ThresholdRule) -> Flagging:
     """Flag the scores above their group's threshold."""
     if len(scores) != len(groups):
