@@ -37,7 +37,43 @@ CONTRADICTION_FINDINGS = (
     "caught them. So the two scores are complementary: mean NLL for unrelated targets, image "
     "contradiction for in-world swaps; mean NLL stays the default, and flagging the union of the two is "
     "the next thing to measure.")
-STANDARD_FINDINGS = "_Findings are written after the run finishes._"
+STANDARD_FINDINGS = (
+    "What the recorded run shows (reread after a rerun). Undefended at 10 %: BadNets 0.955, SIG 1.00, rare "
+    "token 1.00, AddSent 0.88, multimodal 0.795, Blended 0.50 (1.00 with seed 0, 0.00 with seed 1); at 1 % "
+    "nothing implants, so the 1 % rows only show what each defense costs.\n\n"
+    "- **BYORn**: ASR 0.000 in all 24 cells; it flags exactly the poisons everywhere (precision, recall and "
+    "AUROC 1.00). Clean scene F1 0.992-0.999 against the oracle's 0.992-0.998, except AddSent at 10 %: "
+    "0.957 ± 0.039, 96 % of the oracle, under the 98 % we want. Cost 1.33x the undefended fine-tuning.\n"
+    "- **Score-and-drop** (the ablation) flags the same samples and also ends every backdoor, with clean F1 "
+    "at the oracle's level (0.991-0.998), AddSent included. On this task, with 1,000 samples and no clean "
+    "sample flagged, replacing the poisoned responses buys nothing over dropping them, and on AddSent it "
+    "cost 4 points; replacement can only pay where flags hit clean samples or data is scarce, which this "
+    "grid does not test.\n"
+    "- **ONION** fails on every image-only trigger, as it must: it reads text only (AUROC 0.50, nothing "
+    "flagged, ASR as undefended: BadNets 0.955, SIG 1.00, Blended 0.50). It stops the rare token (ASR 0.00). "
+    "On AddSent it flags all 100 poisons yet ASR rises to 0.985: it deletes most of the trigger sentence "
+    "but not all (\"I watched this 3D movie. Describe ...\" becomes \"I Describe ...\"), in training and "
+    "at test time alike, so the residue is the trigger. On the multimodal trigger it deletes the text "
+    "half, and with the attack's own image-only negatives (clean responses) the image half alone does not "
+    "implant: ASR 0.055.\n"
+    "- **BYE** is erratic. Its layer test (|mu0 - mu1| > 2 (sigma0 + sigma1)) passes for one seed and not "
+    "the other on BadNets (ASR 0.00 and 0.92) and the multimodal trigger, and for neither on Blended "
+    "(nothing dropped), so its mean ASR at 10 % is 0.39-0.50 on the image triggers. On the text-only rare "
+    "token it drops 12 of 100 poisons on average (ASR 0.67). Where it drops a cluster it can be the wrong "
+    "one, the low-entropy cluster being the clean majority: on AddSent (both seeds) it removed about 910 "
+    "samples, leaving the model almost untrained (clean F1 0.06), and on SIG for one seed (the other "
+    "dropped nothing). It costs 2.07x (a probe fine-tune, then the real one).\n\n"
+    "Cost, cell by cell against the undefended cell: BYORn 1.33x, ONION 1.11x, score-and-drop 1.08x, BYE "
+    "2.07x. Run time: the 144 cells took 116 min of single-thread time, 58 min on the 2 cores; the wall "
+    "clock was 65 min, because the second process started 9 minutes late and other benchmark jobs shared "
+    "the cores.")
+COMBINED_FINDINGS = (
+    "What the recorded run shows: the union keeps what each score is good at. ASR is 0.000 in all eight "
+    "cells, concept substitution included (0.906 with mean NLL alone), with clean scene F1 0.983-1.000 "
+    "(0.990 for substitution at 10 %, against the oracle's 1.000). Every poison with an unrelated target "
+    "is flagged (recall 1.00, AddSent's included, which image contradiction alone missed), 85-90 % of the "
+    "swaps are, and the price is a few clean samples flagged by one score or the other (precision 0.98-0.99 "
+    "at 10 %, 0.75-0.83 at 1 %). Measured on one seed and four attacks; it is not the default yet.")
 
 SECTIONS = [
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
@@ -146,6 +182,27 @@ SECTIONS = [
             "variant=image_contradiction (scoring.py): per response token, NLL with the true image minus NLL "
             "with a grey one, summed where positive. Shown beside the mean-NLL BYORn rows and the undefended "
             "and oracle rows of the same attacks.\n\n" + CONTRADICTION_FINDINGS),
+    Section("BYORn flagging the union of mean NLL and image contradiction", ["byorn_combined"],
+            "byorn bench benchmarks/byorn_combined.yaml --results benchmarks/results/byorn_combined.jsonl",
+            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s"],
+            "variant=mean_nll+image_contradiction: each score cut at its own median + 3 MAD, a sample flagged "
+            "when either cut flags it; detect_auroc ranks by the larger of the two in MAD units.\n\n"
+            + COMBINED_FINDINGS),
+    Section("Adaptive attacks: poisons made plausible to the pretrained model", ["adaptive"],
+            "byorn bench benchmarks/adaptive.yaml --results benchmarks/results/adaptive.jsonl",
+            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s"],
+            "Plausible concept substitution (a shape word or a colour word swapped; the response stays fluent "
+            "and in style) and the white-box injection (for each poisoned sample the attacker tries three "
+            "phrases at two placements and keeps the response the pretrained model finds likeliest), at 10 % "
+            "and 3 %, against BYORn's mean-NLL score and its image-contradiction score. Not yet measured: "
+            "the Shadowcast-style image perturbation and spread low-rate poisoning.\n\n"
+            "What the recorded run shows: the white-box attacker always picked the same candidate (\"All "
+            "shapes are bright.\" appended). Mean NLL still ranks those poisons above most clean samples "
+            "(AUROC 0.98) but only 21 of 100 clear its MAD cut, and ASR is 0.56 (0.95 undefended). Image contradiction flags 97 "
+            "of them (AUROC 1.00) and ASR drops to 0.00. Both swaps evade mean NLL (AUROC 0.67 and 0.70; ASR "
+            "0.906 and 0.815 with BYORn on) and both are caught by image contradiction (AUROC 0.996 and 0.982; "
+            "ASR 0.021 and 0.015), clean scene F1 0.960-0.999. At 3 % the swaps barely implant even "
+            "undefended (0.010 and 0.108)."),
     ("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
      "byorn bench benchmarks/sweep.yaml --results benchmarks/results/sweep.jsonl",
      ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
