@@ -23,6 +23,7 @@ from byorn.attacks.poison import MANIFEST_NAME, write_manifest
 from byorn.config import ConfigError, TrainConfig, from_dict
 from byorn.defenses import DEFENSES, Defense, build_defense
 from byorn.evaluate import evaluate_clean
+from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import load_vlm
 from byorn.train import finetune
@@ -30,6 +31,7 @@ from byorn.worlds import shapes
 
 # Besides the registered defenses: "oracle" trains on the clean samples only (the upper bound).
 ORACLE = "oracle"
+SCORES_NAME = "scores.jsonl"  # per cell: each training sample's suspicion under the defense
 
 
 def available_defenses() -> list[str]:
@@ -109,8 +111,14 @@ def _asr(vlm, inputs, rule) -> tuple[float, int]:
     return attack_success_rate(responses, [s.meta["clean_response"] for s in inputs], rule)
 
 
-def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, grid: GridConfig, run_dir: Path) -> dict:
-    """Poison, defend, fine-tune, evaluate; returns the results line."""
+def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, grid: GridConfig, run_dir: Path,
+             score_cache: Path | None = None) -> dict:
+    """Poison, defend, fine-tune, evaluate; returns the results line.
+
+    score_cache: a folder the cells of a grid share for reference scores (a defense's own
+    cache_dir option wins). Scores are keyed by model, variant and data, so BYORn and
+    score-and-drop on the same poisoned set score it once, and results do not change.
+    """
     started = time.perf_counter()
     attack = build_attack(spec.trigger, spec.target, **spec.options)
     clean_train = shapes.downstream_samples(grid.n_train, seed, split="train", task=grid.task)
@@ -127,10 +135,13 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
         train_set, hook = [s for s in poisoned if not s.meta.get("is_poisoned")], None
     else:
         hook = build_defense(defense.name, **defense.options)
+        if score_cache is not None and getattr(getattr(hook, "config", None), "cache_dir", None) == "":
+            hook.config.cache_dir = str(score_cache)
         prepared = time.perf_counter()
         hook.prepare(vlm, poisoned, run_dir, train=train_config)
         row["prepare_s"] = round(time.perf_counter() - prepared, 1)
         row.update(_detection(hook, poisoned))
+        _write_suspicion(hook, poisoned, run_dir / SCORES_NAME)
         train_set = hook.training_set(poisoned)
     # train_s alone is the fine-tuning loop (with the defense's replacements): comparable across
     # defenses for the same steps, where wall_s also counts poisoning, scoring and evaluation.
@@ -154,6 +165,15 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     row["run_dir"] = str(run_dir)
     return row
+
+
+def _write_suspicion(defense: Defense, samples: list, path: Path) -> None:
+    """Each sample's suspicion and verdict, for the report's histograms (nothing for a defense
+    that does not judge samples)."""
+    if defense.suspicion is None or defense.flagged is None:
+        return
+    atomic_write_text(path, "".join(json.dumps({"id": s.id, "score": score, "flagged": hit}) + "\n"
+                                    for s, score, hit in zip(samples, defense.suspicion, defense.flagged)))
 
 
 def _detection(defense: Defense, samples: list) -> dict[str, float]:
@@ -182,7 +202,8 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
     rows = []
     for spec, defense, rate, seed in tqdm(todo, desc="benchmark cells", disable=None):
         key = cell_key(spec.name, defense.label, rate, seed)
-        row = run_cell(spec, defense, rate, seed, grid, runs_dir / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key))
+        row = run_cell(spec, defense, rate, seed, grid, runs_dir / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key),
+                       score_cache=runs_dir / "score_cache")
         with results_path.open("a", encoding="utf-8") as handle:  # one whole line per cell: resumable
             handle.write(json.dumps(row) + "\n")
         rows.append(row)

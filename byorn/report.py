@@ -173,8 +173,10 @@ def plot_cost(rows: Sequence[dict], path: Path) -> Path:
 
 
 def _cell_scores(run_dir: Path) -> tuple[list[float], list[float]] | None:
-    """(clean, poisoned) scores from a cell's score cache and poison manifest, or None."""
-    caches = sorted(Path(run_dir).glob("scores-*.jsonl"))
+    """(clean, poisoned) scores from a cell's scores.jsonl (or, in run directories made before the
+    runner wrote one, its single score cache) and its poison manifest; None when absent."""
+    written = Path(run_dir) / "scores.jsonl"
+    caches = [written] if written.exists() else sorted(Path(run_dir).glob("scores-*.jsonl"))
     manifest = Path(run_dir) / "poison_manifest.jsonl"
     if len(caches) != 1 or not manifest.exists():
         return None

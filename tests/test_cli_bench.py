@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -166,3 +167,17 @@ def test_report_renders_tables_and_plots_from_a_results_file(tmp_path):
         assert (out / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(plots/{name}.png)" in report
     assert _cell_scores(tmp_path / "runs" / "cell") == ([float(i) for i in range(8)], [8.0, 9.0])
+
+
+def test_cells_share_reference_scores_and_record_each_samples_suspicion(tmp_path, monkeypatch, tiny_vlm_factory):
+    monkeypatch.setattr(bench, "load_vlm", lambda name: tiny_vlm_factory())
+    config = _grid(tmp_path, defenses=["byorn", "score_drop", "none"])
+    rows = bench.run_grid(config, tmp_path / "results.jsonl", tmp_path / "runs")
+    caches = list((tmp_path / "runs" / "score_cache").glob("scores-*.jsonl"))
+    assert len(caches) == 1  # one poisoned set, one model, one variant: scored once for both defenses
+    judged = {r["defense"]: r for r in rows if r["defense"] != "none"}
+    assert judged["byorn"]["detect_auroc"] == judged["score_drop"]["detect_auroc"]
+    for row in judged.values():
+        lines = [json.loads(line) for line in (Path(row["run_dir"]) / "scores.jsonl").read_text().splitlines()]
+        assert len(lines) == 20 and sum(line["flagged"] for line in lines) == row["n_flagged"]
+    assert not (Path(next(r for r in rows if r["defense"] == "none")["run_dir"]) / "scores.jsonl").exists()
