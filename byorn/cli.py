@@ -63,6 +63,8 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
             report_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(report_dir / SKIPPED_NAME, "".join(json.dumps({"error": e}) + "\n" for e in skipped))
             click.echo(f"the skipped records are listed in {report_dir / SKIPPED_NAME}", err=True)
+    elif skipped is not None and report_dir is not None:
+        (report_dir / SKIPPED_NAME).unlink(missing_ok=True)  # an earlier run's list would mislead
     if not samples:
         _fail(f"{data}: no usable samples")
     return samples
@@ -162,6 +164,10 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
     finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook, resume_from=checkpoint)
     click.echo(f"run written to {out_dir}")
+    if (Path(out_dir) / SKIPPED_NAME).exists() and on_bad_sample == "skip":
+        # repeated at the end: the note at load time has long scrolled away after a training run
+        skipped = len((Path(out_dir) / SKIPPED_NAME).read_text(encoding="utf-8").splitlines())
+        click.echo(f"trained without {skipped} bad record(s), listed in {Path(out_dir) / SKIPPED_NAME}", err=True)
 
 
 def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:

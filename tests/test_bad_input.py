@@ -233,7 +233,7 @@ def test_train_stops_on_a_bad_record_or_skips_it_lists_it_and_goes_on(tmp_path):
     assert "--on-bad-sample skip" in result.output
     result = CliRunner().invoke(main, [*common, "--on-bad-sample", "skip"])
     assert result.exit_code == 0, result.output
-    assert "skipped 1 bad record(s)" in result.output
+    assert "skipped 1 bad record(s)" in result.output and "trained without 1 bad record(s)" in result.output
     listed = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert len(listed) == 1 and "field 'response'" in listed[0]["error"]
 
