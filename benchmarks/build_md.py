@@ -194,15 +194,17 @@ SECTIONS = [
             "Plausible concept substitution (a shape word or a colour word swapped; the response stays fluent "
             "and in style) and the white-box injection (for each poisoned sample the attacker tries three "
             "phrases at two placements and keeps the response the pretrained model finds likeliest), at 10 % "
-            "and 3 %, against BYORn's mean-NLL score and its image-contradiction score. Not yet measured: "
-            "the Shadowcast-style image perturbation and spread low-rate poisoning.\n\n"
+            "and 3 %, against BYORn's mean-NLL score and its image-contradiction score, and a rare-token "
+            "trigger spread over four variants (cf, mn, bb, tq). Not yet measured: the Shadowcast-style image "
+            "perturbation and rates under 1 %.\n\n"
             "What the recorded run shows: the white-box attacker always picked the same candidate (\"All "
             "shapes are bright.\" appended). Mean NLL still ranks those poisons above most clean samples "
             "(AUROC 0.98) but only 21 of 100 clear its MAD cut, and ASR is 0.56 (0.95 undefended). Image contradiction flags 97 "
             "of them (AUROC 1.00) and ASR drops to 0.00. Both swaps evade mean NLL (AUROC 0.67 and 0.70; ASR "
             "0.906 and 0.815 with BYORn on) and both are caught by image contradiction (AUROC 0.996 and 0.982; "
             "ASR 0.021 and 0.015), clean scene F1 0.960-0.999. At 3 % the swaps barely implant even "
-            "undefended (0.010 and 0.108)."),
+            "undefended (0.010 and 0.108), and so does the spread rare token (0.035; 0.995 at 10 %); "
+            "mean NLL flags every spread poison at both rates (ASR 0.000)."),
     ("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
      "byorn bench benchmarks/sweep.yaml --results benchmarks/results/sweep.jsonl",
      ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
