@@ -68,12 +68,12 @@ STANDARD_FINDINGS = (
     "clock was 65 min, because the second process started 9 minutes late and other benchmark jobs shared "
     "the cores.")
 COMBINED_FINDINGS = (
-    "What the recorded run shows: the union keeps what each score is good at. ASR is 0.000 in all eight "
-    "cells, concept substitution included (0.906 with mean NLL alone), with clean scene F1 0.983-1.000 "
-    "(0.990 for substitution at 10 %, against the oracle's 1.000). Every poison with an unrelated target "
-    "is flagged (recall 1.00, AddSent's included, which image contradiction alone missed), 85-90 % of the "
-    "swaps are, and the price is a few clean samples flagged by one score or the other (precision 0.98-0.99 "
-    "at 10 %, 0.75-0.83 at 1 %). Measured on one seed and four attacks; it is not the default yet.")
+    "What the recorded run shows: the union keeps what each score is good at. ASR is 0.000 in all 14 "
+    "cells (seven attacks, two rates), concept substitution included (0.906 with mean NLL alone), with "
+    "clean scene F1 0.981-1.000 (0.990 for substitution at 10 %, against the oracle's 1.000). Every poison "
+    "with an unrelated target is flagged (recall 1.00, AddSent's included, which image contradiction alone "
+    "missed), 85-90 % of the swaps are, and the price is a few clean samples flagged by one score or the "
+    "other (precision 0.98-0.99 at 10 %, 0.75-0.83 at 1 %). One seed only; it is not the default yet.")
 
 SECTIONS = [
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
