@@ -22,16 +22,17 @@ from byorn.attacks import build_attack, one_modality_test_sets, poison, triggere
 from byorn.attacks.poison import MANIFEST_NAME, write_manifest
 from byorn.config import ConfigError, TrainConfig, from_dict
 from byorn.defenses import DEFENSES, Defense, build_defense
+from byorn.defenses.judging import JudgeConfig
 from byorn.evaluate import evaluate_clean
 from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import load_vlm
+from byorn.report import SCORES_NAME
 from byorn.train import finetune
 from byorn.worlds import shapes
 
 # Besides the registered defenses: "oracle" trains on the clean samples only (the upper bound).
 ORACLE = "oracle"
-SCORES_NAME = "scores.jsonl"  # per cell: each training sample's suspicion under the defense
 
 
 def available_defenses() -> list[str]:
@@ -135,7 +136,8 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
         train_set, hook = [s for s in poisoned if not s.meta.get("is_poisoned")], None
     else:
         hook = build_defense(defense.name, **defense.options)
-        if score_cache is not None and getattr(getattr(hook, "config", None), "cache_dir", None) == "":
+        if score_cache is not None and isinstance(getattr(hook, "config", None), JudgeConfig) \
+                and not hook.config.cache_dir:
             hook.config.cache_dir = str(score_cache)
         prepared = time.perf_counter()
         hook.prepare(vlm, poisoned, run_dir, train=train_config)

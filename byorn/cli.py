@@ -48,7 +48,8 @@ on_bad_sample = click.option(
 
 
 def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, report_dir: Path | None):
-    """The samples of --data; skipped records are counted on stderr and listed in report_dir."""
+    """The samples of --data and how many bad records were skipped; those are counted on stderr
+    and listed in report_dir."""
     from byorn.data import DataError
     from byorn.workflow import resolve_data
 
@@ -67,7 +68,7 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
         (report_dir / SKIPPED_NAME).unlink(missing_ok=True)  # an earlier run's list would mislead
     if not samples:
         _fail(f"{data}: no usable samples")
-    return samples
+    return samples, len(skipped or ())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,16 +159,14 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
             _fail(f"{out_dir}: no complete checkpoint to resume from (train with save_steps > 0 first)")
         _check_same_run(Path(out_dir), config, hook)
         click.echo(f"resuming from {checkpoint}")
-    samples = _load_samples(data, n=n_train, seed=config.seed, split="train", on_bad=on_bad_sample,
-                            report_dir=Path(out_dir))
+    samples, n_skipped = _load_samples(data, n=n_train, seed=config.seed, split="train", on_bad=on_bad_sample,
+                                       report_dir=Path(out_dir))
     vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code)
     hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
     finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook, resume_from=checkpoint)
     click.echo(f"run written to {out_dir}")
-    if (Path(out_dir) / SKIPPED_NAME).exists() and on_bad_sample == "skip":
-        # repeated at the end: the note at load time has long scrolled away after a training run
-        skipped = len((Path(out_dir) / SKIPPED_NAME).read_text(encoding="utf-8").splitlines())
-        click.echo(f"trained without {skipped} bad record(s), listed in {Path(out_dir) / SKIPPED_NAME}", err=True)
+    if n_skipped:  # repeated at the end: the note at load time has long scrolled away
+        click.echo(f"trained without {n_skipped} bad record(s), listed in {Path(out_dir) / SKIPPED_NAME}", err=True)
 
 
 def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
@@ -204,7 +203,8 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
         config = from_dict(JudgeConfig, _parse_options(options), "scan options")
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    samples = _load_samples(data, n=n_samples, seed=0, split="train", on_bad=on_bad_sample, report_dir=Path(out_dir))
+    samples, _ = _load_samples(data, n=n_samples, seed=0, split="train", on_bad=on_bad_sample,
+                               report_dir=Path(out_dir))
     rows = run_scan(load_vlm(model), samples, config, out_dir)
     flagged = sum(r.flagged for r in rows)
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
@@ -228,8 +228,8 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
     from byorn.evaluate import evaluate_clean
     from byorn.models import load_vlm
 
-    samples = _load_samples(data, n=n_test, seed=seed, split="test", on_bad=on_bad_sample,
-                            report_dir=Path(out_path).parent if out_path else None)
+    samples, _ = _load_samples(data, n=n_test, seed=seed, split="test", on_bad=on_bad_sample,
+                               report_dir=Path(out_path).parent if out_path else None)
     vlm = load_vlm(model, adapter=adapter)
     result = evaluate_clean(vlm, samples)
     for key, value in result.items():
@@ -279,7 +279,8 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     if not 0.0 <= rate <= 1.0:
         _fail(f"--rate {rate}: must be between 0 and 1")
     attack_options = _parse_options(options)
-    clean = _load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample, report_dir=Path(out_dir))
+    clean, _ = _load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample,
+                             report_dir=Path(out_dir))
     try:
         attack = build_attack(trigger, target, **attack_options)
         model = None

@@ -18,6 +18,7 @@ from pathlib import Path
 from byorn.fileio import atomic_write, atomic_write_text
 
 NONE = "none"
+SCORES_NAME = "scores.jsonl"  # per benchmark cell: each training sample's suspicion under the defense
 REPORT_METRICS = ("asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
                   "n_flagged", "train_s", "wall_s", "peak_rss_mb")
 
@@ -173,16 +174,13 @@ def plot_cost(rows: Sequence[dict], path: Path) -> Path:
 
 
 def _cell_scores(run_dir: Path) -> tuple[list[float], list[float]] | None:
-    """(clean, poisoned) scores from a cell's scores.jsonl (or, in run directories made before the
-    runner wrote one, its single score cache) and its poison manifest; None when absent."""
-    written = Path(run_dir) / "scores.jsonl"
-    caches = [written] if written.exists() else sorted(Path(run_dir).glob("scores-*.jsonl"))
-    manifest = Path(run_dir) / "poison_manifest.jsonl"
-    if len(caches) != 1 or not manifest.exists():
+    """(clean, poisoned) scores from a cell's scores.jsonl and poison manifest; None when absent."""
+    scores, manifest = Path(run_dir) / SCORES_NAME, Path(run_dir) / "poison_manifest.jsonl"
+    if not (scores.exists() and manifest.exists()):
         return None
     poisoned = {r["id"] for r in map(json.loads, manifest.read_text(encoding="utf-8").splitlines()) if not r["negative"]}
     clean, bad = [], []
-    for record in map(json.loads, caches[0].read_text(encoding="utf-8").splitlines()):
+    for record in map(json.loads, scores.read_text(encoding="utf-8").splitlines()):
         (bad if record["id"] in poisoned else clean).append(record["score"])
     return clean, bad
 

@@ -127,7 +127,7 @@ def _fixture_results(tmp_path) -> list[dict]:
     """Results of a small made-up grid, with one BYORn cell that kept its scores and manifest."""
     run = tmp_path / "runs" / "cell"
     run.mkdir(parents=True)
-    (run / "scores-0123456789abcdef.jsonl").write_text("".join(
+    (run / "scores.jsonl").write_text("".join(
         json.dumps({"id": f"s{i}", "score": float(i)}) + "\n" for i in range(10)))
     (run / "poison_manifest.jsonl").write_text("".join(json.dumps(
         {"id": f"s{i}", "attack": "a", "original_response": "x", "poisoned_response": "y", "negative": neg,
