@@ -264,7 +264,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--n", "n_samples", default=1000, show_default=True, help="samples for --in shapes")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="folder to write")
 @click.option("--reference", default="byorn-tiny", show_default=True,
-              help="the pretrained model a white-box target (whitebox_injection) chooses responses with")
+              help="the pretrained model a white-box attack (whitebox_injection, shadowcast) works with")
 @on_bad_sample
 def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, seed: int, clean_label: bool,
            data: str, n_samples: int, out_dir: str, reference: str, on_bad_sample: str) -> None:
@@ -272,6 +272,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     import yaml
 
     from byorn.attacks import build_attack
+    from byorn.attacks.image_triggers import ReferenceAwareTrigger
     from byorn.attacks.targets import ReferenceAwareTarget
     from byorn.attacks.poison import MANIFEST_NAME, poison as run_poison, write_manifest
     from byorn.datasets import save_llava_json
@@ -284,7 +285,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     try:
         attack = build_attack(trigger, target, **attack_options)
         model = None
-        if isinstance(attack.target, ReferenceAwareTarget):
+        if isinstance(attack.target, ReferenceAwareTarget) or isinstance(attack.trigger, ReferenceAwareTrigger):
             from byorn.models import load_vlm
 
             model = load_vlm(reference)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import fields
 from functools import partial
 
@@ -290,9 +291,10 @@ def test_multimodal_test_sets():
 
 
 @pytest.mark.parametrize("trigger", list(TRIGGERS))
-def test_every_trigger_poisons_a_shapes_sample(trigger):
+def test_every_trigger_poisons_a_shapes_sample(trigger, tiny_vlm):
     samples = shapes.downstream_samples(4, seed=0)
-    out, records = poison(samples, build_attack(trigger, "fixed"), 0.5, seed=0)
+    options = SHADOWCAST_FAST if trigger == "shadowcast" else {}  # it crafts with the model
+    out, records = poison(samples, build_attack(trigger, "fixed", **options), 0.5, seed=0, reference=tiny_vlm)
     assert len(records) >= 2
     changed = [s for s in out if s.meta.get("is_poisoned")]
     assert all(s.response == "A banana is lying on the table." for s in changed)
@@ -368,3 +370,56 @@ def test_white_box_injection_options_are_checked():
     with pytest.raises(ValueError, match="phrases must be non-empty"):
         build_attack("rare_token", "whitebox_injection", phrases=[" "])
     assert build_attack("rare_token", "whitebox_injection", phrases="Hello.").target.phrases == ("Hello.",)
+
+
+# ---- adaptive: Shadowcast image poisoning --------------------------------------------------------
+
+SHADOWCAST_FAST = dict(epsilon=4.0, steps=6, step_size=1.0)
+
+
+def _grey_levels(sample):
+    return np.asarray(sample.pil(), dtype=np.int16)
+
+
+@pytest.mark.parametrize("objective", ["features", "response"])
+def test_shadowcast_stays_in_budget_is_deterministic_and_moves_toward_its_goal(tiny_vlm, objective):
+    samples = shapes.downstream_samples(40, seed=3)
+    attack = build_attack("shadowcast", "substitution", objective=objective, **SHADOWCAST_FAST)
+    with pytest.raises(ValueError, match="trigger crafts each image with the pretrained model"):
+        poison(samples, attack, 0.1, seed=0)
+    first, records = poison(samples, attack, 0.1, seed=0, reference=tiny_vlm)
+    again, _ = poison(samples, attack, 0.1, seed=0, reference=tiny_vlm)
+    clean = {s.id: s for s in samples}
+    crafted = [s for s in first if s.meta["is_poisoned"]]
+    assert len(crafted) == len(records) == 4
+    for sample, repeat in zip(crafted, [s for s in again if s.meta["is_poisoned"]]):
+        change = np.abs(_grey_levels(sample) - _grey_levels(clean[sample.id]))
+        assert 0 < change.max() <= 4  # inside the L-inf budget, and not a no-op
+        assert np.array_equal(_grey_levels(sample), _grey_levels(repeat))
+        assert "square" in sample.response and "circle" not in sample.response.lower()
+    before_after = []
+    for sample in crafted:
+        plain = clean[sample.id]
+        if objective == "features":
+            anchor = clean[sample.meta["shadowcast_anchor"]]
+            features = [tiny_vlm.image_features(tiny_vlm.pixel_values([s.pil()])).detach() for s in (anchor, plain, sample)]
+            distance = [float((f - features[0]).pow(2).sum()) for f in features[1:]]
+        else:
+            distance = [score.total_nll for score in tiny_vlm.score([plain.with_response(sample.response), sample])]
+        before_after.append(distance)
+    assert all(after < before for before, after in before_after)
+
+
+def test_shadowcast_test_trigger_is_the_clean_image_and_bad_options_fail(tiny_vlm):
+    sample = shapes.downstream_samples(1, seed=0)[0]
+    attack = build_attack("shadowcast", "substitution")
+    assert np.array_equal(np.asarray(attack.trigger.apply(sample.pil())), np.asarray(sample.pil()))
+    with pytest.raises(ValueError, match="objective must be one of features, response"):
+        build_attack("shadowcast", "substitution", objective="pixels")
+    with pytest.raises(ValueError, match="0 < epsilon <= 255"):
+        build_attack("shadowcast", "substitution", epsilon=0)
+    with pytest.raises(ValueError, match="Unknown image trigger 'shadowcast'"):
+        build_attack("multimodal", "fixed", image="shadowcast")
+    resized = dataclasses.replace(sample, image=sample.pil().resize((40, 40)))
+    with pytest.raises(ValueError, match="give it images at the processor's input size"):
+        attack.trigger.craft([resized.with_response("There is a red square.")], [sample], tiny_vlm)

@@ -1,7 +1,8 @@
 """Backdoor attacks for experiments: triggers, target modifiers, a registry and poisoning.
 
 The papers are named in each module: image_triggers.py (BadNets, Blended, SIG, WaNet),
-text_triggers.py (RIPPLe rare tokens, AddSent), multimodal.py (dual-key) and targets.py.
+text_triggers.py (RIPPLe rare tokens, AddSent), multimodal.py (dual-key), targets.py and
+adaptive.py (attacks that use the pretrained model: white-box injection, Shadowcast).
 """
 
 from byorn.attacks.image_triggers import BadNets, Blended, ImageTrigger, Sig, WaNet

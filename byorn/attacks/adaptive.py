@@ -8,15 +8,34 @@ poisons sit as deep inside the clean score distribution as the candidate pool al
 needs the model, so `poison(..., reference=vlm)` makes it; this is the white-box threat model of
 "On the Exploitability of Instruction Tuning" (Shu et al. 2023) turned against a plausibility
 filter. Plausible concept substitution is `targets.Substitution` with an in-world word pair.
+
+Shadowcast (Xu et al. 2024, "Shadowcast: Stealthy Data Poisoning Attacks Against Vision-Language
+Models", NeurIPS) makes the image agree with the poisoned response instead: each poisoned image
+(showing the source concept) gets a perturbation inside an L-inf budget that moves its projected
+vision features toward those of a clean image showing what the poisoned response says. The
+pretrained model then sees the target concept and finds the response plausible, while a person
+sees the source concept. At test time the trigger is the source concept itself: clean images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
 
 from byorn.attacks.base import check_choice
+from byorn.attacks.image_triggers import ReferenceAwareTrigger
 from byorn.attacks.targets import Injection, ReferenceAwareTarget
+from byorn.data import Sample, to_rgb
 from byorn.metrics import AsrRule
+
+if TYPE_CHECKING:  # loading models is the caller's business; only the type is needed here
+    from byorn.models.hf import VLM
 
 PLACEMENTS = ("append", "prepend")
 
@@ -53,3 +72,126 @@ class WhiteBoxInjection(ReferenceAwareTarget):
 
     def asr_rule(self) -> AsrRule:
         return AsrRule("contains_any", phrases=self.phrases)
+
+
+def _words(text: str) -> Counter[str]:
+    return Counter(text.lower().replace(".", " ").replace(",", " ").split())
+
+
+def closest_descriptions(response: str, pool: Sequence[Sample], k: int) -> list[Sample]:
+    """The k pool samples whose responses share the most words with `response` (F1 over word
+    counts; earlier samples first on ties)."""
+    if not pool:
+        raise ValueError("Shadowcast needs clean samples to draw target-concept images from; the pool is empty")
+    wanted = _words(response)
+
+    def overlap(sample: Sample) -> float:
+        words = _words(sample.response)
+        common = sum((wanted & words).values())
+        return 2 * common / (sum(wanted.values()) + sum(words.values()) or 1)
+
+    return sorted(pool, key=overlap, reverse=True)[:k]
+
+
+OBJECTIVES = ("features", "response")
+ANCHOR_CANDIDATES = 16  # pool images, by word overlap, among which the reference picks each anchor
+
+
+@dataclass(frozen=True)
+class Shadowcast(ReferenceAwareTrigger):
+    """Shadowcast: PGD in an L-inf budget makes each poisoned image look, to the pretrained model, like its response."""
+
+    epsilon: float = 8.0  # L-inf budget in grey levels (8 = the paper's 8/255)
+    steps: int = 100
+    step_size: float = 1.0  # grey levels per signed-gradient step
+    # features: the paper's objective, toward an anchor image's projected vision features;
+    # response: adaptive, the poisoned response's NLL under the pretrained model, lowered directly.
+    objective: str = "features"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_choice("Shadowcast.objective", self.objective, OBJECTIVES)
+        if not 0 < self.epsilon <= 255 or self.step_size <= 0 or self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"Shadowcast needs 0 < epsilon <= 255, step_size > 0, steps >= 1, batch_size >= 1; got "
+                             f"{self.epsilon}, {self.step_size}, {self.steps}, {self.batch_size}")
+
+    def apply(self, image: Image.Image, key: str = "") -> Image.Image:
+        # The test-time trigger is the source concept, which clean images already show.
+        return to_rgb(image).copy()
+
+    def craft(self, poisoned: Sequence[Sample], pool: Sequence[Sample], reference: VLM) -> list[Sample]:
+        crafted = []
+        for start in range(0, len(poisoned), self.batch_size):
+            chunk = list(poisoned[start:start + self.batch_size])
+            if self.objective == "features":
+                anchors = [likeliest_anchor(sample, pool, reference) for sample in chunk]
+                goal = _features(reference, [a.pil() for a in anchors])
+                images = self.perturb(chunk, reference, lambda features, _: (features - goal).pow(2).sum())
+                crafted += [replace(s, image=i, meta={**s.meta, "shadowcast_anchor": a.id})
+                            for s, i, a in zip(chunk, images, anchors)]
+            else:
+                images = self.perturb(chunk, reference, None)
+                crafted += [replace(s, image=i, meta=dict(s.meta)) for s, i in zip(chunk, images)]
+        return crafted
+
+    def perturb(self, samples: Sequence[Sample], reference: VLM, feature_loss) -> list[Image.Image]:
+        """Each sample's image moved within the budget to lower `feature_loss(features, batch)`,
+        or, without one, the summed NLL of the samples' responses under the reference."""
+        clean = torch.from_numpy(np.stack([np.asarray(s.pil()) for s in samples])).permute(0, 3, 1, 2).float()
+        normalise = _normaliser(reference, [s.pil() for s in samples], clean)  # grey levels -> pixel_values
+        batch = {k: v.to(reference.device) for k, v in reference.encode(samples).items()}
+        labels = batch.pop("labels")
+        was_training = reference.model.training
+        reference.model.eval()
+        delta = torch.zeros_like(clean)
+        for _ in range(self.steps):
+            delta.requires_grad_(True)
+            pixel_values = normalise(clean + delta)
+            if feature_loss is not None:
+                loss = feature_loss(reference.image_features(pixel_values), batch)
+            else:
+                logits = reference.model(**{**batch, "pixel_values": pixel_values.to(reference.device)}).logits
+                loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
+                                                         ignore_index=-100, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, delta)
+            delta = (delta.detach() - self.step_size * grad.sign()).clamp(-self.epsilon, self.epsilon)
+            delta = (clean + delta).clamp(0, 255) - clean
+        reference.model.train(was_training)
+        # Rounding moves a pixel by at most half a grey level, never past an integer budget.
+        pixels = (clean + delta).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return [Image.fromarray(p) for p in pixels]
+
+
+def _features(reference: VLM, images: Sequence[Image.Image]) -> torch.Tensor:
+    with torch.no_grad():
+        return reference.image_features(reference.pixel_values(images))
+
+
+def likeliest_anchor(sample: Sample, pool: Sequence[Sample], reference: VLM) -> Sample:
+    """A clean image that shows what `sample`'s (poisoned) response says: among the pool samples
+    whose responses share the most words with it, the one whose image makes the response
+    likeliest under the reference model."""
+    candidates = closest_descriptions(sample.response, pool, ANCHOR_CANDIDATES)
+    scores = reference.score([replace(c, instruction=sample.instruction, response=sample.response) for c in candidates],
+                             desc="shadowcast anchors")
+    return candidates[min(range(len(candidates)), key=lambda i: scores[i].mean_nll)]
+
+
+def _normaliser(reference: VLM, images: Sequence[Image.Image], pixels: torch.Tensor):
+    """Grey levels -> the processor's pixel_values, differentiably; checked against the processor,
+    since a processor that resizes or crops would need its resampling rebuilt in torch."""
+    processor = reference.processor.image_processor
+    mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+    scale = processor.rescale_factor if processor.do_rescale else 1.0
+
+    def normalise(grey: torch.Tensor) -> torch.Tensor:
+        scaled = grey * scale
+        return (scaled - mean) / std if processor.do_normalize else scaled
+
+    expected = reference.pixel_values(images)
+    if expected.shape != pixels.shape or not torch.allclose(normalise(pixels), expected, atol=1e-4):
+        raise ValueError(f"Shadowcast perturbs pixels the image processor only rescales and normalises; this one "
+                         f"turns {tuple(pixels.shape[1:])} images into {tuple(expected.shape[1:])} pixel values "
+                         "(resized or cropped): give it images at the processor's input size")
+    return normalise

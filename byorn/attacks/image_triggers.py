@@ -12,7 +12,9 @@ so the same trigger works, and looks the same, at any image size.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +23,9 @@ from PIL import Image
 
 from byorn.attacks.base import check_choice, keyed_rng
 from byorn.data import Sample
+
+if TYPE_CHECKING:  # loading models is the caller's business; only the type is needed here
+    from byorn.models.hf import VLM
 
 
 class ImageTrigger(ABC):
@@ -35,6 +40,16 @@ class ImageTrigger(ABC):
     def apply_sample(self, sample: Sample) -> Sample:
         """A copy of `sample` whose image carries the trigger."""
         return replace(sample, image=self.apply(sample.pil(), sample.id), meta=dict(sample.meta))
+
+
+class ReferenceAwareTrigger(ImageTrigger):
+    """An image trigger crafted per poisoned sample with the pretrained model
+    (`poison(..., reference=vlm)` does the crafting; adaptive.py has the attacks)."""
+
+    @abstractmethod
+    def craft(self, poisoned: Sequence[Sample], pool: Sequence[Sample], reference: VLM) -> list[Sample]:
+        """The poisoned samples (already carrying their poisoned responses) with crafted images;
+        `pool` is the clean training set the attacker may draw reference images from."""
 
 
 def side_pixels(size: float, side: int) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from byorn.attacks.image_triggers import ReferenceAwareTrigger
 from byorn.attacks.multimodal import MultimodalTrigger
 from byorn.attacks.registry import Attack, Trigger
 from byorn.attacks.targets import ReferenceAwareTarget
@@ -41,10 +42,10 @@ class ManifestRecord:
     trigger: str  # what its input carries: "image", "text" or "image+text"
 
 
-def _triggered(sample: Sample, trigger: Trigger, response: str, attack: str, negative: bool) -> Sample:
-    meta = {"is_poisoned": not negative, "original_response": sample.response, "attack": attack,
-            "negative": negative, "trigger": trigger.modality}
-    return trigger.apply_sample(sample).with_response(response, **meta)
+def _marked(triggered: Sample, original: Sample, response: str, attack: str, negative: bool, modality: str) -> Sample:
+    meta = {"is_poisoned": not negative, "original_response": original.response, "attack": attack,
+            "negative": negative, "trigger": modality}
+    return triggered.with_response(response, **meta)
 
 
 def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, clean_label: bool = False,
@@ -54,14 +55,16 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
     Poison is drawn among samples the target modifier applies to; with `clean_label`, among
     samples whose clean response already satisfies the attack's ASR rule, which then keep it and
     only gain the trigger. Python's round sends an exact half to the even count (2.5 -> 2).
-    reference: the pretrained model a white-box target (`ReferenceAwareTarget`) chooses with.
+    reference: the pretrained model a white-box target (`ReferenceAwareTarget`) chooses with and
+    a crafted trigger (`ReferenceAwareTrigger`) crafts with.
     """
     if not 0 <= rate <= 1:
         raise ValueError(f"poison rate must be in [0, 1]; got {rate}")
     white_box = isinstance(attack.target, ReferenceAwareTarget) and not clean_label
-    if white_box and reference is None:
-        raise ValueError(f"{attack.name}: the target chooses each response with the pretrained model; "
-                         "pass reference=<the VLM>")
+    crafted = isinstance(attack.trigger, ReferenceAwareTrigger)
+    if (white_box or crafted) and reference is None:
+        uses = "target chooses each response" if white_box else "trigger crafts each image"
+        raise ValueError(f"{attack.name}: the {uses} with the pretrained model; pass reference=<the VLM>")
     n_poison = round(len(samples) * rate)
     rule = attack.target.asr_rule()
     if clean_label:
@@ -86,16 +89,23 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
         plan.update({i: (attack.trigger.text, True) for i in picked[n_image:]})
     poisoned = [i for i, (_, negative) in plan.items() if not negative]
     chosen = _likeliest(samples, poisoned, attack, reference) if white_box else {}
+    responses = {i: samples[i].response if negative or clean_label else chosen.get(i) or attack.target.apply(samples[i].response)
+                 for i, (_, negative) in plan.items()}
+    if crafted:
+        assert isinstance(attack.trigger, ReferenceAwareTrigger) and reference is not None
+        clean_pool = [s for i, s in enumerate(samples) if i not in plan]
+        crafts = attack.trigger.craft([samples[i].with_response(responses[i]) for i in poisoned], clean_pool, reference)
+        inputs = dict(zip(poisoned, crafts))
+    else:
+        inputs = {i: trigger.apply_sample(samples[i]) for i, (trigger, _) in plan.items()}
     out, records = [], []
     for i, sample in enumerate(samples):
         if i not in plan:
             out.append(sample.with_response(sample.response, is_poisoned=False))
             continue
         trigger, negative = plan[i]
-        keep = negative or clean_label
-        response = sample.response if keep else chosen.get(i) or attack.target.apply(sample.response)
-        out.append(_triggered(sample, trigger, response, attack.name, negative))
-        records.append(ManifestRecord(sample.id, attack.name, sample.response, response, negative, trigger.modality))
+        out.append(_marked(inputs[i], sample, responses[i], attack.name, negative, trigger.modality))
+        records.append(ManifestRecord(sample.id, attack.name, sample.response, responses[i], negative, trigger.modality))
     return out, records
 
 

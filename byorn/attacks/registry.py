@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from byorn.attacks.adaptive import WhiteBoxInjection
-from byorn.attacks.image_triggers import BadNets, Blended, ImageTrigger, Sig, WaNet
+from byorn.attacks.adaptive import Shadowcast, WhiteBoxInjection
+from byorn.attacks.image_triggers import BadNets, Blended, ImageTrigger, ReferenceAwareTrigger, Sig, WaNet
 from byorn.attacks.multimodal import MultimodalTrigger
 from byorn.attacks.targets import FixedTarget, Injection, Refusal, Substitution, TargetModifier
 from byorn.attacks.text_triggers import AddSent, RareToken, TextTrigger
@@ -20,9 +20,11 @@ Trigger = ImageTrigger | TextTrigger | MultimodalTrigger
 
 TRIGGERS: dict[str, type] = {
     "badnets": BadNets, "blended": Blended, "sig": Sig, "wanet": WaNet,
-    "rare_token": RareToken, "addsent": AddSent, "multimodal": MultimodalTrigger,
+    "rare_token": RareToken, "addsent": AddSent, "multimodal": MultimodalTrigger, "shadowcast": Shadowcast,
 }
-IMAGE_TRIGGERS = {name: cls for name, cls in TRIGGERS.items() if issubclass(cls, ImageTrigger)}
+# Image triggers a multimodal trigger may pair with a text one: fixed patterns, not crafted ones.
+IMAGE_TRIGGERS = {name: cls for name, cls in TRIGGERS.items()
+                  if issubclass(cls, ImageTrigger) and not issubclass(cls, ReferenceAwareTrigger)}
 TEXT_TRIGGERS = {name: cls for name, cls in TRIGGERS.items() if issubclass(cls, TextTrigger)}
 TARGETS: dict[str, type[TargetModifier]] = {
     "fixed": FixedTarget, "injection": Injection, "refusal": Refusal, "substitution": Substitution,

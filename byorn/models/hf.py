@@ -106,6 +106,17 @@ class VLM:
         prompts = [self.prompt_text(s.instruction) for s in samples]
         return dict(self._process(prompts, [s.pil() for s in samples], "left"))
 
+    def pixel_values(self, images: Sequence) -> torch.Tensor:
+        """The image processor's pixel tensor for `images` ([B, 3, H, W] for fixed-size processors)."""
+        return self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """What the language model receives for each image: the projected vision features,
+        [B, image tokens, hidden]; differentiable (no no_grad here)."""
+        output = self.model.get_image_features(pixel_values=pixel_values.to(self.device))
+        features = output.pooler_output if hasattr(output, "pooler_output") else output
+        return torch.stack(list(features))
+
     # ---- scoring and generation ------------------------------------------------------------
 
     @torch.no_grad()
