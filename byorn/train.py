@@ -26,8 +26,6 @@ from byorn.models.hf import VLM
 
 # Language-model attention projections only: a bare ["q_proj", "v_proj"] would also adapt the
 # vision tower's attention, which is not what "LoRA on the LLM" means.
-DEFAULT_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
-
 
 class BatchHook(Protocol):
     """What a training-time defense implements; the default (None) trains on the batch as is."""
@@ -121,7 +119,7 @@ def checkpoint_step(checkpoint: Path) -> int:
 def attach_lora(vlm: VLM, config: TrainConfig) -> None:
     """Wrap the model in a PEFT LoRA model in place; the base weights are frozen."""
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.lora_target or DEFAULT_LORA_TARGET, bias="none")
+                      target_modules=config.lora_target or vlm.family.lora_target, bias="none")
     vlm.model = get_peft_model(vlm.model, lora)
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from byorn.config import TrainConfig, load_config
 from byorn.models.hf import VLM
-from byorn.train import DEFAULT_LORA_TARGET, ByornTrainer, attach_lora, finetune
+from byorn.train import ByornTrainer, attach_lora, finetune
 from byorn.worlds import shapes
 
 STEPS, BATCH = 2, 4
@@ -65,7 +65,7 @@ def test_lora_finetune_changes_only_the_adapter_and_writes_the_run_dir(tiny_vlm_
     for name, value in lora.items():
         assert torch.equal(saved[name.replace(".default", "")], value), name
     adapter_config = json.loads((run / "adapter" / "adapter_config.json").read_text())
-    assert adapter_config["target_modules"] == DEFAULT_LORA_TARGET
+    assert adapter_config["target_modules"] == vlm.family.lora_target
 
 
 def test_lora_targets_only_language_model_attention_projections(tiny_vlm_factory):

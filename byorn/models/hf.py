@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from byorn.data import Sample
+from byorn.models.families import Family, family_of
 
 IGNORE_INDEX = -100
 
@@ -36,9 +37,10 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 class VLM:
-    """A model and its processor; prompts come from the processor's chat template."""
+    """A model of a supported family (families.py) and its processor; prompts come from the processor."""
 
     def __init__(self, model: torch.nn.Module, processor) -> None:
+        self.family: Family = family_of(model.config.model_type)
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -46,6 +48,8 @@ class VLM:
     @classmethod
     def load(cls, path: str | Path, *, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> "VLM":
         """Load a local model directory (or, where the network allows, a hub id)."""
+        # An unsupported architecture fails here, before gigabytes of weights are read.
+        family_of(AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code).model_type)
         processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
             str(path), trust_remote_code=trust_remote_code, dtype=dtype or torch.float32
@@ -62,24 +66,40 @@ class VLM:
     def _user_turn(instruction: str) -> dict:
         return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
 
+    @property
+    def _prefix_suffix(self) -> bool:
+        return self.family.prompt_style == "prefix_suffix"
+
     def prompt_text(self, instruction: str) -> str:
-        """The prompt up to where the assistant's answer starts."""
+        """The prompt the processor is given: up to where the answer starts (a prefix-suffix
+        processor adds its own separators to it)."""
+        if self._prefix_suffix:
+            return self.processor.image_token + instruction
         return self.processor.apply_chat_template([self._user_turn(instruction)], add_generation_prompt=True, tokenize=False)
 
     def full_text(self, instruction: str, response: str) -> str:
-        """Prompt plus response plus end-of-turn marker, as the model is trained on it."""
+        """Prompt plus response plus end-of-turn marker, as the model is trained on it (before
+        the processor expands the image placeholder)."""
+        if self._prefix_suffix:  # PaliGemma's layout: image, BOS, prefix, newline, suffix, EOS
+            return f"{self.processor.image_token}{self.tokenizer.bos_token}{instruction}\n{response}{self.tokenizer.eos_token}"
         messages = [self._user_turn(instruction), {"role": "assistant", "content": [{"type": "text", "text": response}]}]
         return self.processor.apply_chat_template(messages, tokenize=False)
 
     # ---- tensors -------------------------------------------------------------------------
 
-    def _process(self, texts: list[str], images: list, padding_side: str) -> dict[str, torch.Tensor]:
+    def _process(self, texts: list[str], images: list, padding_side: str, **extra) -> dict[str, torch.Tensor]:
         self.tokenizer.padding_side = padding_side
-        return self.processor(text=texts, images=images, padding=True, return_tensors="pt")
+        return self.processor(text=texts, images=images, padding=True, return_tensors="pt", **extra)
 
     def encode(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels on the response tokens only (prompt, image, pad = -100)."""
         images = [s.pil() for s in samples]
+        if self._prefix_suffix:
+            # The processor labels the suffix (response + EOS) and masks prefix and padding itself.
+            batch = dict(self._process([self.prompt_text(s.instruction) for s in samples], images, "right",
+                                       suffix=[s.response for s in samples]))
+            batch["labels"] = torch.as_tensor(batch["labels"])
+            return batch
         prompts = [self.prompt_text(s.instruction) for s in samples]
         fulls = [self.full_text(s.instruction, s.response) for s in samples]
         for sample, prompt, full in zip(samples, prompts, fulls):
@@ -104,7 +124,9 @@ class VLM:
     def encode_prompts(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Prompts without responses, left-padded: every row's last position is its last prompt token."""
         prompts = [self.prompt_text(s.instruction) for s in samples]
-        return dict(self._process(prompts, [s.pil() for s in samples], "left"))
+        batch = dict(self._process(prompts, [s.pil() for s in samples], "left"))
+        batch.pop("labels", None)  # a prefix-suffix processor labels nothing here, but says so
+        return batch
 
     def pixel_values(self, images: Sequence) -> torch.Tensor:
         """The image processor's pixel tensor for `images` ([B, 3, H, W] for fixed-size processors)."""
