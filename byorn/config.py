@@ -47,6 +47,9 @@ class TrainConfig:
     seed: int = option(0, "seed for data order, LoRA init and everything random")
     logging_steps: int = option(10, "log the loss every this many steps", min=1)
     save_steps: int = option(0, "checkpoint every this many steps, for `byorn train --resume` (0: never)", min=0)
+    bf16: bool = option(False, "bfloat16 mixed precision (GPUs that have it; on CPU it works but is slow)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, "
+                                                 "about a third more compute")
     trust_remote_code: bool = option(False, "allow model code from the model directory (off: safer)")
 
 

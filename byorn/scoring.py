@@ -33,6 +33,7 @@ from PIL import Image
 
 from byorn.attacks.base import check_choice
 from byorn.data import Sample
+from byorn.distributed import is_main, map_sharded
 from byorn.fileio import atomic_write_text
 from byorn.models.hf import VLM
 
@@ -68,8 +69,9 @@ def score_samples(vlm: VLM, samples: Sequence[Sample], variant: str = "mean_nll"
     if cache is not None and (cached := cache.load(key, ids)) is not None:
         return cached
     with reference_model(vlm) if reference else contextlib.nullcontext():
-        scores = _variant_scores(vlm, samples, variant, batch_size, max_new_tokens)
-    if cache is not None:
+        # Under several processes each scores its share; all of them get every score.
+        scores = map_sharded(lambda share: _variant_scores(vlm, share, variant, batch_size, max_new_tokens), samples)
+    if cache is not None and is_main():
         cache.save(key, ids, scores)
     return scores
 

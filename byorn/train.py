@@ -21,11 +21,9 @@ from transformers import Trainer, TrainingArguments
 from byorn.config import TrainConfig, save_config
 from byorn.data import Sample
 from byorn.defenses.base import Defense
+from byorn.distributed import sum_over_processes, world_size
 from byorn.fileio import atomic_write_text, remove_if_empty
-from byorn.models.hf import VLM
-
-# Language-model attention projections only: a bare ["q_proj", "v_proj"] would also adapt the
-# vision tower's attention, which is not what "LoRA on the LLM" means.
+from byorn.models.hf import IGNORE_INDEX, VLM
 
 class BatchHook(Protocol):
     """What a training-time defense implements; the default (None) trains on the batch as is."""
@@ -65,7 +63,14 @@ class ByornTrainer(Trainer):
             samples = self.hook.on_batch(samples, self)
         batch = {k: v.to(self.args.device) for k, v in self.vlm.encode(samples).items()}
         outputs = model(**batch)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        loss = outputs.loss
+        if world_size() > 1:
+            # DDP averages the processes' gradients, each from its own token mean; weighted by
+            # token counts instead, the step is the single-process one: the mean over all of the
+            # batch's response tokens, however unevenly they fall between processes.
+            tokens = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+            loss = loss * tokens * world_size() / sum_over_processes(tokens)
+        return (loss, outputs) if return_outputs else loss
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume full fine-tuning with the checkpoint's weights really loaded.
@@ -86,13 +91,25 @@ class ByornTrainer(Trainer):
 
 def training_arguments(output_dir: Path, *, batch_size: int, learning_rate: float, warmup: float, seed: int,
                        logging_steps: int, epochs: float = 1.0, max_steps: int = -1,
-                       weight_decay: float = 0.0, save_steps: int = 0) -> TrainingArguments:
+                       weight_decay: float = 0.0, save_steps: int = 0, bf16: bool = False,
+                       gradient_checkpointing: bool = False) -> TrainingArguments:
+    """batch_size: samples per optimizer step over all processes (each process takes its share)."""
+    processes = world_size()
+    if batch_size % processes:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {processes} processes")
     # Checkpoints hold weights (safetensors), optimizer, scheduler and RNG states; the two newest
     # are kept so a kill during a save still leaves a complete one.
     saving = {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 2} if save_steps else \
         {"save_strategy": "no"}
     return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=batch_size, num_train_epochs=epochs,
+        output_dir=str(output_dir), per_device_train_batch_size=batch_size // processes, num_train_epochs=epochs,
+        bf16=bf16, gradient_checkpointing=gradient_checkpointing,
+        # Said outright on a machine without an accelerator: CPU bf16 autocast needs it, and
+        # several processes then talk over gloo without further flags.
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        # non-reentrant checkpointing needs no gradient on the inputs, so it works with frozen
+        # embeddings under LoRA
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
         max_steps=max_steps, learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=warmup,
         weight_decay=weight_decay, seed=seed, data_seed=seed, logging_steps=logging_steps, report_to="none",
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=None,
@@ -145,16 +162,18 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     args = training_arguments(run_dir / CHECKPOINTS, batch_size=config.batch_size,
                               learning_rate=config.learning_rate, warmup=config.warmup, seed=config.seed,
                               logging_steps=config.logging_steps, epochs=config.epochs, max_steps=config.max_steps,
-                              weight_decay=config.weight_decay, save_steps=config.save_steps)
+                              weight_decay=config.weight_decay, save_steps=config.save_steps, bf16=config.bf16,
+                              gradient_checkpointing=config.gradient_checkpointing)
     trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=SampleDataset(samples),
                            data_collator=collate_samples, vlm=vlm, hook=hook)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    out = run_dir / ("adapter" if config.lora else "model")
-    vlm.model.save_pretrained(str(out), safe_serialization=True)
-    if not config.lora:
-        vlm.processor.save_pretrained(str(out))
-    write_log(trainer, run_dir / "train_log.jsonl")
-    remove_if_empty(run_dir / CHECKPOINTS)  # without checkpoints, the Trainer's empty scratch folder
+    if trainer.is_world_process_zero():  # every process holds the same weights; one writes them
+        out = run_dir / ("adapter" if config.lora else "model")
+        vlm.model.save_pretrained(str(out), safe_serialization=True)
+        if not config.lora:
+            vlm.processor.save_pretrained(str(out))
+        write_log(trainer, run_dir / "train_log.jsonl")
+        remove_if_empty(run_dir / CHECKPOINTS)  # without checkpoints, the Trainer's empty scratch folder
     return trainer
 
 

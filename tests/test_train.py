@@ -148,3 +148,37 @@ def test_full_finetune_changes_base_weights_and_saves_a_loadable_model(tiny_vlm_
     loaded.model.eval()
     with torch.no_grad():
         assert torch.equal(vlm.model(**batch).logits, loaded.model(**batch).logits)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_gradient_checkpointing_trains_the_same_steps(tiny_vlm_factory, train_samples, tmp_path, lora):
+    # Recomputing activations in the backward pass is exact: the same losses and weights.
+    runs = []
+    for checkpointing in (False, True):
+        vlm = tiny_vlm_factory()
+        trainer = finetune(vlm, train_samples, config(lora=lora, gradient_checkpointing=checkpointing),
+                           tmp_path / str(checkpointing))
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        runs.append((losses, snapshot(vlm.model)))
+    (plain_losses, plain), (checkpointed_losses, checkpointed) = runs
+    assert checkpointed_losses == pytest.approx(plain_losses, rel=1e-5)
+    assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)
+
+
+def test_bf16_mixed_precision_trains(tiny_vlm_factory, train_samples, tmp_path):
+    vlm = tiny_vlm_factory()
+    trainer = finetune(vlm, train_samples, config(bf16=True), tmp_path / "run")
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(losses) == STEPS and all(torch.isfinite(torch.tensor(losses)))
+    assert trainer.args.bf16 and load_config(TrainConfig, tmp_path / "run" / "config.yaml").bf16
+
+
+def test_batch_size_is_per_optimizer_step_over_all_processes(monkeypatch, tmp_path):
+    from byorn.train import training_arguments
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    common = dict(learning_rate=1e-3, warmup=0, seed=0, logging_steps=1)
+    with pytest.raises(ValueError, match="batch_size 5 does not split evenly over 2 processes"):
+        training_arguments(tmp_path, batch_size=5, **common)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # building arguments under WORLD_SIZE=2 would open a process group
+    assert training_arguments(tmp_path, batch_size=8, **common).per_device_train_batch_size == 8

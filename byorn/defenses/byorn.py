@@ -32,6 +32,7 @@ from byorn.data import Sample
 from byorn.defenses.base import Defense
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.defenses.thresholds import Flagging
+from byorn.distributed import all_gather, barrier, is_main, map_sharded
 from byorn.fileio import atomic_write_text
 from byorn.models.hf import VLM
 from byorn.scoring import reference_model
@@ -87,8 +88,8 @@ class ByornDefense(Defense):
         groups = self.flagging.groups
         flagged = [i for i, hit in enumerate(self.flagging.flagged) if hit]
         with reference_model(vlm):
-            answers = vlm.generate([samples[i] for i in flagged], cfg.max_new_tokens, cfg.batch_size,
-                                   desc="reference answers")
+            answers = map_sharded(lambda share: vlm.generate(share, cfg.max_new_tokens, cfg.batch_size,
+                                                             desc="reference answers"), [samples[i] for i in flagged])
         self.reference_answers = {samples[i].id: answer for i, answer in zip(flagged, answers)}
         self._generated.clear()
 
@@ -102,7 +103,9 @@ class ByornDefense(Defense):
                  for i, answer in zip(flagged, answers)]
         if resume_step is not None:
             lines += [_json_line(**r) for r in self._replacements_until(resume_step)]
-        atomic_write_text(self._audit, "".join(lines))
+        barrier()  # every process has read the old log before the main one rewrites it
+        if is_main():
+            atomic_write_text(self._audit, "".join(lines))
 
     def _replacements_until(self, step: int) -> list[dict]:
         """The audit log's replacements of steps <= `step`; they also refill the reuse cache."""
@@ -130,13 +133,16 @@ class ByornDefense(Defense):
         if self._audit is None:
             raise RuntimeError("ByornDefense.prepare() must run before training")
         todo = [s for s in samples if s.id in self.reference_answers]
-        if not todo:
-            return samples
         step = trainer.state.global_step + 1  # the step this batch trains, as train_log.jsonl counts it
         epoch = math.floor(trainer.state.epoch or 0)
-        new = self._replacements(todo, trainer.vlm, epoch)
-        _append_lines(self._audit, [_json_line(event="replaced", id=s.id, step=step, epoch=epoch, source=new[s.id][1],
-                                               response=new[s.id][0]) for s in todo])
+        new = self._replacements(todo, trainer.vlm, epoch) if todo else {}
+        records = [_json_line(event="replaced", id=s.id, step=step, epoch=epoch, source=new[s.id][1],
+                              response=new[s.id][0]) for s in todo]
+        # Each process replaces in its own share of the batch; the main one logs them all, once.
+        # Every process takes part in the gather, with or without flagged samples of its own.
+        records = [line for share in all_gather(records) for line in share]
+        if is_main() and records:
+            _append_lines(self._audit, records)
         return [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
 
     def _replacements(self, todo: list[Sample], vlm: VLM, epoch: int) -> dict[str, tuple[str, str]]:

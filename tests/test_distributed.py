@@ -1,0 +1,57 @@
+"""Two CPU processes (DDP over gloo, launched by `accelerate launch`) train exactly what one
+process trains: scoring split between them, the audit log merged without duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+TRAIN = ["train", "--n-train", "64", "--defense", "byorn", "-d", "rule=quantile", "-d", "quantile=0.8",
+         "-d", "max_new_tokens=12", "max_steps=4", "batch_size=8", "logging_steps=1"]
+# `accelerate launch --cpu` starts one process (several only through MPI); --multi_gpu starts one
+# per --num_processes, and on a machine without GPUs byorn's Trainer arguments pick CPU and gloo.
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
+
+
+def _run(launcher: list[str], out: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launcher, "-m", "byorn.cli", *TRAIN, "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _records(run: Path, event: str) -> list[dict]:
+    lines = (run / "audit.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+def test_two_processes_train_what_one_process_trains(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([sys.executable], one)
+    _run(LAUNCH, two)
+
+    # the reference scores (each process scored half) and the flags are the same
+    assert [p.read_text() for p in sorted(one.glob("scores-*.jsonl"))] == \
+        [p.read_text() for p in sorted(two.glob("scores-*.jsonl"))]
+    assert _records(one, "flagged") == _records(two, "flagged") != []
+    # every replacement logged once, by the main process, as the single process logged them
+    replaced = _records(two, "replaced")
+    assert len({(r["id"], r["step"]) for r in replaced}) == len(replaced) > 0
+    key = lambda r: (r["step"], r["id"])  # noqa: E731
+    assert sorted(replaced, key=key) == sorted(_records(one, "replaced"), key=key)
+
+    losses = [[e["loss"] for e in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in e]
+              for run in (one, two)]
+    assert len(losses[0]) == 4 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+    single, double = (load_file(run / "adapter" / "adapter_model.safetensors") for run in (one, two))
+    assert single.keys() == double.keys()
+    assert max(float((single[k] - double[k]).abs().max()) for k in single) < 1e-4
