@@ -41,6 +41,14 @@ def _group() -> None:
         PartialState()  # opens the process group the launcher describes (gloo on CPU, nccl on GPUs)
 
 
+def weights_sharded() -> bool:
+    """Whether the launcher shards the weights between processes (FSDP, DeepSpeed ZeRO-3): then
+    no process can run the model alone, so nothing may generate with it inside a training step."""
+    flag = lambda name: os.environ.get(name, "").lower() in ("1", "true")  # noqa: E731
+    return flag("ACCELERATE_USE_FSDP") or (flag("ACCELERATE_USE_DEEPSPEED")
+                                           and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+
+
 def all_gather(value: Any) -> list[Any]:
     """Every process's `value`, in rank order; [value] with one process.
     (torch pickles the values between our own processes; nothing is read from files.)"""

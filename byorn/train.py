@@ -167,9 +167,12 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=SampleDataset(samples),
                            data_collator=collate_samples, vlm=vlm, hook=hook)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if trainer.is_world_process_zero():  # every process holds the same weights; one writes them
-        out = run_dir / ("adapter" if config.lora else "model")
-        vlm.model.save_pretrained(str(out), safe_serialization=True)
+    out = run_dir / ("adapter" if config.lora else "model")
+    trainer.save_model(str(out))  # every process takes part (FSDP gathers shards); the main one writes
+    if trainer.is_world_process_zero():
+        # The Trainer pickles its arguments beside the weights; config.yaml has them as text, and a
+        # model directory others may load should hold nothing that needs unpickling.
+        (out / "training_args.bin").unlink(missing_ok=True)
         if not config.lora:
             vlm.processor.save_pretrained(str(out))
         write_log(trainer, run_dir / "train_log.jsonl")

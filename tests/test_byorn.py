@@ -15,6 +15,7 @@ from PIL import Image
 from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
 from byorn.defenses import ByornConfig, ByornDefense, Defense, ThresholdRule, build_defense, flag, group_keys
+from byorn.distributed import weights_sharded
 from byorn.models.hf import IGNORE_INDEX, VLM
 from byorn.scoring import NEUTRAL_GREY, ScoreCache, fingerprint, score_samples
 from byorn.train import attach_lora, finetune
@@ -350,3 +351,15 @@ def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, t
         JudgeConfig(variant="mean_nll+image_contradiction", rule="quantile")
     with pytest.raises(ValueError, match="variant must be one of"):
         JudgeConfig(variant="mean_nll+nope")
+
+
+@pytest.mark.parametrize("launcher_env", [{"ACCELERATE_USE_FSDP": "true"},
+                                          {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}])
+def test_generating_during_training_is_refused_when_weights_are_sharded(train_set, tmp_path, monkeypatch, launcher_env):
+    for name, value in launcher_env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match="Use -d generator=reference"):
+        byorn().prepare(None, train_set, tmp_path)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert not weights_sharded()  # ZeRO-2 keeps whole weights on every process

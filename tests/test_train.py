@@ -60,6 +60,7 @@ def test_lora_finetune_changes_only_the_adapter_and_writes_the_run_dir(tiny_vlm_
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if "loss" in e] == [1, 2]
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in log if "loss" in e)
+    assert not list((run / "adapter").glob("*.bin"))  # safetensors only, no pickled Trainer arguments
     saved = load_file(run / "adapter" / "adapter_model.safetensors")
     assert len(saved) == len(lora)
     for name, value in lora.items():

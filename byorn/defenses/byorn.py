@@ -32,7 +32,7 @@ from byorn.data import Sample
 from byorn.defenses.base import Defense
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.defenses.thresholds import Flagging
-from byorn.distributed import all_gather, barrier, is_main, map_sharded
+from byorn.distributed import all_gather, barrier, is_main, map_sharded, weights_sharded
 from byorn.fileio import atomic_write_text
 from byorn.models.hf import VLM
 from byorn.scoring import reference_model
@@ -81,6 +81,10 @@ class ByornDefense(Defense):
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
                 train: TrainConfig | None = None, resume_step: int | None = None) -> None:
         cfg = self.config
+        if cfg.generator == "current" and weights_sharded():
+            raise ValueError("BYORn's generator=current writes replacements with the model being trained, inside a "
+                             "training step, on each process alone; FSDP and DeepSpeed ZeRO-3 shard that model between "
+                             "processes. Use -d generator=reference (answers written before training), or DDP / ZeRO-2")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         judgement = judge(vlm, samples, cfg, run_dir)
