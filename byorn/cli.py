@@ -143,6 +143,8 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
           defense_options: tuple[str, ...], on_bad_sample: str, resume: bool, overrides: tuple[str, ...]) -> None:
     """Fine-tune a VLM (LoRA by default), optionally defended; writes config.yaml, train_log.jsonl,
     the adapter and, with --defense byorn, audit.jsonl and the cached scores."""
+    import torch
+
     from byorn.defenses import build_defense
     from byorn.models import load_vlm
     from byorn.train import checkpoint_step, finetune, latest_checkpoint
@@ -161,7 +163,9 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         click.echo(f"resuming from {checkpoint}")
     samples, n_skipped = _load_samples(data, n=n_train, seed=config.seed, split="train", on_bad=on_bad_sample,
                                        report_dir=Path(out_dir))
-    vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code)
+    # Frozen base weights under LoRA need no float32 master copy: bf16 halves their memory.
+    dtype = torch.bfloat16 if config.bf16 and config.lora else None
+    vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
     hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
     finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook, resume_from=checkpoint)
     click.echo(f"run written to {out_dir}")

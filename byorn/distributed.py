@@ -29,6 +29,13 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def process_device() -> torch.device:
+    """This process's device: its own GPU (LOCAL_RANK) where there are GPUs, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def is_main() -> bool:
     """The process that writes shared files (audit log, model, logs)."""
     return rank() == 0

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from byorn.distributed import process_device
+
 from byorn.models.hf import VLM
 from byorn.models.tiny import TINY_MODEL_DIR
 
@@ -19,9 +23,13 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False) -> VLM:
-    """Load a base model, optionally with a LoRA adapter on top (weights from safetensors only)."""
-    vlm = VLM.load(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False,
+             dtype: torch.dtype | None = None) -> VLM:
+    """Load a base model, optionally with a LoRA adapter on top (weights from safetensors only),
+    onto this process's device (its GPU under a multi-GPU launcher, else the CPU), so scoring and
+    generation before training run there too. dtype: of the weights (default float32)."""
+    vlm = VLM.load(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code, dtype=dtype)
+    vlm.model.to(process_device())
     if adapter is not None:
         from peft import PeftModel
 
