@@ -55,3 +55,12 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     single, double = (load_file(run / "adapter" / "adapter_model.safetensors") for run in (one, two))
     assert single.keys() == double.keys()
     assert max(float((single[k] - double[k]).abs().max()) for k in single) < 1e-4
+
+
+def test_example_launcher_configs_are_valid_accelerate_configs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    examples = Path(__file__).parent.parent / "examples" / "accelerate"
+    kinds = {p.stem: load_config_from_file(str(p)).distributed_type.value for p in sorted(examples.glob("*.yaml"))}
+    assert kinds == {"ddp": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED",
+                     "fsdp": "FSDP"}
