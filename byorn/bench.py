@@ -8,6 +8,7 @@ measures ASR on triggered test inputs and clean scene-F1 on clean test inputs.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import resource
 import time
@@ -20,19 +21,22 @@ from tqdm.auto import tqdm
 
 from byorn.attacks import build_attack, one_modality_test_sets, poison, triggered_test_set
 from byorn.attacks.poison import MANIFEST_NAME, write_manifest
-from byorn.config import ConfigError, TrainConfig, from_dict
+from byorn.config import ConfigError, PretrainConfig, TrainConfig, from_dict
+from byorn.data import Sample
 from byorn.defenses import DEFENSES, Defense, build_defense
 from byorn.defenses.judging import JudgeConfig
 from byorn.evaluate import evaluate_clean
 from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success_rate, detection_scores
-from byorn.models import load_vlm
+from byorn.models import CACHE_DIR, CACHED_MODELS, load_vlm
 from byorn.report import SCORES_NAME
 from byorn.train import finetune
-from byorn.worlds import shapes
+from byorn.worlds import flickr8k, shapes
 
 # Besides the registered defenses: "oracle" trains on the clean samples only (the upper bound).
 ORACLE = "oracle"
+WORLDS = ("shapes", "flickr8k")
+log = logging.getLogger(__name__)
 
 
 def available_defenses() -> list[str]:
@@ -77,12 +81,20 @@ class GridConfig:
     n_test: int = 200
     train: TrainConfig = field(default_factory=TrainConfig)
     task: str = "describe"  # the shapes downstream task: describe, caption or mixed (two styles)
+    world: str = "shapes"  # or flickr8k: real photos (data: the Flickr8k folder)
+    data: str = ""
+
+    def task_samples(self, n: int, seed: int, split: str) -> list[Sample]:
+        """The world's downstream samples: its training set (split "train") or test set."""
+        if self.world == "flickr8k":
+            return flickr8k.downstream_samples(self.data, n, seed, split=split)
+        return shapes.downstream_samples(n, seed, split=split, task=self.task)
 
 
 def load_grid(path: str | Path) -> GridConfig:
     """A YAML grid; unknown keys, defenses and attack names are errors before anything runs."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train", "task"}
+    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train", "task", "world", "data"}
     if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{path}: unknown key(s) {unknown}. Valid keys: {', '.join(sorted(known))}")
     attacks = [AttackSpec(**a) for a in raw.get("attacks", [])]
@@ -98,9 +110,15 @@ def load_grid(path: str | Path) -> GridConfig:
     task = raw.get("task", "describe")
     if task not in shapes.DOWNSTREAM_TASKS:
         raise ConfigError(f"{path}: task: {task!r} is not one of {', '.join(shapes.DOWNSTREAM_TASKS)}")
+    world, data = raw.get("world", "shapes"), str(raw.get("data", ""))
+    if world not in WORLDS:
+        raise ConfigError(f"{path}: world: {world!r} is not one of {', '.join(WORLDS)}")
+    if world == "flickr8k" and not Path(data).is_dir():
+        raise ConfigError(f"{path}: data: world flickr8k needs the Flickr8k folder (relative to where byorn runs); "
+                          f"{data!r} is not a folder")
     return GridConfig(attacks, defenses, [float(r) for r in raw.get("poison_rates", [0.1])], raw.get("seeds", [0]),
                       raw.get("n_train", 1000), raw.get("n_test", 200),
-                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"), task)
+                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"), task, world, data)
 
 
 def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
@@ -122,8 +140,8 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     """
     started = time.perf_counter()
     attack = build_attack(spec.trigger, spec.target, **spec.options)
-    clean_train = shapes.downstream_samples(grid.n_train, seed, split="train", task=grid.task)
-    test = shapes.downstream_samples(grid.n_test, seed, split="test", task=grid.task)
+    clean_train = grid.task_samples(grid.n_train, seed, "train")
+    test = grid.task_samples(grid.n_test, seed, "test")
     vlm = load_vlm(grid.train.model)
     # The pretrained model is also the white-box attacker's reference (adaptive attacks).
     poisoned, manifest = poison(clean_train, attack, rate, seed, reference=vlm)
@@ -157,8 +175,8 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     rule = attack.target.asr_rule()
     asr, n_asr = _asr(vlm, shown(triggered_test_set(test, attack)), rule)
     clean = evaluate_clean(vlm, shown(test))
-    row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"], "scene_exact": clean["scene_exact"],
-                "cider": clean["cider"], "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
+    row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"], "scene_exact": clean.get("scene_exact"),
+                "cider": clean["cider"], "bleu4": clean["bleu4"], "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
                 "n_train": len(train_set)})
     if spec.trigger == "multimodal":
         one = {part: _asr(vlm, shown(inputs), rule)[0] for part, inputs in one_modality_test_sets(test, attack).items()}
@@ -195,6 +213,7 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
     shard (i, n): only the cells at positions i, i + n, i + 2n, ... of the full grid, so n
     processes can share one grid and one results file (each appends whole lines)."""
     grid = load_grid(config_path)
+    _ensure_pretrained(grid)
     results_path, runs_dir = Path(results_path), Path(runs_dir)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in read_results(results_path)}
@@ -210,6 +229,18 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
             handle.write(json.dumps(row) + "\n")
         rows.append(row)
     return rows
+
+
+def _ensure_pretrained(grid: GridConfig) -> None:
+    """A grid on a cached model (byorn-tiny-flickr) pretrains it once, outside the repository."""
+    if grid.train.model not in CACHED_MODELS or (CACHE_DIR / grid.train.model / "config.json").is_file():
+        return
+    if grid.world != "flickr8k":
+        raise ConfigError(f"{grid.train.model} is pretrained on Flickr8k; set world: flickr8k and data:")
+    from byorn.pretrain import pretrain
+
+    log.info("pretraining %s once into %s", grid.train.model, CACHE_DIR)
+    pretrain(CACHE_DIR / grid.train.model, PretrainConfig(world="flickr8k", data=grid.data))
 
 
 def read_results(path: str | Path) -> list[dict]:

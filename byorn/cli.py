@@ -79,16 +79,23 @@ def main() -> None:
 @main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(PretrainConfig))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="model directory to write")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
+@click.option("--world", type=click.Choice(["shapes", "flickr8k"]),
+              help="shapes: reproduce the shipped byorn-tiny; flickr8k: make byorn-tiny-flickr (same as world=...)")
+@click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False),
+              help="--world flickr8k: the Flickr8k folder (same as data=...)")
 @click.argument("overrides", nargs=-1)
-def pretrain(out_dir: str, config_path: str | None, overrides: tuple[str, ...]) -> None:
-    """Pretrain byorn-tiny from scratch on the shapes world (reproduces the shipped checkpoint)."""
+def pretrain(out_dir: str, config_path: str | None, world: str | None, data_root: str | None,
+             overrides: tuple[str, ...]) -> None:
+    """Pretrain a tiny LLaVA from scratch: byorn-tiny on the shapes world (reproduces the shipped
+    checkpoint), or byorn-tiny-flickr on Flickr8k's train split."""
     from byorn.pretrain import pretrain as run_pretrain
 
+    flags = [f"world={world}"] * bool(world) + [f"data={data_root}"] * bool(data_root)
     try:
-        config = load_config(PretrainConfig, config_path, overrides)
-    except ConfigError as exc:
+        config = load_config(PretrainConfig, config_path, (*overrides, *flags))
+        path = run_pretrain(out_dir, config)
+    except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    path = run_pretrain(out_dir, config)
     click.echo(f"saved {path}")
 
 

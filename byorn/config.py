@@ -55,9 +55,9 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig:
-    """Pretraining byorn-tiny from scratch on the shapes world's pretraining mix."""
+    """Pretraining byorn-tiny (or byorn-tiny-flickr) from scratch on a world's pretraining mix."""
 
-    steps: int = option(7500, "optimizer steps; each sees fresh scenes", min=1)
+    steps: int = option(0, "optimizer steps (0: the world's default, 7500 for shapes, 5000 for flickr8k)", min=0)
     batch_size: int = option(32, "samples per step", min=1)
     # Measured: at 1e-3 and above the tiny model never learns to read the image (VQA at chance
     # after 500 steps); at 5e-4 shape-only VQA reaches 95 % in 600 steps.
@@ -66,6 +66,9 @@ class PretrainConfig:
     seed: int = option(0, "seed for weights, tokenizer corpus and scenes")
     tokenizer_corpus: int = option(20000, "pretraining samples the tokenizer is trained on", min=100)
     logging_steps: int = option(100, "log the loss every this many steps", min=1)
+    world: str = option("shapes", "shapes: fresh synthetic scenes (byorn-tiny); flickr8k: the photos and captions of "
+                                  "Flickr8k's train split (byorn-tiny-flickr; needs data)")
+    data: str = option("", "world=flickr8k: the Flickr8k folder (caption file, Images/, split files)")
 
 
 _YAML11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

@@ -49,10 +49,12 @@ def tiny_quality(vlm: VLM, n: int = 500, seed: int = 0, batch_size: int = 64) ->
 
 def evaluate_clean(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32,
                    max_new_tokens: int = 64) -> dict[str, float]:
-    """Clean-task quality: caption metrics against the reference response, plus the exact scene
-    metric where samples carry a shapes scene. `clean_score` is scene F1 there, CIDEr elsewhere."""
+    """Clean-task quality: caption metrics against the reference responses (meta["references"]
+    where a sample has several, as Flickr8k's five captions, else its response), plus the exact
+    scene metric where samples carry a shapes scene. `clean_score` is scene F1 there, CIDEr elsewhere."""
     predictions = vlm.generate(samples, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="evaluating")
-    result: dict[str, float] = {"n": len(samples), **metrics.caption_scores(predictions, [[s.response] for s in samples])}
+    references = [list(s.meta.get("references") or [s.response]) for s in samples]
+    result: dict[str, float] = {"n": len(samples), **metrics.caption_scores(predictions, references)}
     if all("scene" in s.meta for s in samples):
         truths = [[o.as_fact() for o in shapes.Scene.from_json(s.meta["scene"]).objects] for s in samples]
         result.update(metrics.mean_scene_scores(predictions, truths))

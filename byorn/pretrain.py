@@ -1,34 +1,75 @@
-"""Reproduce byorn-tiny: train tokenizer, build the model, pretrain on fresh shapes scenes, save."""
+"""Pretrain a tiny LLaVA from scratch: train the tokenizer, build the model, pretrain, save.
+
+World shapes reproduces the shipped byorn-tiny (every step sees fresh scenes); world flickr8k
+makes byorn-tiny-flickr from the photos and captions of Flickr8k's train split (epochs over
+30,000 pairs, reshuffled each epoch), which is never shipped: the data's terms forbid it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from byorn.config import PretrainConfig, save_config
+from byorn.data import Sample
 from byorn.models.tiny import TinyConfig, build_tiny, tiny_config_dict
 from byorn.fileio import remove_if_empty
 from byorn.train import ByornTrainer, SampleDataset, collate_samples, training_arguments, write_log
-from byorn.worlds import shapes
+from byorn.worlds import flickr8k, shapes
 
 # Scene seeds for pretraining start here; test scenes (downstream_samples, quality checks) use
 # other salts, so no pretraining scene is ever evaluated on.
 PRETRAIN_SEED_BASE = 10_000_000
 
 
-def pretrain(out_dir: str | Path, config: PretrainConfig, tiny: TinyConfig = TinyConfig()) -> Path:
-    """Pretrain byorn-tiny from scratch and save it as an ordinary HF model directory."""
+# byorn-tiny-flickr: 64-px photos (8 x 8 patches) and a larger vocabulary for human captions.
+ARCHITECTURES = {"shapes": TinyConfig(), "flickr8k": TinyConfig(image_size=64, vocab_size=2048, max_positions=192)}
+# shapes: the shipped byorn-tiny's 7,500 steps of fresh scenes; flickr8k: 5,000 steps of 32, about
+# five epochs of the 30,000 train-split caption pairs.
+DEFAULT_STEPS = {"shapes": 7500, "flickr8k": 5000}
+
+
+def resolved(config: PretrainConfig) -> PretrainConfig:
+    """The config with the world's default steps filled in (what is run and saved)."""
+    if config.world not in DEFAULT_STEPS:
+        raise ValueError(f"world must be one of {', '.join(DEFAULT_STEPS)}; got {config.world!r}")
+    return dataclasses.replace(config, steps=config.steps or DEFAULT_STEPS[config.world])
+
+
+def sample_source(config: PretrainConfig) -> Callable[[int], Sample]:
+    """The index -> pretraining sample function of the config's world."""
+    if config.world == "shapes":
+        base = PRETRAIN_SEED_BASE + config.seed * 1_000_000_000
+        return lambda index: shapes.pretraining_sample(base + index)
+    if not config.data:
+        raise ValueError("world=flickr8k needs data=<the Flickr8k folder>")
+    pairs = flickr8k.pretraining_samples(config.data, config.seed)
+    orders: dict[int, list[int]] = {}
+
+    def sample(index: int) -> Sample:
+        epoch, position = divmod(index, len(pairs))
+        if epoch not in orders:  # a fresh shuffle per epoch, fixed by seed
+            orders[epoch] = random.Random(f"{config.seed}:{epoch}").sample(range(len(pairs)), len(pairs))
+        return pairs[orders[epoch][position]]
+
+    return sample
+
+
+def pretrain(out_dir: str | Path, config: PretrainConfig, tiny: TinyConfig | None = None) -> Path:
+    """Pretrain a tiny LLaVA from scratch and save it as an ordinary HF model directory."""
+    config = resolved(config)
+    tiny = tiny or ARCHITECTURES[config.world]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "pretrain_config.yaml")
     torch.manual_seed(config.seed)
-    base = PRETRAIN_SEED_BASE + config.seed * 1_000_000_000
-
-    def sample(index: int):
-        return shapes.pretraining_sample(base + index)
+    sample = sample_source(config)
 
     # The tokenizer learns from the same rendered chat text the model sees, so words at the
     # start of a response get their space-prefixed tokens.

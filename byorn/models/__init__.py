@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -15,7 +16,20 @@ TINY_LM_DIR = TINY_MODEL_DIR.parent / "byorn-tiny-lm"  # byorn.models.tiny_lm sa
 BUILTIN_MODELS = {"byorn-tiny": TINY_MODEL_DIR, "byorn-tiny-lm": TINY_LM_DIR}
 
 
+# Made on this machine, never shipped (the Flickr8k terms forbid redistributing what it holds):
+# cached outside the repository, in $BYORN_CACHE or ~/.cache/byorn.
+CACHE_DIR = Path(os.environ.get("BYORN_CACHE") or Path.home() / ".cache" / "byorn")
+CACHED_MODELS = {"byorn-tiny-flickr": "byorn pretrain --world flickr8k --data FLICKR8K_FOLDER --out {path}"}
+
+
 def resolve_model_path(name_or_path: str | Path) -> Path:
+    if str(name_or_path) in CACHED_MODELS:
+        path = CACHE_DIR / str(name_or_path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{name_or_path} is not pretrained on this machine yet ({path}); make it with "
+                                    f"`{CACHED_MODELS[str(name_or_path)].format(path=path)}` (benchmarks/flickr8k.yaml "
+                                    "does it once by itself)")
+        return path
     path = BUILTIN_MODELS.get(str(name_or_path), Path(name_or_path))
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json). Pass a local Hugging Face "
@@ -37,4 +51,4 @@ def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, tru
     return vlm
 
 
-__all__ = ["TINY_LM_DIR", "TINY_MODEL_DIR", "VLM", "load_vlm", "resolve_model_path"]
+__all__ = ["CACHED_MODELS", "CACHE_DIR", "TINY_LM_DIR", "TINY_MODEL_DIR", "VLM", "load_vlm", "resolve_model_path"]
