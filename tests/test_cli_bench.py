@@ -33,6 +33,18 @@ def test_poison_writes_data_manifest_and_config(tmp_path):
     assert "size: 0.2" in (out / "config.yaml").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("trigger, target", [("shadowcast", "substitution"), ("rare_token", "whitebox_injection")])
+def test_poison_runs_the_white_box_attacks_with_the_shipped_model(tmp_path, trigger, target):
+    out = tmp_path / "poisoned"
+    result = CliRunner().invoke(main, ["poison", "--attack", trigger, "--target", target, "--rate", "0.1", "--n", "60",
+                                       "-o", "steps=3" if trigger == "shadowcast" else "placements=append",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = [json.loads(line) for line in (out / "poison_manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 6 and "reference: byorn-tiny" in (out / "config.yaml").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--attack", "badnet"], "Unknown attack 'badnet'. Available: badnets"),
     (["--attack", "badnets", "-o", "sise=3"], "Unknown option(s) 'sise'"),
