@@ -116,16 +116,24 @@ def pretrain_lm(out_dir: str, overrides: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--model", default="byorn-tiny", show_default=True, help="model directory or 'byorn-tiny'")
-@click.option("--n", default=500, show_default=True, help="fresh scenes per measurement")
+@click.option("--model", default="byorn-tiny", show_default=True,
+              help="model directory, 'byorn-tiny' or 'byorn-tiny-flickr'")
+@click.option("--n", default=500, show_default=True, help="fresh scenes (or test photos) per measurement")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--flickr8k", "flickr_root", type=click.Path(exists=True, file_okay=False),
+              help="measure a Flickr8k-pretrained model instead: CIDEr and BLEU-4 on this folder's test split")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the figures here")
-def quality(model: str, n: int, seed: int, json_path: str | None) -> None:
-    """Measure byorn-tiny's quality bar: caption exact match, VQA accuracy, held-out-style NLL."""
-    from byorn.evaluate import tiny_quality
+def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: str | None) -> None:
+    """Measure byorn-tiny's quality bar (caption exact match, VQA accuracy, held-out-style NLL), or
+    with --flickr8k a Flickr8k model's captioning quality."""
+    from byorn.evaluate import flickr_caption_quality, tiny_quality
     from byorn.models import load_vlm
 
-    result = tiny_quality(load_vlm(model), n=n, seed=seed)
+    try:
+        vlm = load_vlm(model)
+        result = flickr_caption_quality(vlm, flickr_root, n=n) if flickr_root else tiny_quality(vlm, n=n, seed=seed)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
     for key, value in result.items():
         click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
     if json_path:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from byorn import metrics
 from byorn.data import Sample
 from byorn.models.hf import VLM
-from byorn.worlds import shapes
+from byorn.worlds import flickr8k, shapes
 
 # Scene seeds for the byorn-tiny quality check; disjoint from pretraining and downstream salts.
 QUALITY_SEED_BASE = 900_000_000
@@ -61,4 +61,19 @@ def evaluate_clean(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32,
         result["clean_score"] = result["scene_f1"]
     else:
         result["clean_score"] = result["cider"]
+    return result
+
+
+def flickr_caption_quality(vlm: VLM, root: str, n: int = 1000, batch_size: int = 64) -> dict[str, float]:
+    """A Flickr8k-pretrained model's captions of the first n test-split photos ("Describe this
+    image."), scored with CIDEr and BLEU-4 against each photo's five human captions; also the mean
+    NLL of the downstream archive notes of those photos (the style it never saw)."""
+    photos = flickr8k.load_photos(root, "test")[:n]
+    asked = [Sample(f"quality-{p.name}", p.path, flickr8k.PRETRAINING_INSTRUCTIONS[0], "") for p in photos]
+    captions = vlm.generate(asked, max_new_tokens=48, batch_size=batch_size, desc="captioning")
+    result: dict[str, float] = {"n": len(photos), **metrics.caption_scores(captions, [list(p.captions) for p in photos])}
+    notes = [Sample(f"note-{p.name}", p.path, flickr8k.DOWNSTREAM_INSTRUCTION, flickr8k.archive_note(p.captions[0]))
+             for p in photos]
+    result["downstream_nll"] = sum(s.mean_nll for s in vlm.score(notes, batch_size=batch_size)) / len(notes)
+    result["example"] = f"{photos[0].name}: {captions[0]}"
     return result

@@ -125,3 +125,12 @@ def test_a_flickr_grid_needs_its_folder_and_the_cached_model_says_how_to_make_it
 def test_the_shared_copy_loads_with_the_standard_split():
     sizes = {split: len(flickr8k.load_photos(SHARED, split)) for split in flickr8k.SPLITS}
     assert sizes == {"train": 6000, "dev": 1000, "test": 1000}
+
+
+def test_caption_quality_scores_against_all_five_captions(tmp_path, tiny_vlm):
+    from byorn.evaluate import flickr_caption_quality
+
+    result = flickr_caption_quality(tiny_vlm, make_folder(tmp_path), n=5)
+    assert result["n"] == 1  # the fixture's test split has one photo
+    assert 0 <= result["bleu4"] <= 1 and result["cider"] >= 0 and result["downstream_nll"] > 0
+    assert result["example"].startswith("f.jpg: ")
