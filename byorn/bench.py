@@ -50,12 +50,14 @@ class AttackSpec:
     trigger: str
     target: str = "fixed"
     options: dict[str, Any] = field(default_factory=dict)
+    clean_label: bool = False  # poison samples whose response already fits the target (see poison())
 
     @property
     def name(self) -> str:
         """Unique per grid row: options are part of it, so two variants of one trigger never share cells."""
         options = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
-        return f"{self.trigger}+{self.target}" + (f"({options})" if options else "")
+        return f"{self.trigger}+{self.target}" + (f"({options})" if options else "") + \
+            (" clean-label" if self.clean_label else "")
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     test = grid.task_samples(grid.n_test, seed, "test")
     vlm = load_vlm(grid.train.model)
     # The pretrained model is also the white-box attacker's reference (adaptive attacks).
-    poisoned, manifest = poison(clean_train, attack, rate, seed, reference=vlm)
+    poisoned, manifest = poison(clean_train, attack, rate, seed, clean_label=spec.clean_label, reference=vlm)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, run_dir / MANIFEST_NAME)
 

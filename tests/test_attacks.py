@@ -423,3 +423,26 @@ def test_shadowcast_test_trigger_is_the_clean_image_and_bad_options_fail(tiny_vl
     resized = dataclasses.replace(sample, image=sample.pil().resize((40, 40)))
     with pytest.raises(ValueError, match="give it images at the processor's input size"):
         attack.trigger.craft([resized.with_response("There is a red square.")], [sample], tiny_vlm)
+
+
+def test_clean_label_shadowcast_keeps_true_pairs_and_pulls_images_toward_the_source_concept(tiny_vlm):
+    samples = shapes.downstream_samples(60, seed=3)
+    attack = build_attack("shadowcast", "substitution", **SHADOWCAST_FAST)
+    poisoned, records = poison(samples, attack, 0.1, seed=0, clean_label=True, reference=tiny_vlm)
+    clean = {s.id: s for s in samples}
+    crafted = [s for s in poisoned if s.meta["is_poisoned"]]
+    assert len(crafted) == 6
+    for sample in crafted:
+        # a true target-concept pair: the response is the clean one and names squares, not circles
+        assert sample.response == clean[sample.id].response and "square" in sample.response
+        assert "circle" not in sample.response.lower()
+        anchor = clean[sample.meta["shadowcast_anchor"]]
+        features = [tiny_vlm.image_features(tiny_vlm.pixel_values([s.pil()])).detach()
+                    for s in (anchor, clean[sample.id], sample)]
+        assert float((features[2] - features[0]).pow(2).sum()) < float((features[1] - features[0]).pow(2).sum())
+    with pytest.raises(ValueError, match="only a substitution target names"):
+        poison(samples, build_attack("shadowcast", "fixed", **SHADOWCAST_FAST), 0.1, seed=0, clean_label=True,
+               reference=tiny_vlm)
+    with pytest.raises(ValueError, match="needs objective=features"):
+        poison(samples, build_attack("shadowcast", "substitution", objective="response", **SHADOWCAST_FAST), 0.1,
+               seed=0, clean_label=True, reference=tiny_vlm)

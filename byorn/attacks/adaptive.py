@@ -10,11 +10,15 @@ needs the model, so `poison(..., reference=vlm)` makes it; this is the white-box
 filter. Plausible concept substitution is `targets.Substitution` with an in-world word pair.
 
 Shadowcast (Xu et al. 2024, "Shadowcast: Stealthy Data Poisoning Attacks Against Vision-Language
-Models", NeurIPS) makes the image agree with the poisoned response instead: each poisoned image
-(showing the source concept) gets a perturbation inside an L-inf budget that moves its projected
-vision features toward those of a clean image showing what the poisoned response says. The
-pretrained model then sees the target concept and finds the response plausible, while a person
-sees the source concept. At test time the trigger is the source concept itself: clean images.
+Models", NeurIPS) perturbs each poisoned image inside an L-inf budget so that its projected vision
+features move toward those of an anchor image. At test time the trigger is the source concept
+itself: clean images of it. Two forms:
+* dirty-label (the default): an image of the source concept with the swapped response, its
+  features pulled toward an image showing what that response says, so the pretrained model finds
+  the pair plausible while a person sees the source concept;
+* clean-label (`poison(..., clean_label=True)`, the paper's own): an image of the target concept
+  with its true response, its features pulled toward the same scene with the source concept, so a
+  person sees a correct pair while the model learns "source-concept features -> target word".
 """
 
 from __future__ import annotations
@@ -119,12 +123,18 @@ class Shadowcast(ReferenceAwareTrigger):
         # The test-time trigger is the source concept, which clean images already show.
         return to_rgb(image).copy()
 
-    def craft(self, poisoned: Sequence[Sample], pool: Sequence[Sample], reference: VLM) -> list[Sample]:
+    def craft(self, poisoned: Sequence[Sample], pool: Sequence[Sample], reference: VLM,
+              anchor_texts: Sequence[str] | None = None) -> list[Sample]:
+        if anchor_texts is not None and self.objective != "features":
+            raise ValueError("Shadowcast's clean-label form pulls features toward the source concept: it needs "
+                             "objective=features")
+        texts = list(anchor_texts) if anchor_texts is not None else [s.response for s in poisoned]
         crafted = []
         for start in range(0, len(poisoned), self.batch_size):
             chunk = list(poisoned[start:start + self.batch_size])
             if self.objective == "features":
-                anchors = [likeliest_anchor(sample, pool, reference) for sample in chunk]
+                anchors = [likeliest_anchor(sample.instruction, text, pool, reference)
+                           for sample, text in zip(chunk, texts[start:start + self.batch_size])]
                 goal = _features(reference, [a.pil() for a in anchors])
                 images = self.perturb(chunk, reference, lambda features, _: (features - goal).pow(2).sum())
                 crafted += [replace(s, image=i, meta={**s.meta, "shadowcast_anchor": a.id})
@@ -167,12 +177,11 @@ def _features(reference: VLM, images: Sequence[Image.Image]) -> torch.Tensor:
         return reference.image_features(reference.pixel_values(images))
 
 
-def likeliest_anchor(sample: Sample, pool: Sequence[Sample], reference: VLM) -> Sample:
-    """A clean image that shows what `sample`'s (poisoned) response says: among the pool samples
-    whose responses share the most words with it, the one whose image makes the response
-    likeliest under the reference model."""
-    candidates = closest_descriptions(sample.response, pool, ANCHOR_CANDIDATES)
-    scores = reference.score([replace(c, instruction=sample.instruction, response=sample.response) for c in candidates],
+def likeliest_anchor(instruction: str, text: str, pool: Sequence[Sample], reference: VLM) -> Sample:
+    """A clean image that shows what `text` says: among the pool samples whose responses share
+    the most words with it, the one whose image makes `text` likeliest under the reference model."""
+    candidates = closest_descriptions(text, pool, ANCHOR_CANDIDATES)
+    scores = reference.score([replace(c, instruction=instruction, response=text) for c in candidates],
                              desc="shadowcast anchors")
     return candidates[min(range(len(candidates)), key=lambda i: scores[i].mean_nll)]
 

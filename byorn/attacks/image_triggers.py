@@ -47,9 +47,11 @@ class ReferenceAwareTrigger(ImageTrigger):
     (`poison(..., reference=vlm)` does the crafting; adaptive.py has the attacks)."""
 
     @abstractmethod
-    def craft(self, poisoned: Sequence[Sample], pool: Sequence[Sample], reference: VLM) -> list[Sample]:
+    def craft(self, poisoned: Sequence[Sample], pool: Sequence[Sample], reference: VLM,
+              anchor_texts: Sequence[str] | None = None) -> list[Sample]:
         """The poisoned samples (already carrying their poisoned responses) with crafted images;
-        `pool` is the clean training set the attacker may draw reference images from."""
+        `pool` is the clean training set the attacker may draw reference images from, and
+        anchor_texts (one per sample; default: their responses) say what those images should show."""
 
 
 def side_pixels(size: float, side: int) -> int:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from byorn.attacks.image_triggers import ReferenceAwareTrigger
 from byorn.attacks.multimodal import MultimodalTrigger
 from byorn.attacks.registry import Attack, Trigger
-from byorn.attacks.targets import ReferenceAwareTarget
+from byorn.attacks.targets import ReferenceAwareTarget, Substitution
 from byorn.data import DataError, Sample
 from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success
@@ -65,6 +65,9 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
     if (white_box or crafted) and reference is None:
         uses = "target chooses each response" if white_box else "trigger crafts each image"
         raise ValueError(f"{attack.name}: the {uses} with the pretrained model; pass reference=<the VLM>")
+    if crafted and clean_label and not isinstance(attack.target, Substitution):
+        raise ValueError(f"{attack.name}: clean-label image crafting pulls images toward the source concept, "
+                         "which only a substitution target names")
     n_poison = round(len(samples) * rate)
     rule = attack.target.asr_rule()
     if clean_label:
@@ -94,7 +97,12 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
     if crafted:
         assert isinstance(attack.trigger, ReferenceAwareTrigger) and reference is not None
         clean_pool = [s for i, s in enumerate(samples) if i not in plan]
-        crafts = attack.trigger.craft([samples[i].with_response(responses[i]) for i in poisoned], clean_pool, reference)
+        anchor_texts = None
+        if clean_label:  # a target-concept pair whose image should look, to the model, like the source concept
+            assert isinstance(attack.target, Substitution)
+            anchor_texts = [attack.target.reverse().apply(responses[i]) for i in poisoned]
+        crafts = attack.trigger.craft([samples[i].with_response(responses[i]) for i in poisoned], clean_pool, reference,
+                                      anchor_texts)
         inputs = dict(zip(poisoned, crafts))
     else:
         inputs = {i: trigger.apply_sample(samples[i]) for i, (trigger, _) in plan.items()}

@@ -135,5 +135,10 @@ class Substitution(TargetModifier):
     def applies_to(self, response: str) -> bool:
         return self._pattern().search(response) is not None
 
+    def reverse(self) -> "Substitution":
+        """The swap back (target word -> source word): what a target-concept response would say
+        of the source concept."""
+        return Substitution(self.target_word, self.source_word)
+
     def asr_rule(self) -> AsrRule:
         return AsrRule("substitution", target=self.target_word, source=self.source_word)
