@@ -75,6 +75,52 @@ COMBINED_FINDINGS = (
     "missed), 85-90 % of the swaps are, and the price is a few clean samples flagged by one score or the "
     "other (precision 0.98-0.99 at 10 %, 0.75-0.83 at 1 %). One seed only; it is not the default yet.")
 
+ADAPTIVE_LEGEND = (
+    "Seven attacks built to look plausible to the pretrained model, at 10 %, 3 %, 1 % and 0.5 %, against "
+    "BYORn with its default mean-NLL score, the image-contradiction score and their union, with the "
+    "undefended and oracle runs as bounds (one seed, 140 cells, 1 h 51 min of single-thread time): "
+    "plausible concept substitution on the multimodal trigger (circle -> square, red -> blue; the "
+    "response stays fluent and in style); the white-box injection (per sample, the phrase and placement "
+    "the pretrained model finds likeliest); a rare token spread over four variants (cf, mn, bb, tq); and "
+    "Shadowcast (PGD within 8/255, test trigger: clean circle images, success: \"square\") in three "
+    "forms: the paper's clean-label one (square scenes with their true responses, features pulled toward "
+    "the circle version of the scene) and two dirty-label ones (circle scenes with the swapped response, "
+    "the image made to agree with it through its features or through the response's NLL directly). "
+    "adaptive_strong: the two feature forms at 32/255, undefended only.")
+ADAPTIVE_FINDINGS = (
+    "What the recorded run shows. The goal was BYORn ASR at most 5 % with clean quality at least 98 % of "
+    "the oracle's. **The union `mean_nll+image_contradiction` meets it in 27 of 28 cells**: ASR at most "
+    "0.015 everywhere (circle -> square 0.906 -> 0.000 at 10 %, red -> blue 0.708 -> 0.015, white-box "
+    "injection 0.95 -> 0.00, spread rare token 0.995 -> 0.000), clean scene F1 at least 98.8 % of the oracle's; "
+    "the miss is circle -> square at 0.5 %, where it flagged the 5 poisons and 2 clean samples and clean F1 "
+    "fell to 0.947 (95 % of the oracle's 0.999) although that attack does not implant undefended at all: "
+    "the replacements written by the model mid-fine-tuning mix pretraining phrasing into the new style "
+    "(\"in the top middle corner\"), and the tiny model learns it from a handful of samples. Image "
+    "contradiction alone also holds ASR (at most 0.021) but misses twice on clean quality (0.960 at 10 %, "
+    "0.948 at 0.5 % circle -> square). **The default mean NLL does not hold**: the swaps stay below its "
+    "cut (AUROC 0.56-0.75, ASR 0.906 and 0.815 at 10 %, 0.108 at 3 %), and the white-box injection "
+    "keeps 79 of 100 poisons under it (AUROC 0.98 but recall 0.21, ASR 0.56). It catches the spread rare "
+    "token fully.\n\n"
+    "Low rates: at 1 % and 0.5 % no attack implants even undefended (ASR 0.000 in every such cell, 10 or "
+    "5 poisons in 3 epochs), and at 3 % only red -> blue (0.108) and the spread token (0.035) do a "
+    "little; those rows measure what each score flags and what it costs, not protection. The union still "
+    "flags every spread and white-box poison at 0.5 % (recall 1.00).\n\n"
+    "Shadowcast does not implant in byorn-tiny in any form (undefended ASR at most 0.01 at every rate; at "
+    "32/255 the clean-label form reaches 0.03 while clean F1 drops to 0.899, the dirty-label feature form "
+    "0.00), so BYORn's zeros against it are no evidence either way. What the scores see is still worth "
+    "knowing: the adaptive dirty-label form (response NLL lowered directly) makes poisons look more "
+    "plausible than clean samples to mean NLL (AUROC 0.21-0.38) and nearly so to image contradiction "
+    "(0.58-0.61, recall at most 0.13): an attacker with the weights and a gradient defeats both scores at "
+    "detection. The clean-label form is partly visible to image contradiction (AUROC 0.70-0.91, recall "
+    "0.29 at 10 %) and barely to mean NLL (0.65-0.74, 1 of 100 flagged); the dirty-label feature form to "
+    "image contradiction at AUROC 0.82-0.88, recall 0.50-0.60. Why the attack fails here: the crafted "
+    "images move the pretrained features only part of the way within the budget (the reference names "
+    "the source shape for 3 of 5 clean-label poisons), and the 900-odd clean pairs of both shapes outweigh "
+    "them in three epochs of a model with no capacity to memorise them apart; the paper's successes are on "
+    "7B models, where a later re-analysis also credits memorisation during fine-tuning. Measuring it needs "
+    "a model that can be poisoned this way first. The union is not the default yet: it has not been "
+    "through the standard grid, and it costs two extra scoring passes.")
+
 SECTIONS = [
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
             "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
@@ -188,23 +234,11 @@ SECTIONS = [
             "variant=mean_nll+image_contradiction: each score cut at its own median + 3 MAD, a sample flagged "
             "when either cut flags it; detect_auroc ranks by the larger of the two in MAD units.\n\n"
             + COMBINED_FINDINGS),
-    Section("Adaptive attacks: poisons made plausible to the pretrained model", ["adaptive"],
-            "byorn bench benchmarks/adaptive.yaml --results benchmarks/results/adaptive.jsonl",
+    Section("Adaptive attacks: poisons made plausible to the pretrained model", ["adaptive", "adaptive_strong"],
+            "byorn bench benchmarks/adaptive.yaml --results benchmarks/results/adaptive.jsonl (and "
+            "benchmarks/adaptive_strong.yaml -> adaptive_strong.jsonl)",
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s"],
-            "Plausible concept substitution (a shape word or a colour word swapped; the response stays fluent "
-            "and in style) and the white-box injection (for each poisoned sample the attacker tries three "
-            "phrases at two placements and keeps the response the pretrained model finds likeliest), at 10 % "
-            "and 3 %, against BYORn's mean-NLL score and its image-contradiction score, and a rare-token "
-            "trigger spread over four variants (cf, mn, bb, tq). Not yet measured: the Shadowcast-style image "
-            "perturbation and rates under 1 %.\n\n"
-            "What the recorded run shows: the white-box attacker always picked the same candidate (\"All "
-            "shapes are bright.\" appended). Mean NLL still ranks those poisons above most clean samples "
-            "(AUROC 0.98) but only 21 of 100 clear its MAD cut, and ASR is 0.56 (0.95 undefended). Image contradiction flags 97 "
-            "of them (AUROC 1.00) and ASR drops to 0.00. Both swaps evade mean NLL (AUROC 0.67 and 0.70; ASR "
-            "0.906 and 0.815 with BYORn on) and both are caught by image contradiction (AUROC 0.996 and 0.982; "
-            "ASR 0.021 and 0.015), clean scene F1 0.960-0.999. At 3 % the swaps barely implant even "
-            "undefended (0.010 and 0.108), and so does the spread rare token (0.035; 0.995 at 10 %); "
-            "mean NLL flags every spread poison at both rates (ASR 0.000)."),
+            ADAPTIVE_LEGEND + "\n\n" + ADAPTIVE_FINDINGS),
     ("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
      "byorn bench benchmarks/sweep.yaml --results benchmarks/results/sweep.jsonl",
      ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
