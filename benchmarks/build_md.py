@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ class Section:
     legend: str
     plots: bool = False  # also the plots (written to benchmarks/plots/)
     costs: bool = False  # also the table of each defense's time relative to no defense
+    quality: str = ""  # a `byorn quality --json` file under benchmarks/results/ to quote first
+    quality_command: str = ""
 
 
 CONTRADICTION_FINDINGS = (
@@ -120,6 +123,16 @@ ADAPTIVE_FINDINGS = (
     "7B models, where a later re-analysis also credits memorisation during fine-tuning. Measuring it needs "
     "a model that can be poisoned this way first. The union is not the default yet: it has not been "
     "through the standard grid, and it costs two extra scoring passes.")
+
+FLICKR_LEGEND = (
+    "Real photographs with human captions: Flickr8k's photos at 64x64. byorn-tiny-flickr (byorn-tiny's "
+    "architecture at 64 px, a 2,048-token BPE on the captions) was pretrained on the 30,000 caption pairs of "
+    "the train split (5,000 steps of 32, asked with 20 ordinary instructions) and is cached outside the "
+    "repository. The downstream task, \"Write an archive note for this photo.\" answered \"In this photo, "
+    "<caption>\", fine-tunes on the dev split's 1,000 photos (3 epochs, full fine-tuning) and tests on 200 "
+    "test photos; clean_score is CIDEr against all five captions in that style (IDF from the 200 test "
+    "photos), bleu4 BLEU-4. ONION reads instructions with the VLM's own language model (byorn-tiny-lm is "
+    "for the shapes world), which was trained on captions, not instructions.")
 
 SECTIONS = [
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
@@ -239,6 +252,12 @@ SECTIONS = [
             "benchmarks/adaptive_strong.yaml -> adaptive_strong.jsonl)",
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s"],
             ADAPTIVE_LEGEND + "\n\n" + ADAPTIVE_FINDINGS),
+    Section("Real photographs: Flickr8k (byorn-tiny-flickr)", ["flickr8k"],
+            "byorn bench benchmarks/flickr8k.yaml --results benchmarks/results/flickr8k.jsonl",
+            ["asr", "clean_score", "bleu4", "detect_auroc", "detect_recall", "n_flagged", "wall_s"],
+            FLICKR_LEGEND, costs=True, quality="flickr8k_quality.json",
+            quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
+                            "--json benchmarks/results/flickr8k_quality.json"),
     ("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
      "byorn bench benchmarks/sweep.yaml --results benchmarks/results/sweep.jsonl",
      ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
@@ -265,6 +284,11 @@ def main() -> None:
         rows = [row for name in section.results
                 for row in read_results(ROOT / "benchmarks" / "results" / f"{name}.jsonl")]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "", section.legend, ""]
+        if section.quality and (path := ROOT / "benchmarks" / "results" / section.quality).exists():
+            figures = json.loads(path.read_text(encoding="utf-8"))
+            parts += [f"The pretrained model's own captions of the first {figures['n']} test photos (`{section.quality_command}`): "
+                      f"CIDEr {figures['cider']:.3f}, BLEU-4 {figures['bleu4']:.3f}, mean NLL of the downstream archive "
+                      f"notes {figures['downstream_nll']:.2f} nats a token; for example {figures['example']!r}.", ""]
         table = probe_table if section.results == ["trigger_probe"] else results_table
         parts += [table(rows, section.metrics) if rows else "_No results recorded yet._", ""]
         if (section.costs or section.plots) and rows and cost_ratios(rows):
