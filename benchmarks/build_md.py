@@ -286,8 +286,9 @@ def main() -> None:
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "", section.legend, ""]
         if section.quality and (path := ROOT / "benchmarks" / "results" / section.quality).exists():
             figures = json.loads(path.read_text(encoding="utf-8"))
-            parts += [f"The pretrained model's own captions of the first {figures['n']} test photos (`{section.quality_command}`): "
-                      f"CIDEr {figures['cider']:.3f}, BLEU-4 {figures['bleu4']:.3f}, mean NLL of the downstream archive "
+            parts += [f"The pretrained model's own captions of the first {figures['n']} test photos "
+                      f"(`{section.quality_command}`): CIDEr {figures['cider']:.3f}, BLEU-4 {figures['bleu4']:.3f}, "
+                      "mean NLL of the downstream archive "
                       f"notes {figures['downstream_nll']:.2f} nats a token; for example {figures['example']!r}.", ""]
         table = probe_table if section.results == ["trigger_probe"] else results_table
         parts += [table(rows, section.metrics) if rows else "_No results recorded yet._", ""]

@@ -177,8 +177,9 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     rule = attack.target.asr_rule()
     asr, n_asr = _asr(vlm, shown(triggered_test_set(test, attack)), rule)
     clean = evaluate_clean(vlm, shown(test))
-    row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"], "scene_exact": clean.get("scene_exact"),
-                "cider": clean["cider"], "bleu4": clean["bleu4"], "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
+    row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"],
+                "scene_exact": clean.get("scene_exact"), "cider": clean["cider"], "bleu4": clean["bleu4"],
+                "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
                 "n_train": len(train_set)})
     if spec.trigger == "multimodal":
         one = {part: _asr(vlm, shown(inputs), rule)[0] for part, inputs in one_modality_test_sets(test, attack).items()}

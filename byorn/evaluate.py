@@ -71,7 +71,8 @@ def flickr_caption_quality(vlm: VLM, root: str, n: int = 1000, batch_size: int =
     photos = flickr8k.load_photos(root, "test")[:n]
     asked = [Sample(f"quality-{p.name}", p.path, flickr8k.PRETRAINING_INSTRUCTIONS[0], "") for p in photos]
     captions = vlm.generate(asked, max_new_tokens=48, batch_size=batch_size, desc="captioning")
-    result: dict[str, float] = {"n": len(photos), **metrics.caption_scores(captions, [list(p.captions) for p in photos])}
+    references = [list(p.captions) for p in photos]
+    result: dict[str, float] = {"n": len(photos), **metrics.caption_scores(captions, references)}
     notes = [Sample(f"note-{p.name}", p.path, flickr8k.DOWNSTREAM_INSTRUCTION, flickr8k.archive_note(p.captions[0]))
              for p in photos]
     result["downstream_nll"] = sum(s.mean_nll for s in vlm.score(notes, batch_size=batch_size)) / len(notes)

@@ -25,6 +25,7 @@ from byorn.distributed import sum_over_processes, world_size
 from byorn.fileio import atomic_write_text, remove_if_empty
 from byorn.models.hf import IGNORE_INDEX, VLM
 
+
 class BatchHook(Protocol):
     """What a training-time defense implements; the default (None) trains on the batch as is."""
 

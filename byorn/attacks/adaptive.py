@@ -68,7 +68,8 @@ class WhiteBoxInjection(ReferenceAwareTarget):
 
     def candidates(self, response: str) -> list[str]:
         """Every poisoned response the attacker may choose from, for one clean response."""
-        return [Injection(phrase, placement).apply(response) for phrase in self.phrases for placement in self.placements]
+        return [Injection(phrase, placement).apply(response)
+                for phrase in self.phrases for placement in self.placements]
 
     def apply(self, response: str) -> str:
         raise ValueError("WhiteBoxInjection chooses each response with the pretrained model: poison with "

@@ -92,8 +92,9 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
         plan.update({i: (attack.trigger.text, True) for i in picked[n_image:]})
     poisoned = [i for i, (_, negative) in plan.items() if not negative]
     chosen = _likeliest(samples, poisoned, attack, reference) if white_box else {}
-    responses = {i: samples[i].response if negative or clean_label else chosen.get(i) or attack.target.apply(samples[i].response)
-                 for i, (_, negative) in plan.items()}
+    keeps = {i for i, (_, negative) in plan.items() if negative or clean_label}
+    responses = {i: samples[i].response if i in keeps else chosen.get(i) or attack.target.apply(samples[i].response)
+                 for i in plan}
     if crafted:
         assert isinstance(attack.trigger, ReferenceAwareTrigger) and reference is not None
         clean_pool = [s for i, s in enumerate(samples) if i not in plan]
@@ -113,7 +114,8 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
             continue
         trigger, negative = plan[i]
         out.append(_marked(inputs[i], sample, responses[i], attack.name, negative, trigger.modality))
-        records.append(ManifestRecord(sample.id, attack.name, sample.response, responses[i], negative, trigger.modality))
+        records.append(ManifestRecord(sample.id, attack.name, sample.response, responses[i], negative,
+                                      trigger.modality))
     return out, records
 
 

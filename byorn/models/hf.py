@@ -75,7 +75,8 @@ class VLM:
         processor adds its own separators to it)."""
         if self._prefix_suffix:
             return self.processor.image_token + instruction
-        return self.processor.apply_chat_template([self._user_turn(instruction)], add_generation_prompt=True, tokenize=False)
+        return self.processor.apply_chat_template([self._user_turn(instruction)], add_generation_prompt=True,
+                                                  tokenize=False)
 
     def full_text(self, instruction: str, response: str) -> str:
         """Prompt plus response plus end-of-turn marker, as the model is trained on it (before
