@@ -134,6 +134,11 @@ FLICKR_LEGEND = (
     "photos), bleu4 BLEU-4. ONION reads instructions with the VLM's own language model (byorn-tiny-lm is "
     "for the shapes world), which was trained on captions, not instructions.")
 
+FLICKR_LONGER_LEGEND = (
+    "The same task, model and data as above with 8 epochs of fine-tuning, the four text-trigger attacks "
+    "at 10 %, against no defense, BYORn (mean NLL, and the union with image contradiction) and the "
+    "oracle.")
+
 SECTIONS = [
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
             "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
@@ -258,6 +263,11 @@ SECTIONS = [
             FLICKR_LEGEND, costs=True, quality="flickr8k_quality.json",
             quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
                             "--json benchmarks/results/flickr8k_quality.json"),
+    Section("Real photographs, 8 epochs: where the attacks implant", ["flickr8k_longer"],
+            "byorn bench benchmarks/flickr8k_longer.yaml --results benchmarks/results/flickr8k_longer.jsonl",
+            ["asr", "clean_score", "bleu4", "detect_auroc", "detect_precision", "detect_recall", "n_flagged",
+             "wall_s"],
+            FLICKR_LONGER_LEGEND, costs=True),
     ("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
      "byorn bench benchmarks/sweep.yaml --results benchmarks/results/sweep.jsonl",
      ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
