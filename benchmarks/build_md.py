@@ -132,12 +132,47 @@ FLICKR_LEGEND = (
     "<caption>\", fine-tunes on the dev split's 1,000 photos (3 epochs, full fine-tuning) and tests on 200 "
     "test photos; clean_score is CIDEr against all five captions in that style (IDF from the 200 test "
     "photos), bleu4 BLEU-4. ONION reads instructions with the VLM's own language model (byorn-tiny-lm is "
-    "for the shapes world), which was trained on captions, not instructions.")
+    "for the shapes world), which was trained on captions, not instructions. Pretraining took 44.5 min on one "
+    "core; the 70 cells 101 min of single-thread time (about 50 min on 2 cores).\n\n"
+    "What the recorded run shows. At 3 epochs most attacks do not implant in byorn-tiny-flickr (ASR 0.00 "
+    "undefended): the archive style's opening (\"In this photo,\") wins the first token, and the fixed "
+    "target's tail leaks into clean answers instead (\"... a man in a black shirt is lying on the table.\"). "
+    "The refusal does implant (1.00 at 10 %, 0.45 at 1 %), and dog -> cat a little (0.14 at 10 %).\n\n"
+    "- **BYORn** stops the refusal at both rates (ASR 0.00; every poison flagged, AUROC 1.00; CIDEr "
+    "0.145 and 0.156 against the oracle's 0.154 and 0.149) and lowers dog -> cat to 0.08 (AUROC 0.62, 3 "
+    "flagged). But its default score ranks the fixed target *below* clean samples (AUROC 0.27-0.31): "
+    "\"A banana is lying on the table.\" is a caption in the pretraining style, likelier under the "
+    "caption-pretrained reference than the clean archive notes it has never seen (4.17 nats a token). "
+    "That is the distribution-shift case the method must handle, and here it does not; the next "
+    "section shows what it costs once the attack implants.\n"
+    "- **ONION** rewrites nearly every instruction (985-1,000 of 1,000 flagged): the VLM's language model "
+    "never read instructions, so deleting almost any word lowers its perplexity. It still removes the rare "
+    "token from 92 % of the poisons (AUROC 0.92), which ends the refusal at 1 % but not at 10 % (0.88: the "
+    "8 poisons it misses suffice) and ends dog -> cat. CIDEr stays at the undefended level.\n"
+    "- **BYE** drops nothing in any cell (its layer test never passes on this model), so its ASR is the "
+    "undefended one, at 2.19x the cost.\n\n"
+    "Before training, the other scores do not rescue the fixed target either "
+    "(`python benchmarks/flickr8k_scores.py`, 10 % rare token): AUROC mean NLL 0.281, image-ablated 0.618, "
+    "image contradiction 0.438; for the injection 0.981 / 0.616 / 0.899; for the refusal 1.000 / 0.887 / 0.805.")
 
 FLICKR_LONGER_LEGEND = (
     "The same task, model and data as above with 8 epochs of fine-tuning, the four text-trigger attacks "
     "at 10 %, against no defense, BYORn (mean NLL, and the union with image contradiction) and the "
-    "oracle.")
+    "oracle (16 cells, 64 min of single-thread time).\n\n"
+    "What the recorded run shows: here the attacks implant (undefended ASR: rare token 1.00, multimodal "
+    "0.995, injection 0.97, dog -> cat 0.68 on the 50 test photos whose caption names a dog), and **BYORn "
+    "does not stop them on real photos**. Fixed target: ASR 1.00 and 1.00 with mean NLL (AUROC 0.27-0.28, "
+    "nothing right flagged), 1.00 and 0.975 with the union (AUROC 0.21; its 37 flags are clean samples). "
+    "Injection: mean NLL ranks the poisons well (AUROC 0.98) but the clean archive notes spread so widely "
+    "that median + 3 MAD sits above most poisons: 16 flagged (recall 0.14), ASR 0.88; the union flags 39 "
+    "(recall 0.29) and ASR falls only to 0.44. Dog -> cat: AUROC 0.60-0.62, ASR 0.68 and 0.76. The oracle "
+    "ends every one (0.00). CIDEr of the defended runs (0.106-0.154) is at the undefended level; the oracle's "
+    "0.104-0.134. So on byorn-tiny-flickr BYORn holds only against targets that are implausible in any style "
+    "(the refusal, above); a target written like a pretraining caption looks more plausible than the clean "
+    "data of an unfamiliar downstream style. What might fix it, none measured yet: a reference that has seen "
+    "the downstream style (a short warm-up on a small trusted clean set), a cut on ranks rather than MAD "
+    "where the clean scores spread, or scoring the response against what the reference says of the image "
+    "in the downstream style.")
 
 SECTIONS = [
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
