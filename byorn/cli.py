@@ -161,6 +161,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     import torch
 
     from byorn.defenses import build_defense
+    from byorn.distributed import is_main, shut_down
     from byorn.models import load_vlm
     from byorn.train import checkpoint_step, finetune, latest_checkpoint
 
@@ -183,6 +184,9 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
     hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
     finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook, resume_from=checkpoint)
+    shut_down()
+    if not is_main():
+        return  # the main process reports
     click.echo(f"run written to {out_dir}")
     if n_skipped:  # repeated at the end: the note at load time has long scrolled away
         click.echo(f"trained without {n_skipped} bad record(s), listed in {Path(out_dir) / SKIPPED_NAME}", err=True)
