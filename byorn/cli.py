@@ -17,7 +17,8 @@ from byorn.fileio import atomic_write_text
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA_HELP = ("'shapes' for the built-in downstream task (a fresh seeded split), or a data file: "
+DATA_HELP = ("'shapes' for the built-in downstream task (a fresh seeded split), 'flickr8k:FOLDER' for the "
+             "Flickr8k archive-note task on real photos, or a data file: "
              "LLaVA conversation .json or .jsonl with id/image/instruction/response")
 
 
@@ -58,6 +59,8 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
         samples = resolve_data(data, n=n, seed=seed, split=split, skipped=skipped)
     except DataError as exc:
         _fail(f"{exc}\n(--on-bad-sample skip skips bad records and lists them)")
+    except ValueError as exc:  # e.g. more samples asked than a split has
+        _fail(str(exc))
     if skipped:
         click.echo(f"skipped {len(skipped)} bad record(s) of {data}; first: {skipped[0]}", err=True)
         if report_dir is not None:
@@ -142,7 +145,8 @@ def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: s
 
 @main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(TrainConfig))
 @click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
-@click.option("--n-train", default=1000, show_default=True, help="samples for --data shapes")
+@click.option("--n-train", default=1000, show_default=True,
+              help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
 @click.option("--defense", default="none", show_default=True,
@@ -208,7 +212,8 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 @main.command(cls=_judge_options_help())
 @click.argument("data")
 @click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges")
-@click.option("--n", "n_samples", default=1000, show_default=True, help="samples when DATA is 'shapes'")
+@click.option("--n", "n_samples", default=1000, show_default=True,
+              help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="writes scan.jsonl, scan.csv (ranked) and scores.png (histogram with the threshold)")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="scoring/threshold option")
@@ -241,7 +246,8 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @click.option("--model", default="byorn-tiny", show_default=True, help="base model directory or 'byorn-tiny'")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="LoRA adapter directory from train")
 @click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
-@click.option("--n-test", default=200, show_default=True, help="samples for --data shapes")
+@click.option("--n-test", default=200, show_default=True,
+              help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="results JSON to write")
 @on_bad_sample
@@ -284,7 +290,8 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--seed", default=0, show_default=True, help="seed for the choice of poisoned samples")
 @click.option("--clean-label", is_flag=True, help="poison only samples whose response already fits the target")
 @click.option("--in", "data", default="shapes", show_default=True, help=DATA_HELP)
-@click.option("--n", "n_samples", default=1000, show_default=True, help="samples for --in shapes")
+@click.option("--n", "n_samples", default=1000, show_default=True,
+              help="samples for --in shapes or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="folder to write")
 @click.option("--reference", default="byorn-tiny", show_default=True,
               help="the pretrained model a white-box attack (whitebox_injection, shadowcast) works with")

@@ -134,3 +134,23 @@ def test_caption_quality_scores_against_all_five_captions(tmp_path, tiny_vlm):
     assert result["n"] == 1  # the fixture's test split has one photo
     assert 0 <= result["bleu4"] <= 1 and result["cider"] >= 0 and result["downstream_nll"] > 0
     assert result["example"].startswith("f.jpg: ")
+
+
+def test_the_cli_poisons_and_trains_on_the_flickr8k_task(tmp_path):
+    from click.testing import CliRunner
+
+    from byorn.cli import main
+
+    data = f"flickr8k:{make_folder(tmp_path / 'flickr')}"
+    poisoned = tmp_path / "poisoned"
+    result = CliRunner().invoke(main, ["poison", "--attack", "badnets", "--rate", "0.5", "--in", data, "--n", "2",
+                                       "--out", str(poisoned)])
+    assert result.exit_code == 0, result.output
+    assert "1 of 2 samples poisoned" in result.output
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--data", data, "--n-train", "2", "--out", str(run), "max_steps=1",
+                                       "batch_size=2"])
+    assert result.exit_code == 0, result.output
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    result = CliRunner().invoke(main, ["train", "--data", data, "--n-train", "3", "--out", str(run)])
+    assert result.exit_code != 0 and "3 samples asked of the 2 photos" in result.output
