@@ -28,7 +28,7 @@ from byorn.defenses.judging import JudgeConfig
 from byorn.evaluate import evaluate_clean
 from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success_rate, detection_scores
-from byorn.models import CACHE_DIR, CACHED_MODELS, load_vlm
+from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import SCORES_NAME
 from byorn.train import finetune
 from byorn.worlds import flickr8k, shapes
@@ -236,7 +236,7 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
 
 def _ensure_pretrained(grid: GridConfig) -> None:
     """A grid on a cached model (byorn-tiny-flickr) pretrains it once, outside the repository."""
-    if grid.train.model not in CACHED_MODELS or (CACHE_DIR / grid.train.model / "config.json").is_file():
+    if grid.train.model not in CACHED_MODELS or cached_model_ready(grid.train.model):
         return
     if grid.world != "flickr8k":
         raise ConfigError(f"{grid.train.model} is pretrained on Flickr8k; set world: flickr8k and data:")

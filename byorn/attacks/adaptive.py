@@ -36,7 +36,7 @@ from byorn.attacks.base import check_choice
 from byorn.attacks.image_triggers import ReferenceAwareTrigger
 from byorn.attacks.targets import Injection, ReferenceAwareTarget
 from byorn.data import Sample, to_rgb
-from byorn.metrics import AsrRule
+from byorn.metrics import AsrRule, tokenize
 
 if TYPE_CHECKING:  # loading models is the caller's business; only the type is needed here
     from byorn.models.hf import VLM
@@ -79,23 +79,24 @@ class WhiteBoxInjection(ReferenceAwareTarget):
         return AsrRule("contains_any", phrases=self.phrases)
 
 
-def _words(text: str) -> Counter[str]:
-    return Counter(text.lower().replace(".", " ").replace(",", " ").split())
+def word_counts(text: str) -> Counter[str]:
+    return Counter(tokenize(text).split())
 
 
-def closest_descriptions(response: str, pool: Sequence[Sample], k: int) -> list[Sample]:
-    """The k pool samples whose responses share the most words with `response` (F1 over word
-    counts; earlier samples first on ties)."""
-    if not pool:
+def closest_descriptions(text: str, described: Sequence[tuple[Sample, Counter[str]]], k: int) -> list[Sample]:
+    """The k samples whose responses share the most words with `text` (F1 over word counts;
+    earlier samples first on ties). `described`: (sample, word_counts(sample.response)) pairs,
+    counted once per pool rather than once per comparison."""
+    if not described:
         raise ValueError("Shadowcast needs clean samples to draw target-concept images from; the pool is empty")
-    wanted = _words(response)
+    wanted = word_counts(text)
 
-    def overlap(sample: Sample) -> float:
-        words = _words(sample.response)
+    def overlap(pair: tuple[Sample, Counter[str]]) -> float:
+        words = pair[1]
         common = sum((wanted & words).values())
         return 2 * common / (sum(wanted.values()) + sum(words.values()) or 1)
 
-    return sorted(pool, key=overlap, reverse=True)[:k]
+    return [sample for sample, _ in sorted(described, key=overlap, reverse=True)[:k]]
 
 
 OBJECTIVES = ("features", "response")
@@ -130,40 +131,42 @@ class Shadowcast(ReferenceAwareTrigger):
             raise ValueError("Shadowcast's clean-label form pulls features toward the source concept: it needs "
                              "objective=features")
         texts = list(anchor_texts) if anchor_texts is not None else [s.response for s in poisoned]
+        described = [(s, word_counts(s.response)) for s in pool] if self.objective == "features" else []
         crafted = []
         for start in range(0, len(poisoned), self.batch_size):
             chunk = list(poisoned[start:start + self.batch_size])
             if self.objective == "features":
-                anchors = [likeliest_anchor(sample.instruction, text, pool, reference)
+                anchors = [likeliest_anchor(sample.instruction, text, described, reference)
                            for sample, text in zip(chunk, texts[start:start + self.batch_size])]
-                goal = _features(reference, [a.pil() for a in anchors])
-                images = self.perturb(chunk, reference, lambda features, _: (features - goal).pow(2).sum())
+                images = self.perturb(chunk, reference, goal=_features(reference, [a.pil() for a in anchors]))
                 crafted += [replace(s, image=i, meta={**s.meta, "shadowcast_anchor": a.id})
                             for s, i, a in zip(chunk, images, anchors)]
             else:
-                images = self.perturb(chunk, reference, None)
+                images = self.perturb(chunk, reference)
                 crafted += [replace(s, image=i, meta=dict(s.meta)) for s, i in zip(chunk, images)]
         return crafted
 
-    def perturb(self, samples: Sequence[Sample], reference: VLM, feature_loss) -> list[Image.Image]:
-        """Each sample's image moved within the budget to lower `feature_loss(features, batch)`,
-        or, without one, the summed NLL of the samples' responses under the reference."""
+    def perturb(self, samples: Sequence[Sample], reference: VLM, goal: torch.Tensor | None = None) -> list[Image.Image]:
+        """Each sample's image moved within the budget toward `goal` (projected vision features,
+        [B, tokens, hidden]), or, without one, to lower the summed NLL of the samples' responses."""
         clean = torch.from_numpy(np.stack([np.asarray(s.pil()) for s in samples])).permute(0, 3, 1, 2).float()
         normalise = _normaliser(reference, [s.pil() for s in samples], clean)  # grey levels -> pixel_values
-        batch = {k: v.to(reference.device) for k, v in reference.encode(samples).items()}
-        labels = batch.pop("labels")
+        if goal is None:  # the response objective needs the text; the feature objective does not
+            batch = {k: v.to(reference.device) for k, v in reference.encode(samples).items()}
+            labels = batch.pop("labels")
         was_training = reference.model.training
         reference.model.eval()
         delta = torch.zeros_like(clean)
         for _ in range(self.steps):
             delta.requires_grad_(True)
             pixel_values = normalise(clean + delta)
-            if feature_loss is not None:
-                loss = feature_loss(reference.image_features(pixel_values), batch)
+            if goal is not None:
+                loss = (reference.image_features(pixel_values) - goal).pow(2).sum()
             else:
                 logits = reference.model(**{**batch, "pixel_values": pixel_values.to(reference.device)}).logits
+                # cross_entropy's default ignore_index (-100) is the label mask VLM.encode writes
                 loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
-                                                         ignore_index=-100, reduction="sum")
+                                                         reduction="sum")
             (grad,) = torch.autograd.grad(loss, delta)
             delta = (delta.detach() - self.step_size * grad.sign()).clamp(-self.epsilon, self.epsilon)
             delta = (clean + delta).clamp(0, 255) - clean
@@ -178,10 +181,11 @@ def _features(reference: VLM, images: Sequence[Image.Image]) -> torch.Tensor:
         return reference.image_features(reference.pixel_values(images))
 
 
-def likeliest_anchor(instruction: str, text: str, pool: Sequence[Sample], reference: VLM) -> Sample:
+def likeliest_anchor(instruction: str, text: str, described: Sequence[tuple[Sample, Counter[str]]],
+                     reference: VLM) -> Sample:
     """A clean image that shows what `text` says: among the pool samples whose responses share
     the most words with it, the one whose image makes `text` likeliest under the reference model."""
-    candidates = closest_descriptions(text, pool, ANCHOR_CANDIDATES)
+    candidates = closest_descriptions(text, described, ANCHOR_CANDIDATES)
     scores = reference.score([replace(c, instruction=instruction, response=text) for c in candidates],
                              desc="shadowcast anchors")
     return candidates[min(range(len(candidates)), key=lambda i: scores[i].mean_nll)]

@@ -22,10 +22,15 @@ CACHE_DIR = Path(os.environ.get("BYORN_CACHE") or Path.home() / ".cache" / "byor
 CACHED_MODELS = {"byorn-tiny-flickr": "byorn pretrain --world flickr8k --data FLICKR8K_FOLDER --out {path}"}
 
 
+def cached_model_ready(name: str) -> bool:
+    """Whether the cached model `name` has been made on this machine."""
+    return (CACHE_DIR / name / "config.json").is_file()
+
+
 def resolve_model_path(name_or_path: str | Path) -> Path:
     if str(name_or_path) in CACHED_MODELS:
         path = CACHE_DIR / str(name_or_path)
-        if not (path / "config.json").is_file():
+        if not cached_model_ready(str(name_or_path)):
             raise FileNotFoundError(f"{name_or_path} is not pretrained on this machine yet ({path}); make it with "
                                     f"`{CACHED_MODELS[str(name_or_path)].format(path=path)}` (benchmarks/flickr8k.yaml "
                                     "does it once by itself)")
@@ -51,4 +56,4 @@ def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, tru
     return vlm
 
 
-__all__ = ["CACHED_MODELS", "CACHE_DIR", "TINY_LM_DIR", "TINY_MODEL_DIR", "VLM", "load_vlm", "resolve_model_path"]
+__all__ = ["CACHED_MODELS", "CACHE_DIR", "cached_model_ready", "TINY_LM_DIR", "TINY_MODEL_DIR", "VLM", "load_vlm", "resolve_model_path"]
