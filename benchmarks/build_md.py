@@ -317,6 +317,17 @@ SECTIONS = [
 ]
 
 
+# Rows recorded before the bench wrote each cell's checkpoint ("model": name@weights fingerprint).
+UNFINGERPRINTED = ("the checkpoints of commit 94cc6ae (byorn-tiny before its position-focus phase; "
+                   "`git checkout 94cc6ae` reproduces the figures)")
+
+
+def measured_on(rows: list[dict]) -> str:
+    """Which checkpoints a section's figures come from: a retrained byorn-tiny keeps its name."""
+    models = sorted({row.get("model", UNFINGERPRINTED) for row in rows})
+    return "Measured on " + "; ".join(f"`{m}`" if "@" in m else m for m in models) + "."
+
+
 def probe_table(rows: list[dict], metrics: list[str]) -> str:
     lines = ["| trigger | probe accuracy |", "|---|---|"]
     return "\n".join(lines + [f"| {r['trigger']} | {r['probe_accuracy']:.3f} |" for r in rows])
@@ -335,6 +346,8 @@ def main() -> None:
                       f"(`{section.quality_command}`): CIDEr {figures['cider']:.3f}, BLEU-4 {figures['bleu4']:.3f}, "
                       "mean NLL of the downstream archive "
                       f"notes {figures['downstream_nll']:.2f} nats a token; for example {figures['example']!r}.", ""]
+        if rows:
+            parts += [measured_on(rows), ""]
         table = probe_table if section.results == ["trigger_probe"] else results_table
         parts += [table(rows, section.metrics) if rows else "_No results recorded yet._", ""]
         if (section.costs or section.plots) and rows and cost_ratios(rows):

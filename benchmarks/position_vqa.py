@@ -1,11 +1,11 @@
-"""Why byorn-tiny misses the VQA position bar: the diagnosis and the experiments in README.md.
+"""byorn-tiny's answers to "where is the <colour> <shape>?": the diagnosis and how the shipped
+checkpoint was made (README.md, byorn-tiny).
 
-    python benchmarks/position_vqa.py diagnose     # error breakdown on 300 fresh scenes (~1 min)
-    python benchmarks/position_vqa.py continue     # +1,000 steps, half position questions (~4 min)
-    python benchmarks/position_vqa.py layer0       # the same, projector also fed vision layer 0
-    python benchmarks/position_vqa.py vision3      # from scratch, 3-layer vision tower (~22 min)
+    python benchmarks/position_vqa.py diagnose [MODEL]   # error breakdown on 300 fresh scenes (~1 min)
+    python benchmarks/position_vqa.py focus OUT_DIR      # the shipped checkpoint: the position-focus
+                                                         # phase on commit 94cc6ae's byorn-tiny (~6 min)
 
-Each prints its figures as JSON; nothing is saved over the shipped checkpoint.
+Each prints its figures as JSON.
 """
 
 from __future__ import annotations
@@ -13,26 +13,32 @@ from __future__ import annotations
 import collections
 import json
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-import torch
-from transformers import LlavaForConditionalGeneration
-
-from byorn.config import PretrainConfig
+from byorn.config import PretrainConfig, load_config, save_config
 from byorn.data import Sample
 from byorn.evaluate import _quality_scene, tiny_quality
 from byorn.models import load_vlm
-from byorn.models.tiny import TinyConfig
-from byorn.pretrain import pretrain
-from byorn.train import ByornTrainer, SampleDataset, collate_samples, training_arguments
+from byorn.models.tiny import TinyConfig, tiny_config_dict
+from byorn.pretrain import focus_source, resolved, train_phase
 from byorn.worlds import shapes
 
+ROOT = Path(__file__).resolve().parent.parent
+# byorn-tiny after the first phase alone (7,500 steps of the mix), as shipped until this commit.
+PHASE_ONE_COMMIT = "94cc6ae"
+PHASE_ONE_FILES = ("config.json", "generation_config.json", "model.safetensors", "chat_template.jinja",
+                   "processor_config.json", "tokenizer.json", "tokenizer_config.json", "pretrain_log.jsonl",
+                   "byorn_tiny.json")
 
-def diagnose(n: int = 300) -> dict:
+
+def diagnose(model: str = "byorn-tiny", n: int = 300) -> dict:
     """Which object's position the wrong answers name, by object count and by uniqueness."""
-    vlm = load_vlm("byorn-tiny")
+    vlm = load_vlm(model)
     rng = random.Random(1)
     scenes = [_quality_scene(i, 1) for i in range(n)]
     questions, truths = [], []
@@ -52,7 +58,8 @@ def diagnose(n: int = 300) -> dict:
             wrong += 1
             another += said in [o.position for o in scene.objects]
         if len(scene.objects) > 1:
-            asked = next(o for o in scene.objects if o.colour in question.instruction and o.shape in question.instruction)
+            asked = next(o for o in scene.objects
+                         if o.colour in question.instruction and o.shape in question.instruction)
             key = (f"colour unique={sum(o.colour == asked.colour for o in scene.objects) == 1}, "
                    f"shape unique={sum(o.shape == asked.shape for o in scene.objects) == 1}")
             unique[key][0] += miss
@@ -62,45 +69,43 @@ def diagnose(n: int = 300) -> dict:
             "wrong_answers_naming_another_objects_position": f"{another}/{wrong}"}
 
 
-def _continue(layer0: bool, steps: int = 1000, learning_rate: float = 2e-4, share: float = 0.5) -> dict:
-    """Fine-tune the shipped model further on a mix with `share` position questions."""
-    vlm = load_vlm("byorn-tiny")
-    if layer0:  # concatenate vision layer 0 (patch + position embeddings); its projector columns start at 0
-        config = vlm.model.config
-        config.vision_feature_layer = [-1, 0]
-        state = vlm.model.state_dict()
-        weight = state["model.multi_modal_projector.linear_1.weight"]
-        state["model.multi_modal_projector.linear_1.weight"] = torch.cat([weight, torch.zeros_like(weight)], 1)
-        vlm.model = LlavaForConditionalGeneration(config)
-        vlm.model.load_state_dict(state, strict=False)
-
-    def sample(i: int) -> Sample:
-        seed = 900_000_000 + i
-        rng = random.Random(seed)
-        if rng.random() < share:
-            scene = shapes.make_scene(seed)
-            question, answer = shapes.pretraining_vqa(scene, rng, "position")
-            return Sample(f"c{i}", shapes.render(scene), question, answer)
-        return shapes.pretraining_sample(seed)
-
-    with tempfile.TemporaryDirectory() as scratch:
-        args = training_arguments(Path(scratch), batch_size=32, learning_rate=learning_rate, warmup=0.03, seed=0,
-                                  logging_steps=100, max_steps=steps)
-        ByornTrainer(model=vlm.model, args=args, train_dataset=SampleDataset(sample, length=steps * 32),
-                     data_collator=collate_samples, vlm=vlm).train()
+def focus(out: str, *overrides: str) -> dict:
+    """How the shipped byorn-tiny was made: the position-focus phase of `byorn pretrain`, run on the
+    first phase's checkpoint (byorn-tiny as shipped up to commit 94cc6ae, read from git), then saved
+    to `out` with the combined log. `byorn pretrain --out DIR` runs both phases from scratch.
+    overrides: KEY=VALUE for the PretrainConfig (say focus_steps, focus_learning_rate)."""
+    config = resolved(load_config(PretrainConfig, None, overrides))
+    out_dir = Path(out)
+    with tempfile.TemporaryDirectory() as first_phase:
+        for name in PHASE_ONE_FILES:
+            data = subprocess.run(["git", "show", f"{PHASE_ONE_COMMIT}:byorn/assets/byorn-tiny/{name}"], check=True,
+                                  capture_output=True, cwd=ROOT).stdout
+            (Path(first_phase) / name).write_bytes(data)
+        vlm = load_vlm(first_phase)
+        log = [{**json.loads(line), "phase": "mix"}
+               for line in (Path(first_phase) / "pretrain_log.jsonl").read_text().splitlines()]
+        first_wall_s = json.loads((Path(first_phase) / "byorn_tiny.json").read_text())["pretrain_wall_s"]
+    started = time.perf_counter()
+    log += [{**entry, "phase": "position focus"}
+            for entry in train_phase(vlm, focus_source(config), config.focus_steps, config.focus_learning_rate, config,
+                                out_dir / "trainer")]
+    wall_s = time.perf_counter() - started
+    vlm.model.save_pretrained(str(out_dir), safe_serialization=True)
+    vlm.processor.save_pretrained(str(out_dir))
+    save_config(config, out_dir / "pretrain_config.yaml")
+    (out_dir / "pretrain_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
+    (out_dir / "byorn_tiny.json").write_text(json.dumps({"architecture": tiny_config_dict(TinyConfig()),
+                                                         "pretrain_wall_s": round(first_wall_s + wall_s, 1),
+                                                         "focus_wall_s": round(wall_s, 1)}, indent=2))
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
     vlm.model.eval()
-    return tiny_quality(vlm, n=300, seed=0)
-
-
-def vision3() -> dict:
-    with tempfile.TemporaryDirectory() as out:
-        path = pretrain(out, PretrainConfig(), TinyConfig(vision_layers=3))
-        return tiny_quality(load_vlm(str(path)), n=500)
+    return {"focus_wall_s": round(wall_s, 1), **tiny_quality(vlm, n=500)}
 
 
 if __name__ == "__main__":
-    runs = {"diagnose": diagnose, "continue": lambda: _continue(False), "layer0": lambda: _continue(True),
-            "vision3": vision3}
-    if len(sys.argv) != 2 or sys.argv[1] not in runs:
-        sys.exit(f"usage: python benchmarks/position_vqa.py {{{'|'.join(runs)}}}")
-    print(json.dumps(runs[sys.argv[1]](), indent=1))
+    if sys.argv[1:2] == ["diagnose"] and len(sys.argv) <= 3:
+        print(json.dumps(diagnose(*sys.argv[2:]), indent=1))
+    elif sys.argv[1:2] == ["focus"] and len(sys.argv) >= 3:
+        print(json.dumps(focus(*sys.argv[2:]), indent=1))
+    else:
+        sys.exit("usage: python benchmarks/position_vqa.py diagnose [MODEL] | focus OUT_DIR [KEY=VALUE ...]")

@@ -30,6 +30,7 @@ from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import SCORES_NAME
+from byorn.scoring import model_fingerprint
 from byorn.train import finetune
 from byorn.worlds import flickr8k, shapes
 
@@ -151,7 +152,9 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     write_manifest(manifest, run_dir / MANIFEST_NAME)
 
     train_config = TrainConfig(**{**asdict(grid.train), "seed": seed})
-    row: dict[str, Any] = {"attack": spec.name, "defense": defense.label, "poison_rate": rate, "seed": seed}
+    row: dict[str, Any] = {"attack": spec.name, "defense": defense.label, "poison_rate": rate, "seed": seed,
+                           # which checkpoint (name@weights fingerprint): a retrained byorn-tiny keeps its name
+                           "model": f"{grid.train.model}@{model_fingerprint(vlm, reference=False).hex()[:12]}"}
     if defense.name == ORACLE:
         train_set, hook = [s for s in poisoned if not s.meta.get("is_poisoned")], None
     else:

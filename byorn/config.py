@@ -63,6 +63,11 @@ class PretrainConfig:
     # after 500 steps); at 5e-4 shape-only VQA reaches 95 % in 600 steps.
     learning_rate: float = option(5e-4, "peak learning rate (cosine schedule)", min=0.0)
     warmup: float = option(0.03, "warmup share of the steps", min=0.0)
+    focus_steps: int = option(-1, "then this many steps of the position-focus phase, mostly 'where is the <colour> "
+                                  "<shape>?' about scenes of several objects (-1: the world's default, 2500 for "
+                                  "shapes, 0 for flickr8k, which has no such phase)", min=-1)
+    focus_learning_rate: float = option(5e-4, "peak learning rate of the position-focus phase (cosine schedule)",
+                                        min=0.0)
     seed: int = option(0, "seed for weights, tokenizer corpus and scenes")
     tokenizer_corpus: int = option(20000, "pretraining samples the tokenizer is trained on", min=100)
     logging_steps: int = option(100, "log the loss every this many steps", min=1)

@@ -1,6 +1,7 @@
 """Pretrain a tiny LLaVA from scratch: train the tokenizer, build the model, pretrain, save.
 
-World shapes reproduces the shipped byorn-tiny (every step sees fresh scenes); world flickr8k
+World shapes reproduces the shipped byorn-tiny (every step sees fresh scenes: 7,500 steps of the
+pretraining mix, then 2,500 of the position-focus phase); world flickr8k
 makes byorn-tiny-flickr from the photos and captions of Flickr8k's train split (epochs over
 30,000 pairs, reshuffled each epoch), which is never shipped: the data's terms forbid it.
 """
@@ -18,9 +19,10 @@ import torch
 
 from byorn.config import PretrainConfig, save_config
 from byorn.data import Sample
+from byorn.models.hf import VLM
 from byorn.models.tiny import TinyConfig, build_tiny, tiny_config_dict
-from byorn.fileio import remove_if_empty
-from byorn.train import ByornTrainer, SampleDataset, collate_samples, training_arguments, write_log
+from byorn.fileio import atomic_write_text, remove_if_empty
+from byorn.train import ByornTrainer, SampleDataset, collate_samples, training_arguments
 from byorn.worlds import flickr8k, shapes
 
 # Scene seeds for pretraining start here; test scenes (downstream_samples, quality checks) use
@@ -33,13 +35,20 @@ ARCHITECTURES = {"shapes": TinyConfig(), "flickr8k": TinyConfig(image_size=64, v
 # shapes: the shipped byorn-tiny's 7,500 steps of fresh scenes; flickr8k: 5,000 steps of 32, about
 # five epochs of the 30,000 train-split caption pairs.
 DEFAULT_STEPS = {"shapes": 7500, "flickr8k": 5000}
+# Then the shapes world's position-focus phase (shapes.position_focus_sample). Measured from the
+# first phase's checkpoint (75 % on "where is the blue triangle?"): 1,500 steps gave 88-90 %, with
+# colour and shape answers down to 94 %; 2,500 steps gave 93 %, colour and shape 96 %.
+DEFAULT_FOCUS_STEPS = {"shapes": 2500, "flickr8k": 0}
 
 
 def resolved(config: PretrainConfig) -> PretrainConfig:
     """The config with the world's default steps filled in (what is run and saved)."""
     if config.world not in DEFAULT_STEPS:
         raise ValueError(f"world must be one of {', '.join(DEFAULT_STEPS)}; got {config.world!r}")
-    return dataclasses.replace(config, steps=config.steps or DEFAULT_STEPS[config.world])
+    focus_steps = DEFAULT_FOCUS_STEPS[config.world] if config.focus_steps < 0 else config.focus_steps
+    if focus_steps and config.world != "shapes":
+        raise ValueError(f"focus_steps: the position-focus phase is the shapes world's; world={config.world} has none")
+    return dataclasses.replace(config, steps=config.steps or DEFAULT_STEPS[config.world], focus_steps=focus_steps)
 
 
 def sample_source(config: PretrainConfig) -> Callable[[int], Sample]:
@@ -61,6 +70,24 @@ def sample_source(config: PretrainConfig) -> Callable[[int], Sample]:
     return sample
 
 
+def focus_source(config: PretrainConfig) -> Callable[[int], Sample]:
+    """The index -> sample function of the position-focus phase: scenes after the first phase's."""
+    base = PRETRAIN_SEED_BASE + config.seed * 1_000_000_000 + config.steps * config.batch_size
+    return lambda index: shapes.position_focus_sample(base + index)
+
+
+def train_phase(vlm: VLM, sample: Callable[[int], Sample], steps: int, learning_rate: float, config: PretrainConfig,
+                scratch: Path) -> list[dict]:
+    """`steps` optimizer steps over fresh samples with a cosine schedule of its own; its log."""
+    args = training_arguments(scratch, batch_size=config.batch_size, learning_rate=learning_rate,
+                              warmup=config.warmup, seed=config.seed, logging_steps=config.logging_steps,
+                              max_steps=steps)
+    dataset = SampleDataset(sample, length=steps * config.batch_size)
+    trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=dataset, data_collator=collate_samples, vlm=vlm)
+    trainer.train()
+    return trainer.state.log_history
+
+
 def pretrain(out_dir: str | Path, config: PretrainConfig, tiny: TinyConfig | None = None) -> Path:
     """Pretrain a tiny LLaVA from scratch and save it as an ordinary HF model directory."""
     config = resolved(config)
@@ -77,18 +104,18 @@ def pretrain(out_dir: str | Path, config: PretrainConfig, tiny: TinyConfig | Non
     corpus = [draft.full_text(s.instruction, s.response) for s in map(sample, range(config.tokenizer_corpus))]
     vlm = build_tiny(corpus, tiny, seed=config.seed)
 
-    args = training_arguments(out_dir / "trainer", batch_size=config.batch_size, learning_rate=config.learning_rate,
-                              warmup=config.warmup, seed=config.seed, logging_steps=config.logging_steps,
-                              max_steps=config.steps)
-    dataset = SampleDataset(sample, length=config.steps * config.batch_size)
-    trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=dataset, data_collator=collate_samples, vlm=vlm)
     started = time.perf_counter()
-    trainer.train()
+    log = [{**entry, "phase": "mix"} for entry in train_phase(vlm, sample, config.steps, config.learning_rate, config,
+                                                                     out_dir / "trainer")]
+    if config.focus_steps:
+        log += [{**entry, "phase": "position focus"}
+                for entry in train_phase(vlm, focus_source(config), config.focus_steps, config.focus_learning_rate,
+                                            config, out_dir / "trainer")]
     wall_s = time.perf_counter() - started
 
     vlm.model.save_pretrained(str(out_dir), safe_serialization=True)
     vlm.processor.save_pretrained(str(out_dir))
-    write_log(trainer, out_dir / "pretrain_log.jsonl")
+    atomic_write_text(out_dir / "pretrain_log.jsonl", "".join(json.dumps(entry) + "\n" for entry in log))
     remove_if_empty(out_dir / "trainer")  # the Trainer's scratch folder; nothing is saved there
     (out_dir / "byorn_tiny.json").write_text(json.dumps({"architecture": tiny_config_dict(tiny),
                                                          "pretrain_wall_s": round(wall_s, 1)}, indent=2))

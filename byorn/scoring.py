@@ -103,7 +103,7 @@ def _variant_scores(vlm: VLM, samples: Sequence[Sample], variant: str, batch_siz
 # ---- cache -----------------------------------------------------------------------------------
 
 
-def _model_fingerprint(vlm: VLM, reference: bool) -> bytes:
+def model_fingerprint(vlm: VLM, reference: bool) -> bytes:
     """What the scores depend on: the model's name, config, chat template and weights.
 
     The weights enter as the first 16 values of every tensor, which is cheap even for a 7B model
@@ -135,7 +135,7 @@ def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bo
     options = {"variant": variant, "reference": reference}
     if variant == "relative_to_greedy":
         options["max_new_tokens"] = max_new_tokens
-    digest = hashlib.sha256(_model_fingerprint(vlm, reference))
+    digest = hashlib.sha256(model_fingerprint(vlm, reference))
     digest.update(json.dumps(options, sort_keys=True).encode())
     for s in samples:
         # JSON framing so that ("ab", "c") and ("a", "bc") cannot hash alike

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from byorn import bench
 from byorn.cli import main
 from byorn.report import _cell_scores, cost_ratios, results_table
+from byorn.scoring import model_fingerprint
 
 
 def test_list_attacks_names_every_trigger_and_target():
@@ -76,6 +77,9 @@ def test_bench_runs_a_cell_and_resumes_without_rerunning_it(tmp_path, monkeypatc
     assert (row["attack"], row["defense"], row["poison_rate"], row["seed"]) == ("multimodal+fixed", "none", 0.1, 0)
     assert row["n_poisoned"] == 2 and 0.0 <= row["asr"] <= 1.0 and "one_modality_asr" in row
     assert (tmp_path / "runs").exists()
+    # the checkpoint by name and weights: a retrained byorn-tiny keeps its name, not its fingerprint
+    model = tiny_vlm_factory()
+    assert row["model"] == f"byorn-tiny@{model_fingerprint(model, reference=False).hex()[:12]}"
 
     assert bench.run_grid(_grid(tmp_path), results, tmp_path / "runs") == []
     assert len(loads) == 1  # the finished cell was skipped, not retrained

@@ -216,3 +216,33 @@ def test_parse_attribute_examples_and_unknown_kind():
     assert parse_attribute("no idea", "colour") is None
     with pytest.raises(ValueError, match="Unknown attribute kind 'size'. Available: colour, shape, count, position"):
         parse_attribute("big", "size")
+
+
+def test_position_questions_name_one_attribute_only_when_asked_to_and_it_is_unique():
+    import random
+
+    one_attribute = 0
+    for seed in range(400):
+        scene = make_scene(seed)
+        full, _ = shapes.pretraining_vqa(scene, random.Random(seed), "position")
+        question, _ = shapes.pretraining_vqa(scene, random.Random(seed), "position", one_attribute=True)
+        asked = _object_asked_about(question, scene)  # exactly one object fits the question
+        named = [w for w in question.rstrip("?.").split() if w in COLOURS or w in SHAPES]
+        assert len([w for w in full.rstrip("?.").split() if w in COLOURS or w in SHAPES]) == 2, full
+        if len(named) == 1:
+            one_attribute += 1
+            fits = [o for o in scene.objects if named[0] in (o.colour, o.shape)]
+            assert fits == [asked], (question, scene)
+    assert 40 < one_attribute < 300
+
+
+def test_the_position_focus_phase_asks_mostly_where_objects_are_in_scenes_of_several():
+    samples = [shapes.position_focus_sample(seed) for seed in range(400)]
+    focus = [s for s in samples if s.id.startswith("focus-")]
+    assert 0.68 < len(focus) / len(samples) < 0.82  # POSITION_FOCUS_SHARE, the rest is the ordinary mix
+    assert all(s.id.startswith("pretrain-") for s in samples if s not in focus)
+    for sample in focus:
+        scene = scene_of(sample)
+        assert len(scene.objects) >= 2 and sample.meta["task"] == "vqa_position"
+        assert parse_attribute(sample.response, "position") == _object_asked_about(sample.instruction, scene).position
+    assert shapes.position_focus_sample(7).response == shapes.position_focus_sample(7).response

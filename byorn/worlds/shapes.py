@@ -85,10 +85,10 @@ class Scene:
         return Scene(tuple(ShapeObject(**o) for o in objects), seed)
 
 
-def make_scene(seed: int, max_objects: int = 3) -> Scene:
+def make_scene(seed: int, max_objects: int = 3, min_objects: int = 1) -> Scene:
     """A random scene; colour+shape pairs are unique so 'the red circle' always names one object."""
     rng = random.Random(seed)
-    n = rng.randint(1, max_objects)
+    n = rng.randint(min_objects, max_objects)
     cells = sorted(rng.sample(range(9), n))
     pairs = rng.sample([(c, s) for c in COLOURS for s in SHAPES], n)
     objects = tuple(ShapeObject(c, s, cell // 3, cell % 3) for (c, s), cell in zip(pairs, cells))
@@ -196,8 +196,10 @@ def _pick(rng: random.Random, options: tuple[str, ...], **fields: str) -> str:
     return rng.choice(options).format(**fields)
 
 
-def pretraining_vqa(scene: Scene, rng: random.Random, kind: str) -> tuple[str, str]:
-    """A question of `kind` (colour, shape, count, position) and an answer in a random phrasing."""
+def pretraining_vqa(scene: Scene, rng: random.Random, kind: str, one_attribute: bool = False) -> tuple[str, str]:
+    """A question of `kind` (colour, shape, count, position) and an answer in a random phrasing.
+    `one_attribute=True` also asks where an object is by its colour or its shape alone, when that
+    attribute is unique in the scene (the position-focus phase of pretraining)."""
     obj = rng.choice(scene.objects)
     c, s, pos = obj.colour, obj.shape, obj.position
     p = _position_phrase(rng, pos)
@@ -222,9 +224,15 @@ def pretraining_vqa(scene: Scene, rng: random.Random, kind: str) -> tuple[str, s
         a = _pick(rng, ("{n}", "{d}", "There {v} {n} {noun}.", "I see {n} {noun}.", "{N}."),
                   n=NUMBER_WORDS[n], N=_capitalise(NUMBER_WORDS[n]), d=str(n), v=verb, noun=noun)
     elif kind == "position":
+        # Naming a unique colour or shape alone is the easier form of the same look-up (find by
+        # content, read out where).
+        by_colour = ("Where is the {c} object?", "Where is the {c} shape?")
+        by_shape = ("Where is the {s}?", "Locate the {s}.")
         q = _pick(rng, ("Where is the {c} {s}?", "Where is the {s} that is {c}?",
                         "In which part of the image is the {c} {s}?", "Where can I find the {c} {s}?",
-                        "Locate the {c} {s}."), c=c, s=s)
+                        "Locate the {c} {s}.")
+                  + (by_colour if one_attribute and sum(o.colour == c for o in scene.objects) == 1 else ())
+                  + (by_shape if one_attribute and sum(o.shape == s for o in scene.objects) == 1 else ()), c=c, s=s)
         a = _pick(rng, ("{pos}", "{P}.", "It is {p}.", "The {c} {s} is {p}.", "It's {p}."),
                   pos=pos, p=p, P=_capitalise(p), c=c, s=s)
     else:
@@ -259,6 +267,29 @@ def downstream_description(scene: Scene) -> str:
 TASK_MIX: tuple[tuple[str, float], ...] = (
     ("caption", 0.25), ("vqa_colour", 0.15), ("vqa_shape", 0.22), ("vqa_count", 0.08), ("vqa_position", 0.30),
 )
+
+
+# The position-focus phase: this share of its samples are position questions about scenes of two
+# or three objects; the rest are ordinary pretraining samples, so that nothing else is forgotten.
+POSITION_FOCUS_SHARE = 0.75
+
+
+def position_focus_sample(seed: int) -> Sample:
+    """A sample of pretraining's second phase, which teaches "where is the blue triangle?".
+
+    Measured: after 7,500 steps of the mix, byorn-tiny answered position questions about scenes of
+    several objects at chance (it named some object's position, not the asked one's; attention
+    from the answer showed no preference for the asked object). Questions whose answer depends on
+    which object is named are a fifth of the mix, and one-object scenes are answered without
+    looking anything up; concentrating on the look-up teaches it.
+    """
+    rng = random.Random(seed * 104729 + 5)  # never Random(seed): make_scene draws from that stream
+    if rng.random() >= POSITION_FOCUS_SHARE:
+        return pretraining_sample(seed)
+    scene = make_scene(seed, min_objects=2)
+    instruction, response = pretraining_vqa(scene, rng, "position", one_attribute=True)
+    return Sample(id=f"focus-{seed}", image=render(scene), instruction=instruction, response=response,
+                  meta={"world": "shapes", "task": "vqa_position", "scene": scene.to_json()})
 
 
 def pretraining_sample(seed: int) -> Sample:
