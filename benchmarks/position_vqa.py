@@ -3,7 +3,7 @@ checkpoint was made (README.md, byorn-tiny).
 
     python benchmarks/position_vqa.py diagnose [MODEL]   # error breakdown on 300 fresh scenes (~1 min)
     python benchmarks/position_vqa.py focus OUT_DIR      # the shipped checkpoint: the position-focus
-                                                         # phase on commit 94cc6ae's byorn-tiny (~6 min)
+                                                         # phase on commit 94cc6ae's byorn-tiny (~6 min on 2 cores)
 
 Each prints its figures as JSON.
 """
