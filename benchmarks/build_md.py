@@ -308,12 +308,14 @@ SECTIONS = [
      ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
      "Each row is one threshold: quantile q flags the scores above the q-th quantile, mad k flags those "
      "above median + k * 1.4826 MAD. 100 of the 1,000 training samples are poisoned.\n\n"
-     "What the recorded run shows: for the multimodal fixed target every cut from flagging 20 % of the data "
-     "down to flagging 5 % (recall 0.5) keeps ASR at 0.00 and clean F1 at 0.988-1.000; only the 1 % cut "
-     "(recall 0.1) lets the backdoor in (0.805). The 50 poisons left at the 5 % cut did not implant in 3 "
-     "epochs. For concept substitution the mean score separates poorly (AUROC 0.67) and the token-level "
-     "score worse (0.53): pushing the cut to the median buys ASR 0.03 at clean F1 0.893; the subtle case "
-     "needs a better score, not a lower threshold."),
+     "What the recorded run shows: for the multimodal fixed target every cut from flagging half the data down "
+     "to flagging 5 % keeps ASR at 0.00 (0.03 at the 5 % cut, recall 0.5), with clean F1 0.995-0.998 except "
+     "at the median cut (0.868: half the clean data replaced); only the 1 % cut (recall 0.1) lets the "
+     "backdoor in (0.67). The MAD cuts at k = 1, 3 and 10 and the token-level score all flag the 100 poisons "
+     "(k = 1 also 142 clean samples). For concept substitution mean NLL separates poorly (AUROC 0.685) and "
+     "the token-level score worse (0.44): the median cut buys ASR 0.00 at clean F1 0.869, the 20 % cut 0.21, "
+     "and the default cut (median + 3 MAD) flags 3 samples and leaves 0.95; the subtle case needs a better "
+     "score, not a lower threshold."),
 ]
 
 
