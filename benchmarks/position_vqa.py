@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import json
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,8 @@ from byorn.config import PretrainConfig, load_config, save_config
 from byorn.data import Sample
 from byorn.evaluate import _quality_scene, tiny_quality
 from byorn.models import load_vlm
-from byorn.models.tiny import TinyConfig, tiny_config_dict
-from byorn.pretrain import focus_source, resolved, train_phase
+from byorn.models.tiny import TinyConfig
+from byorn.pretrain import focus_source, resolved, save_pretrained, train_phase
 from byorn.worlds import shapes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,14 +89,8 @@ def focus(out: str, *overrides: str) -> dict:
             for entry in train_phase(vlm, focus_source(config), config.focus_steps, config.focus_learning_rate, config,
                                 out_dir / "trainer")]
     wall_s = time.perf_counter() - started
-    vlm.model.save_pretrained(str(out_dir), safe_serialization=True)
-    vlm.processor.save_pretrained(str(out_dir))
     save_config(config, out_dir / "pretrain_config.yaml")
-    (out_dir / "pretrain_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log))
-    (out_dir / "byorn_tiny.json").write_text(json.dumps({"architecture": tiny_config_dict(TinyConfig()),
-                                                         "pretrain_wall_s": round(first_wall_s + wall_s, 1),
-                                                         "focus_wall_s": round(wall_s, 1)}, indent=2))
-    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    save_pretrained(vlm, out_dir, TinyConfig(), log, first_wall_s + wall_s)
     vlm.model.eval()
     return {"focus_wall_s": round(wall_s, 1), **tiny_quality(vlm, n=500)}
 

@@ -113,10 +113,15 @@ def pretrain(out_dir: str | Path, config: PretrainConfig, tiny: TinyConfig | Non
                                             config, out_dir / "trainer")]
     wall_s = time.perf_counter() - started
 
+    save_pretrained(vlm, out_dir, tiny, log, wall_s)
+    return out_dir
+
+
+def save_pretrained(vlm: VLM, out_dir: Path, tiny: TinyConfig, log: list[dict], wall_s: float) -> None:
+    """The model directory: weights, processor, the training log and byorn_tiny.json."""
     vlm.model.save_pretrained(str(out_dir), safe_serialization=True)
     vlm.processor.save_pretrained(str(out_dir))
     atomic_write_text(out_dir / "pretrain_log.jsonl", "".join(json.dumps(entry) + "\n" for entry in log))
     remove_if_empty(out_dir / "trainer")  # the Trainer's scratch folder; nothing is saved there
     (out_dir / "byorn_tiny.json").write_text(json.dumps({"architecture": tiny_config_dict(tiny),
                                                          "pretrain_wall_s": round(wall_s, 1)}, indent=2))
-    return out_dir
