@@ -152,7 +152,8 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     write_manifest(manifest, run_dir / MANIFEST_NAME)
 
     train_config = TrainConfig(**{**asdict(grid.train), "seed": seed})
-    row: dict[str, Any] = {"attack": spec.name, "defense": defense.label, "poison_rate": rate, "seed": seed,
+    row: dict[str, Any] = {"world": grid.world, "attack": spec.name, "defense": defense.label, "poison_rate": rate,
+                           "seed": seed,
                            # which checkpoint (name@weights fingerprint): a retrained byorn-tiny keeps its name
                            "model": f"{grid.train.model}@{model_fingerprint(vlm, reference=False).hex()[:12]}"}
     if defense.name == ORACLE:

@@ -3,7 +3,7 @@
 Shared by BYORn, the baselines and the attacks. Every variant is built on `VLM.score`, so it uses
 the exact prompt template of training. Higher always means more implausible:
 
-- mean_nll: mean per-token NLL of the response (the default).
+- mean_nll: mean per-token NLL of the response.
 - max_token_nll: the highest per-token NLL; one swapped word stands out even in a long response.
 - relative_to_greedy: mean NLL minus the mean NLL of the model's own greedy answer for the same
   input, so inputs that are hard for any answer are not flagged for being hard.
@@ -13,9 +13,17 @@ the exact prompt template of training. Higher always means more implausible:
   over the tokens where it is positive: how much the image argues against the response. A swapped
   word ("square" where the image shows a circle) is a token the image contradicts, while an
   unfamiliar but true wording is not; the mean-based scores average that one token away.
+- token_surprise: per token, its NLL minus what that same token usually costs in the judged data
+  set (the 25th percentile of its NLLs over all its occurrences), summed over the tokens where
+  that is positive. A downstream style the reference never saw makes its own words expensive
+  everywhere, so they cancel out; a word that is cheap where it is true and expensive here
+  (a swapped colour) stands out. It depends on the whole set, so it is computed after all
+  samples are scored. Free beside mean_nll: the same forward pass.
 
-With LoRA the reference model is the same network with the adapter disabled: no second copy of
-the weights. The reference is frozen, so its scores are cached on disk (`ScoreCache`).
+The variants share their forward passes: asking for several scores the true-image pass once and
+the grey-image pass at most once. With LoRA the reference model is the same network with the
+adapter disabled: no second copy of the weights. The reference is frozen, so its scores are cached
+on disk (`ScoreCache`).
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 from peft import PeftModel
 from PIL import Image
 
@@ -35,10 +44,15 @@ from byorn.attacks.base import check_choice
 from byorn.data import Sample
 from byorn.distributed import is_main, map_sharded
 from byorn.fileio import atomic_write_text
-from byorn.models.hf import VLM
+from byorn.models.hf import VLM, ResponseScore
 
-VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated", "image_contradiction")
+VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated", "image_contradiction",
+            "token_surprise")
 NEUTRAL_GREY = (128, 128, 128)
+# token_surprise's baseline: a low quantile of a token's NLLs, so that a poison minority which
+# makes a word expensive (a swapped colour in up to about a quarter of its uses) does not raise it.
+USUAL_COST_QUANTILE = 25
+_NEEDS_GREY = ("image_ablated", "image_contradiction")
 
 
 @contextlib.contextmanager
@@ -60,44 +74,79 @@ def score_samples(vlm: VLM, samples: Sequence[Sample], variant: str = "mean_nll"
     max_new_tokens: length of the greedy answer of `relative_to_greedy` (other variants ignore it).
     cache: reuse scores saved for the same model, variant and samples; save new ones.
     """
-    check_choice("variant", variant, VARIANTS)
+    return score_variants(vlm, samples, [variant], batch_size, reference, max_new_tokens=max_new_tokens,
+                          cache=cache)[variant]
+
+
+def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int = 32,
+                   reference: bool = True, *, max_new_tokens: int = 48,
+                   cache: ScoreCache | None = None) -> dict[str, list[float]]:
+    """Several scores of the same samples, sharing forward passes; variant -> scores in sample order."""
+    for variant in variants:
+        check_choice("variant", variant, VARIANTS)
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         twice = next(i for i, n in Counter(ids).items() if n > 1)
         raise ValueError(f"sample ids must be unique (cached scores are matched by id); {twice!r} repeats")
-    key = fingerprint(vlm, samples, variant, reference, max_new_tokens) if cache is not None else ""
-    if cache is not None and (cached := cache.load(key, ids)) is not None:
-        return cached
-    with reference_model(vlm) if reference else contextlib.nullcontext():
-        # Under several processes each scores its share; all of them get every score.
-        scores = map_sharded(lambda share: _variant_scores(vlm, share, variant, batch_size, max_new_tokens), samples)
-    if cache is not None and is_main():
-        cache.save(key, ids, scores)
-    return scores
+    keys = {v: fingerprint(vlm, samples, v, reference, max_new_tokens) if cache is not None else "" for v in variants}
+    found = {v: cache.load(keys[v], ids) if cache is not None else None for v in variants}
+    missing = [v for v in variants if found[v] is None]
+    if missing:
+        with reference_model(vlm) if reference else contextlib.nullcontext():
+            computed = _compute(vlm, samples, missing, batch_size, max_new_tokens)
+        for variant in missing:
+            found[variant] = computed[variant]
+            if cache is not None and is_main():
+                cache.save(keys[variant], ids, computed[variant])
+    return {v: found[v] for v in variants}
 
 
-def _variant_scores(vlm: VLM, samples: Sequence[Sample], variant: str, batch_size: int,
-                    max_new_tokens: int) -> list[float]:
-    desc = f"scoring ({variant})"
+def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int,
+             max_new_tokens: int) -> dict[str, list[float]]:
+    """The forward passes the variants need, each once; under several processes each process
+    scores its share and all of them get every score."""
+    desc = f"scoring ({'+'.join(variants)})"
 
-    def mean_nll(batch: Sequence[Sample]) -> list[float]:
-        return [s.mean_nll for s in vlm.score(batch, batch_size, desc=desc)]
+    def token_scores(share: Sequence[Sample]) -> list[ResponseScore]:
+        return vlm.score(share, batch_size, desc=desc)
 
-    if variant == "mean_nll":
-        return mean_nll(samples)
-    if variant == "max_token_nll":
-        # default=0.0: a template that renders no response token at all gives nothing to judge
-        return [max(s.token_nll, default=0.0) for s in vlm.score(samples, batch_size, desc=desc)]
-    if variant == "relative_to_greedy":
-        greedy = vlm.generate(samples, max_new_tokens, batch_size, desc="greedy answers")
-        own = mean_nll([s.with_response(g) for s, g in zip(samples, greedy)])
-        return [given - mine for given, mine in zip(mean_nll(samples), own)]
-    grey = [dataclasses.replace(s, image=Image.new("RGB", s.pil().size, NEUTRAL_GREY)) for s in samples]
-    if variant == "image_ablated":
-        return [seen - blind for seen, blind in zip(mean_nll(samples), mean_nll(grey))]
-    # image_contradiction: the same response tokens are scored twice, so the lists align
-    seen, blind = vlm.score(samples, batch_size, desc=desc), vlm.score(grey, batch_size, desc=desc)
-    return [sum(max(a - b, 0.0) for a, b in zip(s.token_nll, g.token_nll)) for s, g in zip(seen, blind)]
+    seen = map_sharded(token_scores, samples)
+    blind = map_sharded(token_scores, [_on_grey(s) for s in samples]) \
+        if any(v in _NEEDS_GREY for v in variants) else []
+    out: dict[str, list[float]] = {}
+    for variant in variants:
+        if variant == "mean_nll":
+            out[variant] = [s.mean_nll for s in seen]
+        elif variant == "max_token_nll":
+            # default=0.0: a template that renders no response token at all gives nothing to judge
+            out[variant] = [max(s.token_nll, default=0.0) for s in seen]
+        elif variant == "relative_to_greedy":
+            greedy = map_sharded(lambda share: vlm.generate(share, max_new_tokens, batch_size, desc="greedy answers"),
+                                 samples)
+            own = map_sharded(token_scores, [s.with_response(g) for s, g in zip(samples, greedy)])
+            out[variant] = [given.mean_nll - mine.mean_nll for given, mine in zip(seen, own)]
+        elif variant == "image_ablated":
+            out[variant] = [s.mean_nll - g.mean_nll for s, g in zip(seen, blind)]
+        elif variant == "image_contradiction":
+            # the same response tokens are scored twice, so the lists align
+            out[variant] = [sum(max(a - b, 0.0) for a, b in zip(s.token_nll, g.token_nll)) for s, g in zip(seen, blind)]
+        else:
+            out[variant] = token_surprise(seen)
+    return out
+
+
+def _on_grey(sample: Sample) -> Sample:
+    return dataclasses.replace(sample, image=Image.new("RGB", sample.pil().size, NEUTRAL_GREY))
+
+
+def token_surprise(scores: Sequence[ResponseScore]) -> list[float]:
+    """Per response, the sum of its tokens' NLL above what the same token usually costs in `scores`."""
+    costs: dict[int, list[float]] = defaultdict(list)
+    for score in scores:
+        for token, nll in zip(score.token_ids, score.token_nll):
+            costs[token].append(nll)
+    usual = {token: float(np.percentile(values, USUAL_COST_QUANTILE)) for token, values in costs.items()}
+    return [sum(max(nll - usual[token], 0.0) for token, nll in zip(s.token_ids, s.token_nll)) for s in scores]
 
 
 # ---- cache -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -118,6 +119,48 @@ def test_relative_and_image_ablated_variants_follow_their_definitions(tiny_vlm):
     seen, blind = tiny_vlm.score(samples, batch_size=1), tiny_vlm.score(grey, batch_size=1)
     expected_contradiction = [sum(max(a - b, 0) for a, b in zip(s.token_nll, g.token_nll)) for s, g in zip(seen, blind)]
     assert score_samples(tiny_vlm, samples, "image_contradiction") == pytest.approx(expected_contradiction, abs=1e-5)
+
+
+def test_token_surprise_is_each_tokens_nll_above_that_tokens_usual_cost_in_the_set(tiny_vlm):
+    samples = shapes.downstream_samples(12, seed=4)
+    scores = tiny_vlm.score(samples, batch_size=4)
+    ids = tiny_vlm.encode(samples[:1])["labels"][0]
+    assert list(scores[0].token_ids) == [t for t in ids.tolist() if t != IGNORE_INDEX]
+    costs: dict[int, list[float]] = {}
+    for s in scores:
+        for token, nll in zip(s.token_ids, s.token_nll):
+            costs.setdefault(token, []).append(nll)
+    usual = {token: float(np.percentile(values, 25)) for token, values in costs.items()}
+    expected = [sum(max(n - usual[t], 0.0) for t, n in zip(s.token_ids, s.token_nll)) for s in scores]
+    assert score_samples(tiny_vlm, samples, "token_surprise") == pytest.approx(expected, abs=1e-6)
+    assert any(x > 1e-3 for x in expected)
+
+
+def test_token_surprise_singles_out_a_word_that_is_cheap_elsewhere_and_ignores_a_style_costly_everywhere():
+    from byorn.models.hf import ResponseScore
+    from byorn.scoring import token_surprise
+
+    def response(*tokens: tuple[int, float]) -> ResponseScore:
+        ids, nll = zip(*tokens)
+        return ResponseScore(sum(nll) / len(nll), sum(nll), nll, ids)
+
+    # token 1 is an unfamiliar style word: 6 nats in every response; token 2 is cheap where true
+    usual = [response((1, 6.0), (2, 0.1)) for _ in range(6)]
+    swapped = response((1, 6.0), (2, 5.1))
+    assert token_surprise([*usual, swapped]) == pytest.approx([0.0] * 6 + [5.0])
+
+
+def test_several_variants_share_their_forward_passes(tiny_vlm, monkeypatch):
+    from byorn.scoring import score_variants
+
+    samples = shapes.downstream_samples(4, seed=2)
+    alone = {v: score_samples(tiny_vlm, samples, v) for v in ("mean_nll", "image_contradiction", "token_surprise")}
+    calls = []
+    real = VLM.score
+    monkeypatch.setattr(VLM, "score", lambda self, batch, *a, **k: calls.append(len(batch)) or real(self, batch, *a, **k))
+    together = score_variants(tiny_vlm, samples, list(alone))
+    assert all(together[v] == pytest.approx(alone[v]) for v in alone)
+    assert len(calls) == 2  # the true image once, the grey one once
 
 
 def test_reference_scores_under_lora_are_the_base_models_whatever_the_adapter(fresh_vlm):

@@ -26,7 +26,7 @@ from byorn.defenses.thresholds import (
     robust_z,
 )
 from byorn.models.hf import VLM
-from byorn.scoring import VARIANTS, ScoreCache, score_samples
+from byorn.scoring import VARIANTS, ScoreCache, score_variants
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,9 @@ class Judgement:
 
 def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path) -> Judgement:
     """Score under the reference model (cached in config.cache_dir or `run_dir`), then flag per group."""
-    per_variant = [score_samples(vlm, samples, variant, config.batch_size, reference=True,
-                                 max_new_tokens=config.max_new_tokens, cache=ScoreCache(config.cache_dir or run_dir))
-                   for variant in config.variants]
+    per_variant = list(score_variants(vlm, samples, config.variants, config.batch_size, reference=True,
+                                      max_new_tokens=config.max_new_tokens,
+                                      cache=ScoreCache(config.cache_dir or run_dir)).values())
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
         _warn_small_groups(groups)

@@ -29,6 +29,7 @@ class ResponseScore:
     mean_nll: float  # nats per response token
     total_nll: float
     token_nll: tuple[float, ...]  # one value per response token, in order
+    token_ids: tuple[int, ...] = ()  # the response tokens themselves, aligned with token_nll
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -155,10 +156,11 @@ class VLM:
             targets = labels[:, 1:]  # [B, T-1]: token t is predicted at position t-1
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
             mask = targets != IGNORE_INDEX
-            for row_nll, row_mask in zip(nll, mask):
+            for row_nll, row_targets, row_mask in zip(nll, targets, mask):
                 tokens = row_nll[row_mask].tolist()
                 total = float(sum(tokens))
-                scores.append(ResponseScore(total / max(len(tokens), 1), total, tuple(tokens)))
+                scores.append(ResponseScore(total / max(len(tokens), 1), total, tuple(tokens),
+                                            tuple(row_targets[row_mask].tolist())))
         self.model.train(was_training)
         return scores
 
