@@ -13,6 +13,12 @@ the exact prompt template of training. Higher always means more implausible:
   over the tokens where it is positive: how much the image argues against the response. A swapped
   word ("square" where the image shows a circle) is a token the image contradicts, while an
   unfamiliar but true wording is not; the mean-based scores average that one token away.
+- shared_answer: for an answer given word for word (up to case, spacing and end punctuation) to
+  several images, the mean image_ablated of those samples in MAD units of the whole set, times the
+  square root of their number; 0 for an answer given once. An attacker's fixed target or refusal
+  is one answer attached to many images; each sample says little (no one image supports it), but
+  together they are a clear verdict, while an answer that truly fits each of its images ("There is
+  a red circle on the left side.") pools into a grounded, negative score. Already in z units.
 - token_surprise: per token, its NLL minus what that same token usually costs in the judged data
   set (the 25th percentile of its NLLs over all its occurrences), summed over the tokens where
   that is positive. A downstream style the reference never saw makes its own words expensive
@@ -47,12 +53,14 @@ from byorn.fileio import atomic_write_text
 from byorn.models.hf import VLM, ResponseScore
 
 VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated", "image_contradiction",
-            "token_surprise")
+            "token_surprise", "shared_answer")
+Z_SCALED = ("shared_answer",)  # variants whose values are already in MAD units of their data set
 NEUTRAL_GREY = (128, 128, 128)
 # token_surprise's baseline: a low quantile of a token's NLLs, so that a poison minority which
 # makes a word expensive (a swapped colour in up to about a quarter of its uses) does not raise it.
 USUAL_COST_QUANTILE = 25
-_NEEDS_GREY = ("image_ablated", "image_contradiction")
+_NEEDS_GREY = ("image_ablated", "image_contradiction", "shared_answer")
+MAD_TO_SIGMA = 1.4826
 
 
 @contextlib.contextmanager
@@ -130,8 +138,11 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
         elif variant == "image_contradiction":
             # the same response tokens are scored twice, so the lists align
             out[variant] = [sum(max(a - b, 0.0) for a, b in zip(s.token_nll, g.token_nll)) for s, g in zip(seen, blind)]
-        else:
+        elif variant == "token_surprise":
             out[variant] = token_surprise(seen)
+        else:
+            out[variant] = shared_answer([s.response for s in samples],
+                                         [s.mean_nll - g.mean_nll for s, g in zip(seen, blind)])
     return out
 
 
@@ -147,6 +158,27 @@ def token_surprise(scores: Sequence[ResponseScore]) -> list[float]:
             costs[token].append(nll)
     usual = {token: float(np.percentile(values, USUAL_COST_QUANTILE)) for token, values in costs.items()}
     return [sum(max(nll - usual[token], 0.0) for token, nll in zip(s.token_ids, s.token_nll)) for s in scores]
+
+
+def mad_z(values: Sequence[float]) -> np.ndarray:
+    """(value - median) / (1.4826 * MAD): robust z-scores; no spread (MAD 0) divides by a tiny number."""
+    values = np.asarray(values, dtype=float)
+    median = np.median(values)
+    return (values - median) / max(MAD_TO_SIGMA * float(np.median(np.abs(values - median))), 1e-12)
+
+
+def shared_answer(responses: Sequence[str], image_ablated: Sequence[float]) -> list[float]:
+    """Per response, the pooled image evidence of all samples that give the same answer (see the
+    module docstring); 0 for an answer given once."""
+    z = mad_z(image_ablated)
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, response in enumerate(responses):
+        members[" ".join(response.lower().split()).strip(" .!?")].append(i)
+    pooled = np.zeros(len(responses))
+    for indices in members.values():
+        if len(indices) > 1:
+            pooled[indices] = z[indices].mean() * np.sqrt(len(indices))
+    return pooled.tolist()
 
 
 # ---- cache -----------------------------------------------------------------------------------

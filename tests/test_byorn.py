@@ -82,8 +82,10 @@ def prepared(defense: ByornDefense, vlm: VLM, samples: list[Sample], run_dir) ->
 
 
 def byorn(**changes) -> ByornDefense:
-    # The planted poisons score ~7.5 and clean responses ~1.8 under `fitted_vlm`.
-    return ByornDefense(ByornConfig(**{"rule": "absolute", "absolute": 4.0, "max_new_tokens": 6, **changes}))
+    # The planted poisons' mean NLL is ~7.5 and clean responses' ~1.8 under `fitted_vlm`; these tests
+    # pin what happens to flagged samples, so they flag with that one score and a fixed cut.
+    return ByornDefense(ByornConfig(**{"variant": "mean_nll", "rule": "absolute", "absolute": 4.0,
+                                       "max_new_tokens": 6, **changes}))
 
 
 # ---- scores ------------------------------------------------------------------------------------
@@ -390,8 +392,9 @@ def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, t
     both = judge(tiny_vlm, samples, JudgeConfig(variant="mean_nll+image_contradiction", k=2.0), tmp_path)
     union = [a or b for a, b in zip(*(j.flagging.flagged for j in single.values()))]
     assert both.flagging.flagged == union and any(union)
-    with pytest.raises(ValueError, match="combines scores, which needs rule='mad'"):
-        JudgeConfig(variant="mean_nll+image_contradiction", rule="quantile")
+    top = judge(tiny_vlm, samples, JudgeConfig(variant="mean_nll+image_contradiction", rule="quantile",
+                                               quantile=0.9), tmp_path)
+    assert top.scores == both.scores and sum(top.flagging.flagged) == 3  # the top tenth of the largest unit
     with pytest.raises(ValueError, match="variant must be one of"):
         JudgeConfig(variant="mean_nll+nope")
 

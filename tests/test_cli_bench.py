@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from byorn import bench
 from byorn.cli import main
+from byorn.defenses.judging import JudgeConfig
 from byorn.report import _cell_scores, cost_ratios, results_table
 from byorn.scoring import model_fingerprint
 
@@ -190,7 +191,8 @@ def test_cells_share_reference_scores_and_record_each_samples_suspicion(tmp_path
     config = _grid(tmp_path, defenses=["byorn", "score_drop", "none"])
     rows = bench.run_grid(config, tmp_path / "results.jsonl", tmp_path / "runs")
     caches = list((tmp_path / "runs" / "score_cache").glob("scores-*.jsonl"))
-    assert len(caches) == 1  # one poisoned set, one model, one variant: scored once for both defenses
+    # one poisoned set, one model: each of the default's scores computed once for both defenses
+    assert len(caches) == len(JudgeConfig().variants)
     judged = {r["defense"]: r for r in rows if r["defense"] != "none"}
     assert judged["byorn"]["detect_auroc"] == judged["score_drop"]["detect_auroc"]
     for row in judged.values():

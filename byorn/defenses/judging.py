@@ -26,10 +26,12 @@ from byorn.defenses.thresholds import (
     robust_z,
 )
 from byorn.models.hf import VLM
-from byorn.scoring import VARIANTS, ScoreCache, score_variants
+from byorn.scoring import VARIANTS, Z_SCALED, ScoreCache, score_variants
 
 log = logging.getLogger(__name__)
 
+DEFAULT_VARIANT = "mean_nll+image_contradiction+token_surprise"
+DEFAULT_K = 1.5
 MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
 
 
@@ -37,13 +39,21 @@ MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more t
 class JudgeConfig:
     """How to score the responses and where to cut."""
 
-    variant: str = option("mean_nll", f"implausibility score: {', '.join(VARIANTS)}; or several joined by + "
-                                      "(rule=mad only): flag what any of them flags")
+    # The default joins three scores that fail in different places (benchmarks/judgement_scores.py):
+    # mean NLL finds content the reference finds implausible, image contradiction a word the image
+    # argues against, token surprise a word that is cheap wherever it is true and dear here, even
+    # in an answer style the reference never saw. The first two share the true-image pass with the
+    # third; contradiction adds one grey-image pass.
+    variant: str = option(DEFAULT_VARIANT, f"implausibility score: {', '.join(VARIANTS)}; or several joined by +, "
+                                           "each in MAD units, ranked by the largest (rule=mad: flag what any of "
+                                           "them flags)")
     # MAD by default: it follows the data (any poison rate, any score scale), where a quantile
     # flags a fixed share of the data whether or not that much is poisoned.
     rule: str = option("mad", f"threshold rule: {', '.join(RULES)}")
     quantile: float = option(0.9, "rule=quantile: flag scores above this quantile of their group, in (0, 1)")
-    k: float = option(3.0, "rule=mad: flag scores above median + k * MAD (MAD scaled by 1.4826), k >= 0")
+    # 1.5, not 3: a one-word swap sits close to the clean scores, and a few missed swaps carry the
+    # backdoor; a clean sample flagged costs only a replacement answer (BENCHMARKS.md, judgement).
+    k: float = option(DEFAULT_K, "rule=mad: flag scores above median + k * MAD (MAD scaled by 1.4826), k >= 0")
     absolute: float = option(math.inf, "rule=absolute: flag scores above this value (must be set)")
     group_by: str = option("none", f"separate thresholds per group: {', '.join(GROUPINGS)} "
                                    "(task: meta['task'])")
@@ -55,9 +65,6 @@ class JudgeConfig:
         self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
         for part in self.variants:
             check_choice("variant", part, VARIANTS)
-        if len(self.variants) > 1 and self.rule != "mad":
-            raise ValueError(f"variant {self.variant!r} combines scores, which needs rule='mad' (each score is "
-                             f"cut at its own median + k * MAD); got rule={self.rule!r}")
         check_choice("group_by", self.group_by, GROUPINGS)
 
     @property
@@ -84,14 +91,18 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
         _warn_small_groups(groups)
-    if len(per_variant) == 1:
+    if len(per_variant) == 1 and config.variant not in Z_SCALED:
         scores = per_variant[0]
         flagging = flag(scores, groups, config.threshold_rule())
     else:
-        # Each score in its group's MAD units; a sample is flagged when any of them is over k, which
-        # is the union of the scores' own MAD cuts. The largest of them ranks the samples.
-        scores = [max(z) for z in zip(*(robust_z(s, groups) for s in per_variant))]
-        flagging = flag(scores, groups, ThresholdRule("absolute", absolute=config.k))
+        # Each score in its group's MAD units (a Z_SCALED score is in them already); a sample is
+        # flagged when any of them is over k, which is the union of the scores' own MAD cuts. The
+        # largest of them ranks the samples.
+        # Other rules cut that largest value (a quantile of it, or an absolute number of MADs).
+        units = [s if v in Z_SCALED else robust_z(s, groups) for v, s in zip(config.variants, per_variant)]
+        scores = [max(z) for z in zip(*units)]
+        rule = ThresholdRule("absolute", absolute=config.k) if config.rule == "mad" else config.threshold_rule()
+        flagging = flag(scores, groups, rule)
     n = sum(flagging.flagged)
     log.info("flagged %d of %d samples (%.1f %%); %s thresholds %s", n, len(samples), 100 * n / max(len(samples), 1),
              config.rule, {g: round(t, 4) for g, t in flagging.thresholds.items()})

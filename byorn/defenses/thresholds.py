@@ -19,10 +19,10 @@ import numpy as np
 
 from byorn.attacks.base import check_choice
 from byorn.data import Sample
+from byorn.scoring import MAD_TO_SIGMA, mad_z
 
 RULES = ("quantile", "mad", "absolute")
 GROUPINGS = ("none", "task", "instruction")
-MAD_TO_SIGMA = 1.4826
 ALL = "all"  # the one group when samples are not grouped
 
 
@@ -83,9 +83,7 @@ def robust_z(scores: Sequence[float], groups: Sequence[str]) -> list[float]:
     z = np.empty_like(values)
     for g in dict.fromkeys(groups):
         member = keys == g
-        median = np.median(values[member])
-        spread = MAD_TO_SIGMA * np.median(np.abs(values[member] - median))
-        z[member] = (values[member] - median) / max(spread, 1e-12)
+        z[member] = mad_z(values[member])
     return z.tolist()
 
 
