@@ -223,7 +223,9 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
     _ensure_pretrained(grid)
     results_path, runs_dir = Path(results_path), Path(runs_dir)
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in read_results(results_path)}
+    # One results file may hold several worlds' grids (rows before the world field are shapes')
+    done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in read_results(results_path)
+            if r.get("world", "shapes") == grid.world}
     cells = [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds]
     cells = cells[shard[0]::shard[1]]
     todo = [c for c in cells if cell_key(c[0].name, c[1].label, c[2], c[3]) not in done]

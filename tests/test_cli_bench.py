@@ -84,6 +84,16 @@ def test_bench_runs_a_cell_and_resumes_without_rerunning_it(tmp_path, monkeypatc
 
     assert bench.run_grid(_grid(tmp_path), results, tmp_path / "runs") == []
     assert len(loads) == 1  # the finished cell was skipped, not retrained
+    assert row["world"] == "shapes"
+
+
+def test_a_results_file_shared_by_two_worlds_resumes_each_worlds_cells_only(tmp_path, monkeypatch, tiny_vlm_factory):
+    monkeypatch.setattr(bench, "load_vlm", lambda name: tiny_vlm_factory())
+    results = tmp_path / "results.jsonl"
+    same_cell_elsewhere = {"world": "flickr8k", "attack": "multimodal+fixed", "defense": "none", "poison_rate": 0.1,
+                           "seed": 0}
+    results.write_text(json.dumps(same_cell_elsewhere) + "\n")
+    assert len(bench.run_grid(_grid(tmp_path), results, tmp_path / "runs")) == 1
 
 
 def test_a_torn_results_line_is_ignored_so_the_cell_reruns(tmp_path):
