@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,9 @@ from byorn.bench import read_results
 from byorn.report import cost_ratios, cost_table, results_table, write_plots
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 PLOTS = ROOT / "benchmarks" / "plots"
+FINDINGS = ROOT / "benchmarks" / "findings"
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,12 @@ class Section:
     costs: bool = False  # also the table of each defense's time relative to no defense
     quality: str = ""  # a `byorn quality --json` file under benchmarks/results/ to quote first
     quality_command: str = ""
+    world: str = ""  # only the rows of this world (a results file may hold several)
+    # A Markdown file under benchmarks/findings/ with the section's words; its first line names the
+    # sha256 of every results file it describes, and a findings file older than its results stops the
+    # build instead of being printed beside figures it no longer describes.
+    findings: str = ""
+    scores: str = ""  # a judgement_scores.py results file: its table of AUROCs and cuts, this world's rows
 
 
 CONTRADICTION_FINDINGS = (
@@ -174,7 +184,31 @@ FLICKR_LONGER_LEGEND = (
     "where the clean scores spread, or scoring the response against what the reference says of the image "
     "in the downstream style.")
 
+JUDGEMENT_LEGEND = (
+    "The shipped default judgement (`byorn`: mean NLL + image contradiction + token surprise, each cut at "
+    "median + 1.5 MAD, a sample flagged when any is over; replacements written by the model being "
+    "fine-tuned), the previous default (`byorn(k=3.0,variant=mean_nll)`), no defense and the clean oracle. "
+    "Full fine-tuning of 1,000 samples; detect_*: the default's combined score against the true poisons.")
+
 SECTIONS = [
+    Section("The default judgement: shapes, new answer style, one-word swaps", ["judgement"],
+            "byorn bench benchmarks/judgement.yaml --out runs/judgement --results benchmarks/results/judgement.jsonl "
+            "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each); scores before training: "
+            "python benchmarks/judgement_scores.py benchmarks/judgement.yaml",
+            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "prepare_s",
+             "train_s", "wall_s"],
+            JUDGEMENT_LEGEND + " byorn-tiny, the describe task (an answer style it never saw in pretraining), "
+            "3 epochs at lr 5e-4, 200 test scenes, seed 0.",
+            costs=True, world="shapes", findings="judgement_shapes.md", scores="judgement_scores"),
+    Section("The default judgement: real photographs (Flickr8k)", ["judgement"],
+            "byorn bench benchmarks/judgement_flickr8k.yaml --out runs/judgement_flickr8k --results "
+            "benchmarks/results/judgement.jsonl; scores before training: "
+            "python benchmarks/judgement_scores.py benchmarks/judgement_flickr8k.yaml",
+            ["asr", "clean_score", "bleu4", "detect_auroc", "detect_precision", "detect_recall", "n_flagged",
+             "prepare_s", "train_s", "wall_s"],
+            JUDGEMENT_LEGEND + " byorn-tiny-flickr, archive notes of the dev photos, 8 epochs at lr 5e-4, "
+            "clean score CIDEr on 200 test photos, seed 0.",
+            costs=True, world="flickr8k", findings="judgement_flickr8k.md", scores="judgement_scores"),
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
             "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
@@ -330,6 +364,34 @@ def measured_on(rows: list[dict]) -> str:
     return "Measured on " + "; ".join(f"`{m}`" if "@" in m else m for m in models) + "."
 
 
+def findings_text(name: str, results: list[str]) -> str:
+    """The findings file's words, after checking that its results are the ones it was written on."""
+    path = FINDINGS / name
+    header, _, body = path.read_text(encoding="utf-8").partition("\n")
+    written_on = dict(re.findall(r"(\S+\.jsonl) sha256=([0-9a-f]{12})", header))
+    for result in results:
+        now = hashlib.sha256((RESULTS / result).read_bytes()).hexdigest()[:12]
+        if written_on.get(result) != now:
+            raise SystemExit(f"{path}: written on {result} sha256={written_on.get(result)}, which is now {now}: "
+                             "reread the findings against the new results, then update that line")
+    return body.strip()
+
+
+def scores_table(rows: list[dict]) -> str:
+    """judgement_scores.py's rows: each score's AUROC, and what the default flags at several k."""
+    if not rows:
+        return "_No score analysis recorded yet._"
+    scores = list(rows[0]["auroc"])
+    cuts = list(rows[0]["cuts"])
+    header = ["attack", "rate", *(f"AUROC {v}" for v in scores), *(f"k={k}: poisons / clean flagged" for k in cuts)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join([r["attack"], f"{r['poison_rate']:g}", *(f"{r['auroc'][v]:.3f}" for v in scores),
+                                        *(f"{r['cuts'][k]['poison_flagged']:.2f} / {r['cuts'][k]['clean_flagged']:.2f}"
+                                          for k in cuts)]) + " |")
+    return "\n".join(lines)
+
+
 def probe_table(rows: list[dict], metrics: list[str]) -> str:
     lines = ["| trigger | probe accuracy |", "|---|---|"]
     return "\n".join(lines + [f"| {r['trigger']} | {r['probe_accuracy']:.3f} |" for r in rows])
@@ -339,9 +401,12 @@ def main() -> None:
     parts = ["# Benchmarks", "", "Generated by `python benchmarks/build_md.py` from `benchmarks/results/*.jsonl`; "
              "each section names the command that produced its raw figures. Machine: 2 CPU cores.", ""]
     for section in map(lambda fields: fields if isinstance(fields, Section) else Section(*fields), SECTIONS):
-        rows = [row for name in section.results
-                for row in read_results(ROOT / "benchmarks" / "results" / f"{name}.jsonl")]
+        rows = [row for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
+                if not section.world or row.get("world", "shapes") == section.world]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "", section.legend, ""]
+        if section.findings:
+            described = [f"{name}.jsonl" for name in [*section.results, section.scores] if name]
+            parts += [findings_text(section.findings, described), ""]
         if section.quality and (path := ROOT / "benchmarks" / "results" / section.quality).exists():
             figures = json.loads(path.read_text(encoding="utf-8"))
             parts += [f"The pretrained model's own captions of the first {figures['n']} test photos "
@@ -352,6 +417,11 @@ def main() -> None:
             parts += [measured_on(rows), ""]
         table = probe_table if section.results == ["trigger_probe"] else results_table
         parts += [table(rows, section.metrics) if rows else "_No results recorded yet._", ""]
+        if section.scores:
+            scored = [r for r in read_results(RESULTS / f"{section.scores}.jsonl") if r["world"] == section.world]
+            parts += ["Scores before training (`benchmarks/judgement_scores.py`): AUROC of each score against "
+                      "the poisons, and the share of poisons and of clean samples the default's union flags at "
+                      "several k:", "", scores_table(scored), ""]
         if (section.costs or section.plots) and rows and cost_ratios(rows):
             parts += ["Cost relative to no defense, cell by cell in the same run:", "", cost_table(rows), ""]
         if section.plots and rows:

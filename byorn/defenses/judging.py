@@ -30,7 +30,7 @@ from byorn.scoring import VARIANTS, Z_SCALED, ScoreCache, score_variants
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VARIANT = "mean_nll+image_contradiction+token_surprise"
+DEFAULT_VARIANT = "mean_nll+image_contradiction+token_surprise+shared_answer"
 DEFAULT_K = 1.5
 MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
 
@@ -39,11 +39,12 @@ MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more t
 class JudgeConfig:
     """How to score the responses and where to cut."""
 
-    # The default joins three scores that fail in different places (benchmarks/judgement_scores.py):
+    # The default joins four scores that fail in different places (benchmarks/judgement_scores.py):
     # mean NLL finds content the reference finds implausible, image contradiction a word the image
     # argues against, token surprise a word that is cheap wherever it is true and dear here, even
-    # in an answer style the reference never saw. The first two share the true-image pass with the
-    # third; contradiction adds one grey-image pass.
+    # in an answer style the reference never saw, and shared answer one answer attached to many
+    # images that do not support it (a caption-like fixed target, which the others find plausible).
+    # Two forward passes in all: the true image and a grey one.
     variant: str = option(DEFAULT_VARIANT, f"implausibility score: {', '.join(VARIANTS)}; or several joined by +, "
                                            "each in MAD units, ranked by the largest (rule=mad: flag what any of "
                                            "them flags)")
