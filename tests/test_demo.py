@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from byorn.defenses.judging import DEFAULT_VARIANT
 from byorn.workflow import DEMO_ROWS, run_demo
 
 
@@ -21,4 +22,5 @@ def test_demo_rows_cover_no_defense_byorn_and_oracle(tmp_path):
     audit = [json.loads(line) for line in (tmp_path / "byorn" / "audit.jsonl").read_text().splitlines()]
     assert sum(a["event"] == "flagged" for a in audit) == byorn["n_flagged"]
     assert (tmp_path / "byorn" / "model" / "model.safetensors").exists()  # the demo fully fine-tunes
-    assert (tmp_path / "byorn" / "defense.yaml").read_text().startswith("defense: byorn\nvariant: mean_nll\n")
+    # the demo runs the shipped default judgement
+    assert (tmp_path / "byorn" / "defense.yaml").read_text().startswith(f"defense: byorn\nvariant: {DEFAULT_VARIANT}\n")
