@@ -83,9 +83,16 @@ def prepared(defense: ByornDefense, vlm: VLM, samples: list[Sample], run_dir) ->
 
 def byorn(**changes) -> ByornDefense:
     # The planted poisons' mean NLL is ~7.5 and clean responses' ~1.8 under `fitted_vlm`; these tests
-    # pin what happens to flagged samples, so they flag with that one score and a fixed cut.
+    # pin what happens to flagged samples, so they flag with that one score and a fixed cut, and
+    # replace in training steps (generator=current) unless a test says otherwise.
     return ByornDefense(ByornConfig(**{"variant": "mean_nll", "rule": "absolute", "absolute": 4.0,
-                                       "max_new_tokens": 6, **changes}))
+                                       "max_new_tokens": 6, "generator": "current", **changes}))
+
+
+def test_the_shipped_default_judges_with_four_scores_cut_at_one_and_a_half_mads_and_replaces_with_the_reference():
+    config = ByornConfig()
+    assert config.variants == ["mean_nll", "image_contradiction", "token_surprise", "shared_answer"]
+    assert (config.rule, config.k, config.generator) == ("mad", 1.5, "reference")
 
 
 # ---- scores ------------------------------------------------------------------------------------
@@ -150,6 +157,19 @@ def test_token_surprise_singles_out_a_word_that_is_cheap_elsewhere_and_ignores_a
     usual = [response((1, 6.0), (2, 0.1)) for _ in range(6)]
     swapped = response((1, 6.0), (2, 5.1))
     assert token_surprise([*usual, swapped]) == pytest.approx([0.0] * 6 + [5.0])
+
+
+def test_shared_answer_pools_the_image_evidence_of_one_answer_given_to_many_images():
+    from byorn.scoring import shared_answer
+
+    clean = [f"In this photo, scene {i}." for i in range(40)]
+    spread = [(-1.0 + 0.05 * i) for i in range(40)]  # median -0.025, MAD ~0.5 (z units of ~0.74)
+    campaign = ["A banana is lying on the table."] * 9 + ["a banana is  lying on the table"]  # case, spaces, stop
+    grounded = ["There is a red circle."] * 4
+    pooled = shared_answer([*clean, *campaign, *grounded], [*spread, *[0.5] * 10, *[-1.0] * 4])
+    assert pooled[:40] == [0.0] * 40  # an answer given once has nothing to pool
+    assert len(set(pooled[40:50])) == 1 and pooled[40] > 1.5  # ten weak votes make one strong verdict
+    assert pooled[50] < 0  # an answer each of its images supports pools into a grounded score
 
 
 def test_several_variants_share_their_forward_passes(tiny_vlm, monkeypatch):

@@ -47,10 +47,17 @@ AUDIT_NAME = "audit.jsonl"
 class ByornConfig(JudgeConfig):
     """BYORn's options: how to score and where to cut (JudgeConfig), and how to replace."""
 
-    regenerate: str = option("step", "step: a new response every time a flagged sample is in a batch; "
-                                     "epoch: one per flagged sample per epoch, reused within it")
-    generator: str = option("current", "current: the model being fine-tuned writes the replacement; "
-                                       "reference: the frozen base model does")
+    regenerate: str = option("step", "generator=current: step: a new response every time a flagged sample is in "
+                                     "a batch; epoch: one per flagged sample per epoch, reused within it")
+    # The frozen reference by default: the model being fine-tuned, writing answers it then trains
+    # on, fed back on itself twice in the judgement benchmark. On Flickr8k, with a third of the
+    # samples flagged, its replacements collapsed onto one generic caption (clean CIDEr 0.092
+    # against the oracle's 0.134; the reference's answers: 0.133); and it can write a backdoor it
+    # has half-learnt from the poisons the cut missed into the answers that replace the rest.
+    # The reference can do neither, and its answers are written once, before training.
+    generator: str = option("reference", "reference: the frozen base model writes each replacement, once, before "
+                                         "training; current: the model being fine-tuned writes it when the "
+                                         "sample is in a batch (follows the new answer style; can feed back)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
