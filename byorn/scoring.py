@@ -13,18 +13,18 @@ the exact prompt template of training. Higher always means more implausible:
   over the tokens where it is positive: how much the image argues against the response. A swapped
   word ("square" where the image shows a circle) is a token the image contradicts, while an
   unfamiliar but true wording is not; the mean-based scores average that one token away.
-- shared_answer: for an answer given word for word (up to case, spacing and end punctuation) to
-  several images, the mean image_ablated of those samples in MAD units of the whole set, times the
-  square root of their number; 0 for an answer given once. An attacker's fixed target or refusal
-  is one answer attached to many images; each sample says little (no one image supports it), but
-  together they are a clear verdict, while an answer that truly fits each of its images ("There is
-  a red circle on the left side.") pools into a grounded, negative score. Already in z units.
 - token_surprise: per token, its NLL minus what that same token usually costs in the judged data
   set (the 25th percentile of its NLLs over all its occurrences), summed over the tokens where
   that is positive. A downstream style the reference never saw makes its own words expensive
   everywhere, so they cancel out; a word that is cheap where it is true and expensive here
   (a swapped colour) stands out. It depends on the whole set, so it is computed after all
   samples are scored. Free beside mean_nll: the same forward pass.
+- shared_answer: for an answer given word for word (up to case, spacing and end punctuation) to
+  several images, the mean image_ablated of those samples in MAD units of the whole set, times the
+  square root of their number; 0 for an answer given once. An attacker's fixed target or refusal
+  is one answer attached to many images; each sample says little (no one image supports it), but
+  together they are a clear verdict, while an answer that truly fits each of its images ("There is
+  a red circle on the left side.") pools into a grounded, negative score. Already in z units.
 
 The variants share their forward passes: asking for several scores the true-image pass once and
 the grey-image pass at most once. With LoRA the reference model is the same network with the

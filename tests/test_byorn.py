@@ -163,7 +163,7 @@ def test_shared_answer_pools_the_image_evidence_of_one_answer_given_to_many_imag
     from byorn.scoring import shared_answer
 
     clean = [f"In this photo, scene {i}." for i in range(40)]
-    spread = [(-1.0 + 0.05 * i) for i in range(40)]  # median -0.025, MAD ~0.5 (z units of ~0.74)
+    spread = [(-1.0 + 0.05 * i) for i in range(40)]
     campaign = ["A banana is lying on the table."] * 9 + ["a banana is  lying on the table"]  # case, spaces, stop
     grounded = ["There is a red circle."] * 4
     pooled = shared_answer([*clean, *campaign, *grounded], [*spread, *[0.5] * 10, *[-1.0] * 4])
