@@ -185,10 +185,14 @@ FLICKR_LONGER_LEGEND = (
     "in the downstream style.")
 
 JUDGEMENT_LEGEND = (
-    "The shipped default judgement (`byorn`: mean NLL + image contradiction + token surprise, each cut at "
-    "median + 1.5 MAD, a sample flagged when any is over; replacements written by the model being "
-    "fine-tuned), the previous default (`byorn(k=3.0,variant=mean_nll)`), no defense and the clean oracle. "
-    "Full fine-tuning of 1,000 samples; detect_*: the default's combined score against the true poisons.")
+    "`byorn` is the shipped default judgement (mean NLL + image contradiction + token surprise + shared "
+    "answer, each cut at median + 1.5 MAD, a sample flagged when any is over; the frozen reference's "
+    "answers replace the flagged responses). `byorn(generator=current)`: the same flags, replacements "
+    "written in training steps by the model being fine-tuned (the earlier default). `byorn(generator="
+    "current,k=3.0,variant=mean_nll)`: the previous default. Full fine-tuning of 1,000 samples; "
+    "detect_*: each defense's combined score against the true poisons. prepare_s is warm where an "
+    "earlier cell of the grid scored the same poisoned set (a shared score cache); the cold cost is in "
+    "the next section.")
 
 SECTIONS = [
     Section("The default judgement: shapes, new answer style, one-word swaps", ["judgement"],
@@ -209,6 +213,15 @@ SECTIONS = [
             JUDGEMENT_LEGEND + " byorn-tiny-flickr, archive notes of the dev photos, 8 epochs at lr 5e-4, "
             "clean score CIDEr on 200 test photos, seed 0.",
             costs=True, world="flickr8k", findings="judgement_flickr8k.md", scores="judgement_scores"),
+    Section("The default judgement's cost against the previous default", ["judgement_cost"],
+            "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
+            "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
+            ["asr", "clean_score", "n_flagged", "prepare_s", "train_s", "wall_s"],
+            "The demo's attack (multimodal trigger, fixed target) at 10, 5 and 1 %, seeds 0 and 1, in one run of "
+            "one thread: no defense, the shipped default (`byorn`) and the previous default (mean NLL at median + "
+            "3 MAD, replacements written in training steps by the model being fine-tuned). Every BYORn cell "
+            "scores cold (its own score cache). prepare_s: scoring, flagging and the reference answers.",
+            costs=True, findings="judgement_cost.md"),
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
             "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
