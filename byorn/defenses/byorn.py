@@ -49,12 +49,12 @@ class ByornConfig(JudgeConfig):
 
     regenerate: str = option("step", "generator=current: step: a new response every time a flagged sample is in "
                                      "a batch; epoch: one per flagged sample per epoch, reused within it")
-    # The frozen reference by default: the model being fine-tuned, writing answers it then trains
-    # on, fed back on itself twice in the judgement benchmark. On Flickr8k, with a third of the
-    # samples flagged, its replacements collapsed onto one generic caption (clean CIDEr 0.092
-    # against the oracle's 0.134; the reference's answers: 0.133); and it can write a backdoor it
-    # has half-learnt from the poisons the cut missed into the answers that replace the rest.
-    # The reference can do neither, and its answers are written once, before training.
+    # The frozen reference by default. The model being fine-tuned writes answers in the new style,
+    # which teach against a missed poison better (shapes, text-triggered swaps: ASR 0.00 against
+    # 0.04-0.09), but it feeds on itself: on Flickr8k, a third of the samples flagged, its answers
+    # collapsed onto one generic caption (clean CIDEr 0.092; the reference's answers 0.133, the
+    # oracle 0.134), and on an image-triggered swap it left ASR 0.06-0.09 where the reference left
+    # 0.00 (BENCHMARKS.md, "The default judgement").
     generator: str = option("reference", "reference: the frozen base model writes each replacement, once, before "
                                          "training; current: the model being fine-tuned writes it when the "
                                          "sample is in a batch (follows the new answer style; can feed back)")
