@@ -212,7 +212,10 @@ SECTIONS = [
              "prepare_s", "train_s", "wall_s"],
             JUDGEMENT_LEGEND + " byorn-tiny-flickr, archive notes of the dev photos, 8 epochs at lr 5e-4, "
             "clean score CIDEr on 200 test photos, seed 0.",
-            costs=True, world="flickr8k", findings="judgement_flickr8k.md", scores="judgement_scores"),
+            costs=True, world="flickr8k", findings="judgement_flickr8k.md", scores="judgement_scores",
+            quality="judgement_flickr8k_quality.json",
+            quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
+                            "--json benchmarks/results/judgement_flickr8k_quality.json"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -74,9 +75,20 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
     return samples, len(skipped or ())
 
 
+class _EchoHandler(logging.Handler):
+    """byorn's own log lines (a defense's "flagged N of M samples") on whatever stderr is now."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"byorn: {self.format(record)}", err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """byorn: fine-tune vision-language models on untrusted data without learning a backdoor."""
+    logger = logging.getLogger("byorn")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+        logger.setLevel(logging.INFO)
 
 
 @main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(PretrainConfig))

@@ -30,6 +30,8 @@ def test_scan_ranks_a_planted_poison_first_and_writes_its_outputs(tmp_path):
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first_printed = next(line for line in result.output.splitlines() if line.lstrip().startswith("1 "))
     assert "FLAG" in first_printed and samples[17].id in first_printed
+    n_flagged = sum(r["flagged"] for r in rows)
+    assert f"byorn: flagged {n_flagged} of 40 samples" in result.output  # the defense's summary is shown
 
 
 def test_scan_rejects_an_unknown_option(tmp_path):
