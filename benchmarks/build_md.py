@@ -220,7 +220,7 @@ SECTIONS = [
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
             ["asr", "clean_score", "n_flagged", "prepare_s", "train_s", "wall_s"],
-            "The demo's attack (multimodal trigger, fixed target) at 10, 5 and 1 %, seeds 0 and 1, in one run of "
+            "The demo's attack (multimodal trigger, fixed target) at 10, 5 and 1 %, seed 0, in one run of "
             "one thread: no defense, the shipped default (`byorn`) and the previous default (mean NLL at median + "
             "3 MAD, replacements written in training steps by the model being fine-tuned). Every BYORn cell "
             "scores cold (its own score cache). prepare_s: scoring, flagging and the reference answers.",

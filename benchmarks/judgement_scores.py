@@ -22,8 +22,8 @@ import torch
 
 from byorn.attacks import build_attack, poison
 from byorn.bench import load_grid, read_results
-from byorn.defenses.judging import JudgeConfig
-from byorn.defenses.thresholds import ALL, robust_z
+from byorn.defenses.judging import JudgeConfig, combined_score
+from byorn.defenses.thresholds import ALL
 from byorn.metrics import detection_scores
 from byorn.models import load_vlm
 from byorn.scoring import score_variants
@@ -58,7 +58,8 @@ def main() -> None:
                        "model": grid.train.model, "default": default.variant,
                        "auroc": {v: round(detection_scores(s, is_poisoned.tolist())["auroc"], 4)
                                  for v, s in scores.items()}}
-                union = np.max([robust_z(scores[v], [ALL] * len(samples)) for v in default.variants], axis=0)
+                union = np.array(combined_score(default.variants, [scores[v] for v in default.variants],
+                                                [ALL] * len(samples)))
                 row["auroc"]["default"] = round(detection_scores(union.tolist(), is_poisoned.tolist())["auroc"], 4)
                 row["cuts"] = {f"{k:g}": {"poison_flagged": round(float((union[is_poisoned] > k).mean()), 4),
                                           "clean_flagged": round(float((union[~is_poisoned] > k).mean()), 4)}

@@ -96,18 +96,22 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
         scores = per_variant[0]
         flagging = flag(scores, groups, config.threshold_rule())
     else:
-        # Each score in its group's MAD units (a Z_SCALED score is in them already); a sample is
-        # flagged when any of them is over k, which is the union of the scores' own MAD cuts. The
-        # largest of them ranks the samples.
-        # Other rules cut that largest value (a quantile of it, or an absolute number of MADs).
-        units = [s if v in Z_SCALED else robust_z(s, groups) for v, s in zip(config.variants, per_variant)]
-        scores = [max(z) for z in zip(*units)]
+        # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
+        # Other rules cut the combined score (a quantile of it, or an absolute number of MADs).
+        scores = combined_score(config.variants, per_variant, groups)
         rule = ThresholdRule("absolute", absolute=config.k) if config.rule == "mad" else config.threshold_rule()
         flagging = flag(scores, groups, rule)
     n = sum(flagging.flagged)
     log.info("flagged %d of %d samples (%.1f %%); %s thresholds %s", n, len(samples), 100 * n / max(len(samples), 1),
              config.rule, {g: round(t, 4) for g, t in flagging.thresholds.items()})
     return Judgement(scores, flagging)
+
+
+def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float]], groups: Sequence[str]) -> list[float]:
+    """Each score in its group's MAD units (a Z_SCALED score is in them already); per sample the
+    largest, which ranks the samples."""
+    units = [s if v in Z_SCALED else robust_z(s, groups) for v, s in zip(variants, per_variant)]
+    return [max(z) for z in zip(*units)]
 
 
 def _warn_small_groups(groups: list[str]) -> None:
