@@ -197,12 +197,15 @@ JUDGEMENT_LEGEND = (
 SECTIONS = [
     Section("The default judgement: shapes, new answer style, one-word swaps", ["judgement"],
             "byorn bench benchmarks/judgement.yaml --out runs/judgement --results benchmarks/results/judgement.jsonl "
-            "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each); scores before training: "
+            "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each), then the same with "
+            "benchmarks/judgement_seeds.yaml; scores before training: "
             "python benchmarks/judgement_scores.py benchmarks/judgement.yaml",
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "prepare_s",
              "train_s", "wall_s"],
             JUDGEMENT_LEGEND + " byorn-tiny, the describe task (an answer style it never saw in pretraining), "
-            "3 epochs at lr 5e-4, 200 test scenes, seed 0.",
+            "3 epochs at lr 5e-4, 200 test scenes (ASR on those with the swapped word), seed 0; the swaps at "
+            "10 % also seeds 1 and 2 (judgement_seeds.yaml). The grids ran beside other jobs on the 2 cores: "
+            "their times are not comparable between cells.",
             costs=True, world="shapes", findings="judgement_shapes.md", scores="judgement_scores"),
     Section("The default judgement: real photographs (Flickr8k)", ["judgement"],
             "byorn bench benchmarks/judgement_flickr8k.yaml --out runs/judgement_flickr8k --results "
