@@ -419,6 +419,18 @@ def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, t
         JudgeConfig(variant="mean_nll+nope")
 
 
+def test_the_combined_score_takes_a_z_scaled_score_as_it_is_and_the_others_in_mad_units():
+    from byorn.defenses.judging import combined_score
+    from byorn.defenses.thresholds import robust_z
+
+    groups = ["all"] * 6
+    nll = [1.0, 1.1, 0.9, 1.2, 0.8, 1.0]
+    pooled = [0.0, 0.0, 0.0, 0.0, 2.0, 2.0]  # already in MADs: most answers unique, one pair pooled
+    combined = combined_score(["mean_nll", "shared_answer"], [nll, pooled], groups)
+    # renormalising the mostly-zero pooled score (MAD 0) would blow the pair up to ~1e12
+    assert combined == pytest.approx([max(z, p) for z, p in zip(robust_z(nll, groups), pooled)])
+
+
 @pytest.mark.parametrize("launcher_env", [{"ACCELERATE_USE_FSDP": "true"},
                                           {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}])
 def test_generating_during_training_is_refused_when_weights_are_sharded(train_set, tmp_path, monkeypatch, launcher_env):
