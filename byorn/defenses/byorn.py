@@ -52,8 +52,8 @@ class ByornConfig(JudgeConfig):
     # The frozen reference by default. The model being fine-tuned writes answers in the new style,
     # which teach against a missed poison better (shapes, text-triggered swaps: ASR 0.00 against
     # 0.05-0.07), but it feeds on itself: on Flickr8k, a quarter to a third of the samples flagged,
-    # its answers collapsed onto one generic caption in four of six cells (clean CIDEr 67-77 % of
-    # the oracle's; the reference's answers 99-109 %) (BENCHMARKS.md, "The default judgement").
+    # its answers collapsed onto one generic caption in four of eight cells (clean CIDEr 67-77 % of
+    # the oracle's; the reference's answers 99-118 %) (BENCHMARKS.md, "The default judgement").
     generator: str = option("reference", "reference: the frozen base model writes each replacement, once, before "
                                          "training; current: the model being fine-tuned writes it when the "
                                          "sample is in a batch (follows the new answer style; can feed back)")
