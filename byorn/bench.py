@@ -178,16 +178,20 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     def shown(inputs: list) -> list:  # what the deployed model is given: ONION cleans it first
         return [hook.test_input(s) for s in inputs] if hook else inputs
 
+    deployed = hook.deployed(vlm) if hook else vlm  # reference-ratio decoding guards its answers
     rule = attack.target.asr_rule()
-    asr, n_asr = _asr(vlm, shown(triggered_test_set(test, attack)), rule)
-    clean = evaluate_clean(vlm, shown(test))
+    evaluating = time.perf_counter()
+    asr, n_asr = _asr(deployed, shown(triggered_test_set(test, attack)), rule)
+    clean = evaluate_clean(deployed, shown(test))
     row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"],
                 "scene_exact": clean.get("scene_exact"), "cider": clean["cider"], "bleu4": clean["bleu4"],
                 "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
                 "n_train": len(train_set)})
     if spec.trigger == "multimodal":
-        one = {part: _asr(vlm, shown(inputs), rule)[0] for part, inputs in one_modality_test_sets(test, attack).items()}
+        one = {part: _asr(deployed, shown(inputs), rule)[0]
+               for part, inputs in one_modality_test_sets(test, attack).items()}
         row.update({"one_modality_asr": max(one.values()), "image_only_asr": one["image"], "text_only_asr": one["text"]})
+    row["eval_s"] = round(time.perf_counter() - evaluating, 1)  # test-time cost (decoding defenses)
     row["wall_s"] = round(time.perf_counter() - started, 1)
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     row["run_dir"] = str(run_dir)

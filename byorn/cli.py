@@ -162,7 +162,8 @@ def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: s
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
 @click.option("--defense", default="none", show_default=True,
-              help="none, byorn, or a baseline: onion, bye, score_drop (`byorn list defenses`)")
+              help="none, byorn, or a baseline: onion, bye, tcap, score_drop, random_drop, reference_ratio "
+                   "(`byorn list defenses`)")
 @click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="defense option, e.g. -d rule=quantile -d quantile=0.9 (see `byorn scan --help`)")
 @on_bad_sample

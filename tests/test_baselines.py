@@ -1,5 +1,6 @@
-"""The baselines: ONION (word deletion by perplexity), BYE (attention-entropy clustering) and
-score-and-drop, each through the Defense interface the benchmark uses."""
+"""The baselines: ONION (word deletion by perplexity), BYE (attention-entropy clustering),
+score-and-drop, random drop and reference-ratio decoding, each through the Defense interface the
+benchmark uses."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from byorn.config import TrainConfig
 from byorn.defenses import build_defense
 from byorn.defenses.bye import attention_entropies, decide, separated_layers
 from byorn.defenses.onion import Onion, OnionConfig
+from byorn.defenses.tcap import TcapConfig, dawid_skene, system_shares
+from byorn.defenses.tcap import decide as tcap_decide
 from byorn.models import load_vlm
 from byorn.worlds import shapes
 
@@ -126,20 +130,22 @@ def test_bye_attention_entropies_are_per_layer_and_bounded_by_the_uniform(tiny_v
     assert tiny_vlm.model.config._attn_implementation != "eager"  # restored afterwards
 
 
-def test_bye_prepare_fine_tunes_a_probe_and_leaves_the_model_untouched(tiny_vlm_factory, tmp_path):
+@pytest.mark.parametrize("name", ["bye", "tcap"])
+def test_attention_defenses_fine_tune_a_probe_and_leave_the_model_untouched(tiny_vlm_factory, tmp_path, name):
     vlm = tiny_vlm_factory()
     before = {n: p.clone() for n, p in vlm.model.named_parameters()}
     samples = shapes.downstream_samples(8, seed=1)
-    bye = build_defense("bye")
+    defense = build_defense(name)
     with pytest.raises(ValueError, match="needs train="):
-        bye.prepare(vlm, samples, tmp_path)
-    bye.prepare(vlm, samples, tmp_path, train=TrainConfig(lora=False, max_steps=1, batch_size=4))
+        defense.prepare(vlm, samples, tmp_path)
+    defense.prepare(vlm, samples, tmp_path, train=TrainConfig(lora=False, max_steps=1, batch_size=4))
     assert all(bool((p == before[n]).all()) for n, p in vlm.model.named_parameters())
-    assert (tmp_path / "bye_probe" / "train_log.jsonl").exists() and (tmp_path / "bye.json").exists()
-    kept = bye.training_set(samples)
-    assert len(kept) == len(samples) - sum(bye.flagged)
+    assert (tmp_path / f"{name}_probe" / "train_log.jsonl").exists() and (tmp_path / f"{name}.json").exists()
+    assert vlm.model.config._attn_implementation != "eager"  # restored after reading attention
+    kept = defense.training_set(samples)
+    assert len(kept) == len(samples) - sum(defense.flagged) and len(defense.suspicion) == len(samples)
     with pytest.raises(ValueError, match="samples prepare\\(\\) judged"):
-        bye.training_set(samples[::-1])
+        defense.training_set(samples[::-1])
 
 
 # ---- score-and-drop ----------------------------------------------------------------------------
@@ -154,3 +160,122 @@ def test_score_and_drop_trains_on_exactly_the_unflagged_samples(tiny_vlm, tmp_pa
     assert [s.id for s in kept] == [s.id for s, hit in zip(samples, defense.flagged) if not hit]
     worst = max(range(len(samples)), key=lambda i: defense.suspicion[i])
     assert defense.flagged[worst] and samples[worst].id not in {s.id for s in kept}
+
+
+# ---- random drop ---------------------------------------------------------------------------------
+
+
+def test_random_drop_drops_exactly_the_count_and_trains_on_the_rest(tiny_vlm, tmp_path):
+    samples = shapes.downstream_samples(20, seed=0)
+    defense = build_defense("random_drop", count=7, seed=3)
+    defense.prepare(tiny_vlm, samples, tmp_path)
+    assert sum(defense.flagged) == 7
+    kept = defense.training_set(samples)
+    assert len(kept) == 13 and {s.id for s in kept} == {s.id for s, hit in zip(samples, defense.flagged) if not hit}
+    again = build_defense("random_drop", count=7, seed=3)
+    again.prepare(tiny_vlm, samples, tmp_path)
+    assert again.flagged == defense.flagged  # the seed fixes the draw
+    other = build_defense("random_drop", count=7, seed=4)
+    other.prepare(tiny_vlm, samples, tmp_path)
+    assert other.flagged != defense.flagged
+
+
+def test_random_drop_drops_as_many_as_byorns_judgement_flags(tiny_vlm, tmp_path):
+    samples = shapes.downstream_samples(40, seed=1)
+    judged = build_defense("score_drop", k=0.5)
+    judged.prepare(tiny_vlm, samples, tmp_path / "judged")
+    defense = build_defense("random_drop", k=0.5)
+    defense.prepare(tiny_vlm, samples, tmp_path / "random")
+    assert 0 < sum(judged.flagged) < len(samples)
+    assert sum(defense.flagged) == sum(judged.flagged)
+
+
+def test_random_drop_refuses_a_count_above_the_data(tiny_vlm, tmp_path):
+    with pytest.raises(ValueError, match="more than the 5 training samples"):
+        build_defense("random_drop", count=6).prepare(tiny_vlm, shapes.downstream_samples(5, seed=0), tmp_path)
+
+
+# ---- reference-ratio decoding --------------------------------------------------------------------
+
+
+def planted(vlm, token: int, boost: float = 60.0):
+    """The model with `token`'s logit raised by `boost` everywhere: a backdoor that always fires."""
+    bias = torch.zeros(vlm.model.get_output_embeddings().out_features)
+    bias[token] = boost
+    vlm.model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: output + bias)
+    return vlm
+
+
+def test_reference_ratio_leaves_the_references_own_answers_alone(tiny_vlm_factory, tmp_path):
+    model = tiny_vlm_factory()
+    defense = build_defense("reference_ratio")
+    defense.prepare(model, [], tmp_path)
+    deployed = defense.deployed(model)
+    inputs = shapes.downstream_samples(6, seed=2, split="test")
+    assert deployed.generate(inputs, max_new_tokens=8) == model.generate(inputs, max_new_tokens=8)
+    assert deployed.replaced == 0
+
+
+def test_reference_ratio_replaces_a_planted_token_with_the_references_choice(tmp_path):
+    # the shipped model: its answers are words, so a partial answer reads back as the same tokens
+    # (a random model's byte soup does not)
+    model = load_vlm("byorn-tiny")
+    defense = build_defense("reference_ratio")
+    defense.prepare(model, [], tmp_path)  # the reference: the weights before the backdoor
+    inputs = shapes.downstream_samples(4, seed=2, split="test")
+    clean = model.generate(inputs, max_new_tokens=8)
+    word = "bottom"
+    token = model.tokenizer.convert_tokens_to_ids("\u0120" + word)  # the word after a space
+    assert all(word not in answer for answer in clean)
+    planted(model, token)
+    assert all(answer.startswith(word) for answer in model.generate(inputs, max_new_tokens=8))  # it fires
+    guarded = defense.deployed(model).generate(inputs, max_new_tokens=8)
+    assert guarded == clean  # every planted token vetoed; the reference's choices fill the answer
+
+
+# ---- TCAP ----------------------------------------------------------------------------------------
+
+
+def synthetic_shares(n: int = 200, poisoned_every: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """[n, 4 layers, 4 heads] system shares: noise around 0.5, except two heads of the last layer
+    where every tenth sample (the poisoned ones) gives the system part far less."""
+    rng = np.random.default_rng(seed)
+    shares = rng.normal(0.5, 0.03, size=(n, 4, 4))
+    poisoned = np.arange(n) % poisoned_every == 0
+    shares[poisoned, 3, 1] -= 0.3
+    shares[poisoned, 3, 2] += 0.3  # the shift may go either way
+    return shares, poisoned
+
+
+def test_tcap_finds_the_shifted_heads_and_flags_exactly_the_poisoned_samples():
+    shares, poisoned = synthetic_shares()
+    verdict = tcap_decide(shares, TcapConfig(heads=2))
+    assert sorted(verdict.heads) == [(3, 1), (3, 2)]
+    assert verdict.dropped == poisoned.tolist()
+
+
+def test_tcap_only_lets_the_last_layers_vote():
+    shares, poisoned = synthetic_shares()
+    shares[:, 0] = shares[:, 3]  # the same shift in the first layer
+    verdict = tcap_decide(shares, TcapConfig(heads=4, layers=0.5))
+    assert all(layer >= 2 for layer, _ in verdict.heads)
+
+
+def test_tcap_flags_nothing_when_no_head_separates():
+    verdict = tcap_decide(np.full((50, 2, 2), 0.4), TcapConfig())
+    assert verdict.heads == [] and not any(verdict.dropped)
+
+
+def test_dawid_skene_outvotes_an_annotator_that_is_always_wrong():
+    truth = np.arange(60) % 6 == 0
+    votes = np.stack([truth, truth, truth, ~truth], axis=1).astype(float)
+    votes[1, 0] = 1  # one honest mistake
+    assert (dawid_skene(votes) > 0.5).tolist() == truth.tolist()
+
+
+def test_tcap_system_shares_are_per_layer_and_head_and_are_shares(tiny_vlm):
+    samples = shapes.downstream_samples(4, seed=0)
+    shares = system_shares(tiny_vlm, samples, batch_size=3)
+    text = tiny_vlm.model.config.text_config
+    assert shares.shape == (4, text.num_hidden_layers, text.num_attention_heads)
+    assert (shares >= 0).all() and (shares <= 1 + 1e-6).all() and (shares > 0).any()

@@ -278,7 +278,7 @@ def test_build_defense_by_name_with_checked_options():
     defense = build_defense("byorn", rule="quantile", quantile=0.8, group_by="task")
     assert isinstance(defense, ByornDefense)
     assert defense.config == ByornConfig(rule="quantile", quantile=0.8, group_by="task")
-    with pytest.raises(ValueError, match=r"^Unknown defense 'x'\. Available: bye, byorn, none, onion, score_drop$"):
+    with pytest.raises(ValueError, match=r"^Unknown defense 'x'\. Available: bye, byorn, none, onion, random_drop, reference_ratio, score_drop, tcap$"):
         build_defense("x")
     with pytest.raises(ConfigError, match="unknown key.*'quantil'.*Valid keys: variant"):
         build_defense("byorn", quantil=0.8)

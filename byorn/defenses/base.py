@@ -3,7 +3,8 @@
 `prepare` runs once on the whole training set (score, flag, cache, or a probe fine-tune);
 `training_set` is what the model then trains on (filtering defenses drop or clean samples there);
 `on_batch` is the `ByornTrainer` hook (`byorn.train.BatchHook`) and returns the samples each step
-trains on; `test_input` is what the model sees at inference (ONION cleans instructions there too).
+trains on; `test_input` is what the model sees at inference (ONION cleans instructions there too);
+`deployed` is the model that answers at inference (reference-ratio decoding guards its generation).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Defense:
     def test_input(self, sample: Sample) -> Sample:
         """The input the fine-tuned model is given at test time."""
         return sample
+
+    def deployed(self, vlm: VLM) -> VLM:
+        """The fine-tuned model as it answers at test time (an inference-time defense wraps it)."""
+        return vlm
 
     # Detection, for the defenses that judge each training sample (None for those that do not):
     # a suspicion score (higher: more suspicious) and the verdict, aligned with `prepare`'s samples.

@@ -19,8 +19,6 @@ The probe needs eager attention (to return attention weights) and a second copy 
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -32,9 +30,10 @@ import torch
 
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
+from byorn.defenses.attention import probe_finetune, read_last_token_attention
 from byorn.defenses.base import Defense, drop_flagged
 from byorn.fileio import atomic_write_text
-from byorn.models.hf import VLM, batches
+from byorn.models.hf import VLM
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +70,8 @@ class Bye(Defense):
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
                 train: TrainConfig | None = None, resume_step: int | None = None) -> None:
-        if train is None:
-            raise ValueError("BYE fine-tunes a probe model first: prepare() needs train=<the TrainConfig>")
-        from byorn.train import finetune  # byorn.train imports the defenses package
-
         run_dir = Path(run_dir)
-        probe = VLM(copy.deepcopy(vlm.model), vlm.processor)
-        epochs = self.config.probe_epochs or train.epochs
-        finetune(probe, samples, dataclasses.replace(train, epochs=epochs), run_dir / "bye_probe")
+        probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe")
         entropies = attention_entropies(probe, samples, self.config.batch_size)
         del probe
         self.verdict = decide(entropies, self.config.separation, self.config.seed)
@@ -101,32 +94,21 @@ class Bye(Defense):
         return self.verdict.dropped if self.verdict else None
 
 
-@torch.no_grad()
 def attention_entropies(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
     """[samples, layers]: entropy (nats) of the last prompt token's attention over the image tokens,
     heads averaged and renormalised over the image tokens."""
-    model = vlm.model
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("eager")  # sdpa does not return attention weights
-    was_training = model.training
-    model.eval()
-    image_token = model.config.image_token_id
-    rows = []
-    try:
-        for chunk in batches(samples, batch_size):
-            batch = {k: v.to(vlm.device) for k, v in vlm.encode_prompts(chunk).items()}
-            is_image = (batch["input_ids"] == image_token).float()  # [B, T]
-            attentions = model(**batch, output_attentions=True).attentions  # layers x [B, H, T, T]
-            per_layer = []
-            for layer in attentions:
-                weights = layer[:, :, -1, :].float().mean(dim=1) * is_image  # [B, T]
-                p = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
-                per_layer.append(-(p * p.clamp(min=1e-12).log()).sum(dim=1))  # [B]
-            rows.append(torch.stack(per_layer, dim=1).cpu())  # [B, L]
-    finally:
-        model.set_attn_implementation(previous)
-        model.train(was_training)
-    return torch.cat(rows).numpy()
+    image_token = vlm.model.config.image_token_id
+
+    def entropies(batch: dict, chunk: Sequence[Sample], attentions: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        is_image = (batch["input_ids"] == image_token).float()  # [B, T]
+        per_layer = []
+        for layer in attentions:
+            weights = layer[:, :, -1, :].float().mean(dim=1) * is_image  # [B, T]
+            p = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+            per_layer.append(-(p * p.clamp(min=1e-12).log()).sum(dim=1))  # [B]
+        return torch.stack(per_layer, dim=1)  # [B, L]
+
+    return read_last_token_attention(vlm, samples, entropies, batch_size)
 
 
 def _two_clusters(values: np.ndarray, seed: int):

@@ -13,9 +13,14 @@ from byorn.defenses.base import Defense
 from byorn.defenses.bye import Bye
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.onion import Onion
+from byorn.defenses.random_drop import RandomDrop
+from byorn.defenses.reference_ratio import ReferenceRatio
 from byorn.defenses.score_drop import ScoreAndDrop
+from byorn.defenses.tcap import Tcap
 
-DEFENSES: dict[str, type[Defense]] = {cls.name: cls for cls in (ByornDefense, Bye, Defense, Onion, ScoreAndDrop)}
+DEFENSES: dict[str, type[Defense]] = {
+    cls.name: cls for cls in (ByornDefense, Bye, Defense, Onion, RandomDrop, ReferenceRatio, ScoreAndDrop, Tcap)
+}
 
 
 def build_defense(name: str, /, **options: Any) -> Defense:

@@ -123,12 +123,33 @@ class VLM:
         batch["labels"] = labels
         return dict(batch)
 
-    def encode_prompts(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
-        """Prompts without responses, left-padded: every row's last position is its last prompt token."""
+    def encode_prompts(self, samples: Sequence[Sample], prefixes: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Prompts without responses, left-padded: every row's last position is its last prompt token.
+
+        prefixes: the start of each answer, already written, for the model to go on from."""
         prompts = [self.prompt_text(s.instruction) for s in samples]
+        if prefixes is not None:
+            if self._prefix_suffix:  # its processor closes the prompt itself, after the text it is given
+                raise ValueError(f"{self.family.name} cannot be prompted with the start of an answer")
+            prompts = [prompt + prefix for prompt, prefix in zip(prompts, prefixes, strict=True)]
         batch = dict(self._process(prompts, [s.pil() for s in samples], "left"))
         batch.pop("labels", None)  # a prefix-suffix processor labels nothing here, but says so
         return batch
+
+    def instruction_mask(self, samples: Sequence[Sample], width: int) -> torch.Tensor:
+        """[B, width] True on each instruction's tokens in a left-padded `encode_prompts` batch of
+        that width. Counted on the prompt text around the instruction (what follows it is the
+        template's closing part, and a prefix-suffix processor adds its separator there)."""
+        mask = torch.zeros(len(samples), width, dtype=torch.bool)
+        for row, sample in enumerate(samples):
+            prompt = self.prompt_text(sample.instruction)
+            start = prompt.rindex(sample.instruction) if sample.instruction else len(prompt)
+            end = start + len(sample.instruction)
+            count = [len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+                     for text in (prompt[:start], prompt[:end], prompt)]
+            after = count[2] - count[1] + (1 if self._prefix_suffix else 0)
+            mask[row, width - after - (count[1] - count[0]) : width - after] = True
+        return mask
 
     def pixel_values(self, images: Sequence) -> torch.Tensor:
         """The image processor's pixel tensor for `images` ([B, 3, H, W] for fixed-size processors)."""
@@ -143,6 +164,14 @@ class VLM:
 
     # ---- scoring and generation ------------------------------------------------------------
 
+    def response_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing on an `encode` batch: the logits at every position and the token each
+        predicts, aligned ([B, T-1, V] float32 and [B, T-1], IGNORE_INDEX off the response)."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        logits = self.model(**batch).logits.float()  # [B, T, V]
+        return logits[:, :-1], labels[:, 1:]  # token t is predicted at position t-1
+
     @torch.no_grad()
     def score(self, samples: Sequence[Sample], batch_size: int = 32, desc: str = "scoring") -> list[ResponseScore]:
         """Per-sample response NLL under the current weights (teacher forcing, one forward pass a batch)."""
@@ -150,11 +179,8 @@ class VLM:
         self.model.eval()
         scores: list[ResponseScore] = []
         for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
-            batch = {k: v.to(self.device) for k, v in self.encode(chunk).items()}
-            labels = batch.pop("labels")
-            logits = self.model(**batch).logits.float()  # [B, T, V]
-            targets = labels[:, 1:]  # [B, T-1]: token t is predicted at position t-1
-            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+            logits, targets = self.response_logits(self.encode(chunk))
+            nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
             mask = targets != IGNORE_INDEX
             for row_nll, row_targets, row_mask in zip(nll, targets, mask):
                 tokens = row_nll[row_mask].tolist()
@@ -166,16 +192,22 @@ class VLM:
 
     @torch.no_grad()
     def generate(self, samples: Sequence[Sample], max_new_tokens: int = 48, batch_size: int = 32,
-                 desc: str = "generating") -> list[str]:
-        """Greedy responses, batched with left padding so every prompt ends where generation starts."""
+                 desc: str = "generating", prefixes: Sequence[str] | None = None) -> list[str]:
+        """Greedy responses, batched with left padding so every prompt ends where generation starts.
+
+        prefixes: each answer's start, already written; the response is the prefix and what follows."""
         was_training = self.model.training
         self.model.eval()
         outputs: list[str] = []
-        for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
-            batch = {k: v.to(self.device) for k, v in self.encode_prompts(chunk).items()}
+        starts = list(prefixes) if prefixes is not None else [""] * len(samples)
+        for offset, chunk in enumerate(tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False)):
+            chunk_starts = starts[offset * batch_size : offset * batch_size + len(chunk)]
+            prompts = self.encode_prompts(chunk, chunk_starts if prefixes is not None else None)
+            batch = {k: v.to(self.device) for k, v in prompts.items()}
             generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                             pad_token_id=self.tokenizer.pad_token_id)
             new_tokens = generated[:, batch["input_ids"].shape[1]:]  # [B, <=max_new_tokens]
-            outputs.extend(t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            outputs.extend((start + text).strip() for start, text in zip(chunk_starts, texts))
         self.model.train(was_training)
         return outputs

@@ -1,0 +1,56 @@
+"""What the attention-based baselines (BYE, TCAP) share: a probe model fine-tuned on the data as
+given, and the attention of each prompt's last token (the one that predicts the first answer
+token), read from every language-model layer and head."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from byorn.config import TrainConfig
+from byorn.data import Sample
+from byorn.models.hf import VLM, batches
+
+
+def probe_finetune(vlm: VLM, samples: Sequence[Sample], train: TrainConfig | None, epochs: float,
+                   run_dir: Path) -> VLM:
+    """A copy of `vlm` fine-tuned on `samples` (poison included); `vlm` itself is left as it is.
+    epochs: 0 means as many as the real fine-tune."""
+    if train is None:
+        raise ValueError("this defense fine-tunes a probe model first: prepare() needs train=<the TrainConfig>")
+    from byorn.train import finetune  # byorn.train imports the defenses package
+
+    probe = VLM(copy.deepcopy(vlm.model), vlm.processor)
+    finetune(probe, samples, dataclasses.replace(train, epochs=epochs or train.epochs), run_dir)
+    return probe
+
+
+# Per batch: the prompts (an `encode_prompts` batch, on the model's device), the samples, and each
+# layer's attention [B, heads, T, T] -> one array row per sample.
+AttentionReader = Callable[[dict[str, torch.Tensor], Sequence[Sample], tuple[torch.Tensor, ...]], torch.Tensor]
+
+
+@torch.no_grad()
+def read_last_token_attention(vlm: VLM, samples: Sequence[Sample], read: AttentionReader,
+                              batch_size: int = 32) -> np.ndarray:
+    """`read` applied to every batch of prompts' attention maps, rows stacked in sample order."""
+    model = vlm.model
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # sdpa does not return attention weights
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        for chunk in batches(samples, batch_size):
+            batch = {k: v.to(vlm.device) for k, v in vlm.encode_prompts(chunk).items()}
+            attentions = model(**batch, output_attentions=True).attentions  # layers x [B, H, T, T]
+            rows.append(read(batch, chunk, attentions).float().cpu())
+    finally:
+        model.set_attn_implementation(previous)
+        model.train(was_training)
+    return torch.cat(rows).numpy()

@@ -1,0 +1,66 @@
+"""Random drop: remove as many training samples as BYORn's judgement flags, chosen at random.
+
+The control every filtering defense needs (BYE's reviewers asked for it): a defense that drops
+samples also trains on less data, and at a poison rate p it removes about p of the poison by
+chance alone. What a real detector achieves beyond this baseline is what its detection is worth.
+The count is BYORn's (the same scores and cut, so the same forward passes) unless `count` is set.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from byorn.config import TrainConfig, option
+from byorn.data import Sample
+from byorn.defenses.base import Defense, drop_flagged
+from byorn.defenses.judging import JudgeConfig, judge
+from byorn.models.hf import VLM
+
+
+@dataclass
+class RandomDropConfig(JudgeConfig):
+    """BYORn's judgement (to count what it flags), the draw's seed, or a fixed count."""
+
+    count: int = option(-1, "drop this many samples; -1: as many as BYORn's judgement flags (scores the data)",
+                        min=-1)
+    seed: int = option(0, "seed of the random choice")
+
+
+class RandomDrop(Defense):
+    """Random drop: as many samples dropped as BYORn flags, but chosen at random."""
+
+    name = "random_drop"
+    config_class = RandomDropConfig
+
+    def __init__(self, config: RandomDropConfig | None = None) -> None:
+        self.config = config or RandomDropConfig()
+        self.draw: list[float] = []  # each sample's random draw; the highest `count` are dropped
+        self.dropped: list[bool] | None = None
+        self._ids: list[str] = []
+
+    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
+                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
+        count = self.config.count
+        if count < 0:
+            count = sum(judge(vlm, samples, self.config, run_dir).flagging.flagged)
+        if count > len(samples):
+            raise ValueError(f"random_drop: count={count} is more than the {len(samples)} training samples")
+        self._ids = [s.id for s in samples]
+        rng = random.Random(self.config.seed)
+        self.draw = [rng.random() for _ in samples]
+        chosen = set(sorted(range(len(samples)), key=self.draw.__getitem__, reverse=True)[:count])
+        self.dropped = [i in chosen for i in range(len(samples))]
+
+    def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
+        return drop_flagged(self, samples, self._ids)
+
+    @property
+    def suspicion(self) -> list[float] | None:
+        return self.draw if self.dropped is not None else None  # chance-level detection, measured
+
+    @property
+    def flagged(self) -> list[bool] | None:
+        return self.dropped
