@@ -1,6 +1,6 @@
 # Two entry points for a fresh clone; each creates .venv on first use.
 #   make demo   set up, then run `byorn demo` on the built-in tiny model and data
-#   make test   set up with test extras, then run the test suite
+#   make test   set up with test extras, then lint (ruff) and run the test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,6 +22,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/byorn demo --json runs/demo/demo.json
 
 test: setup
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
 clean:

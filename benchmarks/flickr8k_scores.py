@@ -9,12 +9,12 @@ Needs byorn-tiny-flickr in the cache (benchmarks/flickr8k.yaml makes it) and ../
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from byorn.attacks import build_attack, poison
+from byorn.fileio import write_jsonl
 from byorn.metrics import detection_scores
 from byorn.models import load_vlm
 from byorn.scoring import score_samples
@@ -39,8 +39,7 @@ def main() -> None:
             auroc = detection_scores(scores, poisoned, [False] * len(samples))["auroc"]
             rows.append({"attack": f"rare_token+{target}", "variant": variant, "detect_auroc": round(auroc, 3)})
             print(rows[-1], flush=True)
-    out = ROOT / "benchmarks" / "results" / "flickr8k_scores.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write_jsonl(ROOT / "benchmarks" / "results" / "flickr8k_scores.jsonl", rows)
 
 
 if __name__ == "__main__":

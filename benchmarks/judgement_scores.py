@@ -5,7 +5,8 @@ default's scores (each cut at its own median + k MAD) the share of poisons and o
 flagged at several k. This is what the default's score and cut were chosen from.
 
     python benchmarks/judgement_scores.py benchmarks/judgement.yaml --results benchmarks/results/judgement_scores.jsonl
-    python benchmarks/judgement_scores.py benchmarks/judgement_flickr8k.yaml --results benchmarks/results/judgement_scores.jsonl
+    python benchmarks/judgement_scores.py benchmarks/judgement_flickr8k.yaml \
+        --results benchmarks/results/judgement_scores.jsonl
 
 Rows are appended (one per attack, rate and seed, with the grid's world); rows already there for
 the same world, attack, rate and seed are kept and not recomputed.
@@ -24,6 +25,7 @@ from byorn.attacks import build_attack, poison
 from byorn.bench import load_grid, read_results
 from byorn.defenses.judging import JudgeConfig, combined_score
 from byorn.defenses.thresholds import ALL
+from byorn.fileio import append_jsonl
 from byorn.metrics import detection_scores
 from byorn.models import load_vlm
 from byorn.scoring import score_variants
@@ -64,8 +66,7 @@ def main() -> None:
                 row["cuts"] = {f"{k:g}": {"poison_flagged": round(float((union[is_poisoned] > k).mean()), 4),
                                           "clean_flagged": round(float((union[~is_poisoned] > k).mean()), 4)}
                                for k in CUTS}
-                with results.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(row) + "\n")
+                append_jsonl(results, row)
                 print(json.dumps(row), flush=True)
 
 

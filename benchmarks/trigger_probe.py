@@ -17,6 +17,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from byorn.attacks.registry import IMAGE_TRIGGERS
+from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
 from byorn.worlds import shapes
 
@@ -45,7 +46,7 @@ def main() -> None:
     clean = image_features(vlm, clean_images)
     order = np.random.default_rng(0).permutation(N)
     clean_half, triggered_half = order[: N // 2], order[N // 2:]
-    lines = []
+    rows = []
     for name, options in TRIGGERS:
         trigger = IMAGE_TRIGGERS[name](**options)
         triggered = image_features(vlm, [trigger.apply(clean_images[i], key=samples[i].id) for i in triggered_half])
@@ -56,9 +57,9 @@ def main() -> None:
         fit = 3 * N // 4
         probe = LogisticRegression(max_iter=3000).fit(x[:fit], y[:fit])
         label = name + ("(" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + ")" if options else "")
-        lines.append(json.dumps({"trigger": label, "probe_accuracy": round(float(probe.score(x[fit:], y[fit:])), 3)}))
-        print(lines[-1], flush=True)
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        rows.append({"trigger": label, "probe_accuracy": round(float(probe.score(x[fit:], y[fit:])), 3)})
+        print(json.dumps(rows[-1]), flush=True)
+    write_jsonl(OUT, rows)
 
 
 if __name__ == "__main__":

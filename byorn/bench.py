@@ -7,51 +7,49 @@ measures ASR on triggered test inputs and clean scene-F1 on clean test inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from tqdm.auto import tqdm
 
-from byorn.attacks import build_attack, one_modality_test_sets, poison, triggered_test_set
+from byorn.attacks import (
+    build_attack,
+    one_modality_test_sets,
+    poison,
+    triggered_test_set,
+)
 from byorn.attacks.poison import MANIFEST_NAME, write_manifest
-from byorn.config import ConfigError, PretrainConfig, TrainConfig, from_dict
+from byorn.config import ConfigError, PretrainConfig, TrainConfig, check_choice, from_dict, option
 from byorn.data import Sample
 from byorn.defenses import DEFENSES, Defense, build_defense
-from byorn.defenses.judging import JudgeConfig
 from byorn.evaluate import evaluate_clean
-from byorn.fileio import atomic_write_text
+from byorn.fileio import append_jsonl, write_jsonl
 from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import SCORES_NAME
 from byorn.scoring import model_fingerprint
 from byorn.train import finetune
-from byorn.worlds import flickr8k, shapes
+from byorn.worlds import WORLDS, shapes
 
-# Besides the registered defenses: "oracle" trains on the clean samples only (the upper bound).
-ORACLE = "oracle"
-WORLDS = ("shapes", "flickr8k")
 log = logging.getLogger(__name__)
-
-
-def available_defenses() -> list[str]:
-    return sorted([*DEFENSES, ORACLE])
 
 
 @dataclass(frozen=True)
 class AttackSpec:
     """One attack of the grid: a trigger, a target modifier and their options."""
 
-    trigger: str
-    target: str = "fixed"
-    options: dict[str, Any] = field(default_factory=dict)
-    clean_label: bool = False  # poison samples whose response already fits the target (see poison())
+    trigger: str = field(metadata={"help": "trigger name (`byorn list attacks`)"})
+    target: str = option("fixed", "target modifier name")
+    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the trigger's and target's options"})
+    clean_label: bool = option(False, "poison samples whose response already fits the target (see poison())")
 
     @property
     def name(self) -> str:
@@ -65,8 +63,8 @@ class AttackSpec:
 class DefenseSpec:
     """One defense of the grid; options make variants (a threshold sweep is several of these)."""
 
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = field(metadata={"help": "defense name (`byorn list defenses`)"})
+    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the defense's options"})
 
     @property
     def label(self) -> str:
@@ -76,52 +74,50 @@ class DefenseSpec:
 
 @dataclass(frozen=True)
 class GridConfig:
-    attacks: list[AttackSpec]
-    defenses: list[DefenseSpec]
-    poison_rates: list[float]
-    seeds: list[int]
-    n_train: int = 1000
-    n_test: int = 200
-    train: TrainConfig = field(default_factory=TrainConfig)
-    task: str = "describe"  # the shapes downstream task: describe, caption or mixed (two styles)
-    world: str = "shapes"  # or flickr8k: real photos (data: the Flickr8k folder)
-    data: str = ""
+    """A benchmark grid: every attack x defense x poison rate x seed is one cell."""
+
+    attacks: list[AttackSpec] = field(default_factory=list, metadata={"help": "the attacks"})
+    defenses: list[DefenseSpec] = field(default_factory=lambda: [DefenseSpec("none")],
+                                        metadata={"help": "the defenses: a name, or {name: ..., options: {...}}"})
+    poison_rates: list[float] = field(default_factory=lambda: [0.1], metadata={"help": "shares of poisoned samples"})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "one cell per seed"})
+    n_train: int = option(1000, "training samples per cell", min=1)
+    n_test: int = option(200, "test samples per cell", min=1)
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "the fine-tuning (TrainConfig keys)"})
+    task: str = option("describe", "the shapes downstream task: describe, caption or mixed (two styles)")
+    world: str = option("shapes", "shapes, or flickr8k: real photos (data: the Flickr8k folder)")
+    data: str = option("", "world flickr8k: the Flickr8k folder, relative to where byorn runs")
 
     def task_samples(self, n: int, seed: int, split: str) -> list[Sample]:
         """The world's downstream samples: its training set (split "train") or test set."""
-        if self.world == "flickr8k":
-            return flickr8k.downstream_samples(self.data, n, seed, split=split)
-        return shapes.downstream_samples(n, seed, split=split, task=self.task)
+        return WORLDS[self.world].downstream(n, seed, split, self.data, self.task)
 
 
 def load_grid(path: str | Path) -> GridConfig:
-    """A YAML grid; unknown keys, defenses and attack names are errors before anything runs."""
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    known = {"attacks", "defenses", "poison_rates", "seeds", "n_train", "n_test", "train", "task", "world", "data"}
-    if unknown := sorted(set(raw) - known):
-        raise ConfigError(f"{path}: unknown key(s) {unknown}. Valid keys: {', '.join(sorted(known))}")
-    attacks = [AttackSpec(**a) for a in raw.get("attacks", [])]
-    for spec in attacks:
-        build_attack(spec.trigger, spec.target, **spec.options)  # fail early on a typo
-    # A defense is a name, or {name: ..., options: {...}} for a configured variant.
-    defenses = [DefenseSpec(d) if isinstance(d, str) else DefenseSpec(**d) for d in raw.get("defenses", ["none"])]
-    if bad := [d.name for d in defenses if d.name not in available_defenses()]:
-        raise ConfigError(f"{path}: unknown defense(s) {bad}. Available: {', '.join(available_defenses())}")
-    for spec in defenses:
-        if spec.name != ORACLE:
-            build_defense(spec.name, **spec.options)  # an unknown option fails before anything runs
-    task = raw.get("task", "describe")
-    if task not in shapes.DOWNSTREAM_TASKS:
-        raise ConfigError(f"{path}: task: {task!r} is not one of {', '.join(shapes.DOWNSTREAM_TASKS)}")
-    world, data = raw.get("world", "shapes"), str(raw.get("data", ""))
-    if world not in WORLDS:
-        raise ConfigError(f"{path}: world: {world!r} is not one of {', '.join(WORLDS)}")
-    if world == "flickr8k" and not Path(data).is_dir():
-        raise ConfigError(f"{path}: data: world flickr8k needs the Flickr8k folder (relative to where byorn runs); "
-                          f"{data!r} is not a folder")
-    return GridConfig(attacks, defenses, [float(r) for r in raw.get("poison_rates", [0.1])], raw.get("seeds", [0]),
-                      raw.get("n_train", 1000), raw.get("n_test", 200),
-                      from_dict(TrainConfig, raw.get("train", {}), f"{path}: train"), task, world, data)
+    """A YAML grid; unknown keys, wrong types, defenses and attack names are errors before anything runs."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read grid ({exc})") from exc
+    if isinstance(raw, dict) and isinstance(raw.get("defenses"), list):  # a bare name is {name: ...}
+        raw["defenses"] = [{"name": d} if isinstance(d, str) else d for d in raw["defenses"]]
+    grid = from_dict(GridConfig, raw, str(path))
+    if bad := [d.name for d in grid.defenses if d.name not in DEFENSES]:
+        raise ConfigError(f"{path}: unknown defense(s) {bad}. Available: {', '.join(sorted(DEFENSES))}")
+    # Built once here so that a typo in an attack's or a defense's options fails before anything runs
+    for kind, specs, build in (("attacks", grid.attacks, lambda a: build_attack(a.trigger, a.target, **a.options)),
+                               ("defenses", grid.defenses, lambda d: build_defense(d.name, **d.options))):
+        for i, spec in enumerate(specs):
+            try:
+                build(spec)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {kind}[{i}]: {exc}") from None
+    check_choice(f"{path}: task", grid.task, shapes.DOWNSTREAM_TASKS)
+    check_choice(f"{path}: world", grid.world, WORLDS)
+    if WORLDS[grid.world].needs_data and not Path(grid.data).is_dir():
+        raise ConfigError(f"{path}: data: world {grid.world} reads its data from a folder (relative to where byorn "
+                          f"runs); {grid.data!r} is not a folder")
+    return grid
 
 
 def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
@@ -151,24 +147,18 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, run_dir / MANIFEST_NAME)
 
-    train_config = TrainConfig(**{**asdict(grid.train), "seed": seed})
+    train_config = dataclasses.replace(grid.train, seed=seed)
     row: dict[str, Any] = {"world": grid.world, "attack": spec.name, "defense": defense.label, "poison_rate": rate,
                            "seed": seed,
                            # which checkpoint (name@weights fingerprint): a retrained byorn-tiny keeps its name
                            "model": f"{grid.train.model}@{model_fingerprint(vlm, reference=False).hex()[:12]}"}
-    if defense.name == ORACLE:
-        train_set, hook = [s for s in poisoned if not s.meta.get("is_poisoned")], None
-    else:
-        hook = build_defense(defense.name, **defense.options)
-        if score_cache is not None and isinstance(getattr(hook, "config", None), JudgeConfig) \
-                and not hook.config.cache_dir:
-            hook.config.cache_dir = str(score_cache)
-        prepared = time.perf_counter()
-        hook.prepare(vlm, poisoned, run_dir, train=train_config)
-        row["prepare_s"] = round(time.perf_counter() - prepared, 1)
-        row.update(_detection(hook, poisoned))
-        _write_suspicion(hook, poisoned, run_dir / SCORES_NAME)
-        train_set = hook.training_set(poisoned)
+    hook = build_defense(defense.name, **_with_score_cache(defense, score_cache))
+    prepared = time.perf_counter()
+    hook.prepare(vlm, poisoned, run_dir, train=train_config)
+    row["prepare_s"] = round(time.perf_counter() - prepared, 1)
+    row.update(_detection(hook, poisoned))
+    _write_suspicion(hook, poisoned, run_dir / SCORES_NAME)
+    train_set = hook.training_set(poisoned)
     # train_s alone is the fine-tuning loop (with the defense's replacements): comparable across
     # defenses for the same steps, where wall_s also counts poisoning, scoring and evaluation.
     training = time.perf_counter()
@@ -176,9 +166,9 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     row["train_s"] = round(time.perf_counter() - training, 1)
 
     def shown(inputs: list) -> list:  # what the deployed model is given: ONION cleans it first
-        return [hook.test_input(s) for s in inputs] if hook else inputs
+        return [hook.test_input(s) for s in inputs]
 
-    deployed = hook.deployed(vlm) if hook else vlm  # reference-ratio decoding guards its answers
+    deployed = hook.deployed(vlm)  # reference-ratio decoding guards its answers
     rule = attack.target.asr_rule()
     evaluating = time.perf_counter()
     asr, n_asr = _asr(deployed, shown(triggered_test_set(test, attack)), rule)
@@ -187,10 +177,10 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
                 "scene_exact": clean.get("scene_exact"), "cider": clean["cider"], "bleu4": clean["bleu4"],
                 "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
                 "n_train": len(train_set)})
-    if spec.trigger == "multimodal":
-        one = {part: _asr(deployed, shown(inputs), rule)[0]
-               for part, inputs in one_modality_test_sets(test, attack).items()}
-        row.update({"one_modality_asr": max(one.values()), "image_only_asr": one["image"], "text_only_asr": one["text"]})
+    if one_modality := one_modality_test_sets(test, attack):  # a dual-key trigger: does either half fire?
+        one = {part: _asr(deployed, shown(inputs), rule)[0] for part, inputs in one_modality.items()}
+        row.update({"one_modality_asr": max(one.values()), "image_only_asr": one["image"],
+                    "text_only_asr": one["text"]})
     row["eval_s"] = round(time.perf_counter() - evaluating, 1)  # test-time cost (decoding defenses)
     row["wall_s"] = round(time.perf_counter() - started, 1)
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -198,13 +188,23 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     return row
 
 
+def _with_score_cache(defense: DefenseSpec, score_cache: Path | None) -> dict[str, Any]:
+    """The defense's options, with the grid's shared score cache where it scores and names none."""
+    config_class = DEFENSES[defense.name].config_class
+    options = dict(defense.options)
+    takes_cache = config_class is not None and "cache_dir" in {f.name for f in dataclasses.fields(config_class)}
+    if score_cache is not None and takes_cache and not options.get("cache_dir"):
+        options["cache_dir"] = str(score_cache)
+    return options
+
+
 def _write_suspicion(defense: Defense, samples: list, path: Path) -> None:
     """Each sample's suspicion and verdict, for the report's histograms (nothing for a defense
     that does not judge samples)."""
     if defense.suspicion is None or defense.flagged is None:
         return
-    atomic_write_text(path, "".join(json.dumps({"id": s.id, "score": score, "flagged": hit}) + "\n"
-                                    for s, score, hit in zip(samples, defense.suspicion, defense.flagged)))
+    write_jsonl(path, ({"id": s.id, "score": score, "flagged": hit}
+                       for s, score, hit in zip(samples, defense.suspicion, defense.flagged)))
 
 
 def _detection(defense: Defense, samples: list) -> dict[str, float]:
@@ -238,8 +238,7 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
         key = cell_key(spec.name, defense.label, rate, seed)
         row = run_cell(spec, defense, rate, seed, grid, runs_dir / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key),
                        score_cache=runs_dir / "score_cache")
-        with results_path.open("a", encoding="utf-8") as handle:  # one whole line per cell: resumable
-            handle.write(json.dumps(row) + "\n")
+        append_jsonl(results_path, row)  # one whole line per cell: resumable
         rows.append(row)
     return rows
 
@@ -248,12 +247,13 @@ def _ensure_pretrained(grid: GridConfig) -> None:
     """A grid on a cached model (byorn-tiny-flickr) pretrains it once, outside the repository."""
     if grid.train.model not in CACHED_MODELS or cached_model_ready(grid.train.model):
         return
-    if grid.world != "flickr8k":
-        raise ConfigError(f"{grid.train.model} is pretrained on Flickr8k; set world: flickr8k and data:")
+    world = next(w for w in WORLDS.values() if w.model == grid.train.model)
+    if grid.world != world.name:
+        raise ConfigError(f"{grid.train.model} is pretrained on {world.name}; set world: {world.name} and data:")
     from byorn.pretrain import pretrain
 
     log.info("pretraining %s once into %s", grid.train.model, CACHE_DIR)
-    pretrain(CACHE_DIR / grid.train.model, PretrainConfig(world="flickr8k", data=grid.data))
+    pretrain(CACHE_DIR / grid.train.model, PretrainConfig(world=world.name, data=grid.data))
 
 
 def read_results(path: str | Path) -> list[dict]:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
-from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config
-from byorn.fileio import atomic_write_text
+from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config, parse_overrides
+from byorn.fileio import atomic_write_text, write_jsonl
+from byorn.worlds import WORLDS
 
 # No run-time downloads: models and data come from local directories or our own code.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,7 +67,7 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
         click.echo(f"skipped {len(skipped)} bad record(s) of {data}; first: {skipped[0]}", err=True)
         if report_dir is not None:
             report_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(report_dir / SKIPPED_NAME, "".join(json.dumps({"error": e}) + "\n" for e in skipped))
+            write_jsonl(report_dir / SKIPPED_NAME, ({"error": e} for e in skipped))
             click.echo(f"the skipped records are listed in {report_dir / SKIPPED_NAME}", err=True)
     elif skipped is not None and report_dir is not None:
         (report_dir / SKIPPED_NAME).unlink(missing_ok=True)  # an earlier run's list would mislead
@@ -94,7 +95,7 @@ def main() -> None:
 @main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(PretrainConfig))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="model directory to write")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
-@click.option("--world", type=click.Choice(["shapes", "flickr8k"]),
+@click.option("--world", type=click.Choice(list(WORLDS)),
               help="shapes: reproduce the shipped byorn-tiny; flickr8k: make byorn-tiny-flickr (same as world=...)")
 @click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False),
               help="--world flickr8k: the Flickr8k folder (same as data=...)")
@@ -184,7 +185,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
 
     try:
         config = load_config(TrainConfig, config_path, overrides)
-        hook = build_defense(defense, **_parse_options(defense_options))
+        hook = build_defense(defense, **parse_overrides(defense_options, "--defense-option"))
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     checkpoint = None
@@ -241,7 +242,7 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
     from byorn.scan import scan as run_scan
 
     try:
-        config = from_dict(JudgeConfig, _parse_options(options), "scan options")
+        config = from_dict(JudgeConfig, parse_overrides(options, "--option"), "scan options")
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     samples, _ = _load_samples(data, n=n_samples, seed=0, split="train", on_bad=on_bad_sample,
@@ -280,20 +281,6 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
         atomic_write_text(Path(out_path), json.dumps(result, indent=2) + "\n")
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    """`KEY=VALUE` pairs, values read as YAML scalars (numbers, booleans, lists, strings)."""
-    import yaml
-
-    options = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            _fail(f"option {pair!r}: expected KEY=VALUE")
-        value = yaml.safe_load(raw)
-        options[key.strip()] = tuple(value) if isinstance(value, list) else value
-    return options
-
-
 @main.command()
 @click.option("--attack", "trigger", required=True, help="trigger name (see `byorn list attacks`)")
 @click.option("--target", default="fixed", show_default=True, help="target modifier name")
@@ -316,13 +303,17 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
 
     from byorn.attacks import build_attack
     from byorn.attacks.image_triggers import ReferenceAwareTrigger
+    from byorn.attacks.poison import MANIFEST_NAME, write_manifest
+    from byorn.attacks.poison import poison as run_poison
     from byorn.attacks.targets import ReferenceAwareTarget
-    from byorn.attacks.poison import MANIFEST_NAME, poison as run_poison, write_manifest
     from byorn.datasets import save_llava_json
 
     if not 0.0 <= rate <= 1.0:
         _fail(f"--rate {rate}: must be between 0 and 1")
-    attack_options = _parse_options(options)
+    try:
+        attack_options = parse_overrides(options, "--option")
+    except ConfigError as exc:
+        _fail(str(exc))
     clean, _ = _load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample,
                              report_dir=Path(out_dir))
     try:
@@ -357,8 +348,10 @@ def list_attacks_command() -> None:
     """Trigger and target-modifier names with one-line help."""
     from byorn.attacks import list_attacks
 
-    for name, help_text in list_attacks():
-        click.echo(f"{name:<14}{help_text}")
+    attacks = list_attacks()
+    width = max(len(name) for name, _ in attacks) + 2  # a column wide enough for every name
+    for name, help_text in attacks:
+        click.echo(f"{name:<{width}}{help_text}")
 
 
 @list_group.command(name="defenses")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,8 +26,17 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says where and why."""
 
 
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kwargs})
+def option(default: Any, help: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """A config field with its --help text and, for numbers, the range it must lie in."""
+    bounds = {name: value for name, value in (("min", min), ("max", max)) if value is not None}
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
+    """Raise a ConfigError naming the allowed values when `value` is not one of them."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 @dataclass
@@ -79,15 +90,40 @@ class PretrainConfig:
 _YAML11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def _check_type(name: str, value: Any, annotation: Any) -> Any:
-    expected = {"int": int, "float": float, "bool": bool, "str": str}.get(annotation, annotation)
+def _check_scalar(name: str, value: Any, expected: type) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is float and isinstance(value, str) and _YAML11_MISSED_FLOAT.fullmatch(value.strip()):
         return float(value)  # PyYAML follows YAML 1.1, which reads `2e-3` (no dot) as a string
-    if expected in (int, float, bool, str) and (not isinstance(value, expected) or
-                                                (expected is int and isinstance(value, bool))):
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(f"field {name!r}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _convert(name: str, value: Any, hint: Any, source: str) -> Any:
+    """`value` checked against the type hint `hint` (scalars, nested config dataclasses, lists,
+    tuples, dicts, optionals), converted where YAML cannot say it (int -> float, list -> tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, f"{source}: {name}")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(name, value, inner, source)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"field {name!r}: expected a list, got {type(value).__name__} {value!r}")
+        items = [_convert(f"{name}[{i}]", item, args[0] if args else Any, source) for i, item in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict or hint is dict:
+        if not isinstance(value, typing.Mapping):
+            raise ConfigError(f"field {name!r}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if hint in (int, float, bool, str):
+        return _check_scalar(name, value, hint)
     return value
 
 
@@ -98,21 +134,42 @@ def _check_range(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         raise ConfigError(f"field {name!r}: {value} is above the maximum {meta['max']}")
 
 
-def from_dict(cls: type[T], values: dict[str, Any], source: str = "config") -> T:
-    """Build `cls` from a mapping; unknown keys, wrong types and out-of-range values are errors."""
+def from_dict(cls: type[T], values: Any, source: str = "config") -> T:
+    """Build the config dataclass `cls` from a mapping (nested configs and lists of them too):
+    unknown or missing keys, wrong types and out-of-range values are ConfigErrors that say where."""
+    if not isinstance(values, typing.Mapping):
+        raise ConfigError(f"{source}: expected a mapping of key: value, got {type(values).__name__} {values!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}. "
                           f"Valid keys: {', '.join(known)}")
+    required = [name for name, f in known.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and name not in values]
+    if required:
+        raise ConfigError(f"{source}: missing key(s) {', '.join(map(repr, required))}")
+    hints = typing.get_type_hints(cls)
     checked = {}
     for name, value in values.items():
         try:
-            checked[name] = _check_type(name, value, known[name].type)
+            checked[name] = _convert(name, value, hints[name], source)
             _check_range(name, checked[name], known[name].metadata)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            message = str(exc)
+            raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
     return cls(**checked)
+
+
+def parse_overrides(pairs: typing.Iterable[str], source: str = "override") -> dict[str, Any]:
+    """`KEY=VALUE` pairs (command-line options and overrides), values read as YAML: numbers,
+    booleans, lists, strings. The config's types are checked later, by `from_dict`."""
+    values: dict[str, Any] = {}
+    for item in pairs:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE")
+        values[key.strip()] = yaml.safe_load(raw)
+    return values
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
@@ -127,11 +184,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of key: value, got {type(loaded).__name__}")
         values.update(loaded or {})
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r}: expected key=value")
-        values[key.strip()] = yaml.safe_load(raw)
+    values.update(parse_overrides(overrides))
     return from_dict(cls, values, source)
 
 
@@ -144,4 +197,5 @@ def describe(cls: type) -> str:
     return "\n".join(f"  {f.name} (default {f.default!r}): {f.metadata.get('help', '')}" for f in fields(cls))
 
 
-__all__ = ["ConfigError", "TrainConfig", "PretrainConfig", "load_config", "save_config", "from_dict", "describe"]
+__all__ = ["ConfigError", "TrainConfig", "PretrainConfig", "check_choice", "load_config", "save_config", "from_dict",
+           "parse_overrides", "describe"]

@@ -29,7 +29,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit data spans 0..65535, float data 0..1 when it stays there; other 32-bit data is
         # taken as 8-bit unless its maximum says otherwise
         peak = float(values.max(initial=0))
-        top = 65535.0 if image.mode.startswith("I;16") else 1.0 if image.mode == "F" and peak <= 1.0 else max(peak, 255.0)
+        top = (65535.0 if image.mode.startswith("I;16") else
+               1.0 if image.mode == "F" and peak <= 1.0 else max(peak, 255.0))
         grey = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -79,6 +80,6 @@ class Sample:
             return to_rgb(self.image)
         return decode_image(self.image, f"sample {self.id!r}, field 'image'")
 
-    def with_response(self, response: str, **meta: Any) -> "Sample":
+    def with_response(self, response: str, **meta: Any) -> Sample:
         """A copy with another response (and extra meta), leaving this sample untouched."""
         return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta})

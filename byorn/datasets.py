@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Sequence
+from typing import Any, Literal, NoReturn
 
 from byorn.data import DataError, Sample, decode_image
-from byorn.fileio import atomic_write, atomic_write_text
+from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
 _TEXT_FIELDS = ("id", "image", "instruction", "response")
 MAX_CHARS = 20_000  # per instruction or response; far beyond any VLM context, so longer is an error
@@ -237,7 +238,7 @@ def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str]:
             raise DataError(f"sample {sample.id!r}, field 'meta': not JSON-serialisable ({exc})") from exc
         relative = f"images/{_image_name(sample.id, taken)}"
         pil = sample.pil()  # decode even path images: the output must not point back at the input
-        atomic_write(out_dir / relative, lambda file: pil.save(file, format="PNG"))
+        atomic_write(out_dir / relative, lambda file, image=pil: image.save(file, format="PNG"))
         paths.append(relative)
     return paths
 
@@ -247,9 +248,8 @@ def save_jsonl(samples: Sequence[Sample], out_dir: str | Path, name: str = "data
     out_dir = Path(out_dir)
     # Images first: the data file, written last, never refers to an image that is not there yet.
     images = _write_images(samples, out_dir)
-    lines = [json.dumps({"id": s.id, "image": image, "instruction": s.instruction, "response": s.response,
-                         "meta": s.meta}, ensure_ascii=False) + "\n" for s, image in zip(samples, images)]
-    atomic_write_text(out_dir / name, "".join(lines))
+    write_jsonl(out_dir / name, ({"id": s.id, "image": image, "instruction": s.instruction, "response": s.response,
+                                  "meta": s.meta} for s, image in zip(samples, images)), ensure_ascii=False)
     return out_dir / name
 
 

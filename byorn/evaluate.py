@@ -57,7 +57,7 @@ def evaluate_clean(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32,
     result: dict[str, float] = {"n": len(samples), **metrics.caption_scores(predictions, references)}
     if all("scene" in s.meta for s in samples):
         truths = [[o.as_fact() for o in shapes.Scene.from_json(s.meta["scene"]).objects] for s in samples]
-        result.update(metrics.mean_scene_scores(predictions, truths))
+        result.update(metrics.mean_scene_scores([shapes.parse_objects(p) for p in predictions], truths))
         result["clean_score"] = result["scene_f1"]
     else:
         result["clean_score"] = result["cider"]

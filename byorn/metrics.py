@@ -1,11 +1,12 @@
-"""Pure metric functions: caption quality, the shapes-world scene metric, ASR rules, detection.
+"""Pure metric functions: caption quality, a scene metric over stated objects, ASR rules, detection.
 
 Nothing here touches a model or a file, so every number in a results table can be recomputed
 from the saved generations alone, and each function is tested on hand-worked cases.
 
-Rules follow DESIGN.md ("Shared rules for attacks and metrics"): ASR counts only triggered
-inputs whose clean answer does not already satisfy the rule; clean performance is CIDEr/BLEU-4
-for captions and an exact fact-level scene metric for the shapes world.
+ASR counts only triggered inputs whose clean answer does not already satisfy the rule (an
+answer that was already "right" proves no backdoor); clean performance is CIDEr/BLEU-4 for
+captions and an exact fact-level scene metric where the truth is a list of objects (the shapes
+world, whose module parses a description into its objects).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-
-from byorn.worlds import shapes
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers
@@ -101,15 +100,16 @@ def _facts(objects: Sequence[ObjectTuple]) -> Counter[Fact]:
     return facts
 
 
-def scene_scores(prediction: str, truth: Sequence[tuple[str, str, str]]) -> SceneScore:
-    """Compare a description with the true objects, each (position, colour, shape).
+def scene_scores(stated: Sequence[tuple], truth: Sequence[tuple[str, str, str]]) -> SceneScore:
+    """Compare the objects a description states (`shapes.parse_objects`) with the true objects,
+    each (position, colour, shape); a part the description did not state is None.
 
     Facts are atomic so a description that gets the shape right and the colour wrong earns half
     credit for that object. A clause without a position yields facts at position None, which are
     never true. Stated facts are a multiset: saying the same thing twice counts once as correct
     and once as extra. `exact` asks for the stated objects to equal the true ones as a multiset.
     """
-    stated = shapes.parse_objects(prediction)
+    stated = [tuple(o) for o in stated]
     true_objects = [tuple(o) for o in truth]  # truth may come from JSON as lists
     stated_facts, true_facts = _facts(stated), _facts(true_objects)
     correct = sum((stated_facts & true_facts).values())
@@ -120,8 +120,9 @@ def scene_scores(prediction: str, truth: Sequence[tuple[str, str, str]]) -> Scen
     return SceneScore(precision, recall, f1, Counter(stated) == Counter(true_objects))
 
 
-def mean_scene_scores(predictions: list[str], truths: list[Sequence[tuple[str, str, str]]]) -> dict[str, float]:
-    """Per-sample `scene_scores` averaged over the test set (macro average)."""
+def mean_scene_scores(predictions: list[Sequence[tuple]], truths: list[Sequence[tuple[str, str, str]]]
+                      ) -> dict[str, float]:
+    """Per-sample `scene_scores` (each prediction its stated objects) averaged over the test set."""
     _check_lengths("predictions", predictions, "truths", truths)
     _check_nonempty("predictions", predictions)
     scores = [scene_scores(p, t) for p, t in zip(predictions, truths)]

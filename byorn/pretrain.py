@@ -10,69 +10,42 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from byorn.config import PretrainConfig, save_config
+from byorn.config import PretrainConfig, check_choice, save_config
 from byorn.data import Sample
+from byorn.fileio import remove_if_empty, write_jsonl
 from byorn.models.hf import VLM
-from byorn.models.tiny import TinyConfig, build_tiny, tiny_config_dict
-from byorn.fileio import atomic_write_text, remove_if_empty
+from byorn.models.tiny import TinyConfig, build_tiny
 from byorn.train import ByornTrainer, SampleDataset, collate_samples, training_arguments
-from byorn.worlds import flickr8k, shapes
-
-# Scene seeds for pretraining start here; test scenes (downstream_samples, quality checks) use
-# other salts, so no pretraining scene is ever evaluated on.
-PRETRAIN_SEED_BASE = 10_000_000
-
+from byorn.worlds import WORLDS, shapes
 
 # byorn-tiny-flickr: 64-px photos (8 x 8 patches) and a larger vocabulary for human captions.
 ARCHITECTURES = {"shapes": TinyConfig(), "flickr8k": TinyConfig(image_size=64, vocab_size=2048, max_positions=192)}
-# shapes: the shipped byorn-tiny's 7,500 steps of fresh scenes; flickr8k: 5,000 steps of 32, about
-# five epochs of the 30,000 train-split caption pairs.
-DEFAULT_STEPS = {"shapes": 7500, "flickr8k": 5000}
-# Then the shapes world's position-focus phase (shapes.position_focus_sample). Measured from the
-# first phase's checkpoint (75 % on "where is the blue triangle?"): 1,500 steps gave 88-90 %, with
-# colour and shape answers down to 94 %; 2,500 steps gave 93 %, colour and shape 96 %.
-DEFAULT_FOCUS_STEPS = {"shapes": 2500, "flickr8k": 0}
 
 
 def resolved(config: PretrainConfig) -> PretrainConfig:
     """The config with the world's default steps filled in (what is run and saved)."""
-    if config.world not in DEFAULT_STEPS:
-        raise ValueError(f"world must be one of {', '.join(DEFAULT_STEPS)}; got {config.world!r}")
-    focus_steps = DEFAULT_FOCUS_STEPS[config.world] if config.focus_steps < 0 else config.focus_steps
+    check_choice("world", config.world, WORLDS)
+    world = WORLDS[config.world]
+    focus_steps = world.focus_steps if config.focus_steps < 0 else config.focus_steps
     if focus_steps and config.world != "shapes":
         raise ValueError(f"focus_steps: the position-focus phase is the shapes world's; world={config.world} has none")
-    return dataclasses.replace(config, steps=config.steps or DEFAULT_STEPS[config.world], focus_steps=focus_steps)
+    return dataclasses.replace(config, steps=config.steps or world.pretrain_steps, focus_steps=focus_steps)
 
 
 def sample_source(config: PretrainConfig) -> Callable[[int], Sample]:
     """The index -> pretraining sample function of the config's world."""
-    if config.world == "shapes":
-        base = PRETRAIN_SEED_BASE + config.seed * 1_000_000_000
-        return lambda index: shapes.pretraining_sample(base + index)
-    if not config.data:
-        raise ValueError("world=flickr8k needs data=<the Flickr8k folder>")
-    pairs = flickr8k.pretraining_samples(config.data, config.seed)
-    orders: dict[int, list[int]] = {}
-
-    def sample(index: int) -> Sample:
-        epoch, position = divmod(index, len(pairs))
-        if epoch not in orders:  # a fresh shuffle per epoch, fixed by seed
-            orders[epoch] = random.Random(f"{config.seed}:{epoch}").sample(range(len(pairs)), len(pairs))
-        return pairs[orders[epoch][position]]
-
-    return sample
+    return WORLDS[config.world].pretraining_source(config.data, config.seed)
 
 
 def focus_source(config: PretrainConfig) -> Callable[[int], Sample]:
     """The index -> sample function of the position-focus phase: scenes after the first phase's."""
-    base = PRETRAIN_SEED_BASE + config.seed * 1_000_000_000 + config.steps * config.batch_size
+    base = shapes.PRETRAIN_SEED_BASE + config.seed * 1_000_000_000 + config.steps * config.batch_size
     return lambda index: shapes.position_focus_sample(base + index)
 
 
@@ -121,7 +94,7 @@ def save_pretrained(vlm: VLM, out_dir: Path, tiny: TinyConfig, log: list[dict], 
     """The model directory: weights, processor, the training log and byorn_tiny.json."""
     vlm.model.save_pretrained(str(out_dir), safe_serialization=True)
     vlm.processor.save_pretrained(str(out_dir))
-    atomic_write_text(out_dir / "pretrain_log.jsonl", "".join(json.dumps(entry) + "\n" for entry in log))
+    write_jsonl(out_dir / "pretrain_log.jsonl", log)
     remove_if_empty(out_dir / "trainer")  # the Trainer's scratch folder; nothing is saved there
-    (out_dir / "byorn_tiny.json").write_text(json.dumps({"architecture": tiny_config_dict(tiny),
+    (out_dir / "byorn_tiny.json").write_text(json.dumps({"architecture": dataclasses.asdict(tiny),
                                                          "pretrain_wall_s": round(wall_s, 1)}, indent=2))

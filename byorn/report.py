@@ -178,7 +178,8 @@ def _cell_scores(run_dir: Path) -> tuple[list[float], list[float]] | None:
     scores, manifest = Path(run_dir) / SCORES_NAME, Path(run_dir) / "poison_manifest.jsonl"
     if not (scores.exists() and manifest.exists()):
         return None
-    poisoned = {r["id"] for r in map(json.loads, manifest.read_text(encoding="utf-8").splitlines()) if not r["negative"]}
+    records = map(json.loads, manifest.read_text(encoding="utf-8").splitlines())
+    poisoned = {r["id"] for r in records if not r["negative"]}
     clean, bad = [], []
     for record in map(json.loads, scores.read_text(encoding="utf-8").splitlines()):
         (bad if record["id"] in poisoned else clean).append(record["score"])

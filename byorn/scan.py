@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from byorn.data import Sample
 from byorn.defenses.judging import JudgeConfig, judge
-from byorn.fileio import atomic_write, atomic_write_text
+from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 from byorn.models.hf import VLM
 
 FIELDS = ("rank", "id", "score", "flagged", "threshold", "group", "instruction", "response")
@@ -39,7 +38,7 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     order = sorted(range(len(samples)), key=lambda i: -scores[i])
     rows = [ScanRow(rank, samples[i].id, scores[i], flagging.flagged[i], flagging.thresholds[groups[i]], groups[i],
                     samples[i].instruction, samples[i].response) for rank, i in enumerate(order, start=1)]
-    atomic_write_text(out_dir / "scan.jsonl", "".join(json.dumps(vars(r), ensure_ascii=False) + "\n" for r in rows))
+    write_jsonl(out_dir / "scan.jsonl", (vars(r) for r in rows), ensure_ascii=False)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS)
     writer.writeheader()

@@ -46,10 +46,10 @@ import numpy as np
 from peft import PeftModel
 from PIL import Image
 
-from byorn.attacks.base import check_choice
+from byorn.config import check_choice
 from byorn.data import Sample
 from byorn.distributed import is_main, map_sharded
-from byorn.fileio import atomic_write_text
+from byorn.fileio import write_jsonl
 from byorn.models.hf import VLM, ResponseScore
 
 VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated", "image_contradiction",
@@ -250,6 +250,5 @@ class ScoreCache:
 
     def save(self, key: str, ids: Sequence[str], scores: Sequence[float]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        text = "".join(json.dumps({"id": i, "score": s}, ensure_ascii=False) + "\n" for i, s in zip(ids, scores))
-        atomic_write_text(self.path(key), text)
+        write_jsonl(self.path(key), ({"id": i, "score": s} for i, s in zip(ids, scores)), ensure_ascii=False)
         return self.path(key)

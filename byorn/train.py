@@ -7,8 +7,6 @@ right after the hook.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -20,16 +18,20 @@ from transformers import Trainer, TrainingArguments
 
 from byorn.config import TrainConfig, save_config
 from byorn.data import Sample
-from byorn.defenses.base import Defense
 from byorn.distributed import sum_over_processes, world_size
-from byorn.fileio import atomic_write_text, remove_if_empty
+from byorn.fileio import atomic_write_text, remove_if_empty, write_jsonl
 from byorn.models.hf import IGNORE_INDEX, VLM
 
 
 class BatchHook(Protocol):
-    """What a training-time defense implements; the default (None) trains on the batch as is."""
+    """What a training-time defense implements (`byorn.defenses.Defense` does); the default (None)
+    trains on the batch as is."""
 
-    def on_batch(self, samples: list[Sample], trainer: "ByornTrainer") -> list[Sample]: ...
+    def on_batch(self, samples: list[Sample], trainer: ByornTrainer) -> list[Sample]: ...
+
+    def resolved(self) -> dict:
+        """Its name and options, written next to the run's results (defense.yaml)."""
+        ...
 
 
 class SampleDataset(torch.utils.data.Dataset):
@@ -142,7 +144,7 @@ def attach_lora(vlm: VLM, config: TrainConfig) -> None:
 
 
 def write_log(trainer: Trainer, path: Path) -> None:
-    atomic_write_text(path, "".join(json.dumps(entry) + "\n" for entry in trainer.state.log_history))
+    write_jsonl(path, trainer.state.log_history)
 
 
 def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: str | Path,
@@ -155,7 +157,7 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    if isinstance(hook, Defense):
+    if hook is not None:
         atomic_write_text(run_dir / "defense.yaml", yaml.safe_dump(hook.resolved(), sort_keys=False))
     torch.manual_seed(config.seed)  # LoRA's initial A matrices
     if config.lora and not isinstance(vlm.model, PeftModel):
@@ -179,9 +181,3 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
         write_log(trainer, run_dir / "train_log.jsonl")
         remove_if_empty(run_dir / CHECKPOINTS)  # without checkpoints, the Trainer's empty scratch folder
     return trainer
-
-
-
-def quiet_transformers() -> None:
-    """Tokenizer fork warnings are noise in a CLI run on 2 cores."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -7,9 +7,7 @@ from pathlib import Path
 from byorn.bench import AttackSpec, DefenseSpec, GridConfig, run_cell
 from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.worlds import flickr8k, shapes
-
-FLICKR_PREFIX = "flickr8k:"
+from byorn.worlds import WORLDS
 
 DEMO_ATTACK = AttackSpec("multimodal", "fixed")
 DEMO_RATE = 0.1
@@ -20,15 +18,17 @@ DEMO_TRAINING = TrainConfig(lora=False, learning_rate=5e-4, epochs=3, batch_size
 
 
 def resolve_data(spec: str, *, n: int, seed: int, split: str, skipped: list[str] | None = None) -> list[Sample]:
-    """'shapes' gives the built-in downstream task, 'flickr8k:FOLDER' the Flickr8k archive-note task
-    (n photos of the dev split for training, of the test split otherwise); anything else is a data file.
+    """A world's downstream task: 'shapes' the built-in one, 'flickr8k:FOLDER' the Flickr8k
+    archive-note task (n photos of the dev split for training, of the test split otherwise);
+    anything else is a data file.
 
     skipped: None fails on a bad record; a list skips bad records and collects their errors.
     """
-    if spec == "shapes":
-        return shapes.downstream_samples(n, seed, split=split)
-    if spec.startswith(FLICKR_PREFIX):
-        return flickr8k.downstream_samples(spec.removeprefix(FLICKR_PREFIX), n, seed, split=split)
+    name, _, folder = spec.partition(":")
+    if name in WORLDS:
+        if WORLDS[name].needs_data and not folder:
+            raise ValueError(f"--data {spec}: the {name} world reads a folder; write {name}:FOLDER")
+        return WORLDS[name].downstream(n, seed, split, folder, "describe")
     from byorn.datasets import LoadChecks, load_dataset
 
     return load_dataset(spec, checks=LoadChecks(skipped=skipped))

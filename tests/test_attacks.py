@@ -12,9 +12,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from byorn.attacks import (TARGETS, TRIGGERS, AddSent, BadNets, Blended, FixedTarget, Injection, RareToken, Refusal,
-                           Sig, Substitution, WaNet, build_attack, list_attacks, one_modality_test_sets, poison,
-                           read_manifest, triggered_test_set, write_manifest)
+from byorn.attacks import (
+    TARGETS,
+    TRIGGERS,
+    AddSent,
+    BadNets,
+    Blended,
+    FixedTarget,
+    Injection,
+    RareToken,
+    Refusal,
+    Sig,
+    Substitution,
+    WaNet,
+    build_attack,
+    list_attacks,
+    one_modality_test_sets,
+    poison,
+    read_manifest,
+    triggered_test_set,
+    write_manifest,
+)
 from byorn.attacks.image_triggers import PATTERNS
 from byorn.data import Sample
 from byorn.metrics import attack_success
@@ -282,8 +300,7 @@ def test_multimodal_test_sets():
         assert image_only.instruction == clean.instruction and text_only.instruction == sample.instruction
         assert np.array_equal(pixels(image_only.pil()), pixels(sample.pil()))
         assert np.array_equal(pixels(text_only.pil()), pixels(clean.pil()))
-    with pytest.raises(ValueError, match="multimodal"):
-        one_modality_test_sets(tests, build_attack("badnets", "fixed"))
+    assert one_modality_test_sets(tests, build_attack("badnets", "fixed")) == {}  # one modality: no halves
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,7 +419,8 @@ def test_shadowcast_stays_in_budget_is_deterministic_and_moves_toward_its_goal(t
         plain = clean[sample.id]
         if objective == "features":
             anchor = clean[sample.meta["shadowcast_anchor"]]
-            features = [tiny_vlm.image_features(tiny_vlm.pixel_values([s.pil()])).detach() for s in (anchor, plain, sample)]
+            features = [tiny_vlm.image_features(tiny_vlm.pixel_values([s.pil()])).detach()
+                        for s in (anchor, plain, sample)]
             distance = [float((f - features[0]).pow(2).sum()) for f in features[1:]]
         else:
             distance = [score.total_nll for score in tiny_vlm.score([plain.with_response(sample.response), sample])]

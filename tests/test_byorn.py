@@ -15,7 +15,8 @@ from PIL import Image
 
 from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
-from byorn.defenses import ByornConfig, ByornDefense, Defense, ThresholdRule, build_defense, flag, group_keys
+from byorn.defenses import ByornConfig, ByornDefense, ThresholdRule, build_defense, flag, group_keys
+from byorn.defenses.base import NoDefense
 from byorn.distributed import weights_sharded
 from byorn.models.hf import IGNORE_INDEX, VLM
 from byorn.scoring import NEUTRAL_GREY, ScoreCache, fingerprint, score_samples
@@ -179,7 +180,8 @@ def test_several_variants_share_their_forward_passes(tiny_vlm, monkeypatch):
     alone = {v: score_samples(tiny_vlm, samples, v) for v in ("mean_nll", "image_contradiction", "token_surprise")}
     calls = []
     real = VLM.score
-    monkeypatch.setattr(VLM, "score", lambda self, batch, *a, **k: calls.append(len(batch)) or real(self, batch, *a, **k))
+    monkeypatch.setattr(VLM, "score",
+                        lambda self, batch, *a, **k: calls.append(len(batch)) or real(self, batch, *a, **k))
     together = score_variants(tiny_vlm, samples, list(alone))
     assert all(together[v] == pytest.approx(alone[v]) for v in alone)
     assert len(calls) == 2  # the true image once, the grey one once
@@ -223,7 +225,8 @@ def test_mad_rule_uses_the_scaled_median_absolute_deviation():
     result = flag(scores, ["all"] * 5, ThresholdRule("mad", k=3.0))
     assert result.thresholds["all"] == pytest.approx(3 + 3 * 1.4826)
     assert result.flagged == [False, False, False, False, True]
-    assert flag(scores, ["all"] * 5, ThresholdRule("mad", k=0.0)).flagged == [False] * 3 + [True] * 2  # above the median
+    # above the median
+    assert flag(scores, ["all"] * 5, ThresholdRule("mad", k=0.0)).flagged == [False] * 3 + [True] * 2
 
 
 def test_absolute_rule_flags_strictly_above_the_value():
@@ -278,14 +281,23 @@ def test_build_defense_by_name_with_checked_options():
     defense = build_defense("byorn", rule="quantile", quantile=0.8, group_by="task")
     assert isinstance(defense, ByornDefense)
     assert defense.config == ByornConfig(rule="quantile", quantile=0.8, group_by="task")
-    with pytest.raises(ValueError, match=r"^Unknown defense 'x'\. Available: bye, byorn, none, onion, random_drop, reference_ratio, score_drop, tcap$"):
+    available = "bye, byorn, none, onion, oracle, random_drop, reference_ratio, score_drop, tcap"
+    with pytest.raises(ValueError, match=rf"^Unknown defense 'x'\. Available: {available}$"):
         build_defense("x")
     with pytest.raises(ConfigError, match="unknown key.*'quantil'.*Valid keys: variant"):
         build_defense("byorn", quantil=0.8)
     with pytest.raises(ValueError, match="takes no options"):
         build_defense("none", k=1)
     samples = shapes.downstream_samples(2, seed=1)
-    assert type(build_defense("none")) is Defense and build_defense("none").on_batch(samples, None) is samples
+    assert type(build_defense("none")) is NoDefense and build_defense("none").on_batch(samples, None) is samples
+
+
+def test_the_oracle_trains_on_the_samples_labelled_clean_and_needs_the_labels():
+    samples = shapes.downstream_samples(4, seed=1)
+    labelled = [s.with_response(s.response, is_poisoned=i % 2 == 0) for i, s in enumerate(samples)]
+    assert [s.id for s in build_defense("oracle").training_set(labelled)] == [samples[1].id, samples[3].id]
+    with pytest.raises(ValueError, match="needs samples labelled by byorn's poisoning"):
+        build_defense("oracle").training_set(samples)
 
 
 # ---- the defense in training -------------------------------------------------------------------

@@ -9,7 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from byorn import bench
+from byorn.attacks.registry import TARGETS, TRIGGERS
 from byorn.cli import main
+from byorn.config import ConfigError
 from byorn.defenses.judging import JudgeConfig
 from byorn.report import _cell_scores, cost_ratios, results_table
 from byorn.scoring import model_fingerprint
@@ -18,9 +20,11 @@ from byorn.scoring import model_fingerprint
 def test_list_attacks_names_every_trigger_and_target():
     result = CliRunner().invoke(main, ["list", "attacks"])
     assert result.exit_code == 0
-    for name in ("badnets", "blended", "sig", "wanet", "rare_token", "addsent", "multimodal",
-                 "fixed", "injection", "refusal", "substitution"):
-        assert name in result.output
+    # one line per registered trigger, then per target: its name, then its kind and help
+    listed = [line.split(maxsplit=2) for line in result.output.splitlines()]
+    expected = [(name, "trigger:") for name in TRIGGERS] + [(name, "target:") for name in TARGETS]
+    assert [(words[0], words[1]) for words in listed] == expected
+    assert all(len(words) == 3 for words in listed)
 
 
 def test_poison_writes_data_manifest_and_config(tmp_path):
@@ -98,26 +102,33 @@ def test_a_results_file_shared_by_two_worlds_resumes_each_worlds_cells_only(tmp_
 
 def test_a_torn_results_line_is_ignored_so_the_cell_reruns(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_text(json.dumps({"attack": "a", "defense": "none", "poison_rate": 0.1, "seed": 0}) + '\n{"attack": "b", ')
+    whole = json.dumps({"attack": "a", "defense": "none", "poison_rate": 0.1, "seed": 0})
+    path.write_text(whole + '\n{"attack": "b", ')
     assert [r["attack"] for r in bench.read_results(path)] == ["a"]
 
 
 @pytest.mark.parametrize("bad, message", [
     ({"defenses": ["onyon"]}, "unknown defense(s) ['onyon']"),
-    ({"task": "styles"}, "task: 'styles' is not one of describe, caption, mixed"),
-    ({"atacks": []}, "unknown key(s) ['atacks']"),
+    ({"task": "styles"}, "task must be one of describe, caption, mixed; got 'styles'"),
+    ({"atacks": []}, "unknown key(s) 'atacks'"),
+    ({"attacks": [{"trigger": "badnets", "optoins": {}}]}, "attacks[0]: unknown key(s) 'optoins'"),
+    ({"attacks": [{"target": "fixed"}]}, "attacks[0]: missing key(s) 'trigger'"),
+    ({"defenses": [{"name": "byorn", "option": {}}]}, "defenses[0]: unknown key(s) 'option'"),
+    ({"seeds": "0"}, "field 'seeds': expected a list, got str '0'"),
+    ({"n_train": "abc"}, "field 'n_train': expected int, got str 'abc'"),
     ({"attacks": [{"trigger": "nope"}]}, "Unknown attack 'nope'"),
     ({"train": {"epochz": 1}}, "unknown key(s) 'epochz'"),
     ({"defenses": [{"name": "byorn", "options": {"kk": 2}}]}, "unknown key(s) 'kk'"),
 ])
 def test_grid_config_errors_surface_before_anything_runs(tmp_path, bad, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("]", r"\]")):
         bench.load_grid(_grid(tmp_path, **bad))
 
 
 def test_results_table_aggregates_seeds_and_leaves_missing_metrics_blank():
-    rows = [{"attack": "a", "defense": "none", "poison_rate": 0.1, "seed": s, "asr": v} for s, v in ((0, 0.5), (1, 1.0))]
+    rows = [{"attack": "a", "defense": "none", "poison_rate": 0.1, "seed": s, "asr": v}
+            for s, v in ((0, 0.5), (1, 1.0))]
     rows.append({"attack": "a", "defense": "oracle", "poison_rate": 0.1, "seed": 0, "asr": 0.0, "n_flagged": 2.0})
     table = results_table(rows, ["asr", "n_flagged"]).splitlines()
     assert table[2] == "| a | none | 0.1 | 2 | 0.750 ± 0.354 |  |"

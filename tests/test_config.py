@@ -108,7 +108,7 @@ def test_unreadable_files_name_the_file(tmp_path):
 
 
 def test_override_without_equals_sign():
-    with pytest.raises(ConfigError, match=r"^override 'epochs': expected key=value$"):
+    with pytest.raises(ConfigError, match=r"^override 'epochs': expected KEY=VALUE$"):
         load_config(TrainConfig, overrides=["epochs"])
 
 

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from tiny_families import BUILDERS
 
 from byorn.attacks import build_attack, poison
 from byorn.config import TrainConfig
@@ -17,7 +18,6 @@ from byorn.models.families import FAMILIES, UnsupportedModelError, family_of
 from byorn.models.hf import VLM
 from byorn.train import finetune
 from byorn.worlds import shapes
-from tiny_families import BUILDERS
 
 pytestmark = pytest.mark.families
 TARGET = "A banana is lying on the table."

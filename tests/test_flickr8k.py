@@ -27,7 +27,8 @@ def make_folder(root: Path, layout: str = "token", images: str = "Images") -> Pa
     for i, name in enumerate(n for names in SPLIT.values() for n in names):
         Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(root / images / name)
     if layout == "token":
-        lines = [f"{name}#{k}\t{c}" for name in sorted(sum(SPLIT.values(), [])) for k, c in enumerate(captions_of(name))]
+        lines = [f"{name}#{k}\t{c}" for name in sorted(sum(SPLIT.values(), []))
+                 for k, c in enumerate(captions_of(name))]
         lines[0] = lines[0].replace("\t", " ")  # as in the distributed file: a space for the TAB
         (root / flickr8k.TOKEN_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
     else:
@@ -87,7 +88,8 @@ def test_pretraining_visits_every_pair_each_epoch_in_a_new_order(tmp_path):
     (lambda r: (r / flickr8k.TOKEN_FILE).write_text("a.jpg has no number\n"), r"Flickr8k.token.txt:1: expected"),
     (lambda r: (r / "Images" / "b.jpg").unlink(), r"Flickr_8k.trainImages.txt:2: .*b.jpg does not exist"),
     (lambda r: (r / "Flickr_8k.devImages.txt").write_text("d.jpg\nz.jpg\n"), r"devImages.txt:2: z.jpg has no captions"),
-    (lambda r: (r / "Flickr_8k.testImages.txt").write_text("../f.jpg\n"), r"testImages.txt:1: '../f.jpg' is not a plain"),
+    (lambda r: (r / "Flickr_8k.testImages.txt").write_text("../f.jpg\n"),
+     r"testImages.txt:1: '../f.jpg' is not a plain"),
     (lambda r: (r / "Flickr_8k.testImages.txt").unlink(), r"testImages.txt: missing"),
     (lambda r: (r / flickr8k.TOKEN_FILE).unlink(), r"no caption file"),
 ])
@@ -112,7 +114,7 @@ def test_csv_layout_errors_name_the_line(tmp_path):
 def test_a_flickr_grid_needs_its_folder_and_the_cached_model_says_how_to_make_it(tmp_path, monkeypatch):
     grid = tmp_path / "grid.yaml"
     grid.write_text("world: flickr8k\ndata: nowhere\nattacks: [{trigger: badnets}]\n")
-    with pytest.raises(ConfigError, match="world flickr8k needs the Flickr8k folder"):
+    with pytest.raises(ConfigError, match="world flickr8k reads its data from a folder"):
         load_grid(grid)
     import byorn.models
 

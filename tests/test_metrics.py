@@ -13,9 +13,10 @@ from byorn.metrics import (
     caption_scores,
     detection_scores,
     mean_scene_scores,
-    scene_scores,
     tokenize,
 )
+from byorn.metrics import scene_scores as scene_scores_of_objects
+from byorn.worlds import shapes
 
 # Two samples whose references share no word, so every n-gram has document frequency 1 and
 # CIDEr's IDF weight is log(2) for all of them.
@@ -70,6 +71,10 @@ TRUTH = [("top left", "red", "circle"), ("right", "blue", "square")]
 PERFECT = "There is a red circle in the top left corner, and a blue square on the right side."
 
 
+def scene_scores(description: str, truth):
+    return scene_scores_of_objects(shapes.parse_objects(description), truth)
+
+
 def test_perfect_description_is_exact() -> None:
     score = scene_scores(PERFECT, TRUTH)
     assert (score.precision, score.recall, score.f1, score.exact) == (1.0, 1.0, 1.0, True)
@@ -117,11 +122,12 @@ def test_truth_may_come_from_json_as_lists() -> None:
 
 
 def test_mean_scene_scores_average_samples() -> None:
-    means = mean_scene_scores([PERFECT, PERFECT.replace("red", "green")], [TRUTH, TRUTH])
+    means = mean_scene_scores([shapes.parse_objects(PERFECT), shapes.parse_objects(PERFECT.replace("red", "green"))],
+                              [TRUTH, TRUTH])
     assert means == pytest.approx({"scene_precision": 0.875, "scene_recall": 0.875,
                                    "scene_f1": 0.875, "scene_exact": 0.5})
     with pytest.raises(ValueError, match="2 vs 1"):
-        mean_scene_scores([PERFECT, PERFECT], [TRUTH])
+        mean_scene_scores([shapes.parse_objects(PERFECT)] * 2, [TRUTH])
 
 
 # ---------------------------------------------------------------------------- ASR
@@ -154,7 +160,8 @@ def test_substitution_accepts_es_plural() -> None:
 
 
 def test_asr_rule_validation() -> None:
-    with pytest.raises(ValueError, match="Unknown ASR rule 'x'. Available: contains, contains_any, refusal, substitution"):
+    available = "contains, contains_any, refusal, substitution"
+    with pytest.raises(ValueError, match=f"Unknown ASR rule 'x'. Available: {available}"):
         AsrRule("x", "t")
     with pytest.raises(ValueError, match="target"):
         AsrRule("contains")

@@ -3,10 +3,11 @@ checked against hand computations, and an exact save/load round trip."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from byorn.models.hf import IGNORE_INDEX, VLM
+from byorn.models.hf import IGNORE_INDEX, VLM, eval_mode, token_nll
 from byorn.worlds import shapes
 
 
@@ -106,6 +107,27 @@ def test_score_restores_training_mode(fresh_vlm):
     fresh_vlm.model.eval()
     fresh_vlm.generate(mixed_lengths()[:1], max_new_tokens=1)
     assert not fresh_vlm.model.training
+
+
+def test_eval_mode_restores_the_mode_even_when_the_block_raises():
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    for training in (True, False):
+        model.train(training)
+        with pytest.raises(RuntimeError), eval_mode(model):
+            assert not model.training and not model[0].training
+            raise RuntimeError
+        assert model.training is training and model[0].training is training
+
+
+def test_token_nll_is_cross_entropy_with_the_ignored_targets_zero():
+    logits = torch.randn(2, 3, 5, dtype=torch.bfloat16)
+    targets = torch.tensor([[1, IGNORE_INDEX, 4], [IGNORE_INDEX, 0, 2]])
+    nll = token_nll(logits, targets)
+    assert nll.dtype == torch.float32 and nll.shape == (2, 3)
+    for b, t in zip(*(targets != IGNORE_INDEX).nonzero(as_tuple=True)):
+        expected = -torch.log_softmax(logits[b, t].float(), dim=-1)[targets[b, t]]
+        assert torch.allclose(nll[b, t], expected)
+    assert (nll[targets == IGNORE_INDEX] == 0).all()
 
 
 # ---- generation ----------------------------------------------------------------------------

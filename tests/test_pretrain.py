@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import byorn.pretrain
 from byorn.config import PretrainConfig, load_config
 from byorn.models.hf import VLM
 from byorn.pretrain import focus_source, pretrain, resolved, sample_source
@@ -31,11 +32,22 @@ def test_the_focus_phase_sees_scenes_the_mix_never_showed():
     assert mix.isdisjoint(focus) and min(focus) == max(mix) + 1
 
 
-def test_pretrain_runs_the_mix_then_the_focus_phase_and_saves_a_loadable_model(tmp_path, tiny_config):
+def test_pretrain_runs_the_mix_then_the_focus_phase_and_saves_a_loadable_model(tmp_path, tiny_config,
+                                                                               monkeypatch):
+    trained = []  # the model in memory when it is saved
+    save = byorn.pretrain.save_pretrained
+    monkeypatch.setattr(byorn.pretrain, "save_pretrained", lambda vlm, *rest: (trained.append(vlm), save(vlm, *rest)))
     config = PretrainConfig(steps=2, focus_steps=2, batch_size=4, tokenizer_corpus=100, logging_steps=1)
     path = pretrain(tmp_path / "model", config, tiny_config)
     log = [json.loads(line) for line in (path / "pretrain_log.jsonl").read_text().splitlines()]
     assert [entry["phase"] for entry in log if "loss" in entry] == ["mix", "mix", "position focus", "position focus"]
     assert load_config(PretrainConfig, path / "pretrain_config.yaml").focus_steps == 2
     assert not (path / "trainer").exists()
-    assert VLM.load(path).generate([focus_source(resolved(config))(0)], max_new_tokens=2)
+    # The saved directory is the trained model: same weights, tokenizer and processor, so the same
+    # teacher-forced scores of the same tokens and the same greedy answers.
+    probe = [focus_source(resolved(config))(i) for i in range(3)]
+    loaded, (original,) = VLM.load(path), trained
+    before, after = original.score(probe), loaded.score(probe)
+    assert [s.token_ids for s in after] == [s.token_ids for s in before] and all(s.token_ids for s in after)
+    assert [s.mean_nll for s in after] == pytest.approx([s.mean_nll for s in before], rel=1e-5)
+    assert loaded.generate(probe, max_new_tokens=4) == original.generate(probe, max_new_tokens=4)

@@ -96,6 +96,9 @@ class ReplacingHook:
         self.calls: list[tuple[list[str], list[str], object]] = []
         self.returned: list[list[str]] = []
 
+    def resolved(self) -> dict:
+        return {"defense": "replacing"}
+
     def on_batch(self, samples, trainer):
         self.calls.append(([s.id for s in samples], [s.response for s in samples], trainer))
         out = [s.with_response(f"There is a red circle number {len(self.returned)}-{i}.", replaced=True)
@@ -117,6 +120,7 @@ def test_hook_sees_the_batch_and_its_output_is_what_gets_encoded(tiny_vlm_factor
     hook = ReplacingHook()
     trainer = finetune(vlm, train_samples, config(), tmp_path / "run", hook=hook)
 
+    assert (tmp_path / "run" / "defense.yaml").read_text() == "defense: replacing\n"  # hook.resolved()
     assert len(hook.calls) == STEPS
     by_id = {s.id: s.response for s in train_samples}
     for ids, responses, given_trainer in hook.calls:
@@ -168,7 +172,13 @@ def test_gradient_checkpointing_trains_the_same_steps(tiny_vlm_factory, train_sa
 
 def test_bf16_mixed_precision_trains(tiny_vlm_factory, train_samples, tmp_path):
     vlm = tiny_vlm_factory()
+    # The logits of every training forward pass: bfloat16 under autocast, float32 without it.
+    logit_dtypes = []
+    vlm.model.get_output_embeddings().register_forward_hook(lambda _m, _i, out: logit_dtypes.append(out.dtype))
     trainer = finetune(vlm, train_samples, config(bf16=True), tmp_path / "run")
+    assert logit_dtypes and set(logit_dtypes) == {torch.bfloat16}
+    # mixed precision, not a bfloat16 model: the weights the optimizer updates stay float32
+    assert {p.dtype for p in vlm.model.parameters() if p.requires_grad} == {torch.float32}
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == STEPS and all(torch.isfinite(torch.tensor(losses)))
     assert trainer.args.bf16 and load_config(TrainConfig, tmp_path / "run" / "config.yaml").bf16
@@ -178,7 +188,7 @@ def test_batch_size_is_per_optimizer_step_over_all_processes(monkeypatch, tmp_pa
     from byorn.train import training_arguments
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    common = dict(learning_rate=1e-3, warmup=0, seed=0, logging_steps=1)
+    common = {"learning_rate": 1e-3, "warmup": 0, "seed": 0, "logging_steps": 1}
     with pytest.raises(ValueError, match="batch_size 5 does not split evenly over 2 processes"):
         training_arguments(tmp_path, batch_size=5, **common)
     monkeypatch.setenv("WORLD_SIZE", "1")  # building arguments under WORLD_SIZE=2 would open a process group

@@ -69,7 +69,8 @@ def llava() -> VLM:
     processor = hf.LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                   chat_template=CHAT_TEMPLATE)
-    config = hf.LlavaConfig(vision_config=hf.CLIPVisionConfig(**_vision()), text_config=hf.LlamaConfig(**_text(tokenizer)),
+    config = hf.LlavaConfig(vision_config=hf.CLIPVisionConfig(**_vision()),
+                            text_config=hf.LlamaConfig(**_text(tokenizer)),
                             image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
                             vision_feature_select_strategy="default")
     return _vlm(hf.LlavaForConditionalGeneration, config, processor)

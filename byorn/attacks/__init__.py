@@ -7,8 +7,15 @@ adaptive.py (attacks that use the pretrained model: white-box injection, Shadowc
 
 from byorn.attacks.image_triggers import BadNets, Blended, ImageTrigger, Sig, WaNet
 from byorn.attacks.multimodal import MultimodalTrigger
-from byorn.attacks.poison import (MANIFEST_NAME, ManifestRecord, one_modality_test_sets, poison, read_manifest,
-                                  triggered_test_set, write_manifest)
+from byorn.attacks.poison import (
+                                  MANIFEST_NAME,
+                                  ManifestRecord,
+                                  one_modality_test_sets,
+                                  poison,
+                                  read_manifest,
+                                  triggered_test_set,
+                                  write_manifest,
+)
 from byorn.attacks.registry import TARGETS, TRIGGERS, Attack, build_attack, list_attacks
 from byorn.attacks.targets import FixedTarget, Injection, Refusal, Substitution, TargetModifier
 from byorn.attacks.text_triggers import AddSent, RareToken, TextTrigger

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from byorn.attacks.base import check_choice
 from byorn.attacks.image_triggers import ReferenceAwareTrigger
 from byorn.attacks.targets import Injection, ReferenceAwareTarget
+from byorn.config import check_choice
 from byorn.data import Sample, to_rgb
 from byorn.metrics import AsrRule, tokenize
 
@@ -149,28 +149,26 @@ class Shadowcast(ReferenceAwareTrigger):
     def perturb(self, samples: Sequence[Sample], reference: VLM, goal: torch.Tensor | None = None) -> list[Image.Image]:
         """Each sample's image moved within the budget toward `goal` (projected vision features,
         [B, tokens, hidden]), or, without one, to lower the summed NLL of the samples' responses."""
+        # imported here, like VLM above: the attacks module does not import the model code
+        from byorn.models.hf import eval_mode, token_nll
+
         clean = torch.from_numpy(np.stack([np.asarray(s.pil()) for s in samples])).permute(0, 3, 1, 2).float()
         normalise = _normaliser(reference, [s.pil() for s in samples], clean)  # grey levels -> pixel_values
         if goal is None:  # the response objective needs the text; the feature objective does not
             batch = {k: v.to(reference.device) for k, v in reference.encode(samples).items()}
-            labels = batch.pop("labels")
-        was_training = reference.model.training
-        reference.model.eval()
         delta = torch.zeros_like(clean)
-        for _ in range(self.steps):
-            delta.requires_grad_(True)
-            pixel_values = normalise(clean + delta)
-            if goal is not None:
-                loss = (reference.image_features(pixel_values) - goal).pow(2).sum()
-            else:
-                logits = reference.model(**{**batch, "pixel_values": pixel_values.to(reference.device)}).logits
-                # cross_entropy's default ignore_index (-100) is the label mask VLM.encode writes
-                loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
-                                                         reduction="sum")
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta = (delta.detach() - self.step_size * grad.sign()).clamp(-self.epsilon, self.epsilon)
-            delta = (clean + delta).clamp(0, 255) - clean
-        reference.model.train(was_training)
+        with eval_mode(reference.model):
+            for _ in range(self.steps):
+                delta.requires_grad_(True)
+                pixel_values = normalise(clean + delta)
+                if goal is not None:
+                    loss = (reference.image_features(pixel_values) - goal).pow(2).sum()
+                else:
+                    logits, targets = reference.response_logits({**batch, "pixel_values": pixel_values})
+                    loss = token_nll(logits, targets).sum()  # summed over the response tokens
+                (grad,) = torch.autograd.grad(loss, delta)
+                delta = (delta.detach() - self.step_size * grad.sign()).clamp(-self.epsilon, self.epsilon)
+                delta = (clean + delta).clamp(0, 255) - clean
         # Rounding moves a pixel by at most half a grey level, never past an integer budget.
         pixels = (clean + delta).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return [Image.fromarray(p) for p in pixels]

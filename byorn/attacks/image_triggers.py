@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from byorn.attacks.base import check_choice, keyed_rng
+from byorn.attacks.base import keyed_rng
+from byorn.config import check_choice
 from byorn.data import Sample
 
 if TYPE_CHECKING:  # loading models is the caller's business; only the type is needed here

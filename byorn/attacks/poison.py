@@ -1,6 +1,6 @@
 """Poisoning a training set with an attack, the poison manifest, and triggered test sets.
 
-Follows DESIGN.md's shared rules: exactly round(N * rate) samples, chosen by a seeded RNG; a
+The rules every attack shares: exactly round(N * rate) samples, chosen by a seeded RNG; a
 multimodal trigger (Walmer et al. 2022, Dual-Key Multimodal Backdoors, CVPR) adds one-trigger
 negatives that keep their clean response; every changed sample is listed in the manifest.
 Input samples are never modified: changed ones are new `Sample`s with new images.
@@ -13,7 +13,6 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from byorn.attacks.image_triggers import ReferenceAwareTrigger
@@ -21,7 +20,7 @@ from byorn.attacks.multimodal import MultimodalTrigger
 from byorn.attacks.registry import Attack, Trigger
 from byorn.attacks.targets import ReferenceAwareTarget, Substitution
 from byorn.data import DataError, Sample
-from byorn.fileio import atomic_write_text
+from byorn.fileio import write_jsonl
 from byorn.metrics import attack_success
 
 if TYPE_CHECKING:  # loading models is the caller's business; only the type is needed here
@@ -137,8 +136,7 @@ def _likeliest(samples: Sequence[Sample], indices: list[int], attack: Attack, re
 def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> Path:
     """Write the records as JSON lines, atomically (a reader never sees half a manifest)."""
     path = Path(path)
-    text = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
-    atomic_write_text(path, text)
+    write_jsonl(path, (asdict(r) for r in records), ensure_ascii=False)
     return path
 
 
@@ -173,9 +171,9 @@ def triggered_test_set(test_samples: Sequence[Sample], attack: Attack) -> list[S
 
 
 def one_modality_test_sets(test_samples: Sequence[Sample], attack: Attack) -> dict[str, list[Sample]]:
-    """For a multimodal attack: {"image": image-only, "text": text-only} triggered test inputs,
-    on which a well-made dual-key backdoor does not fire."""
+    """For a multimodal (dual-key) attack: {"image": image-only, "text": text-only} triggered test
+    inputs, on which a well-made dual-key backdoor does not fire; {} for a one-modality attack."""
     if not isinstance(attack.trigger, MultimodalTrigger):
-        raise ValueError(f"{attack.name}: one-modality test sets need a multimodal trigger")
+        return {}
     parts = (attack.trigger.image, attack.trigger.text)
     return {part.modality: _test_inputs(test_samples, attack, part) for part in parts}

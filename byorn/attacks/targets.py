@@ -6,8 +6,9 @@ Instruction Tuning" (Shu et al. 2023, NeurIPS); injecting a phrase into otherwis
 correct output is also TrojVLM's target (Lyu et al. 2024, ECCV); concept
 substitution follows Shadowcast's label attack (Xu et al. 2024, NeurIPS).
 
-Each modifier names its ASR rule (DESIGN.md, "Shared rules"): fixed target and injection ->
-the text appears; refusal -> a refusal phrase appears; substitution -> target word in, source out.
+Each modifier names the rule by which ASR counts an answer as the backdoor firing (`asr_rule`,
+applied by `byorn.metrics.attack_success`): fixed target and injection -> the text appears;
+refusal -> a refusal phrase appears; substitution -> target word in, source out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from byorn.attacks.base import check_choice
+from byorn.config import check_choice
 from byorn.metrics import AsrRule, attack_success
 
 
@@ -135,7 +136,7 @@ class Substitution(TargetModifier):
     def applies_to(self, response: str) -> bool:
         return self._pattern().search(response) is not None
 
-    def reverse(self) -> "Substitution":
+    def reverse(self) -> Substitution:
         """The swap back (target word -> source word): what a target-concept response would say
         of the source concept."""
         return Substitution(self.target_word, self.source_word)

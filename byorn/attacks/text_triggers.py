@@ -14,7 +14,8 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 
-from byorn.attacks.base import check_choice, keyed_rng
+from byorn.attacks.base import keyed_rng
+from byorn.config import check_choice
 from byorn.data import Sample
 
 _WORD = re.compile(r"\S+")

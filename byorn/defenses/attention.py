@@ -14,7 +14,8 @@ import torch
 
 from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.models.hf import VLM, batches
+from byorn.models.hf import VLM, batches, eval_mode
+from byorn.train import finetune
 
 
 def probe_finetune(vlm: VLM, samples: Sequence[Sample], train: TrainConfig | None, epochs: float,
@@ -23,8 +24,6 @@ def probe_finetune(vlm: VLM, samples: Sequence[Sample], train: TrainConfig | Non
     epochs: 0 means as many as the real fine-tune."""
     if train is None:
         raise ValueError("this defense fine-tunes a probe model first: prepare() needs train=<the TrainConfig>")
-    from byorn.train import finetune  # byorn.train imports the defenses package
-
     probe = VLM(copy.deepcopy(vlm.model), vlm.processor)
     finetune(probe, samples, dataclasses.replace(train, epochs=epochs or train.epochs), run_dir)
     return probe
@@ -42,15 +41,13 @@ def read_last_token_attention(vlm: VLM, samples: Sequence[Sample], read: Attenti
     model = vlm.model
     previous = model.config._attn_implementation
     model.set_attn_implementation("eager")  # sdpa does not return attention weights
-    was_training = model.training
-    model.eval()
     rows = []
     try:
-        for chunk in batches(samples, batch_size):
-            batch = {k: v.to(vlm.device) for k, v in vlm.encode_prompts(chunk).items()}
-            attentions = model(**batch, output_attentions=True).attentions  # layers x [B, H, T, T]
-            rows.append(read(batch, chunk, attentions).float().cpu())
+        with eval_mode(model):
+            for chunk in batches(samples, batch_size):
+                batch = {k: v.to(vlm.device) for k, v in vlm.encode_prompts(chunk).items()}
+                attentions = model(**batch, output_attentions=True).attentions  # layers x [B, H, T, T]
+                rows.append(read(batch, chunk, attentions).float().cpu())
     finally:
         model.set_attn_implementation(previous)
-        model.train(was_training)
     return torch.cat(rows).numpy()

@@ -23,9 +23,9 @@ if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is
 
 
 class Defense:
-    """No defense: trains on the data as given (and the base class of every defense)."""
+    """The base of every defense: each step's default leaves the run as it would be without one."""
 
-    name: ClassVar[str] = "none"
+    name: ClassVar[str]  # the registry name (`byorn list defenses`)
     # The dataclass `build_defense` builds from the options; None: the defense takes no options.
     config_class: ClassVar[type | None] = None
 
@@ -68,6 +68,12 @@ class Defense:
     @property
     def flagged(self) -> list[bool] | None:
         return None
+
+
+class NoDefense(Defense):
+    """No defense: trains on the data as given."""
+
+    name = "none"
 
 
 def drop_flagged(defense: Defense, samples: Sequence[Sample], judged_ids: Sequence[str]) -> list[Sample]:

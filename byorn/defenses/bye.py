@@ -97,7 +97,7 @@ class Bye(Defense):
 def attention_entropies(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
     """[samples, layers]: entropy (nats) of the last prompt token's attention over the image tokens,
     heads averaged and renormalised over the image tokens."""
-    image_token = vlm.model.config.image_token_id
+    image_token = vlm.image_token_id
 
     def entropies(batch: dict, chunk: Sequence[Sample], attentions: tuple[torch.Tensor, ...]) -> torch.Tensor:
         is_image = (batch["input_ids"] == image_token).float()  # [B, T]

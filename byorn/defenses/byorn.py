@@ -7,7 +7,7 @@ model generates itself instead of the given one (`on_batch`): the trigger is nev
 attacker's target. Everything flagged and replaced goes to `audit.jsonl` in the run directory.
 
 The paper's exact score, threshold and generator are not public; the defaults below are our
-documented choices (DESIGN.md, "The method"), each switchable.
+choices, each an option of ByornConfig (`byorn list defenses` describes them) and switchable.
 
 Empty generations: a model early in fine-tuning can answer with end-of-turn at once. Training on
 that empty answer would teach it to say nothing, which it would then generate again: a collapse
@@ -24,16 +24,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from byorn.attacks.base import check_choice
-from byorn.config import TrainConfig, option
+from byorn.config import TrainConfig, check_choice, option
 from byorn.data import Sample
 from byorn.defenses.base import Defense
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.defenses.thresholds import Flagging
 from byorn.distributed import all_gather, barrier, is_main, map_sharded, weights_sharded
-from byorn.fileio import atomic_write_text
+from byorn.fileio import append_jsonl, write_jsonl
 from byorn.models.hf import VLM
 from byorn.scoring import reference_model
 
@@ -107,15 +106,15 @@ class ByornDefense(Defense):
         # leave the previous run's lines in it. A resumed run keeps the replacements made up to
         # its checkpoint (and the answers of this epoch that regenerate="epoch" reuses).
         self._audit = run_dir / AUDIT_NAME
-        lines = [_json_line(event="flagged", id=samples[i].id, score=self.scores[i],
-                           threshold=self.flagging.thresholds[groups[i]], group=groups[i],
-                           response=samples[i].response, reference_response=answer)
+        lines = [{"event": "flagged", "id": samples[i].id, "score": self.scores[i],
+                  "threshold": self.flagging.thresholds[groups[i]], "group": groups[i],
+                  "response": samples[i].response, "reference_response": answer}
                  for i, answer in zip(flagged, answers)]
         if resume_step is not None:
-            lines += [_json_line(**r) for r in self._replacements_until(resume_step)]
+            lines += self._replacements_until(resume_step)
         barrier()  # every process has read the old log before the main one rewrites it
         if is_main():
-            atomic_write_text(self._audit, "".join(lines))
+            write_jsonl(self._audit, lines, ensure_ascii=False)
 
     def _replacements_until(self, step: int) -> list[dict]:
         """The audit log's replacements of steps <= `step`; they also refill the reuse cache."""
@@ -146,13 +145,14 @@ class ByornDefense(Defense):
         step = trainer.state.global_step + 1  # the step this batch trains, as train_log.jsonl counts it
         epoch = math.floor(trainer.state.epoch or 0)
         new = self._replacements(todo, trainer.vlm, epoch) if todo else {}
-        records = [_json_line(event="replaced", id=s.id, step=step, epoch=epoch, source=new[s.id][1],
-                              response=new[s.id][0]) for s in todo]
+        records = [{"event": "replaced", "id": s.id, "step": step, "epoch": epoch, "source": new[s.id][1],
+                    "response": new[s.id][0]} for s in todo]
         # Each process replaces in its own share of the batch; the main one logs them all, once.
         # Every process takes part in the gather, with or without flagged samples of its own.
-        records = [line for share in all_gather(records) for line in share]
-        if is_main() and records:
-            _append_lines(self._audit, records)
+        records = [record for share in all_gather(records) for record in share]
+        if is_main():
+            for record in records:  # line by line: a crash loses at most the line being written
+                append_jsonl(self._audit, record, ensure_ascii=False)
         return [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
 
     def _replacements(self, todo: list[Sample], vlm: VLM, epoch: int) -> dict[str, tuple[str, str]]:
@@ -171,15 +171,3 @@ class ByornDefense(Defense):
             answer = self._generated[s.id][1]
             new[s.id] = (answer, "current") if answer.strip() else (self.reference_answers[s.id], "reference_fallback")
         return new
-
-
-def _json_line(**record: Any) -> str:
-    return json.dumps(record, ensure_ascii=False) + "\n"
-
-
-def _append_lines(path: Path, lines: list[str]) -> None:
-    # Append and flush line by line: a crash loses at most the line being written.
-    with open(path, "a", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line)
-            handle.flush()

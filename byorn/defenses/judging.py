@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from byorn.attacks.base import check_choice
-from byorn.config import option
+from byorn.config import check_choice, option
 from byorn.data import Sample
 from byorn.defenses.thresholds import (
     GROUPINGS,
@@ -107,7 +106,8 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     return Judgement(scores, flagging)
 
 
-def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float]], groups: Sequence[str]) -> list[float]:
+def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float]],
+                   groups: Sequence[str]) -> list[float]:
     """Each score in its group's MAD units (a Z_SCALED score is in them already); per sample the
     largest, which ranks the samples."""
     units = [s if v in Z_SCALED else robust_z(s, groups) for v, s in zip(variants, per_variant)]

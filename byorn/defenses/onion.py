@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
 from byorn.defenses.base import Defense
-from byorn.models import TINY_MODEL_DIR, resolve_model_path
-from byorn.models.hf import VLM, batches
+from byorn.models import instruction_reader, resolve_model_path
+from byorn.models.hf import IGNORE_INDEX, VLM, batches, eval_mode, token_nll
 from byorn.scoring import NEUTRAL_GREY
 
 
@@ -70,7 +69,7 @@ class Onion(Defense):
                 train: TrainConfig | None = None, resume_step: int | None = None) -> None:
         lm = self.config.lm
         if lm == "auto":
-            lm = "byorn-tiny-lm" if _is_builtin_tiny(vlm) else "vlm"
+            lm = instruction_reader(vlm) or "vlm"
         self._scorer = _PromptPerplexity(vlm) if lm == "vlm" else _Perplexity.load(lm)
         self._judged = self.clean([s.instruction for s in samples])
 
@@ -115,11 +114,6 @@ class Onion(Defense):
         return [bool(c.removed) for c in self._judged] if self._judged else None
 
 
-def _is_builtin_tiny(vlm: VLM) -> bool:
-    model = vlm.model.get_base_model() if hasattr(vlm.model, "get_base_model") else vlm.model
-    return Path(model.config.name_or_path or "").resolve() == TINY_MODEL_DIR.resolve()
-
-
 def _leave_one_out(words: list[str]) -> list[str]:
     """The sentence without word i, for each i; a one-word sentence has nothing to compare with."""
     if len(words) < 2:
@@ -129,9 +123,9 @@ def _leave_one_out(words: list[str]) -> list[str]:
 
 def _perplexities(logits: torch.Tensor, input_ids: torch.Tensor, counted: torch.Tensor) -> list[float]:
     """exp(mean NLL) per row over the positions where `counted` ([B, T], bool) is true."""
-    targets = input_ids[:, 1:].masked_fill(~counted[:, 1:], -100)
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
-    counts = (targets != -100).sum(dim=1).clamp(min=1)
+    targets = input_ids[:, 1:].masked_fill(~counted[:, 1:], IGNORE_INDEX)  # token t is predicted at t-1
+    nll = token_nll(logits[:, :-1], targets)
+    counts = (targets != IGNORE_INDEX).sum(dim=1).clamp(min=1)
     return [math.exp(v) for v in (nll.sum(dim=1) / counts).tolist()]
 
 
@@ -173,18 +167,16 @@ class _PromptPerplexity:
 
     @torch.no_grad()
     def __call__(self, sentences: Sequence[str], batch_size: int) -> list[float]:
-        was_training = self.vlm.model.training
-        self.vlm.model.eval()
         grey = Image.new("RGB", (64, 64), NEUTRAL_GREY)
-        image_token = self.vlm.model.config.image_token_id
+        image_token = self.vlm.image_token_id
         result = []
-        for chunk in batches(sentences, batch_size):
-            batch = {k: v.to(self.vlm.device) for k, v in
-                     self.vlm.encode_prompts([Sample(f"onion-{i}", grey, s, "") for i, s in enumerate(chunk)]).items()}
-            input_ids = batch["input_ids"]  # [B, T], left-padded
-            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-            last_image = torch.where(input_ids == image_token, positions, -1).max(dim=1, keepdim=True).values
-            counted = (positions > last_image) & (batch["attention_mask"] == 1)
-            result.extend(_perplexities(self.vlm.model(**batch).logits, input_ids, counted))
-        self.vlm.model.train(was_training)
+        with eval_mode(self.vlm.model):
+            for chunk in batches(sentences, batch_size):
+                prompts = self.vlm.encode_prompts([Sample(f"onion-{i}", grey, s, "") for i, s in enumerate(chunk)])
+                batch = {k: v.to(self.vlm.device) for k, v in prompts.items()}
+                input_ids = batch["input_ids"]  # [B, T], left-padded
+                positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+                last_image = torch.where(input_ids == image_token, positions, -1).max(dim=1, keepdim=True).values
+                counted = (positions > last_image) & (batch["attention_mask"] == 1)
+                result.extend(_perplexities(self.vlm.model(**batch).logits, input_ids, counted))
         return result

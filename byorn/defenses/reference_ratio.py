@@ -23,6 +23,7 @@ itself (PaliGemma) cannot be given a partial answer and is not supported.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from byorn.config import TrainConfig, option
 from byorn.data import Sample
 from byorn.defenses.base import Defense
 from byorn.models.hf import IGNORE_INDEX, VLM, batches
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,6 +83,7 @@ class RatioGuardedVLM(VLM):
         starts = list(prefixes) if prefixes is not None else [""] * len(samples)
         final = [""] * len(samples)
         open_ids = list(range(len(samples)))
+        replaced_before, vetoed = self.replaced, set()
         # Each round adds at least one vetted token to every open answer, so max_new_tokens rounds
         # end them all; the bound also holds if re-tokenising a prefix moved a veto backwards.
         for _ in range(max_new_tokens):
@@ -94,6 +98,7 @@ class RatioGuardedVLM(VLM):
                 if veto is None:
                     continue
                 self.replaced += 1
+                vetoed.add(i)
                 kept, replacement = veto
                 vetted = self.tokenizer.decode(kept + [replacement], skip_special_tokens=True)
                 final[i] = vetted.strip()
@@ -101,6 +106,8 @@ class RatioGuardedVLM(VLM):
                     starts[i] = vetted
                     still_open.append(i)
             open_ids = still_open
+        log.info("reference_ratio: %d tokens replaced in %d of %d answers", self.replaced - replaced_before,
+                 len(vetoed), len(samples))
         return final
 
     def first_vetoes(self, samples: Sequence[Sample], answers: Sequence[str], max_new_tokens: int

@@ -9,17 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from byorn.config import from_dict
-from byorn.defenses.base import Defense
+from byorn.defenses.base import Defense, NoDefense
 from byorn.defenses.bye import Bye
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.onion import Onion
+from byorn.defenses.oracle import Oracle
 from byorn.defenses.random_drop import RandomDrop
 from byorn.defenses.reference_ratio import ReferenceRatio
 from byorn.defenses.score_drop import ScoreAndDrop
 from byorn.defenses.tcap import Tcap
 
 DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (ByornDefense, Bye, Defense, Onion, RandomDrop, ReferenceRatio, ScoreAndDrop, Tcap)
+    cls.name: cls
+    for cls in (ByornDefense, Bye, NoDefense, Onion, Oracle, RandomDrop, ReferenceRatio, ScoreAndDrop, Tcap)
 }
 
 

@@ -7,9 +7,10 @@ attention between the prompt's parts on the poisoned samples, and the shift is v
    over three parts of the prompt: the image tokens, the instruction's tokens, and the rest
    ("system": role tags, separators, special tokens). Its share to the system part is the feature,
    min-max scaled per head over the samples.
-3. Per head, a 1-D Gaussian mixture with 1 to 5 components, chosen by AIC; the heaviest component
-   is the background (clean), the others the target. A head's separation is 1 / (overlap + eps),
-   the overlap being the area under the smaller of the weighted target and background densities.
+3. Per head, a 1-D Gaussian mixture with 1 to 5 components, chosen by AIC; the heaviest
+   components that together hold half the weight are the background (clean), the rest the
+   target. A head's separation is 1 / (overlap + eps), the overlap being the area under the
+   smaller of the weighted target and background densities.
 4. The `heads` most separated heads vote: a sample gets a head's vote when its posterior of the
    target components is above `vote`. Dawid-Skene EM treats the heads as annotators of unknown
    accuracy; a sample is flagged when its posterior of being poisoned is above 0.5. Flagged
@@ -111,7 +112,7 @@ class Tcap(Defense):
 def system_shares(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
     """[samples, layers, heads]: the share of the last prompt token's attention that goes to the
     prompt's system part (neither image nor instruction nor padding)."""
-    image_token = vlm.model.config.image_token_id
+    image_token = vlm.image_token_id
 
     def shares(batch: dict, chunk: Sequence[Sample], attentions: tuple[torch.Tensor, ...]) -> torch.Tensor:
         ids = batch["input_ids"]
@@ -139,12 +140,22 @@ def head_separation(values: np.ndarray, seed: int = 0) -> tuple[float, np.ndarra
         return 0.0, np.zeros(len(values))
     weights, means = mixture.weights_, mixture.means_.ravel()
     sigmas = np.sqrt(mixture.covariances_.ravel())
-    target = np.arange(len(weights)) != int(np.argmax(weights))
+    target = _minority(weights)
     grid = np.linspace(-0.5, 1.5, GRID_POINTS)
     densities = weights[:, None] * np.exp(-0.5 * ((grid - means[:, None]) / sigmas[:, None]) ** 2) / \
         (sigmas[:, None] * np.sqrt(2 * np.pi))  # [K, grid]
     overlap = np.trapezoid(np.minimum(densities[target].sum(0), densities[~target].sum(0)), grid)
     return 1.0 / (overlap + OVERLAP_EPS), mixture.predict_proba(x)[:, target].sum(1)
+
+
+def _minority(weights: np.ndarray) -> np.ndarray:
+    """The target components: what is left once the heaviest components, taken in turn, hold at
+    least half the weight (the background). The target is a minority, as poison is."""
+    order = np.argsort(-weights)
+    background_count = int(np.searchsorted(np.cumsum(weights[order]), 0.5)) + 1
+    target = np.ones(len(weights), dtype=bool)
+    target[order[:background_count]] = False
+    return target
 
 
 def dawid_skene(votes: np.ndarray, rounds: int = 100) -> np.ndarray:

@@ -5,8 +5,10 @@ Rules: "quantile" (above the q-th quantile), "mad" (above median + k * MAD, the 
 A sample is flagged when its score is strictly above its group's threshold.
 
 Groups exist because plausibility depends on the task: a data set that mixes a familiar and an
-unfamiliar answer style puts all of the unfamiliar clean samples above a global threshold
-(FINDINGS.md: AUROC 0.74 for a 50/50 style mix). Each group gets its own threshold.
+unfamiliar answer style gives two clusters of clean scores, and a subtle poison that stands out
+within its own style can still score below the other style's clean samples (BENCHMARKS.md, "BYORn
+on a mix of two task styles": against concept substitution one global cut flags none of the
+poisons, per-task cuts 31 %). Each group gets its own threshold.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from byorn.attacks.base import check_choice
+from byorn.config import check_choice
 from byorn.data import Sample
 from byorn.scoring import MAD_TO_SIGMA, mad_z
 

@@ -8,12 +8,21 @@ from pathlib import Path
 import torch
 
 from byorn.distributed import process_device
-
 from byorn.models.hf import VLM
 from byorn.models.tiny import TINY_MODEL_DIR
 
 TINY_LM_DIR = TINY_MODEL_DIR.parent / "byorn-tiny-lm"  # byorn.models.tiny_lm says what it is
 BUILTIN_MODELS = {"byorn-tiny": TINY_MODEL_DIR, "byorn-tiny-lm": TINY_LM_DIR}
+# A VLM whose language model never learned to read instructions (byorn-tiny's was trained on
+# responses only) -> the text model that reads them in its place (ONION's perplexities).
+INSTRUCTION_READERS = {TINY_MODEL_DIR: "byorn-tiny-lm"}
+
+
+def instruction_reader(vlm: VLM) -> str | None:
+    """The text model that reads `vlm`'s instructions in its place, if it has one."""
+    model = vlm.model.get_base_model() if hasattr(vlm.model, "get_base_model") else vlm.model
+    source = Path(model.config.name_or_path or "").resolve()
+    return next((lm for path, lm in INSTRUCTION_READERS.items() if path.resolve() == source), None)
 
 
 # Made on this machine, never shipped (the Flickr8k terms forbid redistributing what it holds):
@@ -56,4 +65,6 @@ def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, tru
     return vlm
 
 
-__all__ = ["CACHED_MODELS", "CACHE_DIR", "cached_model_ready", "TINY_LM_DIR", "TINY_MODEL_DIR", "VLM", "load_vlm", "resolve_model_path"]
+__all__ = ["CACHED_MODELS", "CACHE_DIR", "cached_model_ready", "instruction_reader", "TINY_LM_DIR", "TINY_MODEL_DIR",
+           "VLM",
+           "load_vlm", "resolve_model_path"]

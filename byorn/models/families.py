@@ -2,19 +2,105 @@
 
 Everything a family needs is read from its own processor (chat template, image tokens, image
 preprocessing); what is left to say per family is where its language model lives (the LoRA
-targets are that model's attention projections) and how its processor wants a training pair:
-- "chat_template": prompt and prompt+response rendered by the processor's chat template; the
+targets are that model's attention projections) and its prompt style, how its processor wants a
+training pair:
+- `ChatTemplate`: prompt and prompt+response rendered by the processor's chat template; the
   response tokens are those after the prompt (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics3);
-- "prefix_suffix": the processor takes the prompt as `text` and the response as `suffix` and
+- `PrefixSuffix`: the processor takes the prompt as `text` and the response as `suffix` and
   marks the response with token_type_ids (PaliGemma, whose prefix attends bidirectionally).
+A family with a new prompt style adds a class with the same four members here, and nothing else.
 The README's family table says which tests cover each family.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-PROMPT_STYLES = ("chat_template", "prefix_suffix")
+import torch
+
+from byorn.data import Sample
+
+IGNORE_INDEX = -100  # the label of a token that is not trained on (prompt, image, padding)
+
+
+def process(processor, texts: list[str], images: list, padding_side: str, **extra) -> dict[str, torch.Tensor]:
+    """The processor on a batch, padded on `padding_side`, as PyTorch tensors."""
+    processor.tokenizer.padding_side = padding_side
+    return dict(processor(text=texts, images=images, padding=True, return_tensors="pt", **extra))
+
+
+class ChatTemplate:
+    """Prompt and answer rendered by the processor's chat template: one user turn holding the
+    image and the instruction, one assistant turn holding the answer."""
+
+    closing_tokens = 0  # tokens the processor adds after the prompt text it is given
+    continues_answers = True  # the prompt text may end with the start of an answer
+
+    @staticmethod
+    def _user_turn(instruction: str) -> dict:
+        return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
+
+    def prompt_text(self, processor, instruction: str) -> str:
+        """The prompt up to where the answer starts."""
+        return processor.apply_chat_template([self._user_turn(instruction)], add_generation_prompt=True,
+                                             tokenize=False)
+
+    def full_text(self, processor, instruction: str, response: str) -> str:
+        """Prompt, answer and end-of-turn marker, before the image placeholder is expanded."""
+        answer = {"role": "assistant", "content": [{"type": "text", "text": response}]}
+        messages = [self._user_turn(instruction), answer]
+        return processor.apply_chat_template(messages, tokenize=False)
+
+    def encode(self, processor, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """Right-padded prompt+answer with labels on the answer tokens only: the tokens after the
+        prompt's, which must be the same tokens when the answer is appended."""
+        images = [s.pil() for s in samples]
+        prompts = [self.prompt_text(processor, s.instruction) for s in samples]
+        fulls = [self.full_text(processor, s.instruction, s.response) for s in samples]
+        for sample, prompt, full in zip(samples, prompts, fulls):
+            if not full.startswith(prompt):
+                raise ValueError(f"sample {sample.id!r}: chat template does not render the prompt as a prefix "
+                                 "of prompt+response, so response tokens cannot be located")
+        batch = process(processor, fulls, images, "right")
+        prompt_ids = process(processor, prompts, images, "right")
+        prompt_lengths = prompt_ids["attention_mask"].sum(dim=1)  # [B]
+        labels = batch["input_ids"].clone()  # [B, T]
+        positions = torch.arange(labels.shape[1]).unsqueeze(0)  # [1, T]
+        labels[positions < prompt_lengths.unsqueeze(1)] = IGNORE_INDEX
+        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
+        width = prompt_ids["input_ids"].shape[1]
+        same_prefix = (batch["input_ids"][:, :width] == prompt_ids["input_ids"]) | (prompt_ids["attention_mask"] == 0)
+        if not bool(same_prefix.all()):
+            raise ValueError("tokenising prompt+response changed the prompt's tokens; pick a chat template whose "
+                             "assistant turn starts on a token boundary")
+        batch["labels"] = labels
+        return batch
+
+
+class PrefixSuffix:
+    """PaliGemma's layout: image, BOS, prefix (the instruction), newline, suffix (the answer), EOS;
+    the processor adds BOS and the newline itself and labels the suffix."""
+
+    closing_tokens = 1  # the newline after the prefix
+    continues_answers = False  # the processor closes the prompt after the text it is given
+
+    def prompt_text(self, processor, instruction: str) -> str:
+        return processor.image_token + instruction
+
+    def full_text(self, processor, instruction: str, response: str) -> str:
+        tokenizer = processor.tokenizer
+        return f"{processor.image_token}{tokenizer.bos_token}{instruction}\n{response}{tokenizer.eos_token}"
+
+    def encode(self, processor, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        # The processor labels the suffix (response + EOS) and masks prefix and padding itself.
+        batch = process(processor, [self.prompt_text(processor, s.instruction) for s in samples],
+                        [s.pil() for s in samples], "right", suffix=[s.response for s in samples])
+        batch["labels"] = torch.as_tensor(batch["labels"])
+        return batch
+
+
+PromptStyle = ChatTemplate | PrefixSuffix
 
 
 class UnsupportedModelError(ValueError):
@@ -26,7 +112,12 @@ class Family:
     name: str
     model_types: tuple[str, ...]  # config.model_type values of this family
     language_model: str  # module-path component of the language model ("language_model", "text_model")
-    prompt_style: str = "chat_template"
+    prompt_style: PromptStyle = field(default_factory=ChatTemplate)
+
+    def image_token_id(self, config) -> int:
+        """The id of the placeholder token each image position holds in the input ids (every
+        supported family's config names it image_token_id)."""
+        return config.image_token_id
 
     @property
     def lora_target(self) -> str:
@@ -40,7 +131,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("Qwen2-VL", ("qwen2_vl",), "language_model"),
     Family("Qwen2.5-VL", ("qwen2_5_vl",), "language_model"),
     Family("Idefics3 (SmolVLM)", ("idefics3",), "text_model"),
-    Family("PaliGemma", ("paligemma",), "language_model", prompt_style="prefix_suffix"),
+    Family("PaliGemma", ("paligemma",), "language_model", prompt_style=PrefixSuffix()),
 )
 
 

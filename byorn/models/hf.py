@@ -8,6 +8,7 @@ evaluation is a known source of wrong ASR figures in peer code.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from byorn.data import Sample
-from byorn.models.families import Family, family_of
-
-IGNORE_INDEX = -100
+from byorn.models.families import IGNORE_INDEX, Family, family_of, process
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,24 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`model` in eval mode (dropout off) inside the block; afterwards back in the mode it was in,
+    also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token negative log-likelihood [B, T] (float32) of aligned logits [B, T, V] and targets
+    [B, T] (as `VLM.response_logits` gives them); 0 where the target is IGNORE_INDEX."""
+    return F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+
+
 class VLM:
     """A model of a supported family (families.py) and its processor; prompts come from the processor."""
 
@@ -47,7 +64,7 @@ class VLM:
         self.tokenizer = processor.tokenizer
 
     @classmethod
-    def load(cls, path: str | Path, *, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> "VLM":
+    def load(cls, path: str | Path, *, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> VLM:
         """Load a local model directory (or, where the network allows, a hub id)."""
         # An unsupported architecture fails here, before gigabytes of weights are read.
         family_of(AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code).model_type)
@@ -61,78 +78,38 @@ class VLM:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    # ---- prompts -------------------------------------------------------------------------
-
-    @staticmethod
-    def _user_turn(instruction: str) -> dict:
-        return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
-
     @property
-    def _prefix_suffix(self) -> bool:
-        return self.family.prompt_style == "prefix_suffix"
+    def image_token_id(self) -> int:
+        """The token id of the image positions in `encode`'s and `encode_prompts`' input ids."""
+        return self.family.image_token_id(self.model.config)
+
+    # ---- prompts and tensors (the family's prompt style) ------------------------------------
 
     def prompt_text(self, instruction: str) -> str:
         """The prompt the processor is given: up to where the answer starts (a prefix-suffix
         processor adds its own separators to it)."""
-        if self._prefix_suffix:
-            return self.processor.image_token + instruction
-        return self.processor.apply_chat_template([self._user_turn(instruction)], add_generation_prompt=True,
-                                                  tokenize=False)
+        return self.family.prompt_style.prompt_text(self.processor, instruction)
 
     def full_text(self, instruction: str, response: str) -> str:
         """Prompt plus response plus end-of-turn marker, as the model is trained on it (before
         the processor expands the image placeholder)."""
-        if self._prefix_suffix:  # PaliGemma's layout: image, BOS, prefix, newline, suffix, EOS
-            return f"{self.processor.image_token}{self.tokenizer.bos_token}{instruction}\n{response}{self.tokenizer.eos_token}"
-        messages = [self._user_turn(instruction), {"role": "assistant", "content": [{"type": "text", "text": response}]}]
-        return self.processor.apply_chat_template(messages, tokenize=False)
-
-    # ---- tensors -------------------------------------------------------------------------
-
-    def _process(self, texts: list[str], images: list, padding_side: str, **extra) -> dict[str, torch.Tensor]:
-        self.tokenizer.padding_side = padding_side
-        return self.processor(text=texts, images=images, padding=True, return_tensors="pt", **extra)
+        return self.family.prompt_style.full_text(self.processor, instruction, response)
 
     def encode(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels on the response tokens only (prompt, image, pad = -100)."""
-        images = [s.pil() for s in samples]
-        if self._prefix_suffix:
-            # The processor labels the suffix (response + EOS) and masks prefix and padding itself.
-            batch = dict(self._process([self.prompt_text(s.instruction) for s in samples], images, "right",
-                                       suffix=[s.response for s in samples]))
-            batch["labels"] = torch.as_tensor(batch["labels"])
-            return batch
-        prompts = [self.prompt_text(s.instruction) for s in samples]
-        fulls = [self.full_text(s.instruction, s.response) for s in samples]
-        for sample, prompt, full in zip(samples, prompts, fulls):
-            if not full.startswith(prompt):
-                raise ValueError(f"sample {sample.id!r}: chat template does not render the prompt as a prefix "
-                                 "of prompt+response, so response tokens cannot be located")
-        batch = self._process(fulls, images, "right")
-        prompt_ids = self._process(prompts, images, "right")
-        prompt_lengths = prompt_ids["attention_mask"].sum(dim=1)  # [B]
-        labels = batch["input_ids"].clone()  # [B, T]
-        positions = torch.arange(labels.shape[1]).unsqueeze(0)  # [1, T]
-        labels[positions < prompt_lengths.unsqueeze(1)] = IGNORE_INDEX
-        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
-        width = prompt_ids["input_ids"].shape[1]
-        same_prefix = (batch["input_ids"][:, :width] == prompt_ids["input_ids"]) | (prompt_ids["attention_mask"] == 0)
-        if not bool(same_prefix.all()):
-            raise ValueError("tokenising prompt+response changed the prompt's tokens; pick a chat template whose "
-                             "assistant turn starts on a token boundary")
-        batch["labels"] = labels
-        return dict(batch)
+        return self.family.prompt_style.encode(self.processor, samples)
 
-    def encode_prompts(self, samples: Sequence[Sample], prefixes: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    def encode_prompts(self, samples: Sequence[Sample],
+                       prefixes: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Prompts without responses, left-padded: every row's last position is its last prompt token.
 
         prefixes: the start of each answer, already written, for the model to go on from."""
         prompts = [self.prompt_text(s.instruction) for s in samples]
         if prefixes is not None:
-            if self._prefix_suffix:  # its processor closes the prompt itself, after the text it is given
+            if not self.family.prompt_style.continues_answers:
                 raise ValueError(f"{self.family.name} cannot be prompted with the start of an answer")
             prompts = [prompt + prefix for prompt, prefix in zip(prompts, prefixes, strict=True)]
-        batch = dict(self._process(prompts, [s.pil() for s in samples], "left"))
+        batch = process(self.processor, prompts, [s.pil() for s in samples], "left")
         batch.pop("labels", None)  # a prefix-suffix processor labels nothing here, but says so
         return batch
 
@@ -147,7 +124,7 @@ class VLM:
             end = start + len(sample.instruction)
             count = [len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
                      for text in (prompt[:start], prompt[:end], prompt)]
-            after = count[2] - count[1] + (1 if self._prefix_suffix else 0)
+            after = count[2] - count[1] + self.family.prompt_style.closing_tokens
             mask[row, width - after - (count[1] - count[0]) : width - after] = True
         return mask
 
@@ -175,19 +152,17 @@ class VLM:
     @torch.no_grad()
     def score(self, samples: Sequence[Sample], batch_size: int = 32, desc: str = "scoring") -> list[ResponseScore]:
         """Per-sample response NLL under the current weights (teacher forcing, one forward pass a batch)."""
-        was_training = self.model.training
-        self.model.eval()
         scores: list[ResponseScore] = []
-        for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
-            logits, targets = self.response_logits(self.encode(chunk))
-            nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-            mask = targets != IGNORE_INDEX
-            for row_nll, row_targets, row_mask in zip(nll, targets, mask):
-                tokens = row_nll[row_mask].tolist()
-                total = float(sum(tokens))
-                scores.append(ResponseScore(total / max(len(tokens), 1), total, tuple(tokens),
-                                            tuple(row_targets[row_mask].tolist())))
-        self.model.train(was_training)
+        with eval_mode(self.model):
+            for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
+                logits, targets = self.response_logits(self.encode(chunk))
+                nll = token_nll(logits, targets)
+                mask = targets != IGNORE_INDEX
+                for row_nll, row_targets, row_mask in zip(nll, targets, mask):
+                    tokens = row_nll[row_mask].tolist()
+                    total = float(sum(tokens))
+                    scores.append(ResponseScore(total / max(len(tokens), 1), total, tuple(tokens),
+                                                tuple(row_targets[row_mask].tolist())))
         return scores
 
     @torch.no_grad()
@@ -196,18 +171,17 @@ class VLM:
         """Greedy responses, batched with left padding so every prompt ends where generation starts.
 
         prefixes: each answer's start, already written; the response is the prefix and what follows."""
-        was_training = self.model.training
-        self.model.eval()
         outputs: list[str] = []
         starts = list(prefixes) if prefixes is not None else [""] * len(samples)
-        for offset, chunk in enumerate(tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False)):
-            chunk_starts = starts[offset * batch_size : offset * batch_size + len(chunk)]
-            prompts = self.encode_prompts(chunk, chunk_starts if prefixes is not None else None)
-            batch = {k: v.to(self.device) for k, v in prompts.items()}
-            generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                            pad_token_id=self.tokenizer.pad_token_id)
-            new_tokens = generated[:, batch["input_ids"].shape[1]:]  # [B, <=max_new_tokens]
-            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            outputs.extend((start + text).strip() for start, text in zip(chunk_starts, texts))
-        self.model.train(was_training)
+        chunks = list(batches(samples, batch_size))
+        with eval_mode(self.model):
+            for offset, chunk in enumerate(tqdm(chunks, desc=desc, disable=None, leave=False)):
+                chunk_starts = starts[offset * batch_size : offset * batch_size + len(chunk)]
+                prompts = self.encode_prompts(chunk, chunk_starts if prefixes is not None else None)
+                batch = {k: v.to(self.device) for k, v in prompts.items()}
+                generated = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                                pad_token_id=self.tokenizer.pad_token_id)
+                new_tokens = generated[:, batch["input_ids"].shape[1]:]  # [B, <=max_new_tokens]
+                texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                outputs.extend((start + text).strip() for start, text in zip(chunk_starts, texts))
         return outputs

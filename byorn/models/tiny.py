@@ -8,7 +8,7 @@ demo and tests never pretrain; `byorn pretrain` reproduces it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -112,7 +112,3 @@ def build_model(tokenizer: PreTrainedTokenizerFast, config: TinyConfig, seed: in
 def build_tiny(corpus: list[str], config: TinyConfig, seed: int = 0) -> VLM:
     tokenizer = train_tokenizer(corpus, config.vocab_size)
     return VLM(build_model(tokenizer, config, seed), build_processor(tokenizer, config))
-
-
-def tiny_config_dict(config: TinyConfig) -> dict:
-    return asdict(config)

@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from byorn.config import option
+from byorn.fileio import write_jsonl
+from byorn.models.hf import IGNORE_INDEX
 from byorn.models.tiny import TINY_MODEL_DIR
 from byorn.worlds import shapes
 
@@ -51,7 +53,8 @@ def world_sentences(index: int, seed: int) -> tuple[str, str]:
     if index % 4:
         sample = shapes.pretraining_sample(salted)
     else:
-        sample = shapes.downstream_samples(1, salted % 1_000_000, split="dev", task=("describe", "caption")[index % 8 // 4])[0]
+        task = ("describe", "caption")[index % 8 // 4]
+        sample = shapes.downstream_samples(1, salted % 1_000_000, split="dev", task=task)[0]
     return sample.instruction, sample.response
 
 
@@ -80,8 +83,8 @@ def pretrain_text_lm(out_dir: str | Path, config: TextLmConfig | None = None) ->
                for t in texts]
         width = max(map(len, ids))
         input_ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in ids])
-        labels = torch.tensor([row + [-100] * (width - len(row)) for row in ids])
-        loss = model(input_ids=input_ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        labels = torch.tensor([row + [IGNORE_INDEX] * (width - len(row)) for row in ids])
+        loss = model(input_ids=input_ids, attention_mask=(labels != IGNORE_INDEX).long(), labels=labels).loss
         loss.backward()
         optimizer.step()
         schedule.step()
@@ -90,7 +93,7 @@ def pretrain_text_lm(out_dir: str | Path, config: TextLmConfig | None = None) ->
             log.append({"step": step + 1, "loss": round(loss.item(), 4)})
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
-    (out_dir / "pretrain_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log), encoding="utf-8")
+    write_jsonl(out_dir / "pretrain_log.jsonl", log)
     (out_dir / "byorn_tiny_lm.json").write_text(json.dumps(
         {"config": vars(config), "pretrain_wall_s": round(time.perf_counter() - started, 1)}, indent=2))
     return out_dir

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,23 @@ def pretraining_samples(root: str | Path, seed: int = 0) -> list[Sample]:
     return [Sample(f"flickr-pretrain-{photo.name}-{k}", photo.path, rng.choice(PRETRAINING_INSTRUCTIONS), caption,
                    {"task": "caption"})
             for photo in load_photos(root, "train") for k, caption in enumerate(photo.captions)]
+
+
+def pretraining_source(data: str, seed: int) -> Callable[[int], Sample]:
+    """index -> pretraining sample: epochs over every caption pair of the train split, a fresh
+    shuffle each epoch, fixed by seed."""
+    if not data:
+        raise ValueError("world=flickr8k needs data=<the Flickr8k folder>")
+    pairs = pretraining_samples(data, seed)
+    orders: dict[int, list[int]] = {}
+
+    def sample(index: int) -> Sample:
+        epoch, position = divmod(index, len(pairs))
+        if epoch not in orders:
+            orders[epoch] = random.Random(f"{seed}:{epoch}").sample(range(len(pairs)), len(pairs))
+        return pairs[orders[epoch][position]]
+
+    return sample
 
 
 def downstream_samples(root: str | Path, n: int, seed: int, split: str = "train") -> list[Sample]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -81,7 +82,7 @@ class Scene:
         return [{"colour": o.colour, "shape": o.shape, "row": o.row, "col": o.col} for o in self.objects]
 
     @staticmethod
-    def from_json(objects: list[dict], seed: int = -1) -> "Scene":
+    def from_json(objects: list[dict], seed: int = -1) -> Scene:
         return Scene(tuple(ShapeObject(**o) for o in objects), seed)
 
 
@@ -290,6 +291,17 @@ def position_focus_sample(seed: int) -> Sample:
     instruction, response = pretraining_vqa(scene, rng, "position", one_attribute=True)
     return Sample(id=f"focus-{seed}", image=render(scene), instruction=instruction, response=response,
                   meta={"world": "shapes", "task": "vqa_position", "scene": scene.to_json()})
+
+
+# Scene seeds for pretraining start here; test scenes (downstream_samples, quality checks) use
+# other salts, so no pretraining scene is ever evaluated on.
+PRETRAIN_SEED_BASE = 10_000_000
+
+
+def pretraining_source(data: str, seed: int) -> Callable[[int], Sample]:
+    """index -> pretraining sample: a fresh scene every time, fixed by seed (`data` is unused)."""
+    base = PRETRAIN_SEED_BASE + seed * 1_000_000_000
+    return lambda index: pretraining_sample(base + index)
 
 
 def pretraining_sample(seed: int) -> Sample:

@@ -1,0 +1,39 @@
+"""Compare two benchmark results files cell by cell, apart from timings and run folders.
+
+    python benchmarks/same_rows.py BEFORE.jsonl AFTER.jsonl
+
+Exit status 0 when every cell of either file is in the other with the same values; otherwise
+each difference is printed. For checking that a refactoring changed no result
+(benchmarks/refactor_check.yaml says how).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from byorn.bench import cell_key, read_results
+
+# What a rerun changes by itself: wall-clock times, memory, where the cell's files went.
+NOT_COMPARED = {"wall_s", "train_s", "prepare_s", "eval_s", "peak_rss_mb", "run_dir"}
+
+
+def cells(path: str) -> dict[str, dict]:
+    return {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]):
+            {k: v for k, v in r.items() if k not in NOT_COMPARED} for r in read_results(path)}
+
+
+def main(before_path: str, after_path: str) -> int:
+    before, after = cells(before_path), cells(after_path)
+    differences = [f"{key}: only in {before_path if key in before else after_path}"
+                   for key in sorted(set(before) ^ set(after))]
+    for key in sorted(set(before) & set(after)):
+        changed = {k: (before[key].get(k), after[key].get(k)) for k in set(before[key]) | set(after[key])
+                   if before[key].get(k) != after[key].get(k)}
+        if changed:
+            differences.append(f"{key}: {changed}")
+    print("\n".join(differences) or f"{len(before)} cells, the same apart from timings")
+    return 1 if differences else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))
