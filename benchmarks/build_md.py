@@ -80,6 +80,13 @@ SECTIONS = [
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
             ["asr", "clean_score", "n_flagged", "prepare_s", "train_s", "wall_s"],
             "judgement_cost.md", costs=True),
+    Section("The newer baselines: random drop, TCAP, reference-ratio decoding", ["baselines"],
+            "byorn bench benchmarks/baselines.yaml --out runs/baselines --results benchmarks/results/baselines.jsonl "
+            "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each); decoding cost: "
+            "OMP_NUM_THREADS=1 python benchmarks/ratio_decoding.py --out benchmarks/results/ratio_decoding.json",
+            ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
+             "n_flagged", "prepare_s", "train_s", "eval_s", "wall_s"],
+            "baselines.md", costs=True),
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
             "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",

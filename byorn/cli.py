@@ -178,7 +178,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     the adapter and, with --defense byorn, audit.jsonl and the cached scores."""
     import torch
 
-    from byorn.defenses import build_defense
+    from byorn.defenses import Defense, build_defense
     from byorn.distributed import is_main, shut_down
     from byorn.models import load_vlm
     from byorn.train import checkpoint_step, finetune, latest_checkpoint
@@ -200,8 +200,15 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     # Frozen base weights under LoRA need no float32 master copy: bf16 halves their memory.
     dtype = torch.bfloat16 if config.bf16 and config.lora else None
     vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
-    hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
-    finetune(vlm, hook.training_set(samples), config, out_dir, hook=hook, resume_from=checkpoint)
+    try:
+        hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
+        training_set = hook.training_set(samples)
+    except ValueError as exc:  # e.g. the oracle on data without poison labels, random_drop count > data
+        _fail(f"--defense {defense}: {exc}")
+    if type(hook).deployed is not Defense.deployed:
+        click.echo(f"note: {defense} acts when the model answers (byorn bench, Defense.deployed); the model "
+                   f"saved here is fine-tuned without it", err=True)
+    finetune(vlm, training_set, config, out_dir, hook=hook, resume_from=checkpoint)
     shut_down()
     if not is_main():
         return  # the main process reports
@@ -359,8 +366,9 @@ def list_defenses_command() -> None:
     """Defense names with one-line help and their options (-d KEY=VALUE in train, options in a grid)."""
     from byorn.defenses import DEFENSES
 
+    width = max(map(len, DEFENSES)) + 2  # a column wide enough for every name
     for name, cls in sorted(DEFENSES.items()):
-        click.echo(f"{name:<12}{cls.__doc__.splitlines()[0]}")
+        click.echo(f"{name:<{width}}{cls.__doc__.splitlines()[0]}")
         if cls.config_class is not None:
             click.echo(describe(cls.config_class))
 

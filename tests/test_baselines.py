@@ -108,17 +108,17 @@ def test_bye_keeps_only_the_layer_whose_entropies_separate_and_drops_the_low_clu
     entropies, poisoned = synthetic_entropies()
     assert separated_layers(entropies, separation=2.0) == [1]
     verdict = decide(entropies, separation=2.0)
-    assert verdict.layers == [1]
+    assert verdict.details == {"layers": [1]}
     assert verdict.dropped == poisoned.tolist()
-    assert verdict.scores == pytest.approx(entropies[:, 1].tolist())
+    assert verdict.suspicion == pytest.approx((-entropies[:, 1]).tolist())  # low entropy: suspicious
 
 
 def test_bye_drops_nothing_when_no_layer_separates():
     entropies, _ = synthetic_entropies()
     entropies[:, 1] = np.random.default_rng(1).normal(2.0, 0.05, size=100)
     verdict = decide(entropies, separation=2.0)
-    assert verdict.layers == [] and not any(verdict.dropped)
-    assert verdict.scores == pytest.approx(entropies.mean(axis=1).tolist())
+    assert verdict.details == {"layers": []} and not any(verdict.dropped)
+    assert verdict.suspicion == pytest.approx((-entropies.mean(axis=1)).tolist())
 
 
 def test_bye_attention_entropies_are_per_layer_and_bounded_by_the_uniform(tiny_vlm):
@@ -250,7 +250,7 @@ def synthetic_shares(n: int = 200, poisoned_every: int = 10, seed: int = 0) -> t
 def test_tcap_finds_the_shifted_heads_and_flags_exactly_the_poisoned_samples():
     shares, poisoned = synthetic_shares()
     verdict = tcap_decide(shares, TcapConfig(heads=2))
-    assert sorted(verdict.heads) == [(3, 1), (3, 2)]
+    assert sorted(verdict.details["heads"]) == [(3, 1), (3, 2)]
     assert verdict.dropped == poisoned.tolist()
 
 
@@ -258,12 +258,12 @@ def test_tcap_only_lets_the_last_layers_vote():
     shares, poisoned = synthetic_shares()
     shares[:, 0] = shares[:, 3]  # the same shift in the first layer
     verdict = tcap_decide(shares, TcapConfig(heads=4, layers=0.5))
-    assert all(layer >= 2 for layer, _ in verdict.heads)
+    assert all(layer >= 2 for layer, _ in verdict.details["heads"])
 
 
 def test_tcap_flags_nothing_when_no_head_separates():
     verdict = tcap_decide(np.full((50, 2, 2), 0.4), TcapConfig())
-    assert verdict.heads == [] and not any(verdict.dropped)
+    assert verdict.details == {"heads": []} and not any(verdict.dropped)
 
 
 def test_dawid_skene_outvotes_an_annotator_that_is_always_wrong():

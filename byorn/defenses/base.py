@@ -10,13 +10,18 @@ trains on; `test_input` is what the model sees at inference (ONION cleans instru
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from byorn.config import TrainConfig
 from byorn.data import Sample
+from byorn.fileio import atomic_write_text
 from byorn.models.hf import VLM
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
     from byorn.train import ByornTrainer
@@ -76,11 +81,50 @@ class NoDefense(Defense):
     name = "none"
 
 
-def drop_flagged(defense: Defense, samples: Sequence[Sample], judged_ids: Sequence[str]) -> list[Sample]:
-    """`training_set` of the defenses that drop what they flag; `samples` must be the ones
-    `prepare` judged (`judged_ids`), in the same order, or the flags would land on others."""
-    if defense.flagged is None:
-        raise RuntimeError(f"{type(defense).__name__}.prepare() must run before training_set()")
-    if [s.id for s in samples] != list(judged_ids):
-        raise ValueError("training_set() must get the samples prepare() judged, in the same order")
-    return [s for s, hit in zip(samples, defense.flagged) if not hit]
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What a dropping defense decided, aligned with the samples it judged."""
+
+    suspicion: list[float]  # higher: more suspicious
+    dropped: list[bool]
+    details: dict = dataclasses.field(default_factory=dict)  # what else it found, for <name>.json
+
+
+class DroppingDefense(Defense):
+    """A defense that judges the training set once and trains on what it does not drop (BYE,
+    TCAP, score-and-drop, random drop). A subclass implements `judge`; its verdict, with the
+    dropped ids, is written to <run_dir>/<name>.json."""
+
+    def __init__(self) -> None:
+        self.verdict: Verdict | None = None
+        self._ids: list[str] = []  # the samples prepare() judged, so training_set() can check it gets them
+
+    def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
+        raise NotImplementedError
+
+    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
+                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
+        run_dir = Path(run_dir)
+        self.verdict = self.judge(vlm, samples, run_dir, train)
+        self._ids = [s.id for s in samples]
+        dropped = [i for i, hit in zip(self._ids, self.verdict.dropped) if hit]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / f"{self.name}.json", json.dumps(
+            {**self.verdict.details, "n_dropped": len(dropped), "dropped": dropped}, indent=1))
+        log.info("%s: dropping %d of %d samples", self.name, len(dropped), len(samples))
+
+    def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
+        """The samples `prepare` judged (the same, in the same order), less the dropped ones."""
+        if self.verdict is None:
+            raise RuntimeError(f"{type(self).__name__}.prepare() must run before training_set()")
+        if [s.id for s in samples] != self._ids:
+            raise ValueError("training_set() must get the samples prepare() judged, in the same order")
+        return [s for s, hit in zip(samples, self.verdict.dropped) if not hit]
+
+    @property
+    def suspicion(self) -> list[float] | None:
+        return self.verdict.suspicion if self.verdict else None
+
+    @property
+    def flagged(self) -> list[bool] | None:
+        return self.verdict.dropped if self.verdict else None

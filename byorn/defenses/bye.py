@@ -19,8 +19,6 @@ The probe needs eager attention (to return attention weights) and a second copy 
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +29,8 @@ import torch
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
 from byorn.defenses.attention import probe_finetune, read_last_token_attention
-from byorn.defenses.base import Defense, drop_flagged
-from byorn.fileio import atomic_write_text
+from byorn.defenses.base import DroppingDefense, Verdict
 from byorn.models.hf import VLM
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,50 +43,21 @@ class ByeConfig:
     seed: int = option(0, "seed of the Gaussian mixtures")
 
 
-@dataclass(frozen=True)
-class ByeVerdict:
-    """What BYE decided, aligned with the samples: kept layers, per-sample scores, dropped or not."""
-
-    layers: list[int]
-    scores: list[float]  # mean attention entropy over the kept layers (all layers when none is kept)
-    dropped: list[bool]
-
-
-class Bye(Defense):
+class Bye(DroppingDefense):
     """BYE: drop the samples whose image attention collapses, found by a probe fine-tune."""
 
     name = "bye"
     config_class = ByeConfig
 
     def __init__(self, config: ByeConfig | None = None) -> None:
+        super().__init__()
         self.config = config or ByeConfig()
-        self.verdict: ByeVerdict | None = None
-        self._ids: list[str] = []
 
-    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
-        run_dir = Path(run_dir)
+    def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe")
         entropies = attention_entropies(probe, samples, self.config.batch_size)
         del probe
-        self.verdict = decide(entropies, self.config.separation, self.config.seed)
-        self._ids = [s.id for s in samples]
-        atomic_write_text(run_dir / "bye.json", json.dumps({
-            "layers": self.verdict.layers, "n_dropped": sum(self.verdict.dropped),
-            "dropped": [i for i, hit in zip(self._ids, self.verdict.dropped) if hit]}, indent=1))
-        log.info("BYE: layers %s separate; dropping %d of %d samples", self.verdict.layers,
-                 sum(self.verdict.dropped), len(samples))
-
-    def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
-        return drop_flagged(self, samples, self._ids)
-
-    @property
-    def suspicion(self) -> list[float] | None:
-        return [-s for s in self.verdict.scores] if self.verdict else None  # low entropy: suspicious
-
-    @property
-    def flagged(self) -> list[bool] | None:
-        return self.verdict.dropped if self.verdict else None
+        return decide(entropies, self.config.separation, self.config.seed)
 
 
 def attention_entropies(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
@@ -132,13 +98,15 @@ def separated_layers(entropies: np.ndarray, separation: float, seed: int = 0) ->
     return kept
 
 
-def decide(entropies: np.ndarray, separation: float = 2.0, seed: int = 0) -> ByeVerdict:
-    """Layer selection, per-sample scores and the dropped (lower-entropy) cluster."""
+def decide(entropies: np.ndarray, separation: float = 2.0, seed: int = 0) -> Verdict:
+    """Layer selection, per-sample scores and the dropped (lower-entropy) cluster; the suspicion is
+    the negated mean entropy over the kept layers (all layers when none is kept)."""
     layers = separated_layers(entropies, separation, seed)
     scores = entropies[:, layers or slice(None)].mean(axis=1)
+    suspicion = (-scores).tolist()  # low entropy: suspicious
     if not layers:
-        return ByeVerdict([], scores.tolist(), [False] * len(scores))
+        return Verdict(suspicion, [False] * len(scores), {"layers": []})
     mixture = _two_clusters(scores, seed)
     low = int(np.argmin(mixture.means_.ravel()))
     dropped = mixture.predict(scores.reshape(-1, 1)) == low
-    return ByeVerdict(layers, scores.tolist(), [bool(d) for d in dropped])
+    return Verdict(suspicion, [bool(d) for d in dropped], {"layers": layers})

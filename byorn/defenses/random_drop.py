@@ -15,7 +15,7 @@ from pathlib import Path
 
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
-from byorn.defenses.base import Defense, drop_flagged
+from byorn.defenses.base import DroppingDefense, Verdict
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.models.hf import VLM
 
@@ -29,38 +29,23 @@ class RandomDropConfig(JudgeConfig):
     seed: int = option(0, "seed of the random choice")
 
 
-class RandomDrop(Defense):
+class RandomDrop(DroppingDefense):
     """Random drop: as many samples dropped as BYORn flags, but chosen at random."""
 
     name = "random_drop"
     config_class = RandomDropConfig
 
     def __init__(self, config: RandomDropConfig | None = None) -> None:
+        super().__init__()
         self.config = config or RandomDropConfig()
-        self.draw: list[float] = []  # each sample's random draw; the highest `count` are dropped
-        self.dropped: list[bool] | None = None
-        self._ids: list[str] = []
 
-    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
+    def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         count = self.config.count
         if count < 0:
             count = sum(judge(vlm, samples, self.config, run_dir).flagging.flagged)
         if count > len(samples):
             raise ValueError(f"random_drop: count={count} is more than the {len(samples)} training samples")
-        self._ids = [s.id for s in samples]
         rng = random.Random(self.config.seed)
-        self.draw = [rng.random() for _ in samples]
-        chosen = set(sorted(range(len(samples)), key=self.draw.__getitem__, reverse=True)[:count])
-        self.dropped = [i in chosen for i in range(len(samples))]
-
-    def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
-        return drop_flagged(self, samples, self._ids)
-
-    @property
-    def suspicion(self) -> list[float] | None:
-        return self.draw if self.dropped is not None else None  # chance-level detection, measured
-
-    @property
-    def flagged(self) -> list[bool] | None:
-        return self.dropped
+        draw = [rng.random() for _ in samples]  # the suspicion: chance-level detection, measured
+        chosen = set(sorted(range(len(samples)), key=draw.__getitem__, reverse=True)[:count])
+        return Verdict(draw, [i in chosen for i in range(len(samples))])

@@ -12,34 +12,22 @@ from pathlib import Path
 
 from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.defenses.base import Defense, drop_flagged
-from byorn.defenses.judging import JudgeConfig, Judgement, judge
+from byorn.defenses.base import DroppingDefense, Verdict
+from byorn.defenses.judging import JudgeConfig, judge
 from byorn.models.hf import VLM
 
 
-class ScoreAndDrop(Defense):
+class ScoreAndDrop(DroppingDefense):
     """Score-and-drop: BYORn's score and threshold, flagged samples removed instead of replaced."""
 
     name = "score_drop"
     config_class = JudgeConfig
 
     def __init__(self, config: JudgeConfig | None = None) -> None:
+        super().__init__()
         self.config = config or JudgeConfig()
-        self.judgement: Judgement | None = None
-        self._ids: list[str] = []  # the samples prepare() judged, so training_set() can check it gets them
 
-    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
-        self.judgement = judge(vlm, samples, self.config, run_dir)
-        self._ids = [s.id for s in samples]
-
-    def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
-        return drop_flagged(self, samples, self._ids)
-
-    @property
-    def suspicion(self) -> list[float] | None:
-        return self.judgement.scores if self.judgement else None
-
-    @property
-    def flagged(self) -> list[bool] | None:
-        return self.judgement.flagging.flagged if self.judgement else None
+    def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
+        judgement = judge(vlm, samples, self.config, run_dir)
+        return Verdict(judgement.scores, judgement.flagging.flagged,
+                       {"thresholds": judgement.flagging.thresholds})

@@ -27,8 +27,6 @@ mixture has one component is not separated (separation 0); no separated head fla
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +37,8 @@ import torch
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
 from byorn.defenses.attention import probe_finetune, read_last_token_attention
-from byorn.defenses.base import Defense, drop_flagged
-from byorn.fileio import atomic_write_text
+from byorn.defenses.base import DroppingDefense, Verdict
 from byorn.models.hf import VLM
-
-log = logging.getLogger(__name__)
 
 MAX_COMPONENTS = 5
 OVERLAP_EPS = 1e-3
@@ -63,50 +58,21 @@ class TcapConfig:
     seed: int = option(0, "seed of the Gaussian mixtures")
 
 
-@dataclass(frozen=True)
-class TcapVerdict:
-    """What TCAP decided: the voting heads as (layer, head), per-sample posteriors, dropped or not."""
-
-    heads: list[tuple[int, int]]
-    posteriors: list[float]
-    dropped: list[bool]
-
-
-class Tcap(Defense):
+class Tcap(DroppingDefense):
     """TCAP: drop the samples that the most separated heads' attention shares vote poisoned."""
 
     name = "tcap"
     config_class = TcapConfig
 
     def __init__(self, config: TcapConfig | None = None) -> None:
+        super().__init__()
         self.config = config or TcapConfig()
-        self.verdict: TcapVerdict | None = None
-        self._ids: list[str] = []
 
-    def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
-                train: TrainConfig | None = None, resume_step: int | None = None) -> None:
-        run_dir = Path(run_dir)
+    def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "tcap_probe")
         shares = system_shares(probe, samples, self.config.batch_size)
         del probe
-        self.verdict = decide(shares, self.config)
-        self._ids = [s.id for s in samples]
-        atomic_write_text(run_dir / "tcap.json", json.dumps({
-            "heads": self.verdict.heads, "n_dropped": sum(self.verdict.dropped),
-            "dropped": [i for i, hit in zip(self._ids, self.verdict.dropped) if hit]}, indent=1))
-        log.info("TCAP: %d heads vote; dropping %d of %d samples", len(self.verdict.heads),
-                 sum(self.verdict.dropped), len(samples))
-
-    def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
-        return drop_flagged(self, samples, self._ids)
-
-    @property
-    def suspicion(self) -> list[float] | None:
-        return self.verdict.posteriors if self.verdict else None
-
-    @property
-    def flagged(self) -> list[bool] | None:
-        return self.verdict.dropped if self.verdict else None
+        return decide(shares, self.config)
 
 
 def system_shares(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
@@ -175,8 +141,9 @@ def dawid_skene(votes: np.ndarray, rounds: int = 100) -> np.ndarray:
     return posterior
 
 
-def decide(shares: np.ndarray, config: TcapConfig) -> TcapVerdict:
-    """[samples, layers, heads] system shares -> the voting heads, posteriors and dropped samples."""
+def decide(shares: np.ndarray, config: TcapConfig) -> Verdict:
+    """[samples, layers, heads] system shares -> each sample's posterior of being poisoned (the
+    suspicion), the dropped samples, and the voting heads as (layer, head)."""
     n, n_layers, n_heads = shares.shape
     first = n_layers - max(1, round(config.layers * n_layers))
     candidates = []
@@ -190,7 +157,7 @@ def decide(shares: np.ndarray, config: TcapConfig) -> TcapVerdict:
                 candidates.append((separation, (layer, head), target))
     chosen = sorted(candidates, key=lambda c: -c[0])[: config.heads]
     if not chosen:
-        return TcapVerdict([], [0.0] * n, [False] * n)
+        return Verdict([0.0] * n, [False] * n, {"heads": []})
     votes = np.stack([target > config.vote for _, _, target in chosen], axis=1).astype(float)
     posteriors = dawid_skene(votes)
-    return TcapVerdict([head for _, head, _ in chosen], posteriors.tolist(), [bool(p > 0.5) for p in posteriors])
+    return Verdict(posteriors.tolist(), [bool(p > 0.5) for p in posteriors], {"heads": [head for _, head, _ in chosen]})
