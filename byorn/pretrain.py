@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from byorn.config import PretrainConfig, check_choice, save_config
+from byorn.config import PretrainConfig, TrainConfig, check_choice, save_config
 from byorn.data import Sample
 from byorn.fileio import remove_if_empty, write_jsonl
 from byorn.models.hf import VLM
@@ -52,9 +52,9 @@ def focus_source(config: PretrainConfig) -> Callable[[int], Sample]:
 def train_phase(vlm: VLM, sample: Callable[[int], Sample], steps: int, learning_rate: float, config: PretrainConfig,
                 scratch: Path) -> list[dict]:
     """`steps` optimizer steps over fresh samples with a cosine schedule of its own; its log."""
-    args = training_arguments(scratch, batch_size=config.batch_size, learning_rate=learning_rate,
-                              warmup=config.warmup, seed=config.seed, logging_steps=config.logging_steps,
-                              max_steps=steps)
+    phase = TrainConfig(lora=False, batch_size=config.batch_size, learning_rate=learning_rate, warmup=config.warmup,
+                        seed=config.seed, logging_steps=config.logging_steps, max_steps=steps)
+    args = training_arguments(phase, scratch)
     dataset = SampleDataset(sample, length=steps * config.batch_size)
     trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=dataset, data_collator=collate_samples, vlm=vlm)
     trainer.train()

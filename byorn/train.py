@@ -92,29 +92,28 @@ class ByornTrainer(Trainer):
         model.load_state_dict(loaded.state_dict(), strict=True)
 
 
-def training_arguments(output_dir: Path, *, batch_size: int, learning_rate: float, warmup: float, seed: int,
-                       logging_steps: int, epochs: float = 1.0, max_steps: int = -1,
-                       weight_decay: float = 0.0, save_steps: int = 0, bf16: bool = False,
-                       gradient_checkpointing: bool = False) -> TrainingArguments:
-    """batch_size: samples per optimizer step over all processes (each process takes its share)."""
+def training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArguments:
+    """The one place a TrainConfig becomes transformers' TrainingArguments. config.batch_size is
+    the global batch: samples per optimizer step over all processes (each takes its share)."""
     processes = world_size()
-    if batch_size % processes:
-        raise ValueError(f"batch_size {batch_size} does not split evenly over {processes} processes")
+    if config.batch_size % processes:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {processes} processes")
     # Checkpoints hold weights (safetensors), optimizer, scheduler and RNG states; the two newest
     # are kept so a kill during a save still leaves a complete one.
-    saving = {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 2} if save_steps else \
-        {"save_strategy": "no"}
+    saving = {"save_strategy": "steps", "save_steps": config.save_steps, "save_total_limit": 2} \
+        if config.save_steps else {"save_strategy": "no"}
     return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=batch_size // processes, num_train_epochs=epochs,
-        bf16=bf16, gradient_checkpointing=gradient_checkpointing,
+        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size // processes,
+        num_train_epochs=config.epochs, bf16=config.bf16, gradient_checkpointing=config.gradient_checkpointing,
         # Said outright on a machine without an accelerator: CPU bf16 autocast needs it, and
         # several processes then talk over gloo without further flags.
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         # non-reentrant checkpointing needs no gradient on the inputs, so it works with frozen
         # embeddings under LoRA
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
-        max_steps=max_steps, learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=warmup,
-        weight_decay=weight_decay, seed=seed, data_seed=seed, logging_steps=logging_steps, report_to="none",
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=config.warmup, weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed,
+        logging_steps=config.logging_steps, report_to="none",
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=None,
         **saving,
     )
@@ -162,11 +161,7 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     torch.manual_seed(config.seed)  # LoRA's initial A matrices
     if config.lora and not isinstance(vlm.model, PeftModel):
         attach_lora(vlm, config)
-    args = training_arguments(run_dir / CHECKPOINTS, batch_size=config.batch_size,
-                              learning_rate=config.learning_rate, warmup=config.warmup, seed=config.seed,
-                              logging_steps=config.logging_steps, epochs=config.epochs, max_steps=config.max_steps,
-                              weight_decay=config.weight_decay, save_steps=config.save_steps, bf16=config.bf16,
-                              gradient_checkpointing=config.gradient_checkpointing)
+    args = training_arguments(config, run_dir / CHECKPOINTS)
     trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=SampleDataset(samples),
                            data_collator=collate_samples, vlm=vlm, hook=hook)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
