@@ -54,27 +54,28 @@ class ChatTemplate:
 
     def encode(self, processor, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded prompt+answer with labels on the answer tokens only: the tokens after the
-        prompt's, which must be the same tokens when the answer is appended."""
-        images = [s.pil() for s in samples]
+        prompt's. The processor runs once; how many tokens follow the prompt is counted on the
+        text before image expansion (the image placeholders all lie in the prompt), with the
+        tokenizer alone, where the prompt's tokens must also be the first tokens of prompt+answer."""
         prompts = [self.prompt_text(processor, s.instruction) for s in samples]
         fulls = [self.full_text(processor, s.instruction, s.response) for s in samples]
         for sample, prompt, full in zip(samples, prompts, fulls):
             if not full.startswith(prompt):
                 raise ValueError(f"sample {sample.id!r}: chat template does not render the prompt as a prefix "
                                  "of prompt+response, so response tokens cannot be located")
-        batch = process(processor, fulls, images, "right")
-        prompt_ids = process(processor, prompts, images, "right")
-        prompt_lengths = prompt_ids["attention_mask"].sum(dim=1)  # [B]
-        labels = batch["input_ids"].clone()  # [B, T]
-        positions = torch.arange(labels.shape[1]).unsqueeze(0)  # [1, T]
-        labels[positions < prompt_lengths.unsqueeze(1)] = IGNORE_INDEX
-        labels[batch["attention_mask"] == 0] = IGNORE_INDEX
-        width = prompt_ids["input_ids"].shape[1]
-        same_prefix = (batch["input_ids"][:, :width] == prompt_ids["input_ids"]) | (prompt_ids["attention_mask"] == 0)
-        if not bool(same_prefix.all()):
-            raise ValueError("tokenising prompt+response changed the prompt's tokens; pick a chat template whose "
-                             "assistant turn starts on a token boundary")
-        batch["labels"] = labels
+        tokenized = processor.tokenizer([*prompts, *fulls], add_special_tokens=False)["input_ids"]
+        answer_lengths = []
+        for prompt_ids, full_ids in zip(tokenized[:len(samples)], tokenized[len(samples):]):
+            if full_ids[:len(prompt_ids)] != prompt_ids:
+                raise ValueError("tokenising prompt+response changed the prompt's tokens; pick a chat template "
+                                 "whose assistant turn starts on a token boundary")
+            answer_lengths.append(len(full_ids) - len(prompt_ids))
+        batch = process(processor, fulls, [s.pil() for s in samples], "right")
+        ends = batch["attention_mask"].sum(dim=1)  # [B]: right padding, so each row's tokens end here
+        starts = ends - torch.tensor(answer_lengths)
+        positions = torch.arange(batch["input_ids"].shape[1]).unsqueeze(0)  # [1, T]
+        is_answer = (positions >= starts.unsqueeze(1)) & (positions < ends.unsqueeze(1))
+        batch["labels"] = torch.where(is_answer, batch["input_ids"], IGNORE_INDEX)
         return batch
 
 

@@ -142,12 +142,19 @@ class VLM:
     # ---- scoring and generation ------------------------------------------------------------
 
     def response_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing on an `encode` batch: the logits at every position and the token each
-        predicts, aligned ([B, T-1, V] float32 and [B, T-1], IGNORE_INDEX off the response)."""
+        """Teacher forcing on an `encode` batch: the logits at the positions that predict response
+        tokens and the token each predicts, aligned ([B, K, V] float32 and [B, K], IGNORE_INDEX off
+        the response), K covering every row's response. Logits are computed for those positions
+        only: the prompt (image tokens included) is most of a sequence, and the output layer over
+        the vocabulary is a large share of a forward pass."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        labels = batch.pop("labels")
-        logits = self.model(**batch).logits.float()  # [B, T, V]
-        return logits[:, :-1], labels[:, 1:]  # token t is predicted at position t-1
+        labels = batch.pop("labels")  # [B, T]
+        width = labels.shape[1]
+        is_answer = labels != IGNORE_INDEX
+        first = int(is_answer.float().argmax(dim=1)[is_answer.any(dim=1)].min()) if is_answer.any() else width
+        keep = min(width, width - first + 1)  # positions first-1 .. T-1: the first predicts token `first`
+        logits = self.model(**batch, logits_to_keep=keep).logits.float()  # [B, keep, V]
+        return logits[:, :-1], labels[:, width - keep + 1:]  # token t is predicted at position t-1
 
     @torch.no_grad()
     def score(self, samples: Sequence[Sample], batch_size: int = 32, desc: str = "scoring") -> list[ResponseScore]:
