@@ -175,12 +175,14 @@ def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: s
 def train(data: str, n_train: int, out_dir: str, config_path: str | None, defense: str,
           defense_options: tuple[str, ...], on_bad_sample: str, resume: bool, overrides: tuple[str, ...]) -> None:
     """Fine-tune a VLM (LoRA by default), optionally defended; writes config.yaml, train_log.jsonl,
-    the adapter and, with --defense byorn, audit.jsonl and the cached scores."""
+    the adapter and, with --defense byorn, audit.jsonl, the cached scores and review.html (a page
+    to review what was flagged and what replaced it)."""
     import torch
 
     from byorn.defenses import Defense, build_defense
     from byorn.distributed import is_main, shut_down
     from byorn.models import load_vlm
+    from byorn.review import write_run_review
     from byorn.train import checkpoint_step, finetune, latest_checkpoint
 
     try:
@@ -209,6 +211,8 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         click.echo(f"note: {defense} acts when the model answers (byorn bench, Defense.deployed); the model "
                    f"saved here is fine-tuned without it", err=True)
     finetune(vlm, training_set, config, out_dir, hook=hook, resume_from=checkpoint)
+    if is_main() and (page := write_run_review(out_dir, samples, hook)) is not None:
+        click.echo(f"review what {defense} flagged: {page}")
     shut_down()
     if not is_main():
         return  # the main process reports
@@ -236,7 +240,8 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="writes scan.jsonl, scan.csv (ranked) and scores.png (histogram with the threshold)")
+              help="writes scan.jsonl, scan.csv (ranked), scores.png (histogram with the threshold) and "
+                   "review.html (a page to review what was flagged, with thumbnails)")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="scoring/threshold option")
 @click.option("--top", default=10, show_default=True, help="suspicious samples to print")
 @on_bad_sample
@@ -260,7 +265,8 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
     for row in rows[:top]:
         mark = "FLAG" if row.flagged else "    "
         click.echo(f"{row.rank:>5} {mark} {row.score:7.3f}  {row.id}  {row.response[:70]!r}")
-    click.echo(f"written to {out_dir}/scan.jsonl, scan.csv, scores.png")
+    click.echo(f"written to {out_dir}/scan.jsonl, scan.csv, scores.png; review what was flagged: "
+               f"{out_dir}/review.html")
 
 
 @main.command(name="eval")

@@ -59,6 +59,12 @@ def decode_image(path: Path, where: str) -> Image.Image:
         raise DataError(f"{path}: {where}: cannot decode image ({exc})") from exc
 
 
+def answer_key(response: str) -> str:
+    """The answer with case, spacing and end punctuation ignored: two responses with the same key
+    give the same answer (a poison campaign repeats one target across many images)."""
+    return " ".join(response.lower().split()).strip(" .!?")
+
+
 @dataclass
 class Sample:
     """One training or test example.

@@ -13,6 +13,7 @@ from byorn.data import Sample
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 from byorn.models.hf import VLM
+from byorn.review import REVIEW_NAME, write_review
 
 FIELDS = ("rank", "id", "score", "flagged", "threshold", "group", "instruction", "response")
 
@@ -30,7 +31,8 @@ class ScanRow:
 
 
 def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str | Path) -> list[ScanRow]:
-    """Score, flag and rank; writes scan.jsonl, scan.csv and scores.png to `out_dir`."""
+    """Score, flag and rank; writes scan.jsonl, scan.csv, scores.png and review.html (the page to
+    review what was flagged, byorn.review) to `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores, flagging = (judgement := judge(vlm, samples, config, out_dir)).scores, judgement.flagging
@@ -45,6 +47,8 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     writer.writerows(vars(r) for r in rows)
     atomic_write_text(out_dir / "scan.csv", buffer.getvalue())
     plot_histogram(scores, flagging.thresholds, config.variant, out_dir / "scores.png")
+    write_review(out_dir / REVIEW_NAME, samples, scores, flagging.flagged, groups=groups,
+                 thresholds=flagging.thresholds, title=f"byorn scan: {out_dir.name}")
     return rows
 
 

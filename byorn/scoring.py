@@ -47,7 +47,7 @@ from peft import PeftModel
 from PIL import Image
 
 from byorn.config import check_choice
-from byorn.data import Sample
+from byorn.data import Sample, answer_key
 from byorn.distributed import is_main, map_sharded
 from byorn.fileio import write_jsonl
 from byorn.models.hf import VLM, ResponseScore
@@ -173,7 +173,7 @@ def shared_answer(responses: Sequence[str], image_ablated: Sequence[float]) -> l
     z = mad_z(image_ablated)
     members: dict[str, list[int]] = defaultdict(list)
     for i, response in enumerate(responses):
-        members[" ".join(response.lower().split()).strip(" .!?")].append(i)
+        members[answer_key(response)].append(i)
     pooled = np.zeros(len(responses))
     for indices in members.values():
         if len(indices) > 1:

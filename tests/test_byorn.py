@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from review_page import Page
 
 from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
@@ -19,6 +20,7 @@ from byorn.defenses import ByornConfig, ByornDefense, ThresholdRule, build_defen
 from byorn.defenses.base import NoDefense
 from byorn.distributed import weights_sharded
 from byorn.models.hf import IGNORE_INDEX, VLM
+from byorn.review import write_run_review
 from byorn.scoring import NEUTRAL_GREY, ScoreCache, fingerprint, score_samples
 from byorn.train import attach_lora, finetune
 from byorn.worlds import shapes
@@ -301,6 +303,19 @@ def test_the_oracle_trains_on_the_samples_labelled_clean_and_needs_the_labels():
 
 
 # ---- the defense in training -------------------------------------------------------------------
+
+
+def test_a_run_review_lists_the_flagged_samples_and_what_replaced_them(fitted, train_set, tmp_path):
+    run = tmp_path / "run"
+    defense = byorn(generator="reference")
+    defense.prepare(fitted, train_set, run)
+    finetune(fitted, train_set, TrainConfig(max_steps=2, batch_size=4, logging_steps=1), run, hook=defense)
+    page = Page(write_run_review(run, train_set, defense).read_text(encoding="utf-8"))
+    assert sorted(page.flagged_ids) == sorted(poison_ids(train_set))
+    text = "".join(page.text)
+    for record in read_audit(run):
+        if record["event"] == "replaced":
+            assert f"step {record['step']} (reference):" in text and record["response"] in text
 
 
 def test_planted_poisons_are_flagged_replaced_and_never_trained_on(fitted, train_set, tmp_path):

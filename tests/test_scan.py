@@ -6,6 +6,7 @@ import csv
 import json
 
 from click.testing import CliRunner
+from review_page import Page
 
 from byorn.cli import main
 from byorn.datasets import save_jsonl
@@ -32,6 +33,8 @@ def test_scan_ranks_a_planted_poison_first_and_writes_its_outputs(tmp_path):
     assert "FLAG" in first_printed and samples[17].id in first_printed
     n_flagged = sum(r["flagged"] for r in rows)
     assert f"byorn: flagged {n_flagged} of 40 samples" in result.output  # the defense's summary is shown
+    page = Page((out / "review.html").read_text(encoding="utf-8"))
+    assert page.flagged_ids == [r["id"] for r in rows if r["flagged"]]  # most suspicious first
 
 
 def test_scan_rejects_an_unknown_option(tmp_path):

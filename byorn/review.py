@@ -1,0 +1,248 @@
+"""An HTML page for a person to review what a defense flagged, before trusting the model.
+
+One self-contained static file: thumbnails are embedded as data URIs, there is no script and
+nothing is fetched, so it opens from disk anywhere. Instructions and responses come from whoever
+made the data (an attacker, possibly), so every text is HTML-escaped and the page has no script
+to run it. The parts: the score histogram per group with its cut, the flagged samples most
+suspicious first (with their replacements, where the defense replaced them), the flagged samples
+that share one answer (a poison campaign repeats its target across many images), and the
+unflagged samples just under the cut, for comparison.
+
+Size: a thumbnail is about 1-2 kB (JPEG), so only the first `MAX_THUMBNAILS` flagged rows and the
+groups' and comparison rows carry one; rows after that are text. tests/test_review.py checks that
+10,000 flagged rows make a page under 8 MB.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from byorn.data import DataError, Sample, answer_key
+from byorn.defenses.base import Defense
+from byorn.defenses.byorn import AUDIT_NAME, ByornDefense
+from byorn.fileio import atomic_write_text
+
+REVIEW_NAME = "review.html"
+THUMBNAIL_PX = 64
+MAX_THUMBNAILS = 1000
+PAGE_ROWS = 200  # flagged rows per collapsible page: a long list opens page by page
+NEAR_CUT = 10  # unflagged samples shown just under the cut
+GROUP_THUMBNAILS = 12
+MAX_GROUPS = 50  # the largest shared-answer groups shown; a campaign is among the largest
+HISTOGRAM_BINS = 40
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A response the defense trained on instead of the flagged one."""
+
+    step: int
+    response: str
+    source: str  # which model wrote it ("reference", "current", ...)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One judged sample as the page shows it."""
+
+    sample: Sample
+    score: float
+    flagged: bool
+    group: str
+    threshold: float | None
+
+
+def write_review(path: str | Path, samples: Sequence[Sample], scores: Sequence[float], flagged: Sequence[bool], *,
+                 groups: Sequence[str] | None = None, thresholds: dict[str, float] | None = None,
+                 replacements: dict[str, list[Replacement]] | None = None, title: str = "byorn review") -> Path:
+    """Write the review page of a judged data set to `path` (atomically) and return the path.
+
+    groups: each sample's threshold group (default: one group); thresholds: group -> cut, where
+    the defense has one; replacements: sample id -> the responses it was trained on instead."""
+    if not len(samples) == len(scores) == len(flagged):
+        raise ValueError(f"{len(samples)} samples, {len(scores)} scores and {len(flagged)} verdicts: they must align")
+    groups = list(groups) if groups is not None else ["all"] * len(samples)
+    thresholds = thresholds or {}
+    judged = [Judged(s, float(v), bool(f), g, thresholds.get(g))
+              for s, v, f, g in zip(samples, scores, flagged, groups)]
+    page = _page(title, judged, replacements or {})
+    path = Path(path)
+    atomic_write_text(path, page)
+    return path
+
+
+def write_run_review(run_dir: str | Path, samples: Sequence[Sample], defense: Defense) -> Path | None:
+    """review.html in a training run's folder, for a defense that judged its samples (None, and no
+    page, for one that does not): BYORn's cuts per group and, from its audit log, what each
+    flagged sample was trained on instead."""
+    if defense.suspicion is None or defense.flagged is None:
+        return None
+    run_dir = Path(run_dir)
+    groups = thresholds = None
+    replacements: dict[str, list[Replacement]] = {}
+    if isinstance(defense, ByornDefense) and defense.flagging is not None:
+        groups, thresholds = defense.flagging.groups, defense.flagging.thresholds
+        if (audit := run_dir / AUDIT_NAME).exists():
+            lines = audit.read_text(encoding="utf-8").splitlines()
+            replacements = replacements_from_audit([json.loads(line) for line in lines if line.strip()])
+    return write_review(run_dir / REVIEW_NAME, samples, defense.suspicion, defense.flagged, groups=groups,
+                        thresholds=thresholds, replacements=replacements,
+                        title=f"byorn train --defense {defense.name}: {run_dir.name}")
+
+
+def replacements_from_audit(records: Sequence[dict]) -> dict[str, list[Replacement]]:
+    """BYORn's audit log (audit.jsonl records) -> sample id -> its replacements, in step order."""
+    found: dict[str, list[Replacement]] = defaultdict(list)
+    for record in records:
+        if record.get("event") == "replaced":
+            found[record["id"]].append(Replacement(record["step"], record["response"], record["source"]))
+    return dict(found)
+
+
+# ---- the page -------------------------------------------------------------------------------------
+
+STYLE = """
+body{font:14px system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
+table{border-collapse:collapse;width:100%;margin:.5em 0}
+td,th{border-bottom:1px solid #ddd;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+td.text{white-space:pre-wrap;word-break:break-word;max-width:26em}
+img.thumb{width:64px;height:64px;object-fit:cover;image-rendering:pixelated;border:1px solid #ccc}
+.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+.flag{color:#b3261e;font-weight:600}
+summary{cursor:pointer;font-weight:600;margin:.4em 0}
+.strip img{margin:1px}
+"""
+
+
+def _page(title: str, judged: list[Judged], replacements: dict[str, list[Replacement]]) -> str:
+    flagged = sorted((j for j in judged if j.flagged), key=lambda j: -j.score)
+    near = sorted((j for j in judged if not j.flagged), key=lambda j: -j.score)[:NEAR_CUT]
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_text(title)}</title>",
+             "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; "
+             "style-src 'unsafe-inline'\">",
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>{_text(title)}</h1>",
+             f"<p><b>Flagged {len(flagged)} of {len(judged)} samples</b> ({_share(len(flagged), len(judged))}).</p>"]
+    parts += _histograms(judged)
+    parts += _groups(flagged)
+    parts += [f"<h2>Flagged samples, most suspicious first ({len(flagged)})</h2>"]
+    parts += _paged_rows(flagged, replacements)
+    parts += [f"<h2>Not flagged, closest to the cut ({len(near)})</h2>", _table(near, {}, thumbnails=True)]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _histograms(judged: list[Judged]) -> list[str]:
+    by_group: dict[str, list[Judged]] = defaultdict(list)
+    for j in judged:
+        by_group[j.group].append(j)
+    parts = ["<h2>Scores and the cut</h2>"]
+    for group, members in sorted(by_group.items()):
+        threshold = members[0].threshold
+        cut = f"cut {threshold:.3f}" if threshold is not None and math.isfinite(threshold) else "no cut"
+        n = sum(m.flagged for m in members)
+        parts.append(f"<h3>group {_text(group)}: flagged {n} of {len(members)}, {cut}</h3>")
+        parts.append(_histogram_svg([m.score for m in members], threshold))
+    return parts
+
+
+def _histogram_svg(scores: list[float], threshold: float | None, width: int = 600, height: int = 140) -> str:
+    finite = [s for s in scores if math.isfinite(s)]
+    if not finite:
+        return "<p>No finite scores.</p>"
+    low, high = min(finite), max(finite)
+    if threshold is not None and math.isfinite(threshold):
+        low, high = min(low, threshold), max(high, threshold)
+    span = (high - low) or 1.0
+    counts = [0] * HISTOGRAM_BINS
+    for s in finite:
+        counts[min(HISTOGRAM_BINS - 1, int((s - low) / span * HISTOGRAM_BINS))] += 1
+    top, bar = max(counts), width / HISTOGRAM_BINS
+    shapes = [f"<rect x='{i * bar:.1f}' y='{height - 20 - c / top * (height - 30):.1f}' width='{bar - 1:.1f}' "
+              f"height='{c / top * (height - 30):.1f}' fill='#4477aa'/>" for i, c in enumerate(counts) if c]
+    if threshold is not None and math.isfinite(threshold):
+        x = (threshold - low) / span * width
+        shapes.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='0' y2='{height - 20}' stroke='#cc3311' "
+                      "stroke-dasharray='4 3' stroke-width='2'/>")
+    shapes.append(f"<text x='0' y='{height - 4}' font-size='11'>{low:.3g}</text>")
+    shapes.append(f"<text x='{width}' y='{height - 4}' font-size='11' text-anchor='end'>{high:.3g}</text>")
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+            f"aria-label='score histogram'>{''.join(shapes)}</svg>")
+
+
+def _groups(flagged: list[Judged]) -> list[str]:
+    """Flagged samples that give the same answer, largest group first."""
+    by_answer: dict[str, list[Judged]] = defaultdict(list)
+    for j in flagged:
+        by_answer[answer_key(j.sample.response)].append(j)
+    shared = sorted((members for members in by_answer.values() if len(members) > 1), key=len, reverse=True)
+    parts = [f"<h2>Flagged samples that share an answer ({len(shared)} answers)</h2>"]
+    if not shared:
+        return parts + ["<p>No two flagged samples give the same answer.</p>"]
+    if len(shared) > MAX_GROUPS:
+        parts.append(f"<p>The {MAX_GROUPS} largest groups; {len(shared) - MAX_GROUPS} smaller ones are in the list "
+                     "below.</p>")
+    rows = ["<table><tr><th>samples</th><th>answer</th><th>images</th></tr>"]
+    for members in shared[:MAX_GROUPS]:
+        strip = "".join(_thumbnail(m.sample) for m in members[:GROUP_THUMBNAILS])
+        more = f" +{len(members) - GROUP_THUMBNAILS}" if len(members) > GROUP_THUMBNAILS else ""
+        rows.append(f"<tr><td class='num'>{len(members)}</td><td class='text'>{_text(members[0].sample.response)}"
+                    f"</td><td class='strip'>{strip}{more}</td></tr>")
+    return parts + rows + ["</table>"]
+
+
+def _paged_rows(flagged: list[Judged], replacements: dict[str, list[Replacement]]) -> list[str]:
+    if not flagged:
+        return ["<p>Nothing was flagged.</p>"]
+    parts = []
+    for start in range(0, len(flagged), PAGE_ROWS):
+        chunk = flagged[start:start + PAGE_ROWS]
+        opened = " open" if start == 0 else ""
+        parts.append(f"<details{opened}><summary>rows {start + 1}-{start + len(chunk)}</summary>")
+        parts.append(_table(chunk, replacements, thumbnails=start < MAX_THUMBNAILS))
+        parts.append("</details>")
+    return parts
+
+
+def _table(rows: list[Judged], replacements: dict[str, list[Replacement]], thumbnails: bool) -> str:
+    lines = ["<table><tr><th>image</th><th>id</th><th>score</th><th>cut</th><th>instruction</th>"
+             "<th>response</th><th>trained on instead</th></tr>"]
+    for j in rows:
+        cut = f"{j.threshold:.3f}" if j.threshold is not None and math.isfinite(j.threshold) else ""
+        instead = "<br>".join(f"<span class='num'>step {r.step} ({_text(r.source)}):</span> {_text(r.response)}"
+                              for r in replacements.get(j.sample.id, []))
+        css = " class='flag'" if j.flagged else ""
+        lines.append(f"<tr data-id='{_text(j.sample.id)}'><td>{_thumbnail(j.sample) if thumbnails else ''}</td>"
+                     f"<td{css}>{_text(j.sample.id)}</td><td class='num'>{j.score:.3f}</td><td class='num'>{cut}</td>"
+                     f"<td class='text'>{_text(j.sample.instruction)}</td>"
+                     f"<td class='text'>{_text(j.sample.response)}</td><td class='text'>{instead}</td></tr>")
+    return "\n".join(lines + ["</table>"])
+
+
+def _thumbnail(sample: Sample) -> str:
+    try:
+        image = sample.pil()
+    except DataError as exc:  # a sample whose image cannot be read now is still listed, with why
+        return f"<span title='{_text(str(exc))}'>(no image)</span>"
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"<img class='thumb' alt='' src='data:image/jpeg;base64,{data}'>"
+
+
+def _text(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "0 %"
