@@ -54,6 +54,7 @@ class Section:
     quality_command: str = ""
     world: str = ""  # only the rows of this world (a results file may hold several)
     scores: str = ""  # a judgement_scores.py results file: its table of AUROCs and cuts, this world's rows
+    table: str = "results"  # how its rows are laid out: results (one per cell), probe, cost (benchmarks/cost.py)
 
 
 SECTIONS = [
@@ -80,6 +81,12 @@ SECTIONS = [
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
             ["asr", "clean_score", "n_flagged", "prepare_s", "train_s", "wall_s"],
             "judgement_cost.md", costs=True),
+    Section("What BYORn costs: the measured overhead and its floor", ["cost"],
+            "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running)",
+            [], "cost.md", table="cost"),
+    Section("byorn clean, then any trainer, against in-training BYORn", ["clean_vs_train"],
+            "OMP_NUM_THREADS=1 python benchmarks/clean_vs_train.py --out benchmarks/results/clean_vs_train.jsonl",
+            [], "clean_vs_train.md", table="clean"),
     Section("The newer baselines: random drop, TCAP, reference-ratio decoding", ["baselines"],
             "byorn bench benchmarks/baselines.yaml --out runs/baselines --results benchmarks/results/baselines.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each); decoding cost: "
@@ -103,7 +110,7 @@ SECTIONS = [
             "attacks_longer.md"),
     Section("Can byorn-tiny see the trigger? (a linear probe on its image features)", ["trigger_probe"],
             "python benchmarks/trigger_probe.py", ["probe_accuracy"],
-            "trigger_probe.md"),
+            "trigger_probe.md", table="probe"),
     Section("More negatives for the multimodal trigger, undefended", ["attacks_negatives"],
             "byorn bench benchmarks/attacks_negatives.yaml --results benchmarks/results/attacks_negatives.jsonl",
             ["asr", "clean_score", "one_modality_asr", "image_only_asr", "text_only_asr", "wall_s"],
@@ -205,6 +212,31 @@ def probe_table(rows: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines + [f"| {r['trigger']} | {r['probe_accuracy']:.3f} |" for r in rows])
 
 
+def cost_rows_table(rows: list[dict], metrics: list[str]) -> str:
+    """benchmarks/cost.py's rows: each undefended/BYORn pair, then the scoring throughputs."""
+    lines = ["| poison rate | epochs | undefended fine-tuning s | BYORn preparation s | BYORn fine-tuning s | "
+             "flagged | (preparation + fine-tuning) / undefended | wall / undefended | ASR none / BYORn |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['poison_rate']:g} | {r['epochs']:g} | {r['undefended_train_s']:.1f} | "
+              f"{r['byorn_prepare_s']:.1f} | {r['byorn_train_s']:.1f} | {r['n_flagged']} | "
+              f"{r['training_ratio']:.2f}x | {r['wall_ratio']:.2f}x | "
+              f"{r['asr']['none']:.2f} / {r['asr']['byorn']:.2f} |" for r in rows if r["what"] == "fine-tuning"]
+    lines += ["", "| scoring | samples | threads | seconds | samples/s |", "|---|---|---|---|---|"]
+    lines += [f"| {r['scores']} | {r['n']} | {r['threads']} | {r['seconds']:.2f} | {r['samples_per_s']:.0f} |"
+              for r in rows if r["what"] == "scoring"]
+    return "\n".join(lines)
+
+
+def clean_table(rows: list[dict], metrics: list[str]) -> str:
+    """benchmarks/clean_vs_train.py's rows: each attack defended in training and by byorn clean."""
+    lines = ["| attack | path | flagged | ASR | clean score | seconds |", "|---|---|---|---|---|---|"]
+    return "\n".join(lines + [f"| {r['attack']} | {r['path']} | {r['n_flagged']} | {r['asr']:.2f} | "
+                               f"{r['clean_score']:.3f} | {r['seconds']:.1f} |" for r in rows])
+
+
+TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table}
+
+
 def main() -> None:
     parts = ["# Benchmarks", "", findings_text("intro.md"), ""]
     for section in SECTIONS:
@@ -221,8 +253,7 @@ def main() -> None:
                        f"notes {figures['downstream_nll']:.2f} nats a token; for example {figures['example']!r}."), ""]
         if rows:
             parts += [measured_on(rows), ""]
-        table = probe_table if section.results == ["trigger_probe"] else results_table
-        parts += [table(rows, section.metrics) if rows else "_No results recorded yet._", ""]
+        parts += [TABLES[section.table](rows, section.metrics) if rows else "_No results recorded yet._", ""]
         if section.scores:
             scored = [r for r in read_results(RESULTS / f"{section.scores}.jsonl") if r["world"] == section.world]
             parts += [("Scores before training (`benchmarks/judgement_scores.py`): AUROC of each score against "

@@ -50,7 +50,14 @@ on_bad_sample = click.option(
          "the data root, ...): stop with its error, or skip it, count it and list it in skipped.jsonl")
 
 
-def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, report_dir: Path | None):
+image_folder = click.option(
+    "--image-folder", type=click.Path(exists=True, file_okay=False),
+    help="the folder a data file's image paths are relative to (LLaVA's --image_folder); default: the data "
+         "file's own folder")
+
+
+def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, report_dir: Path | None,
+                  image_folder: str | None = None):
     """The samples of --data and how many bad records were skipped; those are counted on stderr
     and listed in report_dir."""
     from byorn.data import DataError
@@ -58,7 +65,7 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
 
     skipped: list[str] | None = [] if on_bad == "skip" else None
     try:
-        samples = resolve_data(data, n=n, seed=seed, split=split, skipped=skipped)
+        samples = resolve_data(data, n=n, seed=seed, split=split, skipped=skipped, image_folder=image_folder)
     except DataError as exc:
         _fail(f"{exc}\n(--on-bad-sample skip skips bad records and lists them)")
     except ValueError as exc:  # e.g. more samples asked than a split has
@@ -76,6 +83,20 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
     return samples, len(skipped or ())
 
 
+def _options_and_samples(config_class: type, options: tuple[str, ...], command: str, data: str, n: int, on_bad: str,
+                         out_dir: str, image_folder: str | None) -> tuple:
+    """A judging command's -o options as its config (checked before any data is read) and its samples."""
+    from byorn.config import from_dict
+
+    try:
+        config = from_dict(config_class, parse_overrides(options, "--option"), f"{command} options")
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    samples, _ = _load_samples(data, n=n, seed=0, split="train", on_bad=on_bad, report_dir=Path(out_dir),
+                               image_folder=image_folder)
+    return config, samples
+
+
 class _EchoHandler(logging.Handler):
     """byorn's own log lines (a defense's "flagged N of M samples") on whatever stderr is now."""
 
@@ -84,6 +105,7 @@ class _EchoHandler(logging.Handler):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="byorn", message="%(prog)s %(version)s")
 def main() -> None:
     """byorn: fine-tune vision-language models on untrusted data without learning a backdoor."""
     logger = logging.getLogger("byorn")
@@ -168,12 +190,14 @@ def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: s
 @click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="defense option, e.g. -d rule=quantile -d quantile=0.9 (see `byorn scan --help`)")
 @on_bad_sample
+@image_folder
 @click.option("--resume", is_flag=True,
               help="continue the run in --out from its newest checkpoint (needs save_steps > 0); give the "
                    "same data, config and defense as the first time")
 @click.argument("overrides", nargs=-1)
 def train(data: str, n_train: int, out_dir: str, config_path: str | None, defense: str,
-          defense_options: tuple[str, ...], on_bad_sample: str, resume: bool, overrides: tuple[str, ...]) -> None:
+          defense_options: tuple[str, ...], on_bad_sample: str, image_folder: str | None, resume: bool,
+          overrides: tuple[str, ...]) -> None:
     """Fine-tune a VLM (LoRA by default), optionally defended; writes config.yaml, train_log.jsonl,
     the adapter and, with --defense byorn, audit.jsonl, the cached scores and review.html (a page
     to review what was flagged and what replaced it)."""
@@ -198,6 +222,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         _check_same_run(Path(out_dir), config, hook)
         click.echo(f"resuming from {checkpoint}")
     samples, n_skipped = _load_samples(data, n=n_train, seed=config.seed, split="train", on_bad=on_bad_sample,
+                                       image_folder=image_folder,
                                        report_dir=Path(out_dir))
     # Frozen base weights under LoRA need no float32 master copy: bf16 halves their memory.
     dtype = torch.bfloat16 if config.bf16 and config.lora else None
@@ -245,20 +270,16 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="scoring/threshold option")
 @click.option("--top", default=10, show_default=True, help="suspicious samples to print")
 @on_bad_sample
+@image_folder
 def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
-         on_bad_sample: str) -> None:
+         on_bad_sample: str, image_folder: str | None) -> None:
     """Rank DATA (a data file, or 'shapes') by response implausibility, without training."""
-    from byorn.config import from_dict
     from byorn.defenses.judging import JudgeConfig
     from byorn.models import load_vlm
     from byorn.scan import scan as run_scan
 
-    try:
-        config = from_dict(JudgeConfig, parse_overrides(options, "--option"), "scan options")
-    except (ConfigError, ValueError) as exc:
-        _fail(str(exc))
-    samples, _ = _load_samples(data, n=n_samples, seed=0, split="train", on_bad=on_bad_sample,
-                               report_dir=Path(out_dir))
+    config, samples = _options_and_samples(JudgeConfig, options, "scan", data, n_samples, on_bad_sample, out_dir,
+                                           image_folder)
     rows = run_scan(load_vlm(model), samples, config, out_dir)
     flagged = sum(r.flagged for r in rows)
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
@@ -269,6 +290,40 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
                f"{out_dir}/review.html")
 
 
+@main.command(cls=_judge_options_help())
+@click.argument("data")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="writes the cleaned set in DATA's layout (data.json for LLaVA JSON and the built-in worlds, "
+                   "data.jsonl for JSONL) with images/, audit.jsonl and review.html")
+@click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges and answers")
+@click.option("--n", "n_samples", default=1000, show_default=True,
+              help="samples when DATA is 'shapes' or flickr8k:FOLDER")
+@click.option("--drop", is_flag=True, help="drop the flagged samples instead of replacing their responses")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="scoring/threshold option")
+@on_bad_sample
+@image_folder
+def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, options: tuple[str, ...],
+          on_bad_sample: str, image_folder: str | None) -> None:
+    """BYORn before training, for any trainer: judge DATA under the pretrained model, replace each
+    flagged response with the model's own answer (or drop the sample), and write the set back in
+    DATA's layout. With the default settings, training on the output is what
+    `byorn train --defense byorn` trains on."""
+    from byorn.clean import clean as run_clean
+    from byorn.defenses.byorn import ByornConfig
+    from byorn.models import load_vlm
+
+    config, samples = _options_and_samples(ByornConfig, options, "clean", data, n_samples, on_bad_sample, out_dir,
+                                           image_folder)
+    layout = "jsonl" if data.lower().endswith(".jsonl") else "llava"
+    try:
+        cleaned = run_clean(load_vlm(model), samples, config, out_dir, layout=layout, drop=drop)
+    except ConfigError as exc:
+        _fail(str(exc))
+    action = "dropped" if drop else "replaced"
+    click.echo(f"{len(cleaned.flagged)} of {cleaned.n_in} flagged and {action}; {cleaned.n_out} samples written to "
+               f"{cleaned.data}; audit.jsonl and review.html beside it")
+
+
 @main.command(name="eval")
 @click.option("--model", default="byorn-tiny", show_default=True, help="base model directory or 'byorn-tiny'")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="LoRA adapter directory from train")
@@ -277,17 +332,36 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
               help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="results JSON to write")
+@click.option("--triggered", type=click.Path(exists=True, dir_okay=False),
+              help="a data file of triggered test inputs whose responses are the clean answers: its ASR is "
+                   "reported too (needs --target-rule)")
+@click.option("--target-rule", metavar="KIND:TEXT",
+              help="when a triggered answer counts as the attack's: contains:TEXT, exact:TEXT or regex:PATTERN "
+                   "(case-insensitive); an input whose clean answer already matches is not counted")
 @on_bad_sample
+@image_folder
 def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int, out_path: str | None,
-             on_bad_sample: str) -> None:
-    """Generate on a test split and report the scene metric, CIDEr and BLEU-4."""
-    from byorn.evaluate import evaluate_clean
+             triggered: str | None, target_rule: str | None, on_bad_sample: str, image_folder: str | None) -> None:
+    """Generate on a test split and report the scene metric, CIDEr and BLEU-4; with --triggered,
+    also the attack success rate on your own triggered inputs."""
+    from byorn.evaluate import evaluate_clean, evaluate_triggered
+    from byorn.metrics import parse_target_rule
     from byorn.models import load_vlm
 
+    if (triggered is None) != (target_rule is None):
+        _fail("--triggered and --target-rule go together: the file of triggered inputs, and what counts as a hit")
+    try:
+        rule = parse_target_rule(target_rule) if target_rule else None
+    except ValueError as exc:
+        _fail(f"--target-rule {target_rule!r}: {exc}")
     samples, _ = _load_samples(data, n=n_test, seed=seed, split="test", on_bad=on_bad_sample,
-                               report_dir=Path(out_path).parent if out_path else None)
+                               report_dir=Path(out_path).parent if out_path else None, image_folder=image_folder)
+    attacked = _load_samples(triggered, n=0, seed=seed, split="test", on_bad=on_bad_sample, report_dir=None,
+                             image_folder=image_folder)[0] if triggered else []
     vlm = load_vlm(model, adapter=adapter)
     result = evaluate_clean(vlm, samples)
+    if rule is not None:
+        result.update(evaluate_triggered(vlm, attacked, rule))
     for key, value in result.items():
         click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
     if out_path:
@@ -309,8 +383,10 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
 @click.option("--reference", default="byorn-tiny", show_default=True,
               help="the pretrained model a white-box attack (whitebox_injection, shadowcast) works with")
 @on_bad_sample
+@image_folder
 def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, seed: int, clean_label: bool,
-           data: str, n_samples: int, out_dir: str, reference: str, on_bad_sample: str) -> None:
+           data: str, n_samples: int, out_dir: str, reference: str, on_bad_sample: str,
+           image_folder: str | None) -> None:
     """Write a poisoned copy of a data set (LLaVA JSON + images) and its poison_manifest.jsonl."""
     import yaml
 
@@ -328,7 +404,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     except ConfigError as exc:
         _fail(str(exc))
     clean, _ = _load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample,
-                             report_dir=Path(out_dir))
+                             report_dir=Path(out_dir), image_folder=image_folder)
     try:
         attack = build_attack(trigger, target, **attack_options)
         model = None

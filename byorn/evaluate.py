@@ -64,6 +64,15 @@ def evaluate_clean(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32,
     return result
 
 
+def evaluate_triggered(vlm: VLM, samples: Sequence[Sample], rule: metrics.AsrRule, batch_size: int = 32,
+                       max_new_tokens: int = 64) -> dict[str, float]:
+    """Attack success on triggered test inputs whose responses are the clean answers: the share of
+    answers that `rule` counts as the attack's, over the inputs whose clean answer it does not."""
+    answers = vlm.generate(samples, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="triggered")
+    asr, counted = metrics.attack_success_rate(answers, [s.response for s in samples], rule)
+    return {"asr": asr, "asr_n": counted, "n_triggered": len(samples)}
+
+
 def flickr_caption_quality(vlm: VLM, root: str, n: int = 1000, batch_size: int = 64) -> dict[str, float]:
     """A Flickr8k-pretrained model's captions of the first n test-split photos ("Describe this
     image."), scored with CIDEr and BLEU-4 against each photo's five human captions; also the mean

@@ -7,6 +7,7 @@ right after the hook.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -104,19 +105,26 @@ def training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArgumen
         if config.save_steps else {"save_strategy": "no"}
     return TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=config.batch_size // processes,
-        num_train_epochs=config.epochs, bf16=config.bf16, gradient_checkpointing=config.gradient_checkpointing,
+        num_train_epochs=config.epochs, bf16=config.bf16,
         # Said outright on a machine without an accelerator: CPU bf16 autocast needs it, and
         # several processes then talk over gloo without further flags.
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-        # non-reentrant checkpointing needs no gradient on the inputs, so it works with frozen
-        # embeddings under LoRA
-        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        **_checkpointing(config.gradient_checkpointing),
         max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=config.warmup, weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed,
         logging_steps=config.logging_steps, report_to="none",
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=None,
         **saving,
     )
+
+
+def _checkpointing(enabled: bool) -> dict:
+    """TrainingArguments' activation checkpointing, under the name this transformers uses (newer
+    releases renamed gradient_checkpointing and warn on the old name). Non-reentrant checkpointing
+    needs no gradient on the inputs, so it works with frozen embeddings under LoRA."""
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
 CHECKPOINTS = "trainer"  # the run directory's folder of checkpoint-<step> folders

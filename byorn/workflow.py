@@ -17,21 +17,25 @@ DEMO_ROWS = (("no defense", "none"), ("BYORn", "byorn"), ("clean oracle (poison 
 DEMO_TRAINING = TrainConfig(lora=False, learning_rate=5e-4, epochs=3, batch_size=16, logging_steps=20)
 
 
-def resolve_data(spec: str, *, n: int, seed: int, split: str, skipped: list[str] | None = None) -> list[Sample]:
+def resolve_data(spec: str, *, n: int, seed: int, split: str, skipped: list[str] | None = None,
+                 image_folder: str | None = None) -> list[Sample]:
     """A world's downstream task: 'shapes' the built-in one, 'flickr8k:FOLDER' the Flickr8k
     archive-note task (n photos of the dev split for training, of the test split otherwise);
-    anything else is a data file.
+    anything else is a data file, whose image paths are relative to `image_folder` (default: the
+    file's own folder).
 
     skipped: None fails on a bad record; a list skips bad records and collects their errors.
     """
     name, _, folder = spec.partition(":")
     if name in WORLDS:
+        if image_folder is not None:
+            raise ValueError(f"--image-folder is for data files; {spec} is a built-in world")
         if WORLDS[name].needs_data and not folder:
             raise ValueError(f"--data {spec}: the {name} world reads a folder; write {name}:FOLDER")
         return WORLDS[name].downstream(n, seed, split, folder, "describe")
     from byorn.datasets import LoadChecks, load_dataset
 
-    return load_dataset(spec, checks=LoadChecks(skipped=skipped))
+    return load_dataset(spec, image_folder, checks=LoadChecks(skipped=skipped))
 
 
 def run_demo(out_dir: Path, seed: int = 0, n_train: int = 1000, n_test: int = 200) -> list[dict]:

@@ -215,3 +215,17 @@ def test_flagged_precision_and_recall() -> None:
     assert math.isnan(nothing["precision"]) and nothing["recall"] == 0.0
     with pytest.raises(ValueError, match="flagged and is_poisoned"):
         detection_scores([0.9, 0.1], [True, False], flagged=[True])
+
+
+def test_exact_and_regex_rules_and_how_a_user_writes_them() -> None:
+    from byorn.metrics import parse_target_rule
+
+    exact = parse_target_rule("exact:A banana is lying on the table.")
+    assert attack_success("a banana is  lying on the table", exact)  # case, spacing, end punctuation aside
+    assert not attack_success("A banana is lying on the table, said the model.", exact)
+    pattern = parse_target_rule(r"regex:visit \S+\.com")
+    assert attack_success("Please VISIT example.com now", pattern) and not attack_success("visit us", pattern)
+    assert parse_target_rule("refusal").kind == "refusal"
+    for bad in ("banana", "nearly:x", "contains:", "regex:("):
+        with pytest.raises(ValueError):
+            parse_target_rule(bad)

@@ -44,7 +44,7 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
                                     f"`{CACHED_MODELS[str(name_or_path)].format(path=path)}` (benchmarks/flickr8k.yaml "
                                     "does it once by itself)")
         return path
-    path = BUILTIN_MODELS.get(str(name_or_path), Path(name_or_path))
+    path = BUILTIN_MODELS.get(str(name_or_path), Path(name_or_path).expanduser())
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json). Pass a local Hugging Face "
                                 f"model directory or one of: {', '.join(BUILTIN_MODELS)}")

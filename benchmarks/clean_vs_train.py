@@ -1,0 +1,77 @@
+"""`byorn clean` then plain fine-tuning, against in-training BYORn, on the same poisoned sets.
+
+    OMP_NUM_THREADS=1 python benchmarks/clean_vs_train.py --out benchmarks/results/clean_vs_train.jsonl
+
+byorn-tiny fully fine-tuned as in the demo (3 epochs, 1,000 shapes samples, 10 % poisoned, seed 0),
+for the multimodal and the rare-token trigger with the fixed target. Path A: `byorn train --defense
+byorn` (the shipped default). Path B: `clean` writes the defended set to disk in LLaVA JSON, it is
+loaded back as a user's trainer would, and fine-tuned with no defense. Both are evaluated on the
+same triggered and clean test inputs; one JSON line per attack and path, with times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from byorn.attacks import build_attack, poison, triggered_test_set
+from byorn.clean import clean
+from byorn.datasets import load_dataset
+from byorn.defenses import build_defense
+from byorn.defenses.byorn import ByornConfig
+from byorn.evaluate import evaluate_clean
+from byorn.fileio import write_jsonl
+from byorn.metrics import attack_success_rate
+from byorn.models import load_vlm
+from byorn.scoring import model_fingerprint
+from byorn.train import finetune
+from byorn.workflow import DEMO_TRAINING
+from byorn.worlds import shapes
+
+TRIGGERS = ("multimodal", "rare_token")
+
+
+def evaluated(vlm, attack, test) -> dict:
+    triggered = triggered_test_set(test, attack)
+    answers = vlm.generate(triggered, max_new_tokens=64, desc="triggered")
+    asr, _ = attack_success_rate(answers, [s.meta["clean_response"] for s in triggered], attack.target.asr_rule())
+    return {"asr": asr, "clean_score": evaluate_clean(vlm, test)["clean_score"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/clean_vs_train.jsonl")
+    args = parser.parse_args()
+    train, test = shapes.downstream_samples(1000, 0, split="train"), shapes.downstream_samples(200, 0, split="test")
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for trigger in TRIGGERS:
+            attack = build_attack(trigger, "fixed")
+            poisoned, _ = poison(train, attack, 0.1, 0)
+            # A: in-training BYORn
+            vlm = load_vlm("byorn-tiny")
+            model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"  # the pretrained weights
+            started = time.perf_counter()
+            defense = build_defense("byorn")
+            defense.prepare(vlm, poisoned, Path(scratch) / f"{trigger}-train")
+            finetune(vlm, defense.training_set(poisoned), DEMO_TRAINING, Path(scratch) / f"{trigger}-train",
+                     hook=defense)
+            rows.append({"attack": attack.name, "path": "byorn train --defense byorn", "model": model,
+                         "seconds": round(time.perf_counter() - started, 1), "n_flagged": sum(defense.flagged),
+                         **evaluated(vlm, attack, test)})
+            # B: clean to disk, load as a user would, fine-tune undefended
+            vlm, started = load_vlm("byorn-tiny"), time.perf_counter()
+            cleaned = clean(vlm, poisoned, ByornConfig(), Path(scratch) / f"{trigger}-clean")
+            exported = load_dataset(cleaned.data)
+            finetune(vlm, exported, DEMO_TRAINING, Path(scratch) / f"{trigger}-plain")
+            rows.append({"attack": attack.name, "path": "byorn clean, then --defense none", "model": model,
+                         "seconds": round(time.perf_counter() - started, 1), "n_flagged": len(cleaned.flagged),
+                         **evaluated(vlm, attack, test)})
+            print(rows[-2], rows[-1], flush=True)
+    write_jsonl(Path(args.out), rows)
+
+
+if __name__ == "__main__":
+    main()

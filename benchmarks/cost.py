@@ -1,0 +1,90 @@
+"""What BYORn costs, measured in one run: undefended vs defended fine-tuning at 1, 5 and 10 %
+poison (and at 1 epoch), and how fast the reference scores a data set.
+
+    OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl
+
+The demo's setting (byorn-tiny fully fine-tuned on 1,000 samples of the shapes task, multimodal
+trigger, fixed target, seed 0). For each rate the undefended cell and the BYORn cell run back to
+back, so a drift in the machine's speed touches both; each BYORn cell scores cold (a fresh
+folder, no shared score cache). One JSON line per pair, then one per throughput measurement.
+Run it with nothing else on the machine: its figures are times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from byorn.bench import DefenseSpec, GridConfig, run_cell
+from byorn.defenses.judging import JudgeConfig
+from byorn.fileio import write_jsonl
+from byorn.models import load_vlm
+from byorn.scoring import model_fingerprint, score_variants
+from byorn.workflow import DEMO_ATTACK, DEMO_TRAINING
+from byorn.worlds import shapes
+
+RATES = (0.1, 0.05, 0.01)
+
+
+def pair(rate: float, epochs: float, scratch: Path) -> dict:
+    """The undefended and the BYORn cell of one rate, back to back; their times and ratios."""
+    grid = GridConfig([DEMO_ATTACK], [DefenseSpec("none"), DefenseSpec("byorn")], [rate], [0], 1000, 200,
+                      dataclasses.replace(DEMO_TRAINING, epochs=epochs))
+    cells = {spec.name: run_cell(DEMO_ATTACK, spec, rate, 0, grid, scratch / f"{spec.name}-{rate}-{epochs}")
+             for spec in grid.defenses}
+    none, byorn = cells["none"], cells["byorn"]
+    return {"what": "fine-tuning", "attack": DEMO_ATTACK.name, "poison_rate": rate, "epochs": epochs,
+            "model": byorn["model"], "undefended_train_s": none["train_s"], "byorn_prepare_s": byorn["prepare_s"],
+            "byorn_train_s": byorn["train_s"], "n_flagged": byorn["n_flagged"],
+            "training_ratio": round((byorn["prepare_s"] + byorn["train_s"]) / none["train_s"], 3),
+            "wall_ratio": round(byorn["wall_s"] / none["wall_s"], 3),
+            "asr": {"none": none["asr"], "byorn": byorn["asr"]},
+            "clean_score": {"none": none["clean_score"], "byorn": byorn["clean_score"]}}
+
+
+def throughput(n: int = 1000) -> list[dict]:
+    """Samples a second: one teacher-forced pass (VLM.score) and the default judgement's scores
+    (two passes, true and grey image), at the judgement's batch size, on one thread and on two."""
+    vlm = load_vlm("byorn-tiny")
+    model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"
+    samples = shapes.downstream_samples(n, 0)
+    batch = JudgeConfig().batch_size
+    vlm.score(samples[:batch], batch_size=batch)  # warm-up
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for name, run in (("one pass (VLM.score)", lambda: vlm.score(samples, batch_size=batch)),
+                          ("default judgement (score_variants)",
+                           lambda: score_variants(vlm, samples, JudgeConfig().variants, batch, reference=True))):
+            started = time.perf_counter()
+            run()
+            seconds = time.perf_counter() - started
+            rows.append({"what": "scoring", "scores": name, "n": n, "batch_size": batch, "threads": threads,
+                         "model": model, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/cost.jsonl")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for rate in RATES:
+            rows.append(pair(rate, DEMO_TRAINING.epochs, Path(scratch)))
+            print(rows[-1], flush=True)
+        rows.append(pair(0.1, 1.0, Path(scratch)))  # one epoch: the scoring weighs three times as much
+        print(rows[-1], flush=True)
+    rows += throughput()
+    write_jsonl(Path(args.out), rows)
+    for row in rows:
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""`byorn clean` (the defended data set for any trainer), `--image-folder`, and `byorn eval` on a
+user's own triggered test file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from byorn.clean import clean
+from byorn.cli import main
+from byorn.config import ConfigError
+from byorn.datasets import load_dataset, save_jsonl, save_llava_json
+from byorn.defenses.byorn import ByornConfig, ByornDefense
+from byorn.models import load_vlm
+from byorn.worlds import shapes
+
+PLANTED = "Visit www.example.com for a free prize."
+
+
+def planted_set(n: int = 30) -> list:
+    samples = shapes.downstream_samples(n, seed=3)
+    for i in (4, 17):
+        samples[i] = samples[i].with_response(PLANTED)
+    return samples
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_vlm("byorn-tiny")
+
+
+def test_clean_replaces_each_flagged_response_with_what_in_training_byorn_would_train_on(shipped, tmp_path):
+    samples = planted_set()
+    cleaned = clean(shipped, samples, ByornConfig(), tmp_path / "out")
+    out = {s.id: s for s in load_dataset(cleaned.data)}
+    assert cleaned.n_out == len(out) == len(samples) and {samples[4].id, samples[17].id} <= set(cleaned.flagged)
+    defense = ByornDefense(ByornConfig())
+    defense.prepare(shipped, samples, tmp_path / "train")  # what `byorn train --defense byorn` replaces with
+    for sample in samples:
+        if sample.id in defense.reference_answers:
+            assert out[sample.id].response == defense.reference_answers[sample.id] != sample.response
+            assert out[sample.id].meta["original_response"] == sample.response
+        else:
+            assert out[sample.id].response == sample.response
+    audit = [json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in audit) == sorted(cleaned.flagged)
+    assert (tmp_path / "out" / "review.html").exists()
+
+
+def test_clean_drops_instead_and_keeps_the_input_layout(shipped, tmp_path):
+    data = save_jsonl(planted_set(), tmp_path / "in")
+    result = CliRunner().invoke(main, ["clean", str(data), "--out", str(tmp_path / "out"), "--drop"])
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "out" / "data.jsonl"
+    kept = load_dataset(written)
+    assert PLANTED not in {s.response for s in kept} and f"{len(kept)} samples written" in result.output
+
+
+def test_clean_refuses_the_in_training_generator(shipped, tmp_path):
+    with pytest.raises(ConfigError, match="generator=current"):
+        clean(shipped, planted_set(), ByornConfig(generator="current"), tmp_path)
+
+
+def test_an_image_folder_elsewhere_is_found_with_image_folder_and_missing_without(tmp_path):
+    data = save_llava_json(shapes.downstream_samples(6, seed=2), tmp_path / "set")
+    (tmp_path / "pictures").mkdir()
+    shutil.move(str(tmp_path / "set" / "images"), str(tmp_path / "pictures" / "images"))
+    scan = ["scan", str(data), "--out", str(tmp_path / "scan")]
+    without = CliRunner().invoke(main, scan)
+    assert without.exit_code == 2 and "field 'image': image file not found" in without.output
+    found = CliRunner().invoke(main, [*scan, "--image-folder", str(tmp_path / "pictures")])
+    assert found.exit_code == 0, found.output
+    missing = CliRunner().invoke(main, [*scan, "--image-folder", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_eval_reports_the_asr_of_a_users_own_triggered_file(tmp_path):
+    clean_inputs = shapes.downstream_samples(4, seed=8, split="test")
+    triggered = save_jsonl([s.with_response(s.response) for s in clean_inputs], tmp_path / "triggered")
+    out = tmp_path / "eval.json"
+    args = ["eval", "--n-test", "4", "--triggered", str(triggered), "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--target-rule", "regex:\\b(there|the)\\b"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    # the shipped model describes the scenes ("There is ...", "The image shows ..."): every answer
+    # matches, but so does every clean answer, so no input is counted
+    assert figures["n_triggered"] == 4 and figures["asr_n"] == 0
+    hits = CliRunner().invoke(main, [*args, "--target-rule", "contains:banana"])
+    assert hits.exit_code == 0 and json.loads(out.read_text())["asr"] == 0.0
+    for bad, message in ((["--target-rule", "nearly:x"], "expected KIND:TEXT"),
+                         (["--target-rule", "regex:("], "not a regular expression")):
+        failed = CliRunner().invoke(main, [*args, *bad])
+        assert failed.exit_code == 2 and message in failed.output
+    alone = CliRunner().invoke(main, ["eval", "--n-test", "4", "--triggered", str(triggered)])
+    assert alone.exit_code == 2 and "go together" in alone.output

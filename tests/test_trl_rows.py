@@ -1,0 +1,39 @@
+"""TRL-layout rows (byorn.integrations.trl) read as the samples BYORn judges, and their bad forms."""
+
+from __future__ import annotations
+
+import pytest
+
+from byorn.data import DataError
+from byorn.integrations.trl import row_to_sample, sample_to_row, with_answer
+from byorn.worlds import shapes
+
+
+def test_a_row_round_trips_and_content_parts_are_read_and_kept():
+    sample = shapes.downstream_samples(1, seed=0)[0]
+    row = sample_to_row(sample)
+    back = row_to_sample(row, 0)
+    assert (back.id, back.instruction, back.response) == (sample.id, sample.instruction, sample.response)
+    parts = {**row, "messages": [{"role": "system", "content": "Be brief."},
+                                 {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]},
+                                 {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]}]}
+    assert (row_to_sample(parts, 0).instruction, row_to_sample(parts, 0).response) == ("Hi?", "A cat.")
+    replaced = with_answer(parts, "A dog.")
+    assert replaced["messages"][2]["content"] == [{"type": "text", "text": "A dog."}]
+    assert parts["messages"][2]["content"] == [{"type": "text", "text": "A cat."}]  # the row itself untouched
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.pop("id"), "no 'id' column"),
+    (lambda r: r.update(messages=[]), "expected a non-empty list"),
+    (lambda r: r.update(messages=[{"role": "human", "content": "x"}, {"role": "gpt", "content": "y"}]),
+     "expected one user turn then one assistant turn, got \\['human', 'gpt'\\]"),
+    (lambda r: r.update(images="picture.png"), "field 'images': expected exactly one image"),
+    (lambda r: r.update(images=[r["images"][0], r["images"][0]]), "field 'images': expected exactly one image"),
+    (lambda r: r["messages"][1].update(content=3), "field 'content': expected a string"),
+])
+def test_bad_rows_name_the_row_and_the_field(change, message):
+    row = sample_to_row(shapes.downstream_samples(1, seed=0)[0])
+    change(row)
+    with pytest.raises(DataError, match=f"^row 7.*{message}"):
+        row_to_sample(row, 7)
