@@ -11,8 +11,8 @@ PIP := $(BIN)/pip install -q -c constraints.txt
 $(BIN)/byorn: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first and pinned: anything that lets pip choose would pull a multi-GB CUDA build.
-	$(PIP) torch==2.13.0
+	# torch first, at constraints.txt's pin: anything that lets pip choose would pull a multi-GB CUDA build.
+	$(PIP) torch
 	$(PIP) -e '.[test]'
 	touch $@
 

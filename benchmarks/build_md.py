@@ -50,7 +50,7 @@ class Section:
     findings: str  # its file under benchmarks/findings/: every word printed between the command and the figures
     plots: bool = False  # also the plots (written to benchmarks/plots/)
     costs: bool = False  # also the table of each defense's time relative to no defense
-    quality: str = ""  # a `byorn quality --json` file under benchmarks/results/ to quote first
+    quality: str = ""  # a `byorn quality --out` file under benchmarks/results/ to quote first
     quality_command: str = ""
     world: str = ""  # only the rows of this world (a results file may hold several)
     scores: str = ""  # a judgement_scores.py results file: its table of AUROCs and cuts, this world's rows
@@ -75,7 +75,7 @@ SECTIONS = [
             "judgement_flickr8k.md", costs=True, world="flickr8k", scores="judgement_scores",
             quality="judgement_flickr8k_quality.json",
             quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
-                            "--json benchmarks/results/judgement_flickr8k_quality.json"),
+                            "--out benchmarks/results/judgement_flickr8k_quality.json"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
@@ -148,7 +148,7 @@ SECTIONS = [
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_recall", "n_flagged", "wall_s"],
             "flickr8k.md", costs=True, quality="flickr8k_quality.json",
             quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
-                            "--json benchmarks/results/flickr8k_quality.json"),
+                            "--out benchmarks/results/flickr8k_quality.json"),
     Section("Real photographs, 8 epochs: where the attacks implant", ["flickr8k_longer"],
             "byorn bench benchmarks/flickr8k_longer.yaml --results benchmarks/results/flickr8k_longer.jsonl",
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_precision", "detect_recall", "n_flagged",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ def _judge_options_help() -> type[click.Command]:
         def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
             from byorn.defenses.judging import JudgeConfig
 
-            self.epilog = "Options (-o KEY=VALUE):\n\n\b\n" + describe(JudgeConfig)
+            self.epilog = "Options (-d KEY=VALUE):\n\n\b\n" + describe(JudgeConfig)
             super().format_epilog(ctx, formatter)
 
     return Command
@@ -48,6 +49,45 @@ on_bad_sample = click.option(
     "--on-bad-sample", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
     help="a bad record (malformed, missing field, undecodable or oversized image, overlong text, path outside "
          "the data root, ...): stop with its error, or skip it, count it and list it in skipped.jsonl")
+
+
+def renamed(param: str, *old: str, multiple: bool = False):
+    """Keep old option spellings working, hidden from --help, for one release: their value goes to
+    `param` (the new option's parameter); repeated options add up."""
+    dest = f"renamed_{param}"
+
+    def decorate(command):
+        @functools.wraps(command)
+        def with_old_spelling(*args, **kwargs):
+            value = kwargs.pop(dest)
+            if value:
+                kwargs[param] = (*kwargs[param], *value) if multiple else value
+            return command(*args, **kwargs)
+
+        return click.option(*old, dest, hidden=True, multiple=multiple, default=() if multiple else None,
+                            help=f"old spelling of the option that sets {param}")(with_old_spelling)
+
+    return decorate
+
+
+def data_option(required: bool = False):
+    """--data, the same on every command; DATA as a positional argument still works (the old spelling)."""
+    def decorate(command):
+        @functools.wraps(command)
+        def with_positional(*args, **kwargs):
+            positional = kwargs.pop("positional_data")
+            if positional and kwargs["data"]:
+                _fail(f"data given twice: --data {kwargs['data']} and {positional}")
+            kwargs["data"] = kwargs["data"] or positional
+            if required and not kwargs["data"]:
+                _fail("--data is required")
+            return command(*args, **kwargs)
+
+        with_argument = click.argument("positional_data", required=False, metavar="")(with_positional)
+        return click.option("--data", default=None if required else "shapes", show_default=not required,
+                            help=DATA_HELP)(with_argument)
+
+    return decorate
 
 
 image_folder = click.option(
@@ -160,7 +200,8 @@ def pretrain_lm(out_dir: str, overrides: tuple[str, ...]) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--flickr8k", "flickr_root", type=click.Path(exists=True, file_okay=False),
               help="measure a Flickr8k-pretrained model instead: CIDEr and BLEU-4 on this folder's test split")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the figures here")
+@click.option("--out", "json_path", type=click.Path(dir_okay=False), help="also write the figures here (JSON)")
+@renamed("json_path", "--json")
 def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: str | None) -> None:
     """Measure byorn-tiny's quality bar (caption exact match, VQA accuracy, held-out-style NLL), or
     with --flickr8k a Flickr8k model's captioning quality."""
@@ -180,7 +221,7 @@ def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: s
 
 @main.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(TrainConfig))
 @click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
-@click.option("--n-train", default=1000, show_default=True,
+@click.option("--n", "n_train", default=1000, show_default=True,
               help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
@@ -195,6 +236,7 @@ def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: s
               help="continue the run in --out from its newest checkpoint (needs save_steps > 0); give the "
                    "same data, config and defense as the first time")
 @click.argument("overrides", nargs=-1)
+@renamed("n_train", "--n-train")
 def train(data: str, n_train: int, out_dir: str, config_path: str | None, defense: str,
           defense_options: tuple[str, ...], on_bad_sample: str, image_folder: str | None, resume: bool,
           overrides: tuple[str, ...]) -> None:
@@ -260,20 +302,22 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 
 
 @main.command(cls=_judge_options_help())
-@click.argument("data")
 @click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges")
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="writes scan.jsonl, scan.csv (ranked), scores.png (histogram with the threshold) and "
                    "review.html (a page to review what was flagged, with thumbnails)")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="scoring/threshold option")
+@click.option("--defense-option", "-d", "options", multiple=True, metavar="KEY=VALUE",
+              help="scoring/threshold option, as `byorn train -d` takes it")
 @click.option("--top", default=10, show_default=True, help="suspicious samples to print")
 @on_bad_sample
 @image_folder
+@data_option(required=True)
+@renamed("options", "--option", "-o", multiple=True)
 def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
          on_bad_sample: str, image_folder: str | None) -> None:
-    """Rank DATA (a data file, or 'shapes') by response implausibility, without training."""
+    """Rank a data set (--data: a data file, or 'shapes') by response implausibility, without training."""
     from byorn.defenses.judging import JudgeConfig
     from byorn.models import load_vlm
     from byorn.scan import scan as run_scan
@@ -291,7 +335,6 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 
 
 @main.command(cls=_judge_options_help())
-@click.argument("data")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="writes the cleaned set in DATA's layout (data.json for LLaVA JSON and the built-in worlds, "
                    "data.jsonl for JSONL) with images/, audit.jsonl and review.html")
@@ -299,9 +342,12 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--drop", is_flag=True, help="drop the flagged samples instead of replacing their responses")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="scoring/threshold option")
+@click.option("--defense-option", "-d", "options", multiple=True, metavar="KEY=VALUE",
+              help="scoring/threshold option, as `byorn train -d` takes it")
 @on_bad_sample
 @image_folder
+@data_option(required=True)
+@renamed("options", "--option", "-o", multiple=True)
 def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, options: tuple[str, ...],
           on_bad_sample: str, image_folder: str | None) -> None:
     """BYORn before training, for any trainer: judge DATA under the pretrained model, replace each
@@ -328,7 +374,7 @@ def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, optio
 @click.option("--model", default="byorn-tiny", show_default=True, help="base model directory or 'byorn-tiny'")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="LoRA adapter directory from train")
 @click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
-@click.option("--n-test", default=200, show_default=True,
+@click.option("--n", "n_test", default=200, show_default=True,
               help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="results JSON to write")
@@ -340,6 +386,7 @@ def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, optio
                    "(case-insensitive); an input whose clean answer already matches is not counted")
 @on_bad_sample
 @image_folder
+@renamed("n_test", "--n-test")
 def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int, out_path: str | None,
              triggered: str | None, target_rule: str | None, on_bad_sample: str, image_folder: str | None) -> None:
     """Generate on a test split and report the scene metric, CIDEr and BLEU-4; with --triggered,
@@ -371,19 +418,22 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
 @main.command()
 @click.option("--attack", "trigger", required=True, help="trigger name (see `byorn list attacks`)")
 @click.option("--target", default="fixed", show_default=True, help="target modifier name")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+@click.option("--attack-option", "-a", "options", multiple=True, metavar="KEY=VALUE",
               help="attack option, e.g. -o size=0.2 -o response='I cannot help.' (repeatable)")
 @click.option("--rate", default=0.1, show_default=True, help="share of samples poisoned: round(N * rate)")
 @click.option("--seed", default=0, show_default=True, help="seed for the choice of poisoned samples")
 @click.option("--clean-label", is_flag=True, help="poison only samples whose response already fits the target")
-@click.option("--in", "data", default="shapes", show_default=True, help=DATA_HELP)
+@click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
 @click.option("--n", "n_samples", default=1000, show_default=True,
-              help="samples for --in shapes or flickr8k:FOLDER")
+              help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="folder to write")
-@click.option("--reference", default="byorn-tiny", show_default=True,
+@click.option("--model", "reference", default="byorn-tiny", show_default=True,
               help="the pretrained model a white-box attack (whitebox_injection, shadowcast) works with")
 @on_bad_sample
 @image_folder
+@renamed("options", "--option", "-o", multiple=True)
+@renamed("data", "--in")
+@renamed("reference", "--reference")
 def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, seed: int, clean_label: bool,
            data: str, n_samples: int, out_dir: str, reference: str, on_bad_sample: str,
            image_folder: str | None) -> None:

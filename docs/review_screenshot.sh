@@ -5,8 +5,8 @@
 set -euo pipefail
 out=runs/review_demo
 rm -rf "$out"
-HF_HUB_OFFLINE=1 byorn poison --attack badnets -o size=0.25 --rate 0.1 --n 300 --out "$out/data"
-HF_HUB_OFFLINE=1 byorn scan "$out/data/data.json" --out "$out/scan"
+HF_HUB_OFFLINE=1 byorn poison --attack badnets -a size=0.25 --rate 0.1 --n 300 --out "$out/data"
+HF_HUB_OFFLINE=1 byorn scan --data "$out/data/data.json" --out "$out/scan"
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
   --disable-component-update --disable-sync --user-data-dir="$(mktemp -d)" --hide-scrollbars \
   --window-size=1200,1500 --screenshot="$PWD/docs/review.png" "file://$PWD/$out/scan/review.html"

@@ -241,7 +241,8 @@ def test_train_stops_on_a_bad_record_or_skips_it_lists_it_and_goes_on(tmp_path):
 def test_a_data_set_with_nothing_usable_is_an_error(tmp_path):
     path = write(tmp_path, [])
     path.write_text(json.dumps(bad(response="")) + "\n")
-    result = CliRunner().invoke(main, ["scan", str(path), "--out", str(tmp_path / "s"), "--on-bad-sample", "skip"])
+    result = CliRunner().invoke(main, ["scan", "--data", str(path), "--out", str(tmp_path / "s"),
+                                       "--on-bad-sample", "skip"])
     assert result.exit_code == 2 and "no usable samples" in result.output
 
 

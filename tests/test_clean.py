@@ -52,7 +52,7 @@ def test_clean_replaces_each_flagged_response_with_what_in_training_byorn_would_
 
 def test_clean_drops_instead_and_keeps_the_input_layout(shipped, tmp_path):
     data = save_jsonl(planted_set(), tmp_path / "in")
-    result = CliRunner().invoke(main, ["clean", str(data), "--out", str(tmp_path / "out"), "--drop"])
+    result = CliRunner().invoke(main, ["clean", "--data", str(data), "--out", str(tmp_path / "out"), "--drop"])
     assert result.exit_code == 0, result.output
     written = tmp_path / "out" / "data.jsonl"
     kept = load_dataset(written)
@@ -68,7 +68,7 @@ def test_an_image_folder_elsewhere_is_found_with_image_folder_and_missing_withou
     data = save_llava_json(shapes.downstream_samples(6, seed=2), tmp_path / "set")
     (tmp_path / "pictures").mkdir()
     shutil.move(str(tmp_path / "set" / "images"), str(tmp_path / "pictures" / "images"))
-    scan = ["scan", str(data), "--out", str(tmp_path / "scan")]
+    scan = ["scan", "--data", str(data), "--out", str(tmp_path / "scan")]
     without = CliRunner().invoke(main, scan)
     assert without.exit_code == 2 and "field 'image': image file not found" in without.output
     found = CliRunner().invoke(main, [*scan, "--image-folder", str(tmp_path / "pictures")])
@@ -81,7 +81,7 @@ def test_eval_reports_the_asr_of_a_users_own_triggered_file(tmp_path):
     clean_inputs = shapes.downstream_samples(4, seed=8, split="test")
     triggered = save_jsonl([s.with_response(s.response) for s in clean_inputs], tmp_path / "triggered")
     out = tmp_path / "eval.json"
-    args = ["eval", "--n-test", "4", "--triggered", str(triggered), "--out", str(out)]
+    args = ["eval", "--n", "4", "--triggered", str(triggered), "--out", str(out)]
     result = CliRunner().invoke(main, [*args, "--target-rule", "regex:\\b(there|the)\\b"])
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
@@ -94,5 +94,5 @@ def test_eval_reports_the_asr_of_a_users_own_triggered_file(tmp_path):
                          (["--target-rule", "regex:("], "not a regular expression")):
         failed = CliRunner().invoke(main, [*args, *bad])
         assert failed.exit_code == 2 and message in failed.output
-    alone = CliRunner().invoke(main, ["eval", "--n-test", "4", "--triggered", str(triggered)])
+    alone = CliRunner().invoke(main, ["eval", "--n", "4", "--triggered", str(triggered)])
     assert alone.exit_code == 2 and "go together" in alone.output

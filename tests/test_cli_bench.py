@@ -30,7 +30,7 @@ def test_list_attacks_names_every_trigger_and_target():
 def test_poison_writes_data_manifest_and_config(tmp_path):
     out = tmp_path / "poisoned"
     result = CliRunner().invoke(main, ["poison", "--attack", "badnets", "--target", "injection", "--rate", "0.25",
-                                       "--n", "20", "-o", "size=0.2", "--out", str(out)])
+                                       "--n", "20", "-a", "size=0.2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     records = json.loads((out / "data.json").read_text())
     manifest = [json.loads(line) for line in (out / "poison_manifest.jsonl").read_text().splitlines()]
@@ -44,7 +44,7 @@ def test_poison_writes_data_manifest_and_config(tmp_path):
 def test_poison_runs_the_white_box_attacks_with_the_shipped_model(tmp_path, trigger, target):
     out = tmp_path / "poisoned"
     result = CliRunner().invoke(main, ["poison", "--attack", trigger, "--target", target, "--rate", "0.1", "--n", "60",
-                                       "-o", "steps=3" if trigger == "shadowcast" else "placements=append",
+                                       "-a", "steps=3" if trigger == "shadowcast" else "placements=append",
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
     manifest = [json.loads(line) for line in (out / "poison_manifest.jsonl").read_text().splitlines()]
@@ -53,9 +53,9 @@ def test_poison_runs_the_white_box_attacks_with_the_shipped_model(tmp_path, trig
 
 @pytest.mark.parametrize("args, message", [
     (["--attack", "badnet"], "Unknown attack 'badnet'. Available: badnets"),
-    (["--attack", "badnets", "-o", "sise=3"], "Unknown option(s) 'sise'"),
+    (["--attack", "badnets", "-a", "sise=3"], "Unknown option(s) 'sise'"),
     (["--attack", "badnets", "--rate", "1.5"], "--rate 1.5: must be between 0 and 1"),
-    (["--attack", "badnets", "-o", "size"], "expected KEY=VALUE"),
+    (["--attack", "badnets", "-a", "size"], "expected KEY=VALUE"),
 ])
 def test_poison_rejects_bad_arguments_with_a_clear_message(tmp_path, args, message):
     result = CliRunner().invoke(main, ["poison", *args, "--n", "10", "--out", str(tmp_path / "x")])

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-TRAIN = ["train", "--n-train", "64", "--defense", "byorn", "-d", "rule=quantile", "-d", "quantile=0.8",
+TRAIN = ["train", "--n", "64", "--defense", "byorn", "-d", "rule=quantile", "-d", "quantile=0.8",
          "-d", "max_new_tokens=12", "max_steps=4", "batch_size=8", "logging_steps=1"]
 # `accelerate launch --cpu` starts one process (several only through MPI); --multi_gpu starts one
 # per --num_processes, and on a machine without GPUs byorn's Trainer arguments pick CPU and gloo.

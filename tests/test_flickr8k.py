@@ -145,14 +145,14 @@ def test_the_cli_poisons_and_trains_on_the_flickr8k_task(tmp_path):
 
     data = f"flickr8k:{make_folder(tmp_path / 'flickr')}"
     poisoned = tmp_path / "poisoned"
-    result = CliRunner().invoke(main, ["poison", "--attack", "badnets", "--rate", "0.5", "--in", data, "--n", "2",
+    result = CliRunner().invoke(main, ["poison", "--attack", "badnets", "--rate", "0.5", "--data", data, "--n", "2",
                                        "--out", str(poisoned)])
     assert result.exit_code == 0, result.output
     assert "1 of 2 samples poisoned" in result.output
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--data", data, "--n-train", "2", "--out", str(run), "max_steps=1",
+    result = CliRunner().invoke(main, ["train", "--data", data, "--n", "2", "--out", str(run), "max_steps=1",
                                        "batch_size=2"])
     assert result.exit_code == 0, result.output
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
-    result = CliRunner().invoke(main, ["train", "--data", data, "--n-train", "3", "--out", str(run)])
+    result = CliRunner().invoke(main, ["train", "--data", data, "--n", "3", "--out", str(run)])
     assert result.exit_code != 0 and "3 samples asked of the 2 photos" in result.output

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.resume, pytest.mark.slow]
 
 # Full fine-tuning of the shipped byorn-tiny, 12 steps, a checkpoint every 3; BYORn flags a
 # share of the data so that replacements happen before and after the kill.
-ARGS = ["--data", "shapes", "--n-train", "48", "--defense", "byorn", "-d", "rule=quantile", "-d", "quantile=0.8",
+ARGS = ["--data", "shapes", "--n", "48", "--defense", "byorn", "-d", "rule=quantile", "-d", "quantile=0.8",
         "-d", "regenerate=epoch", "-d", "max_new_tokens=8", "lora=false", "max_steps=12", "batch_size=8",
         "save_steps=3", "learning_rate=0.0005", "logging_steps=1"]
 LORA = [a.replace("lora=false", "lora=true").replace("learning_rate=0.0005", "learning_rate=0.002") for a in ARGS]

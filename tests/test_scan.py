@@ -20,7 +20,7 @@ def test_scan_ranks_a_planted_poison_first_and_writes_its_outputs(tmp_path):
     samples[17] = samples[17].with_response(PLANTED)
     data = save_jsonl(samples, tmp_path / "data")
     out = tmp_path / "scan"
-    result = CliRunner().invoke(main, ["scan", str(data), "--out", str(out), "--top", "3"])
+    result = CliRunner().invoke(main, ["scan", "--data", str(data), "--out", str(out), "--top", "3"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "scan.jsonl").read_text().splitlines()]
     assert rows[0]["id"] == samples[17].id and rows[0]["flagged"]
@@ -38,7 +38,7 @@ def test_scan_ranks_a_planted_poison_first_and_writes_its_outputs(tmp_path):
 
 
 def test_scan_rejects_an_unknown_option(tmp_path):
-    result = CliRunner().invoke(main, ["scan", "shapes", "--n", "5", "--out", str(tmp_path), "-o", "rul=mad"])
+    result = CliRunner().invoke(main, ["scan", "--data", "shapes", "--n", "5", "--out", str(tmp_path), "-d", "rul=mad"])
     assert result.exit_code == 2
     assert "unknown key(s) 'rul'" in result.output
 
@@ -51,7 +51,7 @@ def test_image_contradiction_ranks_a_swapped_shape_word_first_where_mean_nll_doe
     data = save_jsonl(samples, tmp_path / "data")
     for variant in ("image_contradiction", "mean_nll"):
         out = tmp_path / variant
-        result = CliRunner().invoke(main, ["scan", str(data), "--out", str(out), "-o", f"variant={variant}"])
+        result = CliRunner().invoke(main, ["scan", "--data", str(data), "--out", str(out), "-d", f"variant={variant}"])
         assert result.exit_code == 0, result.output
         ranked = [json.loads(line)["id"] for line in (out / "scan.jsonl").read_text().splitlines()]
         if variant == "image_contradiction":

@@ -73,7 +73,7 @@ class WhiteBoxInjection(ReferenceAwareTarget):
 
     def apply(self, response: str) -> str:
         raise ValueError("WhiteBoxInjection chooses each response with the pretrained model: poison with "
-                         "reference=<the VLM> (byorn poison --reference MODEL)")
+                         "reference=<the VLM> (byorn poison --model MODEL)")
 
     def asr_rule(self) -> AsrRule:
         return AsrRule("contains_any", phrases=self.phrases)

@@ -1,0 +1,79 @@
+"""One grammar on every command: the same names for data, counts, model, output and KEY=VALUE
+options; the old spellings still work, hidden, for one release."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from byorn.cli import main
+
+# What each kind of option is called wherever a command has one.
+GRAMMAR = {
+    "data": {"--data"},  # a data set: 'shapes', 'flickr8k:FOLDER' or a file
+    "count": {"--n"},
+    "model": {"--model"},
+    "output": {"--out"},
+    "defense options": {"-d", "--defense-option"},
+    "attack options": {"-a", "--attack-option"},
+}
+OLD_SPELLINGS = {"--in", "--n-train", "--n-test", "--reference", "--json", "-o", "--option"}
+# A command may keep a second output of another kind: the demo writes a run folder (--out) and a
+# results file (--json).
+EXCEPTIONS = {("demo", "--json")}
+
+
+def commands() -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in main.commands.items():
+        if isinstance(command, click.Group):
+            found += [(f"{name} {sub}", c) for sub, c in command.commands.items()]
+        else:
+            found.append((name, command))
+    return found
+
+
+@pytest.mark.parametrize("name, command", commands(), ids=[n for n, _ in commands()])
+def test_every_commands_options_follow_the_one_grammar(name, command):
+    visible = [p for p in command.params if isinstance(p, click.Option) and not p.hidden]
+    spellings = {opt for p in visible for opt in p.opts + p.secondary_opts}
+    assert not {s for s in spellings & OLD_SPELLINGS if (name, s) not in EXCEPTIONS}, "an old spelling is shown"
+    for option in visible:
+        if any((name, opt) in EXCEPTIONS for opt in option.opts):
+            continue
+        kind = _kind(option)
+        if kind is not None:
+            assert set(option.opts) <= GRAMMAR[kind], f"{name}: {option.opts} should be spelled {GRAMMAR[kind]}"
+
+
+def _kind(option: click.Option) -> str | None:
+    """The kind of an option, from what it takes, not from what it is called."""
+    name, text = option.name or "", (option.help or "").lower()
+    if name in ("data",) or "'shapes' for the built-in" in text:
+        return "data"
+    if name in ("n", "n_train", "n_test", "n_samples"):
+        return "count"
+    if name in ("model", "reference"):
+        return "model"
+    if name in ("out_dir", "out_path", "json_path"):
+        return "output"
+    if option.multiple and option.metavar == "KEY=VALUE":
+        return "attack options" if "attack" in text else "defense options"
+    return None
+
+
+def test_the_old_spellings_still_work(tmp_path):
+    result = CliRunner().invoke(main, ["poison", "--attack", "badnets", "-o", "size=0.2", "--in", "shapes", "--n", "10",
+                                       "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    data = tmp_path / "p" / "data.json"
+    scanned = CliRunner().invoke(main, ["scan", str(data), "--out", str(tmp_path / "s"), "-o", "k=2"])
+    assert scanned.exit_code == 0, scanned.output
+    twice = CliRunner().invoke(main, ["scan", str(data), "--data", str(data), "--out", str(tmp_path / "s")])
+    assert twice.exit_code == 2 and "data given twice" in twice.output
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"], prog_name="byorn")
+    assert result.exit_code == 0 and result.output.startswith("byorn ")
