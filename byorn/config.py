@@ -192,10 +192,16 @@ def save_config(config: Any, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
 
+def options_table(cls: type) -> str:
+    """A Markdown table of a config's fields: name, default and help (README's options tables)."""
+    rows = [f"| `{f.name}` | `{f.default!r}` | {f.metadata.get('help', '')} |" for f in fields(cls)]
+    return "\n".join(["| option | default | meaning |", "|---|---|---|", *rows])
+
+
 def describe(cls: type) -> str:
     """One line per field: name, default and help, for --help texts."""
     return "\n".join(f"  {f.name} (default {f.default!r}): {f.metadata.get('help', '')}" for f in fields(cls))
 
 
 __all__ = ["ConfigError", "TrainConfig", "PretrainConfig", "check_choice", "load_config", "save_config", "from_dict",
-           "parse_overrides", "describe"]
+           "parse_overrides", "describe", "options_table"]
