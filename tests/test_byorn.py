@@ -363,6 +363,21 @@ def test_an_empty_generation_falls_back_to_the_reference_answer(fitted, train_se
     assert read_audit(tmp_path)[-1]["source"] == "reference_fallback"
 
 
+def test_the_guard_gives_the_reference_answer_once_one_answer_serves_too_many_images(fitted, train_set, tmp_path):
+    defense = byorn(guard=1)
+    defense.prepare(fitted, train_set, tmp_path)
+    defense.reference_answers = {i: f"reference for {i}" for i in defense.reference_answers}
+    fitted.generate = lambda samples, *args, **kwargs: ["A man in a black shirt."] * len(samples)  # collapsed
+    state = SimpleNamespace(global_step=0, epoch=0.0)
+    trainer = SimpleNamespace(vlm=fitted, state=state)
+    out = {s.id: s.response for s in defense.on_batch(list(train_set[:6]), trainer)}
+    first, second = (train_set[i].id for i in sorted(POISONED))
+    assert out[first] == "A man in a black shirt." and out[second] == f"reference for {second}"
+    assert [r["source"] for r in read_audit(tmp_path) if r["event"] == "replaced"] == ["current", "reference_guard"]
+    state.epoch = 1.0  # a new epoch counts anew
+    assert defense.on_batch([train_set[5]], trainer)[0].response == "A man in a black shirt."
+
+
 def test_training_survives_when_every_generation_is_empty(fitted, train_set, tmp_path):
     fitted.generate = lambda samples, *args, **kwargs: [""] * len(samples)
     trained = spy(fitted, "encode")

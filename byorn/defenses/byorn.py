@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from byorn.config import TrainConfig, check_choice, option
-from byorn.data import Sample
+from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.defenses.thresholds import Flagging
@@ -57,6 +57,11 @@ class ByornConfig(JudgeConfig):
                                          "training; current: the model being fine-tuned writes it when the "
                                          "sample is in a batch (follows the new answer style; can feed back)")
 
+    # A guard against that feedback: a model that collapses writes one answer for many images.
+    guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
+                           "and end punctuation aside) to this many different flagged samples in an epoch, the "
+                           "others that get it train on the reference's answer instead (0: no guard)", min=0)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("regenerate", self.regenerate, ("step", "epoch"))
@@ -79,6 +84,7 @@ class ByornDefense(Defense):
         self.flagging: Flagging | None = None
         self.reference_answers: dict[str, str] = {}
         self._generated: dict[str, tuple[int, str]] = {}  # id -> (epoch, answer), for regenerate="epoch"
+        self._answered: dict[tuple[int, str], set[str]] = {}  # (epoch, answer key) -> ids it was trained on, for guard
         self._audit: Path | None = None
 
     # ---- before training ---------------------------------------------------------------------
@@ -101,6 +107,7 @@ class ByornDefense(Defense):
                                                              desc="reference answers"), [samples[i] for i in flagged])
         self.reference_answers = {samples[i].id: answer for i, answer in zip(flagged, answers)}
         self._generated.clear()
+        self._answered.clear()
 
         # A fresh audit log per prepare, written whole: a rerun in the same run directory must not
         # leave the previous run's lines in it. A resumed run keeps the replacements made up to
@@ -125,6 +132,8 @@ class ByornDefense(Defense):
         for r in kept:
             # a fallback stands for an empty generation, which falls back again when reused
             self._generated[r["id"]] = (r["epoch"], r["response"] if r["source"] == "current" else "")
+            if r["source"] == "current":
+                self._answered.setdefault((r["epoch"], answer_key(r["response"])), set()).add(r["id"])
         return kept
 
 
@@ -169,5 +178,13 @@ class ByornDefense(Defense):
         new = {}
         for s in todo:
             answer = self._generated[s.id][1]
-            new[s.id] = (answer, "current") if answer.strip() else (self.reference_answers[s.id], "reference_fallback")
+            if not answer.strip():
+                new[s.id] = (self.reference_answers[s.id], "reference_fallback")
+                continue
+            owners = self._answered.setdefault((epoch, answer_key(answer)), set())
+            if self.config.guard and len(owners - {s.id}) >= self.config.guard:
+                new[s.id] = (self.reference_answers[s.id], "reference_guard")  # one answer for too many images
+                continue
+            owners.add(s.id)
+            new[s.id] = (answer, "current")
         return new
