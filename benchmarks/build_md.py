@@ -81,6 +81,11 @@ SECTIONS = [
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
             ["asr", "clean_score", "n_flagged", "prepare_s", "train_s", "wall_s"],
             "judgement_cost.md", costs=True),
+    Section("A guard for replacements written by the model being fine-tuned", ["judgement_guard"],
+            "byorn bench benchmarks/judgement_guard.yaml --out runs/judgement_guard --results "
+            "benchmarks/results/judgement_guard.jsonl, then the same with benchmarks/judgement_guard_flickr8k.yaml "
+            "(--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
+            ["asr", "clean_score", "cider", "detect_recall", "n_flagged", "wall_s"], "judgement_guard.md"),
     Section("What BYORn costs: the measured overhead and its floor", ["cost"],
             "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running)",
             [], "cost.md", table="cost"),
