@@ -90,6 +90,19 @@ def data_option(required: bool = False):
     return decorate
 
 
+bf16 = click.option("--bf16", is_flag=True,
+                    help="load the model's weights in bfloat16 (half the memory; GPUs that have it, slow on a CPU)")
+
+
+def _loaded(model: str, *, bf16: bool, adapter: str | None = None):
+    """The model for a command that only runs it (no training), in bfloat16 when asked."""
+    import torch
+
+    from byorn.models import load_vlm
+
+    return load_vlm(model, adapter=adapter, dtype=torch.bfloat16 if bf16 else None)
+
+
 image_folder = click.option(
     "--image-folder", type=click.Path(exists=True, file_okay=False),
     help="the folder a data file's image paths are relative to (LLaVA's --image_folder); default: the data "
@@ -292,9 +305,12 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
     """A resumed run must be the run that was interrupted: same training config and defense."""
     import yaml
 
-    for name, now in (("config.yaml", dataclasses.asdict(config)), ("defense.yaml", defense.resolved())):
+    # An option added since the run started counts as having had its default then.
+    for name, now, defaults in (("config.yaml", dataclasses.asdict(config), dataclasses.asdict(TrainConfig())),
+                                ("defense.yaml", defense.resolved(), type(defense)().resolved())):
         path = run_dir / name
         before = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+        before = {**defaults, **before} if before is not None else None
         if before is not None and before != now:
             changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
             _fail(f"{path}: the run was started with other settings ({', '.join(changed)}); resume it with the "
@@ -313,18 +329,18 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 @click.option("--top", default=10, show_default=True, help="suspicious samples to print")
 @on_bad_sample
 @image_folder
+@bf16
 @data_option(required=True)
 @renamed("options", "--option", "-o", multiple=True)
 def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
-         on_bad_sample: str, image_folder: str | None) -> None:
+         on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
     """Rank a data set (--data: a data file, or 'shapes') by response implausibility, without training."""
     from byorn.defenses.judging import JudgeConfig
-    from byorn.models import load_vlm
     from byorn.scan import scan as run_scan
 
     config, samples = _options_and_samples(JudgeConfig, options, "scan", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
-    rows = run_scan(load_vlm(model), samples, config, out_dir)
+    rows = run_scan(_loaded(model, bf16=bf16), samples, config, out_dir)
     flagged = sum(r.flagged for r in rows)
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
     for row in rows[:top]:
@@ -346,23 +362,23 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
               help="scoring/threshold option, as `byorn train -d` takes it")
 @on_bad_sample
 @image_folder
+@bf16
 @data_option(required=True)
 @renamed("options", "--option", "-o", multiple=True)
 def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, options: tuple[str, ...],
-          on_bad_sample: str, image_folder: str | None) -> None:
+          on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
     """BYORn before training, for any trainer: judge DATA under the pretrained model, replace each
     flagged response with the model's own answer (or drop the sample), and write the set back in
     DATA's layout. With the default settings, training on the output is what
     `byorn train --defense byorn` trains on."""
     from byorn.clean import clean as run_clean
     from byorn.defenses.byorn import ByornConfig
-    from byorn.models import load_vlm
 
     config, samples = _options_and_samples(ByornConfig, options, "clean", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
     layout = "jsonl" if data.lower().endswith(".jsonl") else "llava"
     try:
-        cleaned = run_clean(load_vlm(model), samples, config, out_dir, layout=layout, drop=drop)
+        cleaned = run_clean(_loaded(model, bf16=bf16), samples, config, out_dir, layout=layout, drop=drop)
     except ConfigError as exc:
         _fail(str(exc))
     action = "dropped" if drop else "replaced"
@@ -386,14 +402,15 @@ def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, optio
                    "(case-insensitive); an input whose clean answer already matches is not counted")
 @on_bad_sample
 @image_folder
+@bf16
 @renamed("n_test", "--n-test")
 def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int, out_path: str | None,
-             triggered: str | None, target_rule: str | None, on_bad_sample: str, image_folder: str | None) -> None:
+             triggered: str | None, target_rule: str | None, on_bad_sample: str, image_folder: str | None,
+             bf16: bool) -> None:
     """Generate on a test split and report the scene metric, CIDEr and BLEU-4; with --triggered,
     also the attack success rate on your own triggered inputs."""
     from byorn.evaluate import evaluate_clean, evaluate_triggered
     from byorn.metrics import parse_target_rule
-    from byorn.models import load_vlm
 
     if (triggered is None) != (target_rule is None):
         _fail("--triggered and --target-rule go together: the file of triggered inputs, and what counts as a hit")
@@ -405,7 +422,7 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
                                report_dir=Path(out_path).parent if out_path else None, image_folder=image_folder)
     attacked = _load_samples(triggered, n=0, seed=seed, split="test", on_bad=on_bad_sample, report_dir=None,
                              image_folder=image_folder)[0] if triggered else []
-    vlm = load_vlm(model, adapter=adapter)
+    vlm = _loaded(model, bf16=bf16, adapter=adapter)
     result = evaluate_clean(vlm, samples)
     if rule is not None:
         result.update(evaluate_triggered(vlm, attacked, rule))

@@ -52,6 +52,8 @@ class TrainConfig:
     epochs: float = option(3.0, "passes over the training set", min=0.0)
     max_steps: int = option(-1, "stop after this many optimizer steps (-1: use epochs)")
     batch_size: int = option(16, "samples per optimizer step", min=1)
+    gradient_accumulation_steps: int = option(1, "forward/backward passes an optimizer step is split into (each "
+                                                 "on batch_size / (this x processes) samples): less memory", min=1)
     learning_rate: float = option(2e-3, "peak learning rate (cosine schedule)", min=0.0)
     warmup: float = option(0.05, "warmup: a share of the steps if < 1, else a step count", min=0.0)
     weight_decay: float = option(0.0, "AdamW weight decay", min=0.0)
@@ -61,6 +63,8 @@ class TrainConfig:
     bf16: bool = option(False, "bfloat16 mixed precision (GPUs that have it; on CPU it works but is slow)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, "
                                                  "about a third more compute")
+    report_to: str = option("none", "where the Trainer reports metrics: none, or what TrainingArguments' report_to "
+                                    "takes (tensorboard, wandb, ..., installed separately)")
     trust_remote_code: bool = option(False, "allow model code from the model directory (off: safer)")
 
 

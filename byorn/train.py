@@ -96,15 +96,17 @@ class ByornTrainer(Trainer):
 def training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArguments:
     """The one place a TrainConfig becomes transformers' TrainingArguments. config.batch_size is
     the global batch: samples per optimizer step over all processes (each takes its share)."""
-    processes = world_size()
-    if config.batch_size % processes:
-        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {processes} processes")
+    shares = world_size() * config.gradient_accumulation_steps
+    if config.batch_size % shares:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world_size()} processes x "
+                         f"{config.gradient_accumulation_steps} accumulation steps")
     # Checkpoints hold weights (safetensors), optimizer, scheduler and RNG states; the two newest
     # are kept so a kill during a save still leaves a complete one.
     saving = {"save_strategy": "steps", "save_steps": config.save_steps, "save_total_limit": 2} \
         if config.save_steps else {"save_strategy": "no"}
     return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size // processes,
+        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size // shares,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         num_train_epochs=config.epochs, bf16=config.bf16,
         # Said outright on a machine without an accelerator: CPU bf16 autocast needs it, and
         # several processes then talk over gloo without further flags.
@@ -112,7 +114,7 @@ def training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArgumen
         **_checkpointing(config.gradient_checkpointing),
         max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=config.warmup, weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed,
-        logging_steps=config.logging_steps, report_to="none",
+        logging_steps=config.logging_steps, report_to=config.report_to,
         remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=None,
         **saving,
     )

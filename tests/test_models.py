@@ -193,3 +193,21 @@ def test_save_pretrained_and_load_round_trip_exactly(tiny_vlm, tmp_path, monkeyp
         a, b = tiny_vlm.model(**inputs).logits, loaded.model(**inputs).logits
     tiny_vlm.model.train(was_training)
     assert torch.equal(a, b)
+
+
+def test_a_hub_id_already_in_the_local_cache_loads_without_the_network(tmp_path, monkeypatch):
+    import shutil
+
+    import huggingface_hub.constants
+
+    from byorn.models import TINY_MODEL_DIR, resolve_model_path
+
+    snapshot = tmp_path / "models--someone--tiny-vlm" / "snapshots" / "0123abcd"
+    shutil.copytree(TINY_MODEL_DIR, snapshot)
+    (tmp_path / "models--someone--tiny-vlm" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-vlm" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_path("someone/tiny-vlm") == snapshot
+    with pytest.raises(FileNotFoundError, match="nor a hub id already in the local Hugging Face cache"):
+        resolve_model_path("someone/not-downloaded")

@@ -188,7 +188,7 @@ def test_batch_size_is_per_optimizer_step_over_all_processes(monkeypatch, tmp_pa
     from byorn.train import training_arguments
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="batch_size 5 does not split evenly over 2 processes"):
+    with pytest.raises(ValueError, match="batch_size 5 does not split evenly over 2 processes x 1 accumulation"):
         training_arguments(TrainConfig(batch_size=5), tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "1")  # building arguments under WORLD_SIZE=2 would open a process group
     assert training_arguments(TrainConfig(batch_size=8), tmp_path).per_device_train_batch_size == 8
@@ -197,9 +197,11 @@ def test_batch_size_is_per_optimizer_step_over_all_processes(monkeypatch, tmp_pa
 def test_every_training_option_reaches_the_trainers_arguments(tmp_path):
     from byorn.train import training_arguments
 
-    config = TrainConfig(epochs=2.5, max_steps=7, batch_size=4, learning_rate=3e-4, warmup=2, weight_decay=0.1,
-                         seed=5, logging_steps=3, save_steps=6, gradient_checkpointing=True)
+    config = TrainConfig(epochs=2.5, max_steps=7, batch_size=8, gradient_accumulation_steps=2, learning_rate=3e-4,
+                         warmup=2, weight_decay=0.1, seed=5, logging_steps=3, save_steps=6, gradient_checkpointing=True,
+                         report_to="tensorboard")
     args = training_arguments(config, tmp_path)
-    assert (args.num_train_epochs, args.max_steps, args.per_device_train_batch_size, args.learning_rate,
-            args.warmup_steps, args.weight_decay, args.seed, args.data_seed, args.logging_steps, args.save_steps,
-            args.gradient_checkpointing) == (2.5, 7, 4, 3e-4, 2, 0.1, 5, 5, 3, 6, True)
+    assert (args.num_train_epochs, args.max_steps, args.per_device_train_batch_size, args.gradient_accumulation_steps,
+            args.learning_rate, args.warmup_steps, args.weight_decay, args.seed, args.data_seed, args.logging_steps,
+            args.save_steps, args.gradient_checkpointing, args.report_to) == \
+        (2.5, 7, 4, 2, 3e-4, 2, 0.1, 5, 5, 3, 6, True, ["tensorboard"])

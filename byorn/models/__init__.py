@@ -45,10 +45,27 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
                                     "does it once by itself)")
         return path
     path = BUILTIN_MODELS.get(str(name_or_path), Path(name_or_path).expanduser())
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json). Pass a local Hugging Face "
-                                f"model directory or one of: {', '.join(BUILTIN_MODELS)}")
-    return path
+    if (path / "config.json").is_file():
+        return path
+    if (cached := _hub_cache_snapshot(str(name_or_path))) is not None:
+        return cached
+    raise FileNotFoundError(f"{path}: not a model directory (no config.json), nor a hub id already in the local "
+                            f"Hugging Face cache. Pass a model directory, a hub id downloaded before (`hf download "
+                            f"ID`), or one of: {', '.join(BUILTIN_MODELS)}")
+
+
+def _hub_cache_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot of a hub id that was downloaded before, found without the network."""
+    if repo_id.count("/") != 1 or Path(repo_id).expanduser().exists():
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+    return path if (path / "config.json").is_file() else None
 
 
 def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, trust_remote_code: bool = False,
