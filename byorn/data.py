@@ -70,18 +70,25 @@ class Sample:
     """One training or test example.
 
     `image` is either a decoded Pillow image (built-in worlds) or a path that is opened lazily
-    (loaded data sets), so a large data set is not held in memory as pixels.
+    (loaded data sets), so a large data set is not held in memory as pixels; None for a text-only
+    record (VLM training mixes carry some).
     `meta` is JSON-serialisable: task tag, scene facts, poisoning marks, source location.
     """
 
     id: str
-    image: Image.Image | Path
+    image: Image.Image | Path | None
     instruction: str
     response: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def has_image(self) -> bool:
+        return self.image is not None
+
     def pil(self) -> Image.Image:
         """The image as RGB; a path is opened and decoded now, with errors that name the file."""
+        if self.image is None:
+            raise DataError(f"sample {self.id!r}, field 'image': a text-only sample has no image")
         if isinstance(self.image, Image.Image):
             return to_rgb(self.image)
         return decode_image(self.image, f"sample {self.id!r}, field 'image'")

@@ -80,8 +80,11 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
     def fail(name: str, problem: str) -> NoReturn:
         raise DataError(f"{loc}: field {(labels or {}).get(name, name)!r}: {problem}")
 
+    text_only = fields.get("image") is None  # no image (or null): a text-only record
     for name in _TEXT_FIELDS:
         value = fields.get(name)
+        if name == "image" and text_only:
+            continue
         if name not in fields:
             fail(name, "missing")
         if not isinstance(value, str) or not value.strip():
@@ -94,6 +97,10 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
     if fields["id"] in seen:
         fail("id", f"duplicate id {fields['id']!r} (first at {seen[fields['id']]})")
 
+    if text_only:
+        seen[fields["id"]] = where
+        return Sample(fields["id"], None, fields["instruction"], fields["response"],
+                      {**meta, "source": meta.get("source", where)})
     relative = Path(fields["image"])
     if relative.is_absolute():
         fail("image", f"must be a path relative to the image root {root}, got {fields['image']!r}")
@@ -117,7 +124,8 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
 
 def load_jsonl(path: str | Path, image_root: str | Path | None = None,
                checks: LoadChecks = LoadChecks()) -> list[Sample]:
-    """One object per line: id, image (relative to image_root), instruction, response, optional meta.
+    """One object per line: id, image (relative to image_root; absent or null for a text-only
+    record), instruction, response, optional meta.
 
     image_root defaults to the file's folder; blank lines are skipped.
     """
@@ -166,8 +174,10 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
     """A JSON list of LLaVA records: id, image, conversations [{from: human|gpt, value}], optional meta.
 
     The first human turn (without its `<image>` placeholder) is the instruction and the gpt turn
-    after it the response. More turns are an error unless multi_turn="first", which keeps the
-    first pair and records the number of dropped turns in meta["extra_turns"].
+    after it the response. A record without "image" is text-only (its turn has no placeholder);
+    a placeholder without an image, or several placeholders, is an error. More turns are an error
+    unless multi_turn="first", which keeps the first pair and records the number of dropped turns
+    in meta["extra_turns"].
     image_root defaults to the file's folder.
     """
     if multi_turn not in ("error", "first"):
@@ -193,7 +203,13 @@ def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], mul
     human, extra = _first_pair(record, loc, multi_turn)
     turns = record["conversations"]
     fields = {key: record[key] for key in ("id", "image", "meta") if key in record}
-    fields["instruction"] = turns[human]["value"].replace("<image>", "", 1).strip()
+    placeholders = turns[human]["value"].count("<image>")
+    if placeholders > 1:
+        raise DataError(f"{loc}: field 'conversations[{human}].value': {placeholders} <image> placeholders; byorn "
+                        "reads one image per record")
+    if placeholders and record.get("image") is None:
+        raise DataError(f"{loc}: field 'image': the human turn has an <image> placeholder but the record no image")
+    fields["instruction"] = turns[human]["value"].replace("<image>", "").strip()
     fields["response"] = turns[human + 1]["value"]
     labels = {"instruction": f"conversations[{human}].value", "response": f"conversations[{human + 1}].value"}
     sample = _to_sample(fields, loc, where, root, seen, checks, labels)
@@ -224,8 +240,9 @@ def _image_name(sample_id: str, taken: set[str]) -> str:
     return name + ".png"
 
 
-def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str]:
-    """Save every image as PNG and return the relative paths; check what the loaders would reject."""
+def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str | None]:
+    """Save every image as PNG and return the relative paths (None for a text-only sample); check
+    what the loaders would reject."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     paths, ids, taken = [], set(), set()
     for sample in samples:
@@ -236,6 +253,9 @@ def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str]:
             json.dumps(sample.meta)
         except (TypeError, ValueError) as exc:
             raise DataError(f"sample {sample.id!r}, field 'meta': not JSON-serialisable ({exc})") from exc
+        if not sample.has_image:
+            paths.append(None)
+            continue
         relative = f"images/{_image_name(sample.id, taken)}"
         pil = sample.pil()  # decode even path images: the output must not point back at the input
         atomic_write(out_dir / relative, lambda file, image=pil: image.save(file, format="PNG"))
@@ -248,8 +268,9 @@ def save_jsonl(samples: Sequence[Sample], out_dir: str | Path, name: str = "data
     out_dir = Path(out_dir)
     # Images first: the data file, written last, never refers to an image that is not there yet.
     images = _write_images(samples, out_dir)
-    write_jsonl(out_dir / name, ({"id": s.id, "image": image, "instruction": s.instruction, "response": s.response,
-                                  "meta": s.meta} for s, image in zip(samples, images)), ensure_ascii=False)
+    write_jsonl(out_dir / name, ({"id": s.id, **({"image": image} if image else {}), "instruction": s.instruction,
+                                  "response": s.response, "meta": s.meta} for s, image in zip(samples, images)),
+                ensure_ascii=False)
     return out_dir / name
 
 
@@ -257,8 +278,8 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
     """Write `out_dir/name` (a list of LLaVA records with a "meta" key) and `out_dir/images/*.png`."""
     out_dir = Path(out_dir)
     images = _write_images(samples, out_dir)
-    records = [{"id": s.id, "image": image,
-                "conversations": [{"from": "human", "value": f"<image>\n{s.instruction}"},
+    records = [{"id": s.id, **({"image": image} if image else {}),
+                "conversations": [{"from": "human", "value": f"<image>\n{s.instruction}" if image else s.instruction},
                                   {"from": "gpt", "value": s.response}],
                 "meta": s.meta} for s, image in zip(samples, images)]
     text = json.dumps(records, ensure_ascii=False, indent=1) + "\n"

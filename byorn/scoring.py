@@ -147,6 +147,10 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
 
 
 def _on_grey(sample: Sample) -> Sample:
+    """The sample with a uniform grey image of its image's size; a text-only sample as it is (no
+    image evidence: its image-grounded scores are 0)."""
+    if not sample.has_image:
+        return sample
     return dataclasses.replace(sample, image=Image.new("RGB", sample.pil().size, NEUTRAL_GREY))
 
 
@@ -203,6 +207,8 @@ def model_fingerprint(vlm: VLM, reference: bool) -> bytes:
 
 
 def _image_digest(sample: Sample) -> bytes:
+    if sample.image is None:
+        return b"text-only"
     if isinstance(sample.image, Image.Image):
         pixels = sample.image
         return hashlib.sha256(f"{pixels.mode}{pixels.size}".encode() + pixels.tobytes()).digest()

@@ -141,7 +141,9 @@ RECORD_KINDS = {
     "record is a list": (["bad", "bad.png"], r"data\.jsonl:2: record must be a JSON object, got list"),
     "record is a string": ('"just text"', r"data\.jsonl:2: record must be a JSON object, got str"),
     "missing id": ({k: v for k, v in bad().items() if k != "id"}, r"data\.jsonl:2: field 'id': missing"),
-    "missing image": ({k: v for k, v in bad().items() if k != "image"}, r"data\.jsonl:2: field 'image': missing"),
+    # (a record without an image is a text-only record, not an error: tests/test_text_only.py)
+    "image not a string": (bad(image=7), r"data\.jsonl:2: field 'image': must be a non-empty string, got 7"),
+    "empty image": (bad(image=""), r"data\.jsonl:2: field 'image': must be a non-empty string"),
     "missing instruction": ({k: v for k, v in bad().items() if k != "instruction"},
                             r"data\.jsonl:2: field 'instruction': missing"),
     "missing response": ({k: v for k, v in bad().items() if k != "response"},

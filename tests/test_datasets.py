@@ -110,7 +110,7 @@ def test_image_root_argument(tmp_path):
     (record(id=7), "id"),
     (record(instruction="  "), "instruction"),
     (record(response=None), "response"),
-    ({k: v for k, v in record().items() if k != "image"}, "image"),
+    (record(image=["img.png"]), "image"),  # (no image at all is a text-only record: tests/test_text_only.py)
     (record(meta=[1]), "meta"),
 ])
 def test_jsonl_field_errors_name_file_line_and_field(tmp_path, rec, field):
@@ -140,7 +140,8 @@ def test_json_errors_name_index_id_and_field(tmp_path):
             {"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": ""}])]))
     with pytest.raises(DataError, match=r"data\.json\[0\]: field 'id': must be a non-empty string, got 3"):
         load_llava_json(write_json(tmp_path, [llava(3)]))
-    with pytest.raises(DataError, match=r"data\.json\[0\] \(id 'a'\): field 'image': missing"):
+    message = r"data\.json\[0\] \(id 'a'\): field 'image': the human turn has an <image> placeholder but the record no"
+    with pytest.raises(DataError, match=message):
         load_llava_json(write_json(tmp_path, [{k: v for k, v in llava().items() if k != "image"}]))
 
 

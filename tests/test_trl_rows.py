@@ -21,6 +21,7 @@ def test_a_row_round_trips_and_content_parts_are_read_and_kept():
     replaced = with_answer(parts, "A dog.")
     assert replaced["messages"][2]["content"] == [{"type": "text", "text": "A dog."}]
     assert parts["messages"][2]["content"] == [{"type": "text", "text": "A cat."}]  # the row itself untouched
+    assert row_to_sample({**row, "images": []}, 0).has_image is False  # a text-only row
 
 
 @pytest.mark.parametrize("change, message", [
@@ -28,8 +29,8 @@ def test_a_row_round_trips_and_content_parts_are_read_and_kept():
     (lambda r: r.update(messages=[]), "expected a non-empty list"),
     (lambda r: r.update(messages=[{"role": "human", "content": "x"}, {"role": "gpt", "content": "y"}]),
      "expected one user turn then one assistant turn, got \\['human', 'gpt'\\]"),
-    (lambda r: r.update(images="picture.png"), "field 'images': expected exactly one image"),
-    (lambda r: r.update(images=[r["images"][0], r["images"][0]]), "field 'images': expected exactly one image"),
+    (lambda r: r.update(images="picture.png"), "field 'images': expected one image"),
+    (lambda r: r.update(images=[r["images"][0], r["images"][0]]), "field 'images': expected one image"),
     (lambda r: r["messages"][1].update(content=3), "field 'content': expected a string"),
 ])
 def test_bad_rows_name_the_row_and_the_field(change, message):

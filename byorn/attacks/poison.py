@@ -69,11 +69,13 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
                          "which only a substitution target names")
     n_poison = round(len(samples) * rate)
     rule = attack.target.asr_rule()
+    # An image trigger needs an image: text-only samples are never poisoned by one, nor made its negatives.
+    carries = (lambda s: s.has_image) if "image" in attack.trigger.modality else (lambda s: True)
     if clean_label:
-        eligible = [i for i, s in enumerate(samples) if attack_success(s.response, rule)]
+        eligible = [i for i, s in enumerate(samples) if carries(s) and attack_success(s.response, rule)]
         wanted = f"whose clean response already satisfies the {rule.kind!r} ASR rule (clean-label)"
     else:
-        eligible = [i for i, s in enumerate(samples) if attack.target.applies_to(s.response)]
+        eligible = [i for i, s in enumerate(samples) if carries(s) and attack.target.applies_to(s.response)]
         wanted = f"that {type(attack.target).__name__} applies to"
     if len(eligible) < n_poison:
         raise ValueError(f"{attack.name}: rate {rate} of {len(samples)} samples needs {n_poison} samples "
@@ -82,7 +84,7 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
     plan: dict[int, tuple[Trigger, bool]] = {i: (attack.trigger, False) for i in rng.sample(eligible, n_poison)}
     if isinstance(attack.trigger, MultimodalTrigger):
         n_image, n_text = attack.trigger.negative_counts(n_poison)
-        pool = [i for i in range(len(samples)) if i not in plan]
+        pool = [i for i, s in enumerate(samples) if i not in plan and carries(s)]
         if len(pool) < n_image + n_text:
             raise ValueError(f"{attack.name}: {n_poison} poisoned samples need {n_image + n_text} negatives but "
                              f"only {len(pool)} samples are left; lower the rate or negative_ratio")
@@ -161,7 +163,8 @@ def _test_inputs(test_samples: Sequence[Sample], attack: Attack, trigger: Trigge
     # Only samples the target applies to: a substitution cannot fire where the source word is absent.
     return [trigger.apply_sample(s).with_response(s.response, clean_response=s.response, attack=attack.name,
                                                   trigger=trigger.modality)
-            for s in test_samples if attack.target.applies_to(s.response)]
+            for s in test_samples if attack.target.applies_to(s.response) and (s.has_image or
+                                                                              "image" not in trigger.modality)]
 
 
 def triggered_test_set(test_samples: Sequence[Sample], attack: Attack) -> list[Sample]:

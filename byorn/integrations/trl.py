@@ -1,5 +1,6 @@
 """BYORn inside TRL's `SFTTrainer`, for a vision data set in TRL's layout: rows with "images" (or
-"image") and "messages" (one user turn, one assistant turn; a system turn may come first).
+"image"; an empty list for a text-only row) and "messages" (one user turn, one assistant turn; a
+system turn may come first).
 
 `judge_dataset` judges every row once, before training, under the frozen pretrained model (the
 shipped default judgement, its scores cached and its audit log written to `run_dir`);
@@ -44,7 +45,7 @@ def judge_dataset(vlm: VLM, rows: Iterable[Mapping[str, Any]], config: ByornConf
 
 def sample_to_row(sample: Sample, id_column: str = "id") -> dict[str, Any]:
     """A byorn Sample as a TRL row: its id, its image, one user and one assistant message."""
-    return {id_column: sample.id, "images": [sample.pil()],
+    return {id_column: sample.id, "images": [sample.pil()] if sample.has_image else [],
             "messages": [{"role": "user", "content": sample.instruction},
                          {"role": "assistant", "content": sample.response}]}
 
@@ -55,10 +56,12 @@ def row_to_sample(row: Mapping[str, Any], index: int, id_column: str = "id") -> 
     if id_column not in row:
         raise DataError(f"{where}: no {id_column!r} column; BYORn matches a batch's rows with its verdicts by id")
     images = row.get("images") if "images" in row else [row.get("image")]
-    if not isinstance(images, list) or len(images) != 1 or images[0] is None:
-        raise DataError(f"{where}, field 'images': expected exactly one image, got {images!r:.80}")
+    if not isinstance(images, list) or len(images) > 1 or None in images:
+        raise DataError(f"{where}, field 'images': expected one image, or none for a text-only row, got "
+                        f"{images!r:.80}")
     user, assistant = _single_turn(row.get("messages"), where)
-    return Sample(str(row[id_column]), images[0], _text(user["content"], where), _text(assistant["content"], where))
+    return Sample(str(row[id_column]), images[0] if images else None, _text(user["content"], where),
+                  _text(assistant["content"], where))
 
 
 def _single_turn(messages: Any, where: str) -> tuple[Mapping, Mapping]:

@@ -19,15 +19,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from byorn.data import Sample
+from byorn.data import DataError, Sample
 
 IGNORE_INDEX = -100  # the label of a token that is not trained on (prompt, image, padding)
 
 
-def process(processor, texts: list[str], images: list, padding_side: str, **extra) -> dict[str, torch.Tensor]:
+def process(processor, texts: list[str], images: list | None, padding_side: str, **extra) -> dict[str, torch.Tensor]:
     """The processor on a batch, padded on `padding_side`, as PyTorch tensors."""
     processor.tokenizer.padding_side = padding_side
     return dict(processor(text=texts, images=images, padding=True, return_tensors="pt", **extra))
+
+
+def images_of(samples: Sequence[Sample]) -> list | None:
+    """The batch's images in order, text-only samples having none (None: no image at all)."""
+    return [s.pil() for s in samples if s.has_image] or None
 
 
 class ChatTemplate:
@@ -38,18 +43,19 @@ class ChatTemplate:
     continues_answers = True  # the prompt text may end with the start of an answer
 
     @staticmethod
-    def _user_turn(instruction: str) -> dict:
-        return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
+    def _user_turn(instruction: str, image: bool) -> dict:
+        text = {"type": "text", "text": instruction}
+        return {"role": "user", "content": [{"type": "image"}, text] if image else [text]}
 
-    def prompt_text(self, processor, instruction: str) -> str:
-        """The prompt up to where the answer starts."""
-        return processor.apply_chat_template([self._user_turn(instruction)], add_generation_prompt=True,
+    def prompt_text(self, processor, instruction: str, image: bool = True) -> str:
+        """The prompt up to where the answer starts (image: whether the turn shows one)."""
+        return processor.apply_chat_template([self._user_turn(instruction, image)], add_generation_prompt=True,
                                              tokenize=False)
 
-    def full_text(self, processor, instruction: str, response: str) -> str:
+    def full_text(self, processor, instruction: str, response: str, image: bool = True) -> str:
         """Prompt, answer and end-of-turn marker, before the image placeholder is expanded."""
         answer = {"role": "assistant", "content": [{"type": "text", "text": response}]}
-        messages = [self._user_turn(instruction), answer]
+        messages = [self._user_turn(instruction, image), answer]
         return processor.apply_chat_template(messages, tokenize=False)
 
     def encode(self, processor, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
@@ -57,8 +63,8 @@ class ChatTemplate:
         prompt's. The processor runs once; how many tokens follow the prompt is counted on the
         text before image expansion (the image placeholders all lie in the prompt), with the
         tokenizer alone, where the prompt's tokens must also be the first tokens of prompt+answer."""
-        prompts = [self.prompt_text(processor, s.instruction) for s in samples]
-        fulls = [self.full_text(processor, s.instruction, s.response) for s in samples]
+        prompts = [self.prompt_text(processor, s.instruction, s.has_image) for s in samples]
+        fulls = [self.full_text(processor, s.instruction, s.response, s.has_image) for s in samples]
         for sample, prompt, full in zip(samples, prompts, fulls):
             if not full.startswith(prompt):
                 raise ValueError(f"sample {sample.id!r}: chat template does not render the prompt as a prefix "
@@ -70,7 +76,7 @@ class ChatTemplate:
                 raise ValueError("tokenising prompt+response changed the prompt's tokens; pick a chat template "
                                  "whose assistant turn starts on a token boundary")
             answer_lengths.append(len(full_ids) - len(prompt_ids))
-        batch = process(processor, fulls, [s.pil() for s in samples], "right")
+        batch = process(processor, fulls, images_of(samples), "right")
         ends = batch["attention_mask"].sum(dim=1)  # [B]: right padding, so each row's tokens end here
         starts = ends - torch.tensor(answer_lengths)
         positions = torch.arange(batch["input_ids"].shape[1]).unsqueeze(0)  # [1, T]
@@ -86,19 +92,27 @@ class PrefixSuffix:
     closing_tokens = 1  # the newline after the prefix
     continues_answers = False  # the processor closes the prompt after the text it is given
 
-    def prompt_text(self, processor, instruction: str) -> str:
+    def prompt_text(self, processor, instruction: str, image: bool = True) -> str:
         return processor.image_token + instruction
 
-    def full_text(self, processor, instruction: str, response: str) -> str:
+    def full_text(self, processor, instruction: str, response: str, image: bool = True) -> str:
         tokenizer = processor.tokenizer
         return f"{processor.image_token}{tokenizer.bos_token}{instruction}\n{response}{tokenizer.eos_token}"
 
     def encode(self, processor, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        require_images(samples, "PaliGemma")
         # The processor labels the suffix (response + EOS) and masks prefix and padding itself.
         batch = process(processor, [self.prompt_text(processor, s.instruction) for s in samples],
                         [s.pil() for s in samples], "right", suffix=[s.response for s in samples])
         batch["labels"] = torch.as_tensor(batch["labels"])
         return batch
+
+
+def require_images(samples: Sequence[Sample], family: str) -> None:
+    """A family whose prompt always holds an image cannot take a text-only sample."""
+    if text_only := [s.id for s in samples if not s.has_image]:
+        raise DataError(f"sample {text_only[0]!r}, field 'image': {family} needs an image in every prompt; "
+                        f"{len(text_only)} sample(s) of this batch are text-only")
 
 
 PromptStyle = ChatTemplate | PrefixSuffix

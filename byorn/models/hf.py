@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from byorn.data import Sample
-from byorn.models.families import IGNORE_INDEX, Family, family_of, process
+from byorn.models.families import IGNORE_INDEX, Family, family_of, images_of, process, require_images
 
 
 @dataclass(frozen=True)
@@ -85,15 +85,15 @@ class VLM:
 
     # ---- prompts and tensors (the family's prompt style) ------------------------------------
 
-    def prompt_text(self, instruction: str) -> str:
+    def prompt_text(self, instruction: str, image: bool = True) -> str:
         """The prompt the processor is given: up to where the answer starts (a prefix-suffix
-        processor adds its own separators to it)."""
-        return self.family.prompt_style.prompt_text(self.processor, instruction)
+        processor adds its own separators to it); image: whether the prompt shows one."""
+        return self.family.prompt_style.prompt_text(self.processor, instruction, image)
 
-    def full_text(self, instruction: str, response: str) -> str:
+    def full_text(self, instruction: str, response: str, image: bool = True) -> str:
         """Prompt plus response plus end-of-turn marker, as the model is trained on it (before
         the processor expands the image placeholder)."""
-        return self.family.prompt_style.full_text(self.processor, instruction, response)
+        return self.family.prompt_style.full_text(self.processor, instruction, response, image)
 
     def encode(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels on the response tokens only (prompt, image, pad = -100)."""
@@ -104,12 +104,14 @@ class VLM:
         """Prompts without responses, left-padded: every row's last position is its last prompt token.
 
         prefixes: the start of each answer, already written, for the model to go on from."""
-        prompts = [self.prompt_text(s.instruction) for s in samples]
+        prompts = [self.prompt_text(s.instruction, s.has_image) for s in samples]
         if prefixes is not None:
             if not self.family.prompt_style.continues_answers:
                 raise ValueError(f"{self.family.name} cannot be prompted with the start of an answer")
             prompts = [prompt + prefix for prompt, prefix in zip(prompts, prefixes, strict=True)]
-        batch = process(self.processor, prompts, [s.pil() for s in samples], "left")
+        if not self.family.prompt_style.continues_answers:  # the prefix-suffix style: an image in every prompt
+            require_images(samples, self.family.name)
+        batch = process(self.processor, prompts, images_of(samples), "left")
         batch.pop("labels", None)  # a prefix-suffix processor labels nothing here, but says so
         return batch
 
@@ -119,7 +121,7 @@ class VLM:
         template's closing part, and a prefix-suffix processor adds its separator there)."""
         mask = torch.zeros(len(samples), width, dtype=torch.bool)
         for row, sample in enumerate(samples):
-            prompt = self.prompt_text(sample.instruction)
+            prompt = self.prompt_text(sample.instruction, sample.has_image)
             start = prompt.rindex(sample.instruction) if sample.instruction else len(prompt)
             end = start + len(sample.instruction)
             count = [len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
