@@ -17,12 +17,14 @@ from typing import Literal
 
 from byorn.config import ConfigError
 from byorn.data import Sample
-from byorn.datasets import save_jsonl, save_llava_json
+from byorn.datasets import save_jsonl, save_llava_json, save_rows
 from byorn.defenses.byorn import ByornConfig, ByornDefense
 from byorn.models.hf import VLM
 from byorn.review import REVIEW_NAME, Replacement, write_review
 
-Layout = Literal["llava", "jsonl"]
+Layout = Literal["llava", "jsonl", "rows", "parquet"]
+SAVERS = {"llava": save_llava_json, "jsonl": save_jsonl, "rows": save_rows,
+          "parquet": lambda samples, out_dir: save_rows(samples, out_dir, parquet=True)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +54,7 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     else:
         kept = [s.with_response(answers[s.id], replaced=True, original_response=s.response) if s.id in answers else s
                 for s in samples]
-    save = save_llava_json if layout == "llava" else save_jsonl
-    data = save(kept, out_dir)
+    data = SAVERS[layout](kept, out_dir)
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
                  replacements={} if drop else {i: [Replacement(0, a, "reference")] for i, a in answers.items()},

@@ -353,7 +353,8 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @main.command(cls=_judge_options_help())
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="writes the cleaned set in DATA's layout (data.json for LLaVA JSON and the built-in worlds, "
-                   "data.jsonl for JSONL) with images/, audit.jsonl and review.html")
+                   "data.jsonl for JSONL, a data/ folder or data.parquet for a Hugging Face data set) with "
+                   "audit.jsonl and review.html")
 @click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges and answers")
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
@@ -376,7 +377,8 @@ def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, optio
 
     config, samples = _options_and_samples(ByornConfig, options, "clean", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
-    layout = "jsonl" if data.lower().endswith(".jsonl") else "llava"
+    layout = ("jsonl" if data.lower().endswith(".jsonl") else "parquet" if data.lower().endswith(".parquet")
+              else "rows" if Path(data).is_dir() else "llava")
     try:
         cleaned = run_clean(_loaded(model, bf16=bf16), samples, config, out_dir, layout=layout, drop=drop)
     except ConfigError as exc:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from byorn.chat_rows import row_to_sample, sample_to_row
 from byorn.data import DataError, Sample, decode_image
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
@@ -220,14 +221,64 @@ def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], mul
 
 def load_dataset(path: str | Path, image_root: str | Path | None = None,
                  checks: LoadChecks = LoadChecks()) -> list[Sample]:
-    """Load by suffix: .json is LLaVA conversation JSON, .jsonl is one sample per line."""
+    """Load by form: .json is LLaVA conversation JSON, .jsonl is one sample per line, a folder
+    (`Dataset.save_to_disk`) or .parquet is a Hugging Face data set of conversational rows."""
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
         return load_llava_json(path, image_root, checks=checks)
     if suffix == ".jsonl":
         return load_jsonl(path, image_root, checks)
-    raise DataError(f"{path}: unknown data set format {Path(path).suffix!r}. "
-                    f"Known: .json (LLaVA conversations), .jsonl (one sample per line)")
+    if suffix == ".parquet" or Path(path).is_dir():
+        return load_rows(path, checks)
+    raise DataError(f"{path}: unknown data set format {Path(path).suffix!r}. Known: .json (LLaVA conversations), "
+                    ".jsonl (one sample per line), a Hugging Face data set folder or .parquet (TRL's rows)")
+
+
+def _hf_datasets(path: Path):
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path}: a Hugging Face data set needs the datasets package: pip install 'byorn[trl]'") \
+            from None
+    return datasets
+
+
+def load_rows(path: str | Path, checks: LoadChecks = LoadChecks()) -> list[Sample]:
+    """A Hugging Face data set of conversational rows (byorn.chat_rows: id, images, messages): a
+    `save_to_disk` folder or a Parquet file; images come decoded by `datasets`."""
+    path = Path(path)
+    datasets = _hf_datasets(path)
+    try:
+        table = datasets.load_from_disk(str(path)) if path.is_dir() else \
+            datasets.load_dataset("parquet", data_files=str(path), split="train")
+    except (OSError, ValueError, FileNotFoundError) as exc:
+        raise DataError(f"{path}: cannot read a Hugging Face data set ({exc})") from exc
+    if isinstance(table, datasets.DatasetDict):
+        raise DataError(f"{path}: a DatasetDict with splits {list(table)}; point at one split's folder")
+    samples, seen = [], {}
+    for index, row in enumerate(table):
+        try:
+            sample = row_to_sample(row, index)
+            if sample.id in seen:
+                raise DataError(f"row {index}, field 'id': duplicate id {sample.id!r} (first at row {seen[sample.id]})")
+            seen[sample.id] = index
+            samples.append(sample)
+        except DataError as error:
+            checks.handle(DataError(f"{path}: {error}"))
+    return samples
+
+
+def save_rows(samples: Sequence[Sample], out_dir: str | Path, parquet: bool = False) -> Path:
+    """Write the samples as a Hugging Face data set of conversational rows: a `save_to_disk`
+    folder out_dir/data (or out_dir/data.parquet); returns what was written."""
+    out_dir = Path(out_dir)
+    datasets = _hf_datasets(out_dir)
+    table = datasets.Dataset.from_list([sample_to_row(s) for s in samples])
+    if parquet:
+        table.to_parquet(str(out_dir / "data.parquet"))
+        return out_dir / "data.parquet"
+    table.save_to_disk(str(out_dir / "data"))
+    return out_dir / "data"
 
 
 def _image_name(sample_id: str, taken: set[str]) -> str:
@@ -287,4 +338,5 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
     return out_dir / name
 
 
-__all__ = ["MAX_CHARS", "LoadChecks", "load_dataset", "load_jsonl", "load_llava_json", "save_jsonl", "save_llava_json"]
+__all__ = ["MAX_CHARS", "LoadChecks", "load_dataset", "load_jsonl", "load_llava_json", "load_rows", "save_jsonl",
+           "save_llava_json", "save_rows"]

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from byorn.clean import clean
 from byorn.cli import main
 from byorn.config import ConfigError
+from byorn.data import DataError
 from byorn.datasets import load_dataset, save_jsonl, save_llava_json
 from byorn.defenses.byorn import ByornConfig, ByornDefense
 from byorn.models import load_vlm
@@ -96,3 +97,26 @@ def test_eval_reports_the_asr_of_a_users_own_triggered_file(tmp_path):
         assert failed.exit_code == 2 and message in failed.output
     alone = CliRunner().invoke(main, ["eval", "--n", "4", "--triggered", str(triggered)])
     assert alone.exit_code == 2 and "go together" in alone.output
+
+
+@pytest.mark.parametrize("parquet", [False, True])
+def test_a_hugging_face_data_set_loads_scans_and_cleans_in_its_own_layout(tmp_path, parquet):
+    pytest.importorskip("datasets")
+    from byorn.datasets import save_rows
+
+    data = save_rows(planted_set(), tmp_path / "in", parquet=parquet)
+    loaded = load_dataset(data)
+    assert [s.response for s in loaded] == [s.response for s in planted_set()] and loaded[0].has_image
+    result = CliRunner().invoke(main, ["clean", "--data", str(data), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "out" / ("data.parquet" if parquet else "data")
+    cleaned = load_dataset(written)
+    assert len(cleaned) == 30 and PLANTED not in {s.response for s in cleaned}
+
+
+def test_a_bad_row_of_a_hugging_face_data_set_names_the_file_and_row(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"id": "a", "images": [], "messages": [{"role": "user", "content": "Hi?"}]}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "set"))
+    with pytest.raises(DataError, match=r"set: row 0, field 'messages': expected one user turn then one assistant"):
+        load_dataset(tmp_path / "set")

@@ -1,11 +1,11 @@
-"""TRL-layout rows (byorn.integrations.trl) read as the samples BYORn judges, and their bad forms."""
+"""Conversational rows (byorn.chat_rows, TRL's layout) read as the samples BYORn judges, and their bad forms."""
 
 from __future__ import annotations
 
 import pytest
 
+from byorn.chat_rows import row_to_sample, sample_to_row, with_answer
 from byorn.data import DataError
-from byorn.integrations.trl import row_to_sample, sample_to_row, with_answer
 from byorn.worlds import shapes
 
 

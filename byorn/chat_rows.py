@@ -1,0 +1,66 @@
+"""Conversational rows, the layout of TRL's vision data sets and of Hugging Face datasets made for
+them: "images" (a list: one image, or none for a text-only row; or "image") and "messages" (one
+user turn and one assistant turn, a system turn allowed first; content a string or a list of
+parts), plus an id column. Converted to and from byorn's Samples, with errors that name the row
+and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from byorn.data import DataError, Sample
+
+
+def sample_to_row(sample: Sample, id_column: str = "id") -> dict[str, Any]:
+    """A byorn Sample as a TRL row: its id, its image, one user and one assistant message."""
+    return {id_column: sample.id, "images": [sample.pil()] if sample.has_image else [],
+            "messages": [{"role": "user", "content": sample.instruction},
+                         {"role": "assistant", "content": sample.response}]}
+
+
+def row_to_sample(row: Mapping[str, Any], index: int, id_column: str = "id") -> Sample:
+    """One TRL row as the Sample BYORn judges: its image, the user turn's text, the assistant's."""
+    where = f"row {index}"
+    if id_column not in row:
+        raise DataError(f"{where}: no {id_column!r} column; BYORn matches a batch's rows with its verdicts by id")
+    images = row.get("images") if "images" in row else [row.get("image")]
+    if not isinstance(images, list) or len(images) > 1 or None in images:
+        raise DataError(f"{where}, field 'images': expected one image, or none for a text-only row, got "
+                        f"{images!r:.80}")
+    user, assistant = _single_turn(row.get("messages"), where)
+    return Sample(str(row[id_column]), images[0] if images else None, _text(user["content"], where),
+                  _text(assistant["content"], where))
+
+
+def _single_turn(messages: Any, where: str) -> tuple[Mapping, Mapping]:
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}, field 'messages': expected a non-empty list of {{role, content}}")
+    turns = [m for m in messages if not (isinstance(m, Mapping) and m.get("role") == "system")]
+    roles = [m.get("role") if isinstance(m, Mapping) else type(m).__name__ for m in turns]
+    if roles != ["user", "assistant"]:
+        raise DataError(f"{where}, field 'messages': expected one user turn then one assistant turn, got {roles}")
+    return turns[0], turns[1]
+
+
+def _text(content: Any, where: str) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text") or "" for part in content if isinstance(part, Mapping)
+                       and part.get("type") == "text")
+    raise DataError(f"{where}, field 'content': expected a string or a list of content parts, got "
+                    f"{type(content).__name__}")
+
+
+def with_answer(row: Mapping[str, Any], answer: str) -> dict[str, Any]:
+    """A copy of `row` whose assistant message says `answer` (content in the row's own form)."""
+    messages = []
+    for message in row["messages"]:
+        if message.get("role") == "assistant":
+            content = answer if isinstance(message["content"], str) else [{"type": "text", "text": answer}]
+            message = {**message, "content": content}
+        messages.append(message)
+    return {**row, "messages": messages}
