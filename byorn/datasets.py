@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from tqdm.auto import tqdm
+
 from byorn.chat_rows import row_to_sample, sample_to_row
 from byorn.data import DataError, Sample, decode_image
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
@@ -133,7 +135,8 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None,
     path = Path(path)
     root, samples, seen = _image_root(path, image_root), [], {}
     # split("\n"), not splitlines(): U+2028 and friends may stand unescaped inside JSON strings.
-    for number, line in enumerate(_read_text(path).split("\n"), 1):
+    lines = _read_text(path).split("\n")
+    for number, line in enumerate(tqdm(lines, desc=f"reading {path.name}", disable=None, leave=False), 1):
         if not line.strip():
             continue
         loc = f"{path}:{number}"
@@ -188,7 +191,7 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
     if not isinstance(records, list):
         raise DataError(f"{path}: top level must be a list of records, got {type(records).__name__}")
     root, samples, seen = _image_root(path, image_root), [], {}
-    for i, record in enumerate(records):
+    for i, record in enumerate(tqdm(records, desc=f"reading {path.name}", disable=None, leave=False)):
         try:
             samples.append(_llava_record(record, f"{path}[{i}]", root, seen, multi_turn, checks))
         except DataError as error:
