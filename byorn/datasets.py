@@ -30,6 +30,8 @@ from byorn.data import DataError, Sample, decode_image
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
 _TEXT_FIELDS = ("id", "image", "instruction", "response")
+# A turn's "from": LLaVA's names, and the ShareGPT and chat names for the same roles.
+ROLE_NAMES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
 MAX_CHARS = 20_000  # per instruction or response; far beyond any VLM context, so longer is an error
 
 
@@ -158,7 +160,9 @@ def _first_pair(record: dict[str, Any], loc: str, multi_turn: str) -> tuple[int,
     for j, turn in enumerate(turns):
         if not (isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)):
             raise DataError(f"{loc}: field 'conversations[{j}]': must be an object with string 'from' and 'value'")
-    roles = [turn["from"] for turn in turns]
+    roles = [ROLE_NAMES.get(turn["from"], turn["from"]) for turn in turns]
+    if unknown := sorted({turn["from"] for turn in turns} - set(ROLE_NAMES)):
+        raise DataError(f"{loc}: field 'conversations': unknown role(s) {unknown}; known: {', '.join(ROLE_NAMES)}")
     if "human" not in roles:
         raise DataError(f"{loc}: field 'conversations': no 'human' turn")
     human = roles.index("human")

@@ -161,7 +161,8 @@ def test_llava_placeholder_stripped_wherever_it_stands(tmp_path):
 
 
 @pytest.mark.parametrize("roles, problem", [(["gpt"], "no 'human' turn"), (["human"], "not followed by a 'gpt'"),
-                                            (["human", "human", "gpt"], "not followed by a 'gpt'")])
+                                            (["human", "human", "gpt"], "not followed by a 'gpt'"),
+                                            (["human", "bot"], r"unknown role\(s\) \['bot'\]")])
 def test_llava_conversation_without_pair(tmp_path, roles, problem):
     turns = [{"from": role, "value": "x"} for role in roles]
     with pytest.raises(DataError, match=rf"data\.json\[0\] \(id 'a'\): field 'conversations': .*{problem}"):
@@ -224,3 +225,9 @@ def test_saved_files_keep_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert data_file.stat().st_mode & 0o777 == 0o644
+
+
+def test_sharegpt_and_chat_role_names_read_as_llavas(tmp_path):
+    turns = [{"from": "user", "value": "<image>\nWhich colour?"}, {"from": "assistant", "value": "Red."}]
+    sample = load_llava_json(write_json(tmp_path, [llava(conversations=turns)]))[0]
+    assert (sample.instruction, sample.response) == ("Which colour?", "Red.")
