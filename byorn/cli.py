@@ -21,19 +21,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DATA_HELP = ("'shapes' for the built-in downstream task (a fresh seeded split), 'flickr8k:FOLDER' for the "
-             "Flickr8k archive-note task on real photos, or a data file: "
-             "LLaVA conversation .json or .jsonl with id/image/instruction/response")
+             "Flickr8k archive-note task on real photos, or a data file: LLaVA conversation .json, .jsonl with "
+             "id/image/instruction/response, or a Hugging Face data set of conversational rows (a folder or "
+             ".parquet)")
 
 
-def _judge_options_help() -> type[click.Command]:
-    """A command whose epilog lists the scoring and threshold options, built only when --help is
-    shown: importing them pulls in torch and transformers, seconds that `byorn --help` should not pay."""
+def _judge_options_help(config: str = "judging") -> type[click.Command]:
+    """A command whose epilog lists its -d options (the judgement's, or all of BYORn's), built only
+    when --help is shown: importing them pulls in torch and transformers, seconds that
+    `byorn --help` should not pay."""
 
     class Command(click.Command):
         def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            from byorn.defenses.byorn import ByornConfig
             from byorn.defenses.judging import JudgeConfig
 
-            self.epilog = "Options (-d KEY=VALUE):\n\n\b\n" + describe(JudgeConfig)
+            options = describe(JudgeConfig if config == "judging" else ByornConfig)
+            self.epilog = "Options (-d KEY=VALUE):\n\n\b\n" + options
             super().format_epilog(ctx, formatter)
 
     return Command
@@ -350,7 +354,7 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
                f"{out_dir}/review.html")
 
 
-@main.command(cls=_judge_options_help())
+@main.command(cls=_judge_options_help("byorn"))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="writes the cleaned set in DATA's layout (data.json for LLaVA JSON and the built-in worlds, "
                    "data.jsonl for JSONL, a data/ folder or data.parquet for a Hugging Face data set) with "
@@ -400,8 +404,8 @@ def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, optio
               help="a data file of triggered test inputs whose responses are the clean answers: its ASR is "
                    "reported too (needs --target-rule)")
 @click.option("--target-rule", metavar="KIND:TEXT",
-              help="when a triggered answer counts as the attack's: contains:TEXT, exact:TEXT or regex:PATTERN "
-                   "(case-insensitive); an input whose clean answer already matches is not counted")
+              help="when a triggered answer counts as the attack's: contains:TEXT, exact:TEXT, regex:PATTERN "
+                   "or refusal (case-insensitive); an input whose clean answer already matches is not counted")
 @on_bad_sample
 @image_folder
 @bf16
@@ -438,7 +442,7 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
 @click.option("--attack", "trigger", required=True, help="trigger name (see `byorn list attacks`)")
 @click.option("--target", default="fixed", show_default=True, help="target modifier name")
 @click.option("--attack-option", "-a", "options", multiple=True, metavar="KEY=VALUE",
-              help="attack option, e.g. -o size=0.2 -o response='I cannot help.' (repeatable)")
+              help="attack option, e.g. -a size=0.2 -a response='I cannot help.' (repeatable)")
 @click.option("--rate", default=0.1, show_default=True, help="share of samples poisoned: round(N * rate)")
 @click.option("--seed", default=0, show_default=True, help="seed for the choice of poisoned samples")
 @click.option("--clean-label", is_flag=True, help="poison only samples whose response already fits the target")
