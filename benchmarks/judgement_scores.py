@@ -28,7 +28,7 @@ from byorn.defenses.thresholds import ALL
 from byorn.fileio import append_jsonl
 from byorn.metrics import detection_scores
 from byorn.models import load_vlm
-from byorn.scoring import score_variants
+from byorn.scoring import model_fingerprint, score_variants
 
 EXTRA_SCORES = ("image_ablated", "max_token_nll")  # measured beside the default's own, for comparison
 CUTS = (1.0, 1.5, 2.0, 3.0)
@@ -57,7 +57,8 @@ def main() -> None:
                 is_poisoned = np.array([bool(s.meta.get("is_poisoned")) for s in samples])
                 scores = score_variants(vlm, samples, variants, batch_size=64)
                 row = {"world": grid.world, "attack": spec.name, "poison_rate": rate, "seed": seed,
-                       "model": grid.train.model, "default": default.variant,
+                       "model": f"{grid.train.model}@{model_fingerprint(vlm, reference=False).hex()[:12]}",
+                       "default": default.variant,
                        "auroc": {v: round(detection_scores(s, is_poisoned.tolist())["auroc"], 4)
                                  for v, s in scores.items()}}
                 union = np.array(combined_score(default.variants, [scores[v] for v in default.variants],

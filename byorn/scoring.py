@@ -51,6 +51,7 @@ from byorn.data import Sample, answer_key
 from byorn.distributed import is_main, map_sharded
 from byorn.fileio import write_jsonl
 from byorn.models.hf import VLM, ResponseScore
+from byorn.robust import mad_z
 
 VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated", "image_contradiction",
             "token_surprise", "shared_answer")
@@ -60,7 +61,6 @@ NEUTRAL_GREY = (128, 128, 128)
 # makes a word expensive (a swapped colour in up to about a quarter of its uses) does not raise it.
 USUAL_COST_QUANTILE = 25
 _NEEDS_GREY = ("image_ablated", "image_contradiction", "shared_answer")
-MAD_TO_SIGMA = 1.4826
 
 
 @contextlib.contextmanager
@@ -162,13 +162,6 @@ def token_surprise(scores: Sequence[ResponseScore]) -> list[float]:
             costs[token].append(nll)
     usual = {token: float(np.percentile(values, USUAL_COST_QUANTILE)) for token, values in costs.items()}
     return [sum(max(nll - usual[token], 0.0) for token, nll in zip(s.token_ids, s.token_nll)) for s in scores]
-
-
-def mad_z(values: Sequence[float]) -> np.ndarray:
-    """(value - median) / (1.4826 * MAD): robust z-scores; no spread (MAD 0) divides by a tiny number."""
-    values = np.asarray(values, dtype=float)
-    median = np.median(values)
-    return (values - median) / max(MAD_TO_SIGMA * float(np.median(np.abs(values - median))), 1e-12)
 
 
 def shared_answer(responses: Sequence[str], image_ablated: Sequence[float]) -> list[float]:

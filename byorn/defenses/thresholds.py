@@ -21,7 +21,7 @@ import numpy as np
 
 from byorn.config import check_choice
 from byorn.data import Sample
-from byorn.scoring import MAD_TO_SIGMA, mad_z
+from byorn.robust import MAD_TO_SIGMA, mad_z
 
 RULES = ("quantile", "mad", "absolute")
 GROUPINGS = ("none", "task", "instruction")

@@ -1,0 +1,17 @@
+"""Robust statistics for scores: the median and the median absolute deviation (MAD) follow the
+bulk of a data set whatever a few outliers (the poisons) do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+MAD_TO_SIGMA = 1.4826  # 1.4826 x MAD estimates the standard deviation of normal data
+
+
+def mad_z(values: Sequence[float]) -> np.ndarray:
+    """(value - median) / (1.4826 * MAD): robust z-scores; no spread (MAD 0) divides by a tiny number."""
+    values = np.asarray(values, dtype=float)
+    median = np.median(values)
+    return (values - median) / max(MAD_TO_SIGMA * float(np.median(np.abs(values - median))), 1e-12)
