@@ -49,8 +49,9 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     defense = ByornDefense(config)
     defense.prepare(vlm, samples, out_dir)  # scores, flags, the reference's answers, audit.jsonl
     answers = defense.reference_answers
-    if drop:
-        kept = [s for s in samples if s.id not in answers]
+    if drop:  # a conversation goes whole: its later turns hold a flagged answer in their history
+        flagged_records = {s.meta.get("record", s.id) for s in samples if s.id in answers}
+        kept = [s for s in samples if s.meta.get("record", s.id) not in flagged_records]
     else:
         kept = [s.with_response(answers[s.id], replaced=True, original_response=s.response) if s.id in answers else s
                 for s in samples]

@@ -73,6 +73,8 @@ class Sample:
     (loaded data sets), so a large data set is not held in memory as pixels; None for a text-only
     record (VLM training mixes carry some).
     `meta` is JSON-serialisable: task tag, scene facts, poisoning marks, source location.
+    `history`: the (instruction, response) turns before this one in a multi-turn conversation (the
+    image, if any, belongs to the first turn); the sample is its last turn.
     """
 
     id: str
@@ -80,6 +82,7 @@ class Sample:
     instruction: str
     response: str
     meta: dict[str, Any] = field(default_factory=dict)
+    history: tuple[tuple[str, str], ...] = ()
 
     @property
     def has_image(self) -> bool:
@@ -95,4 +98,4 @@ class Sample:
 
     def with_response(self, response: str, **meta: Any) -> Sample:
         """A copy with another response (and extra meta), leaving this sample untouched."""
-        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta})
+        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history)

@@ -102,10 +102,15 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
     if fields["id"] in seen:
         fail("id", f"duplicate id {fields['id']!r} (first at {seen[fields['id']]})")
 
+    history = fields.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(turn, list) and len(turn) == 2 and
+                                                all(isinstance(text, str) for text in turn) for turn in history):
+        fail("history", "must be a list of [instruction, response] pairs (the conversation's earlier turns)")
+    history = tuple(tuple(turn) for turn in history)
     if text_only:
         seen[fields["id"]] = where
         return Sample(fields["id"], None, fields["instruction"], fields["response"],
-                      {**meta, "source": meta.get("source", where)})
+                      {**meta, "source": meta.get("source", where)}, history)
     relative = Path(fields["image"])
     if relative.is_absolute():
         fail("image", f"must be a path relative to the image root {root}, got {fields['image']!r}")
@@ -124,13 +129,14 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
 
     seen[fields["id"]] = where
     return Sample(fields["id"], image, fields["instruction"], fields["response"],
-                  {**meta, "source": meta.get("source", where)})
+                  {**meta, "source": meta.get("source", where)}, history)
 
 
 def load_jsonl(path: str | Path, image_root: str | Path | None = None,
                checks: LoadChecks = LoadChecks()) -> list[Sample]:
     """One object per line: id, image (relative to image_root; absent or null for a text-only
-    record), instruction, response, optional meta.
+    record), instruction, response, optional meta, optional history (the conversation's earlier
+    turns as [instruction, response] pairs).
 
     image_root defaults to the file's folder; blank lines are skipped.
     """
@@ -178,18 +184,21 @@ def _first_pair(record: dict[str, Any], loc: str, multi_turn: str) -> tuple[int,
 
 
 def load_llava_json(path: str | Path, image_root: str | Path | None = None,
-                    multi_turn: Literal["error", "first"] = "error", checks: LoadChecks = LoadChecks()) -> list[Sample]:
+                    multi_turn: Literal["each", "first", "error"] = "each",
+                    checks: LoadChecks = LoadChecks()) -> list[Sample]:
     """A JSON list of LLaVA records: id, image, conversations [{from: human|gpt, value}], optional meta.
 
-    The first human turn (without its `<image>` placeholder) is the instruction and the gpt turn
-    after it the response. A record without "image" is text-only (its turn has no placeholder);
-    a placeholder without an image, or several placeholders, is an error. More turns are an error
-    unless multi_turn="first", which keeps the first pair and records the number of dropped turns
-    in meta["extra_turns"].
-    image_root defaults to the file's folder.
+    Each human turn (without its `<image>` placeholder) is an instruction and the gpt turn after it
+    its response. A record without "image" is text-only (no placeholder); a placeholder without an
+    image, several placeholders, or one after the first turn is an error. A conversation of
+    several turns gives, with multi_turn="each", one sample per answer, "ID#1", "ID#2", ..., each
+    with the turns before it as its history and meta["record"], ["turn"] and ["turns"]
+    (save_llava_json puts them back together); "first" keeps the first pair and records the number
+    of dropped turns in meta["extra_turns"]; "error" refuses them. image_root defaults to the
+    file's folder.
     """
-    if multi_turn not in ("error", "first"):
-        raise ValueError(f"multi_turn must be 'error' or 'first', got {multi_turn!r}")
+    if multi_turn not in ("each", "first", "error"):
+        raise ValueError(f"multi_turn must be 'each', 'first' or 'error', got {multi_turn!r}")
     path = Path(path)
     records = _parse_json(_read_text(path), path)
     if not isinstance(records, list):
@@ -197,33 +206,55 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
     root, samples, seen = _image_root(path, image_root), [], {}
     for i, record in enumerate(tqdm(records, desc=f"reading {path.name}", disable=None, leave=False)):
         try:
-            samples.append(_llava_record(record, f"{path}[{i}]", root, seen, multi_turn, checks))
+            samples += _llava_record(record, f"{path}[{i}]", root, seen, multi_turn, checks)
         except DataError as error:
             checks.handle(error)
     return samples
 
 
 def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], multi_turn: str,
-                  checks: LoadChecks) -> Sample:
+                  checks: LoadChecks) -> list[Sample]:
     if not isinstance(record, dict):
         raise DataError(f"{where}: record must be a JSON object, got {type(record).__name__}")
     loc = where + (f" (id {record['id']!r})" if isinstance(record.get("id"), str) else "")
-    human, extra = _first_pair(record, loc, multi_turn)
+    human, extra = _first_pair(record, loc, "first" if multi_turn == "each" else multi_turn)
     turns = record["conversations"]
-    fields = {key: record[key] for key in ("id", "image", "meta") if key in record}
-    placeholders = turns[human]["value"].count("<image>")
-    if placeholders > 1:
-        raise DataError(f"{loc}: field 'conversations[{human}].value': {placeholders} <image> placeholders; byorn "
-                        "reads one image per record")
+    pairs = _turn_pairs(turns, human, loc) if multi_turn == "each" else [human]
+    placeholders = [j for j, turn in enumerate(turns) if "<image>" in turn["value"]]
+    if sum(turns[j]["value"].count("<image>") for j in placeholders) > 1:
+        raise DataError(f"{loc}: field 'conversations': several <image> placeholders; byorn reads one image per "
+                        "record")
+    if placeholders and placeholders[0] != human:
+        raise DataError(f"{loc}: field 'conversations[{placeholders[0]}].value': the <image> placeholder must be in "
+                        "the first human turn")
     if placeholders and record.get("image") is None:
         raise DataError(f"{loc}: field 'image': the human turn has an <image> placeholder but the record no image")
-    fields["instruction"] = turns[human]["value"].replace("<image>", "").strip()
-    fields["response"] = turns[human + 1]["value"]
-    labels = {"instruction": f"conversations[{human}].value", "response": f"conversations[{human + 1}].value"}
-    sample = _to_sample(fields, loc, where, root, seen, checks, labels)
-    if extra:
-        sample.meta.setdefault("extra_turns", extra)
-    return sample
+    samples, history = [], []
+    for number, j in enumerate(pairs, 1):
+        fields = {key: record[key] for key in ("id", "image", "meta") if key in record}
+        fields["instruction"] = turns[j]["value"].replace("<image>", "").strip()
+        fields["response"] = turns[j + 1]["value"]
+        if len(pairs) > 1:
+            fields["id"] = f"{record.get('id')}#{number}"
+            fields["meta"] = {**record.get("meta", {}), "record": record.get("id"), "turn": number,
+                              "turns": len(pairs)} if isinstance(record.get("meta", {}), dict) else record["meta"]
+        labels = {"instruction": f"conversations[{j}].value", "response": f"conversations[{j + 1}].value"}
+        sample = _to_sample(fields, loc, where, root, seen, checks, labels)
+        sample.history = tuple(history)
+        history.append((sample.instruction, sample.response))
+        samples.append(sample)
+    if extra and multi_turn == "first":
+        samples[0].meta.setdefault("extra_turns", extra)
+    return samples
+
+
+def _turn_pairs(turns: list[dict], first: int, loc: str) -> list[int]:
+    """The index of every human turn of a conversation that alternates human and gpt from `first`."""
+    roles = [ROLE_NAMES[turn["from"]] for turn in turns[first:]]
+    if len(roles) % 2 or roles != ["human", "gpt"] * (len(roles) // 2):
+        raise DataError(f"{loc}: field 'conversations': turns must alternate human and gpt from the first human "
+                        f"turn, got {roles}")
+    return list(range(first, len(turns), 2))
 
 
 def load_dataset(path: str | Path, image_root: str | Path | None = None,
@@ -327,22 +358,54 @@ def save_jsonl(samples: Sequence[Sample], out_dir: str | Path, name: str = "data
     # Images first: the data file, written last, never refers to an image that is not there yet.
     images = _write_images(samples, out_dir)
     write_jsonl(out_dir / name, ({"id": s.id, **({"image": image} if image else {}), "instruction": s.instruction,
-                                  "response": s.response, "meta": s.meta} for s, image in zip(samples, images)),
-                ensure_ascii=False)
+                                  "response": s.response, "meta": s.meta,
+                                  **({"history": [list(turn) for turn in s.history]} if s.history else {})}
+                                 for s, image in zip(samples, images)), ensure_ascii=False)
     return out_dir / name
 
 
 def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = "data.json") -> Path:
-    """Write `out_dir/name` (a list of LLaVA records with a "meta" key) and `out_dir/images/*.png`."""
+    """Write `out_dir/name` (a list of LLaVA records with a "meta" key) and `out_dir/images/*.png`;
+    the turns of one conversation (meta["record"]) go back into one record, each turn's meta in
+    meta["turns_meta"]."""
     out_dir = Path(out_dir)
-    images = _write_images(samples, out_dir)
-    records = [{"id": s.id, **({"image": image} if image else {}),
-                "conversations": [{"from": "human", "value": f"<image>\n{s.instruction}" if image else s.instruction},
-                                  {"from": "gpt", "value": s.response}],
-                "meta": s.meta} for s, image in zip(samples, images)]
+    conversations = _conversations(samples)
+    images = _write_images([turns[0] for turns in conversations], out_dir)
+    records = [_llava_out(turns, image) for turns, image in zip(conversations, images)]
     text = json.dumps(records, ensure_ascii=False, indent=1) + "\n"
     atomic_write_text(out_dir / name, text)
     return out_dir / name
+
+
+_TURN_KEYS = ("record", "turn", "turns")
+
+
+def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:
+    """The samples grouped into the conversations they came from: consecutive turns of one
+    meta["record"]; any other sample alone."""
+    groups: list[list[Sample]] = []
+    for sample in samples:
+        record = sample.meta.get("record")
+        last = groups[-1][-1] if groups else None
+        if record is not None and last is not None and last.meta.get("record") == record:
+            groups[-1].append(sample)
+        else:
+            groups.append([sample])
+    return groups
+
+
+def _llava_out(turns: list[Sample], image: str | None) -> dict:
+    head = turns[0]
+    asked = [*head.history, *((t.instruction, t.response) for t in turns)]  # earlier turns first
+    conversation = []
+    for index, (instruction, response) in enumerate(asked):
+        shown = f"<image>\n{instruction}" if image and index == 0 else instruction
+        conversation += [{"from": "human", "value": shown}, {"from": "gpt", "value": response}]
+    meta = {k: v for k, v in head.meta.items() if k not in _TURN_KEYS}
+    if len(asked) > 1:
+        meta["turns_meta"] = [{k: v for k, v in t.meta.items() if k not in (*_TURN_KEYS, "source")} for t in turns]
+    return {"id": head.meta.get("record", head.id), **({"image": image} if image else {}),
+            "conversations": conversation, "meta": meta}
 
 
 __all__ = ["MAX_CHARS", "LoadChecks", "load_dataset", "load_jsonl", "load_llava_json", "load_rows", "save_jsonl",

@@ -219,7 +219,9 @@ def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bo
     digest.update(json.dumps(options, sort_keys=True).encode())
     for s in samples:
         # JSON framing so that ("ab", "c") and ("a", "bc") cannot hash alike
-        digest.update(json.dumps([s.id, s.instruction, s.response], ensure_ascii=False).encode())
+        # (a conversation's earlier turns only where there are some: single-turn keys stay as they were)
+        turns = [s.id, s.instruction, s.response, *([[list(t) for t in s.history]] if s.history else [])]
+        digest.update(json.dumps(turns, ensure_ascii=False).encode())
         digest.update(_image_digest(s))
     return digest.hexdigest()
 

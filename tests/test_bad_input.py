@@ -203,7 +203,9 @@ LLAVA_KINDS = {
     "empty conversations": ([], r"\[1\] \(id 'bad'\): field 'conversations': must be a non-empty list"),
     "turn without value": ([HUMAN, {"from": "gpt"}],
                            r"\[1\] \(id 'bad'\): field 'conversations\[1\]': must be an object with string"),
-    "multi-turn": ([HUMAN, GPT, HUMAN, GPT], r"\[1\] \(id 'bad'\): field 'conversations': 2 turn\(s\) besides"),
+    # (a multi-turn conversation gives a sample per answer: tests/test_datasets.py)
+    "turns out of order": ([HUMAN, GPT, GPT, HUMAN],
+                           r"\[1\] \(id 'bad'\): field 'conversations': turns must alternate human and gpt"),
     "empty assistant answer": ([HUMAN, {"from": "gpt", "value": " "}],
                                r"\[1\] \(id 'bad'\): field 'conversations\[1\]\.value': must be a non-empty"),
 }

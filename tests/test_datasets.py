@@ -169,13 +169,20 @@ def test_llava_conversation_without_pair(tmp_path, roles, problem):
         load_llava_json(write_json(tmp_path, [llava(conversations=turns)]))
 
 
-def test_llava_multi_turn_is_an_error_unless_first_requested(tmp_path):
+def test_llava_multi_turn_gives_a_sample_per_answer_or_the_first_pair_or_an_error(tmp_path):
     turns = llava()["conversations"] + [{"from": "human", "value": "And?"}, {"from": "gpt", "value": "Blue."}]
     path = write_json(tmp_path, [llava(conversations=turns)])
+    first, second = load_llava_json(path)  # multi_turn="each"
+    assert (first.id, second.id) == ("a#1", "a#2") and first.history == ()
+    assert second.history == ((first.instruction, first.response),) and second.response == "Blue."
+    assert (second.meta["record"], second.meta["turn"], second.meta["turns"]) == ("a", 2, 2)
     with pytest.raises(DataError, match=r"data\.json\[0\] \(id 'a'\): field 'conversations': 2 turn.*'first'"):
-        load_llava_json(path)
+        load_llava_json(path, multi_turn="error")
     sample = load_llava_json(path, multi_turn="first")[0]
     assert (sample.response, sample.meta["extra_turns"]) == ("A square.", 2)
+    again = load_llava_json(save_llava_json([first, second], tmp_path / "out"))  # one record again
+    assert json.loads((tmp_path / "out" / "data.json").read_text())[0]["id"] == "a"
+    assert [(s.id, s.history, s.response) for s in again] == [(s.id, s.history, s.response) for s in (first, second)]
 
 
 def test_path_escapes_are_rejected(tmp_path):

@@ -116,7 +116,7 @@ class RatioGuardedVLM(VLM):
         that is, and the reference's choice in its place."""
         log_alpha = math.log(self.config.alpha)
         vetoes: list[tuple[list[int], int] | None] = []
-        written = [Sample(s.id, s.image, s.instruction, a) for s, a in zip(samples, answers)]
+        written = [s.with_response(a) for s, a in zip(samples, answers)]
         for chunk in batches(written, self.config.batch_size):
             batch = self.finetuned.encode(chunk)
             logits, targets = self.finetuned.response_logits(dict(batch))

@@ -35,6 +35,10 @@ def images_of(samples: Sequence[Sample]) -> list | None:
     return [s.pil() for s in samples if s.has_image] or None
 
 
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
 class ChatTemplate:
     """Prompt and answer rendered by the processor's chat template: one user turn holding the
     image and the instruction, one assistant turn holding the answer."""
@@ -43,19 +47,27 @@ class ChatTemplate:
     continues_answers = True  # the prompt text may end with the start of an answer
 
     @staticmethod
-    def _user_turn(instruction: str, image: bool) -> dict:
-        text = {"type": "text", "text": instruction}
-        return {"role": "user", "content": [{"type": "image"}, text] if image else [text]}
+    def _turns(instruction: str, image: bool, history: Sequence[tuple[str, str]]) -> list[dict]:
+        """The messages up to this turn's user message; the image goes with the first user turn."""
+        def user(text: str, with_image: bool) -> dict:
+            part = {"type": "text", "text": text}
+            return {"role": "user", "content": [{"type": "image"}, part] if with_image else [part]}
 
-    def prompt_text(self, processor, instruction: str, image: bool = True) -> str:
-        """The prompt up to where the answer starts (image: whether the turn shows one)."""
-        return processor.apply_chat_template([self._user_turn(instruction, image)], add_generation_prompt=True,
+        messages = []
+        for index, (asked, answered) in enumerate(history):
+            messages += [user(asked, image and index == 0), _assistant(answered)]
+        return [*messages, user(instruction, image and not history)]
+
+    def prompt_text(self, processor, instruction: str, image: bool = True,
+                    history: Sequence[tuple[str, str]] = ()) -> str:
+        """The prompt up to where the answer starts (image: whether the conversation shows one)."""
+        return processor.apply_chat_template(self._turns(instruction, image, history), add_generation_prompt=True,
                                              tokenize=False)
 
-    def full_text(self, processor, instruction: str, response: str, image: bool = True) -> str:
+    def full_text(self, processor, instruction: str, response: str, image: bool = True,
+                  history: Sequence[tuple[str, str]] = ()) -> str:
         """Prompt, answer and end-of-turn marker, before the image placeholder is expanded."""
-        answer = {"role": "assistant", "content": [{"type": "text", "text": response}]}
-        messages = [self._user_turn(instruction, image), answer]
+        messages = [*self._turns(instruction, image, history), _assistant(response)]
         return processor.apply_chat_template(messages, tokenize=False)
 
     def encode(self, processor, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
@@ -63,8 +75,8 @@ class ChatTemplate:
         prompt's. The processor runs once; how many tokens follow the prompt is counted on the
         text before image expansion (the image placeholders all lie in the prompt), with the
         tokenizer alone, where the prompt's tokens must also be the first tokens of prompt+answer."""
-        prompts = [self.prompt_text(processor, s.instruction, s.has_image) for s in samples]
-        fulls = [self.full_text(processor, s.instruction, s.response, s.has_image) for s in samples]
+        prompts = [self.prompt_text(processor, s.instruction, s.has_image, s.history) for s in samples]
+        fulls = [self.full_text(processor, s.instruction, s.response, s.has_image, s.history) for s in samples]
         for sample, prompt, full in zip(samples, prompts, fulls):
             if not full.startswith(prompt):
                 raise ValueError(f"sample {sample.id!r}: chat template does not render the prompt as a prefix "
@@ -92,10 +104,12 @@ class PrefixSuffix:
     closing_tokens = 1  # the newline after the prefix
     continues_answers = False  # the processor closes the prompt after the text it is given
 
-    def prompt_text(self, processor, instruction: str, image: bool = True) -> str:
+    def prompt_text(self, processor, instruction: str, image: bool = True,
+                    history: Sequence[tuple[str, str]] = ()) -> str:
         return processor.image_token + instruction
 
-    def full_text(self, processor, instruction: str, response: str, image: bool = True) -> str:
+    def full_text(self, processor, instruction: str, response: str, image: bool = True,
+                  history: Sequence[tuple[str, str]] = ()) -> str:
         tokenizer = processor.tokenizer
         return f"{processor.image_token}{tokenizer.bos_token}{instruction}\n{response}{tokenizer.eos_token}"
 
@@ -109,10 +123,14 @@ class PrefixSuffix:
 
 
 def require_images(samples: Sequence[Sample], family: str) -> None:
-    """A family whose prompt always holds an image cannot take a text-only sample."""
+    """A family whose prompt is one image and one instruction takes neither a text-only sample nor
+    a later turn of a conversation."""
     if text_only := [s.id for s in samples if not s.has_image]:
         raise DataError(f"sample {text_only[0]!r}, field 'image': {family} needs an image in every prompt; "
                         f"{len(text_only)} sample(s) of this batch are text-only")
+    if later := [s.id for s in samples if s.history]:
+        raise DataError(f"sample {later[0]!r}, field 'history': {family} takes one instruction per image, not a "
+                        "conversation's later turns")
 
 
 PromptStyle = ChatTemplate | PrefixSuffix

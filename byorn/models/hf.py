@@ -85,15 +85,17 @@ class VLM:
 
     # ---- prompts and tensors (the family's prompt style) ------------------------------------
 
-    def prompt_text(self, instruction: str, image: bool = True) -> str:
+    def prompt_text(self, instruction: str, image: bool = True, history: Sequence[tuple[str, str]] = ()) -> str:
         """The prompt the processor is given: up to where the answer starts (a prefix-suffix
-        processor adds its own separators to it); image: whether the prompt shows one."""
-        return self.family.prompt_style.prompt_text(self.processor, instruction, image)
+        processor adds its own separators to it); image: whether the prompt shows one; history:
+        the conversation's earlier turns."""
+        return self.family.prompt_style.prompt_text(self.processor, instruction, image, history)
 
-    def full_text(self, instruction: str, response: str, image: bool = True) -> str:
+    def full_text(self, instruction: str, response: str, image: bool = True,
+                  history: Sequence[tuple[str, str]] = ()) -> str:
         """Prompt plus response plus end-of-turn marker, as the model is trained on it (before
         the processor expands the image placeholder)."""
-        return self.family.prompt_style.full_text(self.processor, instruction, response, image)
+        return self.family.prompt_style.full_text(self.processor, instruction, response, image, history)
 
     def encode(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels on the response tokens only (prompt, image, pad = -100)."""
@@ -104,7 +106,7 @@ class VLM:
         """Prompts without responses, left-padded: every row's last position is its last prompt token.
 
         prefixes: the start of each answer, already written, for the model to go on from."""
-        prompts = [self.prompt_text(s.instruction, s.has_image) for s in samples]
+        prompts = [self.prompt_text(s.instruction, s.has_image, s.history) for s in samples]
         if prefixes is not None:
             if not self.family.prompt_style.continues_answers:
                 raise ValueError(f"{self.family.name} cannot be prompted with the start of an answer")
@@ -121,7 +123,7 @@ class VLM:
         template's closing part, and a prefix-suffix processor adds its separator there)."""
         mask = torch.zeros(len(samples), width, dtype=torch.bool)
         for row, sample in enumerate(samples):
-            prompt = self.prompt_text(sample.instruction, sample.has_image)
+            prompt = self.prompt_text(sample.instruction, sample.has_image, sample.history)
             start = prompt.rindex(sample.instruction) if sample.instruction else len(prompt)
             end = start + len(sample.instruction)
             count = [len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

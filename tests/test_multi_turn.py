@@ -1,0 +1,82 @@
+"""Multi-turn conversations: each answer is its own sample with the turns before it as history;
+it is scored given the image and those turns, flagged on its own and replaced on its own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from byorn.clean import clean
+from byorn.config import TrainConfig
+from byorn.data import Sample
+from byorn.datasets import load_dataset, save_llava_json
+from byorn.defenses import build_defense
+from byorn.models import load_vlm
+from byorn.models.hf import IGNORE_INDEX
+from byorn.train import finetune
+from byorn.worlds import shapes
+
+PLANTED = "Visit www.example.com for a free prize."
+FOLLOW_UP = "Describe it once more."
+
+
+def conversations(n: int = 12, poisoned: int = 4) -> list[Sample]:
+    """n two-turn conversations about a shapes scene; the second answer of one is a planted poison."""
+    out = []
+    for i, s in enumerate(shapes.downstream_samples(n, seed=6)):
+        meta = {"record": s.id, "turns": 2}
+        first = Sample(f"{s.id}#1", s.image, s.instruction, s.response, {**meta, "turn": 1})
+        again = PLANTED if i == poisoned else s.response
+        out += [first, Sample(f"{s.id}#2", s.image, FOLLOW_UP, again, {**meta, "turn": 2},
+                              ((s.instruction, s.response),))]
+    return out
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_vlm("byorn-tiny")
+
+
+def test_only_the_last_turns_answer_is_labelled(shipped):
+    second = conversations(2)[1]
+    batch = shipped.encode([second])
+    labelled = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX]
+    text = shipped.tokenizer.decode(labelled, skip_special_tokens=True)
+    assert text.strip() == second.response and second.history[0][1] in shipped.full_text(
+        second.instruction, second.response, history=second.history)
+
+
+def test_a_poisoned_second_turn_is_flagged_and_replaced_alone(shipped, tmp_path):
+    import copy
+
+    from byorn.models.hf import VLM
+
+    vlm = VLM(copy.deepcopy(shipped.model), shipped.processor)
+    samples = conversations()
+    poisoned = next(s for s in samples if s.response == PLANTED)
+    defense = build_defense("byorn")
+    defense.prepare(vlm, samples, tmp_path)
+    flagged = {s.id for s, hit in zip(samples, defense.flagged) if hit}
+    assert poisoned.id in flagged and poisoned.id.replace("#2", "#1") not in flagged
+    seen: dict[str, Sample] = {}
+    encode = vlm.encode
+    vlm.encode = lambda batch: seen.update({s.id: s for s in batch}) or encode(batch)
+    finetune(vlm, defense.training_set(samples), TrainConfig(max_steps=6, batch_size=4), tmp_path / "run",
+             hook=defense)
+    assert seen[poisoned.id].response == defense.reference_answers[poisoned.id] != PLANTED
+    first = poisoned.id.replace("#2", "#1")
+    assert seen[first].response == next(s.response for s in samples if s.id == first)  # its first turn untouched
+
+
+def test_clean_writes_the_conversation_back_with_only_the_flagged_turn_replaced(shipped, tmp_path):
+    samples = conversations()
+    data = load_dataset(save_llava_json(samples, tmp_path / "in"))
+    assert [s.id for s in data] == [s.id for s in samples]
+    cleaned = clean(shipped, data, build_defense("byorn").config, tmp_path / "out")
+    records = json.loads(cleaned.data.read_text())
+    assert len(records) == 12
+    poisoned = next(r for r in records if PLANTED in json.dumps(r["meta"]))
+    answers = [turn["value"] for turn in poisoned["conversations"] if turn["from"] == "gpt"]
+    assert answers[1] != PLANTED and poisoned["meta"]["turns_meta"][1]["original_response"] == PLANTED
+    assert answers[0] == next(s.response for s in samples if s.id == f"{poisoned['id']}#1")  # turn 1 as it was
