@@ -120,3 +120,14 @@ def test_a_bad_row_of_a_hugging_face_data_set_names_the_file_and_row(tmp_path):
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "set"))
     with pytest.raises(DataError, match=r"set: row 0, field 'messages': expected one user turn then one assistant"):
         load_dataset(tmp_path / "set")
+
+
+def test_a_hugging_face_data_set_trains_two_steps_from_the_command_line(tmp_path):
+    pytest.importorskip("datasets")
+    from byorn.datasets import save_rows
+
+    data = save_rows(planted_set()[:12], tmp_path / "in")
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--defense",
+                                       "byorn", "max_steps=2", "batch_size=4"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "audit.jsonl").exists() and (tmp_path / "run" / "adapter").is_dir()
