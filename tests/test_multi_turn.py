@@ -80,3 +80,15 @@ def test_clean_writes_the_conversation_back_with_only_the_flagged_turn_replaced(
     answers = [turn["value"] for turn in poisoned["conversations"] if turn["from"] == "gpt"]
     assert answers[1] != PLANTED and poisoned["meta"]["turns_meta"][1]["original_response"] == PLANTED
     assert answers[0] == next(s.response for s in samples if s.id == f"{poisoned['id']}#1")  # turn 1 as it was
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3"])
+def test_every_chat_template_family_labels_the_last_answer_only(family):
+    from tiny_families import BUILDERS
+
+    vlm = BUILDERS[family]()
+    second = conversations(2)[1]
+    batch = vlm.encode([second, conversations(2)[0]])  # a later turn beside a first turn
+    for row, sample in enumerate((second, conversations(2)[0])):
+        labelled = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]
+        assert vlm.tokenizer.decode(labelled, skip_special_tokens=True).strip() == sample.response
