@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from review_page import Page
 
+from byorn.data import Sample
 from byorn.review import GROUP_THUMBNAILS, MAX_GROUPS, MAX_THUMBNAILS, NEAR_CUT, Replacement, write_review
 from byorn.worlds import shapes
 
@@ -43,8 +44,7 @@ def test_samples_that_share_an_answer_are_grouped(tmp_path):
 def test_attacker_written_text_is_shown_as_text_and_never_becomes_markup(tmp_path):
     samples = shapes.downstream_samples(len(HOSTILE), seed=1)
     samples = [s.with_response(h) for s, h in zip(samples, HOSTILE)]
-    samples[0] = shapes.downstream_samples(1, seed=9)[0].__class__(HOSTILE[1], samples[0].image, HOSTILE[0],
-                                                                  HOSTILE[2])
+    samples[0] = Sample(HOSTILE[1], samples[0].image, HOSTILE[0], HOSTILE[2])  # hostile id and instruction too
     replacements = {samples[1].id: [Replacement(3, HOSTILE[0], "reference")]}
     path = write_review(tmp_path / "r.html", samples, [1.0] * len(samples), [True] * len(samples),
                         replacements=replacements, title=HOSTILE[0])
