@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from byorn.config import TrainConfig
 from byorn.data import Sample
@@ -95,7 +95,9 @@ class DroppingDefense(Defense):
     TCAP, score-and-drop, random drop). A subclass implements `judge`; its verdict, with the
     dropped ids, is written to <run_dir>/<name>.json."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Any = None) -> None:
+        # the subclass's options: config_class's defaults unless given
+        self.config = config if config is not None else self.config_class()
         self.verdict: Verdict | None = None
         self._ids: list[str] = []  # the samples prepare() judged, so training_set() can check it gets them
 

@@ -28,19 +28,15 @@ import torch
 
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
-from byorn.defenses.attention import probe_finetune, read_last_token_attention
+from byorn.defenses.attention import ProbeConfig, probe_finetune, read_last_token_attention
 from byorn.defenses.base import DroppingDefense, Verdict
 from byorn.models.hf import VLM
 
 
 @dataclass
-class ByeConfig:
+class ByeConfig(ProbeConfig):
     separation: float = option(2.0, "keep a layer when its two entropy clusters' means differ by more than "
                                     "this times the sum of their standard deviations", min=0.0)
-    probe_epochs: float = option(0.0, "epochs of the probe fine-tune on the poisoned data; 0: as the real one",
-                                 min=0.0)
-    batch_size: int = option(32, "samples per attention batch", min=1)
-    seed: int = option(0, "seed of the Gaussian mixtures")
 
 
 class Bye(DroppingDefense):
@@ -48,10 +44,7 @@ class Bye(DroppingDefense):
 
     name = "bye"
     config_class = ByeConfig
-
-    def __init__(self, config: ByeConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or ByeConfig()
+    config: ByeConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe")

@@ -34,10 +34,7 @@ class RandomDrop(DroppingDefense):
 
     name = "random_drop"
     config_class = RandomDropConfig
-
-    def __init__(self, config: RandomDropConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or RandomDropConfig()
+    config: RandomDropConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         count = self.config.count

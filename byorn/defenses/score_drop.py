@@ -22,10 +22,7 @@ class ScoreAndDrop(DroppingDefense):
 
     name = "score_drop"
     config_class = JudgeConfig
-
-    def __init__(self, config: JudgeConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or JudgeConfig()
+    config: JudgeConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         judgement = judge(vlm, samples, self.config, run_dir)

@@ -36,7 +36,7 @@ import torch
 
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
-from byorn.defenses.attention import probe_finetune, read_last_token_attention
+from byorn.defenses.attention import ProbeConfig, probe_finetune, read_last_token_attention
 from byorn.defenses.base import DroppingDefense, Verdict
 from byorn.models.hf import VLM
 
@@ -46,16 +46,12 @@ GRID_POINTS = 512
 
 
 @dataclass
-class TcapConfig:
+class TcapConfig(ProbeConfig):
     layers: float = option(0.5, "share of the language model's layers, counted from the last, whose heads may vote",
                            min=0.0, max=1.0)
     heads: int = option(8, "the most separated heads that vote", min=1)
     vote: float = option(0.5, "a head votes for a sample when the sample's posterior of the head's target "
                               "components is above this", min=0.0, max=1.0)
-    probe_epochs: float = option(0.0, "epochs of the probe fine-tune on the poisoned data; 0: as the real one",
-                                 min=0.0)
-    batch_size: int = option(32, "samples per attention batch", min=1)
-    seed: int = option(0, "seed of the Gaussian mixtures")
 
 
 class Tcap(DroppingDefense):
@@ -63,10 +59,7 @@ class Tcap(DroppingDefense):
 
     name = "tcap"
     config_class = TcapConfig
-
-    def __init__(self, config: TcapConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or TcapConfig()
+    config: TcapConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "tcap_probe")
