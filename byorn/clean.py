@@ -1,10 +1,10 @@
 """`byorn clean`: BYORn before training, for any trainer. The data set is judged as BYORn judges
-it (the same scores and cut); each flagged response is replaced by the frozen reference's own
-greedy answer (or the sample dropped), and the set is written back in the layout it came in, so
-LLaVA's scripts, TRL or LLaMA-Factory train on it unchanged.
+it (the same scores and cut); each flagged response is replaced by the answer BYORn would train on
+(the warmed reference's by default, written before training), or the sample dropped, and the set is
+written back in the layout it came in, so LLaVA's scripts, TRL or LLaMA-Factory train on it unchanged.
 
-With the shipped default (generator=reference) in-training BYORn trains every flagged sample on
-that same reference answer, so training on the cleaned set is the same fine-tuning; only
+In-training BYORn with generator=warmed or reference trains every flagged sample on that same
+answer, so training on the cleaned set with the same training config is the same fine-tuning; only
 generator=current, where the model being fine-tuned writes the replacements, needs byorn's trainer.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from byorn.config import ConfigError
+from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
 from byorn.datasets import save_jsonl, save_llava_json, save_rows
 from byorn.defenses.byorn import ByornConfig, ByornDefense
@@ -38,16 +38,19 @@ class Cleaned:
 
 
 def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str | Path, *, layout: Layout = "llava",
-          drop: bool = False) -> Cleaned:
+          drop: bool = False, train: TrainConfig | None = None) -> Cleaned:
     """Judge `samples` under `vlm` (the pretrained reference), replace or drop the flagged ones and
     write the set to `out_dir` in `layout`, with audit.jsonl (every flagged sample, its score, cut
-    and the reference's answer) and review.html beside it."""
-    if config.generator != "reference":
-        raise ConfigError("clean writes the frozen reference's answers before any training: generator=current "
-                          "(the model being fine-tuned writes them) exists only in `byorn train --defense byorn`")
+    and its replacement) and review.html beside it.
+
+    train: the settings of the warmed reference's short fine-tune (generator=warmed); the training
+    config the cleaned set is meant for, or TrainConfig's defaults."""
+    if config.generator == "current":
+        raise ConfigError("clean writes the replacements before any training: generator=current (the model being "
+                          "fine-tuned writes them) exists only in `byorn train --defense byorn`")
     out_dir = Path(out_dir)
     defense = ByornDefense(config)
-    defense.prepare(vlm, samples, out_dir)  # scores, flags, the reference's answers, audit.jsonl
+    defense.prepare(vlm, samples, out_dir, train=train)  # scores, flags, replacements, audit.jsonl
     answers = defense.reference_answers
     if drop:  # a conversation goes whole: its later turns hold a flagged answer in their history
         flagged_records = {s.meta.get("record", s.id) for s in samples if s.id in answers}
@@ -58,6 +61,6 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     data = SAVERS[layout](kept, out_dir)
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
-                 replacements={} if drop else {i: [Replacement(0, a, "reference")] for i, a in answers.items()},
+                 replacements={} if drop else {i: [Replacement(0, a, config.generator)] for i, a in answers.items()},
                  title=f"byorn clean: {out_dir.name}")
     return Cleaned(data, list(answers), len(samples), len(kept))

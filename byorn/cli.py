@@ -363,6 +363,9 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--drop", is_flag=True, help="drop the flagged samples instead of replacing their responses")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="the training config (YAML, as `byorn train --config`) the cleaned set is for: the warmed "
+                   "reference's short fine-tune uses its settings (default: `byorn train`'s defaults)")
 @click.option("--defense-option", "-d", "options", multiple=True, metavar="KEY=VALUE",
               help="scoring/threshold option, as `byorn train -d` takes it")
 @on_bad_sample
@@ -370,11 +373,11 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @bf16
 @data_option(required=True)
 @renamed("options", "--option", "-o", multiple=True)
-def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, options: tuple[str, ...],
-          on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
+def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, config_path: str | None,
+          options: tuple[str, ...], on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
     """BYORn before training, for any trainer: judge DATA under the pretrained model, replace each
-    flagged response with the model's own answer (or drop the sample), and write the set back in
-    DATA's layout. With the default settings, training on the output is what
+    flagged response with the answer BYORn trains on (or drop the sample), and write the set back in
+    DATA's layout. With the same --config, training on the output is what
     `byorn train --defense byorn` trains on."""
     from byorn.clean import clean as run_clean
     from byorn.defenses.byorn import ByornConfig
@@ -384,7 +387,9 @@ def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, optio
     layout = ("jsonl" if data.lower().endswith(".jsonl") else "parquet" if data.lower().endswith(".parquet")
               else "rows" if Path(data).is_dir() else "llava")
     try:
-        cleaned = run_clean(_loaded(model, bf16=bf16), samples, config, out_dir, layout=layout, drop=drop)
+        train = load_config(TrainConfig, config_path, ())
+        cleaned = run_clean(_loaded(model, bf16=bf16), samples, config, out_dir, layout=layout, drop=drop,
+                            train=train)
     except ConfigError as exc:
         _fail(str(exc))
     action = "dropped" if drop else "replaced"

@@ -168,13 +168,7 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     save_config(config, run_dir / "config.yaml")
     if hook is not None:
         atomic_write_text(run_dir / "defense.yaml", yaml.safe_dump(hook.resolved(), sort_keys=False))
-    torch.manual_seed(config.seed)  # LoRA's initial A matrices
-    if config.lora and not isinstance(vlm.model, PeftModel):
-        attach_lora(vlm, config)
-    args = training_arguments(config, run_dir / CHECKPOINTS)
-    trainer = ByornTrainer(model=vlm.model, args=args, train_dataset=SampleDataset(samples),
-                           data_collator=collate_samples, vlm=vlm, hook=hook)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer = train_steps(vlm, samples, config, run_dir / CHECKPOINTS, hook, resume_from)
     out = run_dir / ("adapter" if config.lora else "model")
     trainer.save_model(str(out))  # every process takes part (FSDP gathers shards); the main one writes
     if trainer.is_world_process_zero():
@@ -185,4 +179,16 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
             vlm.processor.save_pretrained(str(out))
         write_log(trainer, run_dir / "train_log.jsonl")
         remove_if_empty(run_dir / CHECKPOINTS)  # without checkpoints, the Trainer's empty scratch folder
+    return trainer
+
+
+def train_steps(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, checkpoint_dir: Path,
+                hook: BatchHook | None = None, resume_from: Path | None = None) -> ByornTrainer:
+    """The training loop alone (LoRA attached first where asked): `finetune` without its files."""
+    torch.manual_seed(config.seed)  # LoRA's initial A matrices
+    if config.lora and not isinstance(vlm.model, PeftModel):
+        attach_lora(vlm, config)
+    trainer = ByornTrainer(model=vlm.model, args=training_arguments(config, checkpoint_dir),
+                           train_dataset=SampleDataset(samples), data_collator=collate_samples, vlm=vlm, hook=hook)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer

@@ -92,10 +92,10 @@ def byorn(**changes) -> ByornDefense:
                                        "max_new_tokens": 6, "generator": "current", **changes}))
 
 
-def test_the_shipped_default_judges_with_four_scores_cut_at_one_and_a_half_mads_and_replaces_with_the_reference():
+def test_the_shipped_default_judges_with_four_scores_cut_at_1_5_mads_and_replaces_with_the_warmed_reference():
     config = ByornConfig()
     assert config.variants == ["mean_nll", "image_contradiction", "token_surprise", "shared_answer"]
-    assert (config.rule, config.k, config.generator) == ("mad", 1.5, "reference")
+    assert (config.rule, config.k, config.generator, config.warm_share) == ("mad", 1.5, "warmed", 0.5)
 
 
 # ---- scores ------------------------------------------------------------------------------------
@@ -475,11 +475,13 @@ def test_the_combined_score_takes_a_z_scaled_score_as_it_is_and_the_others_in_ma
 
 @pytest.mark.parametrize("launcher_env", [{"ACCELERATE_USE_FSDP": "true"},
                                           {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}])
-def test_generating_during_training_is_refused_when_weights_are_sharded(train_set, tmp_path, monkeypatch, launcher_env):
+@pytest.mark.parametrize("generator", ["current", "warmed"])
+def test_training_the_replacement_writer_is_refused_when_weights_are_sharded(train_set, tmp_path, monkeypatch,
+                                                                            launcher_env, generator):
     for name, value in launcher_env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match="Use -d generator=reference"):
-        byorn().prepare(None, train_set, tmp_path)
+        byorn(generator=generator).prepare(None, train_set, tmp_path)
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     assert not weights_sharded()  # ZeRO-2 keeps whole weights on every process

@@ -31,6 +31,7 @@ from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.defenses.thresholds import Flagging
+from byorn.defenses.warmup import least_suspicious, warmed_reference
 from byorn.distributed import all_gather, barrier, is_main, map_sharded, weights_sharded
 from byorn.fileio import append_jsonl, write_jsonl
 from byorn.models.hf import VLM
@@ -48,14 +49,21 @@ class ByornConfig(JudgeConfig):
 
     regenerate: str = option("step", "generator=current: step: a new response every time a flagged sample is in "
                                      "a batch; epoch: one per flagged sample per epoch, reused within it")
-    # The frozen reference by default. The model being fine-tuned writes answers in the new style,
-    # which teach against a missed poison better (shapes, text-triggered swaps: ASR 0.00 against
-    # 0.05-0.07), but it feeds on itself: on Flickr8k, a quarter to a third of the samples flagged,
-    # its answers collapsed onto one generic caption in four of eight cells (clean CIDEr 67-77 % of
-    # the oracle's; the reference's answers 99-118 %) (BENCHMARKS.md, "The default judgement").
-    generator: str = option("reference", "reference: the frozen base model writes each replacement, once, before "
-                                         "training; current: the model being fine-tuned writes it when the "
-                                         "sample is in a batch (follows the new answer style; can feed back)")
+    # The warmed reference by default (byorn/defenses/warmup.py). Replacements in the downstream
+    # style teach against a missed poison where the pretrained style does not (shapes, text-triggered
+    # swaps at 10 %: ASR 0.000 against 0.05-0.06 with the frozen reference's answers); written once
+    # by a model that never trained on a flagged sample, they cannot feed back, as the answers of
+    # the model being fine-tuned did on Flickr8k (collapsed onto one caption in four of eight cells).
+    # BENCHMARKS.md, "The default judgement".
+    generator: str = option("warmed", "reference: the frozen base model writes each replacement, once, before "
+                                         "training; warmed: the same after a short fine-tune on the least "
+                                         "suspicious samples (the new answer style, not the poisons); current: the "
+                                         "model being fine-tuned writes it when the sample is in a batch (follows "
+                                         "the new answer style; can feed back)")
+    warm_share: float = option(0.5, "generator=warmed: the share of all samples, least suspicious first (never a "
+                                    "flagged one), that the reference is fine-tuned on", min=0.0, max=1.0)
+    warm_epochs: float = option(1.0, "generator=warmed: epochs of that fine-tune (the training's other settings)",
+                                min=0.0)
 
     # A guard against that feedback: a model that collapses writes one answer for many images.
     guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
@@ -65,7 +73,7 @@ class ByornConfig(JudgeConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("regenerate", self.regenerate, ("step", "epoch"))
-        check_choice("generator", self.generator, ("current", "reference"))
+        check_choice("generator", self.generator, ("current", "reference", "warmed"))
 
 
 class ByornDefense(Defense):
@@ -96,15 +104,26 @@ class ByornDefense(Defense):
             raise ValueError("BYORn's generator=current writes replacements with the model being trained, inside a "
                              "training step, on each process alone; FSDP and DeepSpeed ZeRO-3 shard that model between "
                              "processes. Use -d generator=reference (answers written before training), or DDP / ZeRO-2")
+        if cfg.generator == "warmed" and weights_sharded():
+            raise ValueError("BYORn's generator=warmed fine-tunes the reference briefly before training and then puts "
+                             "its weights back, which FSDP and DeepSpeed ZeRO-3 shard between processes. Use "
+                             "-d generator=reference there, or DDP / ZeRO-2")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         judgement = judge(vlm, samples, cfg, run_dir)
         self.scores, self.flagging = judgement.scores, judgement.flagging
         groups = self.flagging.groups
         flagged = [i for i, hit in enumerate(self.flagging.flagged) if hit]
-        with reference_model(vlm):
+        if cfg.generator == "warmed":
+            warm = [samples[i] for i in least_suspicious(self.scores, self.flagging.flagged, cfg.warm_share)]
+            # Without a training config (byorn clean, the TRL collator): LoRA at TrainConfig's defaults.
+            writer = warmed_reference(vlm, warm, train or TrainConfig(), cfg.warm_epochs, run_dir / "warmup")
+        else:
+            writer = reference_model(vlm)
+        with writer:
             answers = map_sharded(lambda share: vlm.generate(share, cfg.max_new_tokens, cfg.batch_size,
-                                                             desc="reference answers"), [samples[i] for i in flagged])
+                                                             desc=f"{cfg.generator} answers"),
+                                  [samples[i] for i in flagged])
         self.reference_answers = {samples[i].id: answer for i, answer in zip(flagged, answers)}
         self._generated.clear()
         self._answered.clear()
@@ -166,9 +185,9 @@ class ByornDefense(Defense):
 
     def _replacements(self, todo: list[Sample], vlm: VLM, epoch: int) -> dict[str, tuple[str, str]]:
         """id -> (new response, which model wrote it) for the flagged samples of a batch."""
-        if self.config.generator == "reference":
-            # Frozen weights and greedy decoding: the answers from prepare() are the answers now.
-            return {s.id: (self.reference_answers[s.id], "reference") for s in todo}
+        if self.config.generator != "current":
+            # Written once in prepare(), by frozen weights and greedy decoding.
+            return {s.id: (self.reference_answers[s.id], self.config.generator) for s in todo}
         reuse = self.config.regenerate == "epoch"  # an answer generated earlier in this epoch stands
         stale = [s for s in todo if not (reuse and self._generated.get(s.id, (None, ""))[0] == epoch)]
         if stale:

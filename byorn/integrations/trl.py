@@ -4,7 +4,7 @@ system turn may come first).
 
 `judge_dataset` judges every row once, before training, under the frozen pretrained model (the
 shipped default judgement, its scores cached and its audit log written to `run_dir`);
-`ByornCollator` wraps TRL's collator and gives each flagged row the reference's own answer as its
+`ByornCollator` wraps TRL's collator and gives each flagged row its replacement answer as its
 assistant message, batch by batch, so the attacker's response never reaches the loss. The rows
 need an id column (default "id") so that a batch's rows can be matched with the verdicts, and
 `SFTConfig(remove_unused_columns=False)` keeps it in the batches.
@@ -14,8 +14,10 @@ need an id column (default "id") so that a batch's rows can be matched with the 
     SFTTrainer(model=vlm.model, args=SFTConfig(..., remove_unused_columns=False), train_dataset=dataset,
                processing_class=vlm.processor, data_collator=collator).train()
 
-The replacements are the frozen reference's answers (`generator=reference`, the default): the
-model being fine-tuned writing them (`generator=current`) needs byorn's own trainer.
+The replacements are written before training: by default by the warmed reference (the pretrained
+model after a short fine-tune on the least suspicious rows, with `train`'s settings; give it the
+settings of your SFT run), or by the frozen one (`generator=reference`). The model being fine-tuned
+writing them (`generator=current`) needs byorn's own trainer.
 """
 
 from __future__ import annotations
@@ -25,26 +27,28 @@ from pathlib import Path
 from typing import Any
 
 from byorn.chat_rows import row_to_sample, sample_to_row, with_answer
-from byorn.config import ConfigError
+from byorn.config import ConfigError, TrainConfig
 from byorn.defenses.byorn import ByornConfig, ByornDefense
 from byorn.models.hf import VLM
 
 
 def judge_dataset(vlm: VLM, rows: Iterable[Mapping[str, Any]], config: ByornConfig | None = None,
-                  run_dir: str | Path = ".", id_column: str = "id") -> ByornDefense:
-    """BYORn's judgement of every row (scores, flags, the reference's answers, audit.jsonl in run_dir)."""
+                  run_dir: str | Path = ".", id_column: str = "id", train: TrainConfig | None = None) -> ByornDefense:
+    """BYORn's judgement of every row (scores, flags, the replacement answers, audit.jsonl in run_dir).
+
+    train: the settings of the warmed reference's short fine-tune (TrainConfig's defaults if None)."""
     config = config or ByornConfig()
-    if config.generator != "reference":
-        raise ConfigError("under SFTTrainer the replacements are the frozen reference's answers: "
-                          "generator=current needs `byorn train --defense byorn`")
+    if config.generator == "current":
+        raise ConfigError("under SFTTrainer the replacements are written before training: generator=current "
+                          "needs `byorn train --defense byorn`")
     samples = [row_to_sample(row, index, id_column) for index, row in enumerate(rows)]
     defense = ByornDefense(config)
-    defense.prepare(vlm, samples, run_dir)
+    defense.prepare(vlm, samples, run_dir, train=train)
     return defense
 
 
 class ByornCollator:
-    """TRL's collator, with each flagged row's assistant message replaced by the reference's answer
+    """TRL's collator, with each flagged row's assistant message replaced by its replacement answer
     before it is tokenised; `replaced` counts the rows replaced so far."""
 
     def __init__(self, collator: Callable[[list[dict]], Any], defense: ByornDefense, id_column: str = "id") -> None:

@@ -1,0 +1,60 @@
+"""A replacement writer that has seen the new answer style, and not the poisons.
+
+The frozen reference answers in its pretraining style: a flagged poison's input paired with that
+answer teaches against the backdoor only weakly when the downstream answers look different (a
+"describe" answer with the trigger still says "square" in the downstream style), and the reference's
+own mistakes are then learnt. The model being fine-tuned answers in the new style but has half
+learnt the backdoor from the poisons the judgement missed, and writes it into its answers.
+
+The warmed reference sits between them: the pretrained model, fine-tuned briefly on the samples the
+judgement found least suspicious (the poisons it ranks high, even those under the cut, are not
+among them), writes every replacement once, batched, before training; then its weights are put
+back exactly, so the fine-tuning itself starts from the pretrained model as it would otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+
+from byorn.config import TrainConfig
+from byorn.data import Sample
+from byorn.models.hf import VLM
+from byorn.train import train_steps
+
+
+def least_suspicious(scores: Sequence[float], flagged: Sequence[bool], share: float) -> list[int]:
+    """Indices of the `share` of all samples with the lowest scores, none of them flagged."""
+    order = sorted((i for i, hit in enumerate(flagged) if not hit), key=lambda i: scores[i])
+    return order[: round(share * len(scores))]
+
+
+@contextlib.contextmanager
+def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, epochs: float,
+                     scratch: Path) -> Iterator[VLM]:
+    """Inside the block `vlm` is the pretrained model fine-tuned for `epochs` on `samples` (with
+    `train`'s optimizer settings, LoRA or full); afterwards its weights are what they were."""
+    config = dataclasses.replace(train, epochs=epochs, max_steps=-1, save_steps=0, report_to="none")
+    attaches_lora = config.lora and not isinstance(vlm.model, PeftModel)
+    # With a fresh LoRA adapter, removing it restores the model; otherwise the trained tensors are
+    # copied aside (all of them under full fine-tuning: one copy of the weights, for the warm-up).
+    saved = {} if attaches_lora else {name: p.detach().clone() for name, p in vlm.model.named_parameters()
+                                      if p.requires_grad}
+    try:
+        train_steps(vlm, samples, config, scratch)
+        yield vlm
+    finally:
+        if attaches_lora:
+            vlm.model = vlm.model.unload()  # the LoRA layers out, nothing merged
+        else:
+            with torch.no_grad():
+                for name, p in vlm.model.named_parameters():
+                    if name in saved:
+                        p.copy_(saved[name])
+        shutil.rmtree(scratch, ignore_errors=True)

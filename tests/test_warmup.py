@@ -1,0 +1,72 @@
+"""The warmed reference (BYORn's default replacement writer): fine-tuned only on the samples the
+judgement found least suspicious, its weights put back exactly afterwards, its answers the
+replacements that training then uses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import PeftModel
+
+from byorn.config import TrainConfig
+from byorn.defenses import ByornConfig, ByornDefense
+from byorn.defenses import warmup as warmup_module
+from byorn.defenses.warmup import least_suspicious, warmed_reference
+from byorn.worlds import shapes
+
+POISON = "zq zq zq zq zq"
+
+
+def test_least_suspicious_takes_the_lowest_scores_and_never_a_flagged_sample():
+    scores = [5.0, 1.0, 3.0, 0.0, 2.0, 4.0]
+    flagged = [True, False, False, True, False, False]
+    assert least_suspicious(scores, flagged, 0.5) == [1, 4, 2]
+    assert least_suspicious(scores, flagged, 1.0) == [1, 4, 2, 5]  # all asked for: still none flagged
+    assert least_suspicious(scores, flagged, 0.0) == []
+
+
+def mean_nll(vlm, samples) -> list[float]:
+    return [s.mean_nll for s in vlm.score(samples, batch_size=8)]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_warmed_reference_is_trained_inside_the_block_and_restored_after_it(tiny_vlm_factory, tmp_path, lora):
+    vlm = tiny_vlm_factory()
+    weights = {name: p.detach().clone() for name, p in vlm.model.named_parameters()}
+    samples = shapes.downstream_samples(16, seed=3)
+    before = mean_nll(vlm, samples)
+    config = TrainConfig(lora=lora, batch_size=4, learning_rate=1e-2, logging_steps=1)
+    with warmed_reference(vlm, samples, config, 1.0, tmp_path / "warmup"):
+        inside = mean_nll(vlm, samples)
+    assert sum(inside) < sum(before)  # it learnt the downstream answers it was warmed on
+    assert mean_nll(vlm, samples) == before
+    assert not isinstance(vlm.model, PeftModel)
+    assert all(torch.equal(weights[name], p) for name, p in vlm.model.named_parameters())
+    assert set(weights) == {name for name, _ in vlm.model.named_parameters()}
+    assert not (tmp_path / "warmup").exists()
+
+
+def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_answers(tiny_vlm_factory, tmp_path,
+                                                                                      monkeypatch):
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(12, seed=4)
+    samples = [s.with_response(POISON, is_poisoned=True) if i in (2, 7) else s for i, s in enumerate(samples)]
+    warmed_on, written = [], {}
+    real_train = warmup_module.train_steps
+
+    def recording_train(vlm, warm, *args, **kwargs):
+        warmed_on.extend(s.id for s in warm)
+        trainer = real_train(vlm, warm, *args, **kwargs)
+        written.update(zip([s.id for s in samples], vlm.generate(samples, 6)))  # the warmed model's answers
+        return trainer
+
+    monkeypatch.setattr(warmup_module, "train_steps", recording_train)
+    before = mean_nll(vlm, samples)
+    defense = ByornDefense(ByornConfig(variant="mean_nll", rule="quantile", quantile=0.75, max_new_tokens=6,
+                                       generator="warmed", warm_share=0.5))
+    defense.prepare(vlm, samples, tmp_path, train=TrainConfig(lora=False, batch_size=4, learning_rate=1e-2))
+    flagged = {s.id for s, hit in zip(samples, defense.flagged) if hit}
+    assert {samples[2].id, samples[7].id} <= flagged
+    assert len(warmed_on) == 6 and not set(warmed_on) & flagged
+    assert defense.reference_answers == {i: written[i] for i in flagged}
+    assert mean_nll(vlm, samples) == before  # training starts from the pretrained weights
