@@ -107,6 +107,12 @@ def _loaded(model: str, *, bf16: bool, adapter: str | None = None):
     return load_vlm(model, adapter=adapter, dtype=torch.bfloat16 if bf16 else None)
 
 
+warm_up_config = click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+    help="the training config (YAML, as `byorn train --config`) the data is meant for: the warmed reference's "
+         "short fine-tune uses its settings (default: `byorn train`'s defaults)")
+
+
 image_folder = click.option(
     "--image-folder", type=click.Path(exists=True, file_okay=False),
     help="the folder a data file's image paths are relative to (LLaVA's --image_folder); default: the data "
@@ -331,20 +337,25 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 @click.option("--defense-option", "-d", "options", multiple=True, metavar="KEY=VALUE",
               help="scoring/threshold option, as `byorn train -d` takes it")
 @click.option("--top", default=10, show_default=True, help="suspicious samples to print")
+@warm_up_config
 @on_bad_sample
 @image_folder
 @bf16
 @data_option(required=True)
 @renamed("options", "--option", "-o", multiple=True)
 def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
-         on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
+         config_path: str | None, on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
     """Rank a data set (--data: a data file, or 'shapes') by response implausibility, without training."""
     from byorn.defenses.judging import JudgeConfig
     from byorn.scan import scan as run_scan
 
     config, samples = _options_and_samples(JudgeConfig, options, "scan", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
-    rows = run_scan(_loaded(model, bf16=bf16), samples, config, out_dir)
+    try:
+        train = load_config(TrainConfig, config_path, ())
+    except ConfigError as exc:
+        _fail(str(exc))
+    rows = run_scan(_loaded(model, bf16=bf16), samples, config, out_dir, train)
     flagged = sum(r.flagged for r in rows)
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
     for row in rows[:top]:
@@ -363,9 +374,7 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--drop", is_flag=True, help="drop the flagged samples instead of replacing their responses")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="the training config (YAML, as `byorn train --config`) the cleaned set is for: the warmed "
-                   "reference's short fine-tune uses its settings (default: `byorn train`'s defaults)")
+@warm_up_config
 @click.option("--defense-option", "-d", "options", multiple=True, metavar="KEY=VALUE",
               help="scoring/threshold option, as `byorn train -d` takes it")
 @on_bad_sample

@@ -1,5 +1,6 @@
-"""`byorn scan`: rank a data set by how implausible each response is under the pretrained model,
-before any training, and show where BYORn's threshold would cut."""
+"""`byorn scan`: rank a data set by how implausible each response is (BYORn's judgement: the
+pretrained model, then the warmed reference), before any training, and show where BYORn's
+threshold would cut."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
@@ -30,12 +32,14 @@ class ScanRow:
     response: str
 
 
-def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str | Path) -> list[ScanRow]:
+def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str | Path,
+         train: TrainConfig | None = None) -> list[ScanRow]:
     """Score, flag and rank; writes scan.jsonl, scan.csv, scores.png and review.html (the page to
-    review what was flagged, byorn.review) to `out_dir`."""
+    review what was flagged, byorn.review) to `out_dir`. train: the warm-up's settings (the
+    fine-tuning the data is for; TrainConfig's defaults if None)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scores, flagging = (judgement := judge(vlm, samples, config, out_dir)).scores, judgement.flagging
+    scores, flagging = (judgement := judge(vlm, samples, config, out_dir, train)).scores, judgement.flagging
     groups = flagging.groups
     order = sorted(range(len(samples)), key=lambda i: -scores[i])
     rows = [ScanRow(rank, samples[i].id, scores[i], flagging.flagged[i], flagging.thresholds[groups[i]], groups[i],

@@ -86,9 +86,10 @@ def prepared(defense: ByornDefense, vlm: VLM, samples: list[Sample], run_dir) ->
 
 def byorn(**changes) -> ByornDefense:
     # The planted poisons' mean NLL is ~7.5 and clean responses' ~1.8 under `fitted_vlm`; these tests
-    # pin what happens to flagged samples, so they flag with that one score and a fixed cut, and
-    # replace in training steps (generator=current) unless a test says otherwise.
-    return ByornDefense(ByornConfig(**{"variant": "mean_nll", "rule": "absolute", "absolute": 4.0,
+    # pin what happens to flagged samples, so they flag with that one score and a fixed cut under the
+    # pretrained model alone (no warmed reference: tests/test_warmup.py), and replace in training
+    # steps (generator=current) unless a test says otherwise.
+    return ByornDefense(ByornConfig(**{"variant": "mean_nll", "rule": "absolute", "absolute": 4.0, "rejudge": False,
                                        "max_new_tokens": 6, "generator": "current", **changes}))
 
 
@@ -449,13 +450,14 @@ def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, t
     samples = shapes.downstream_samples(30, seed=9)
     samples[3] = samples[3].with_response(POISON)
     samples[7] = samples[7].with_response(samples[7].response.replace(" circle", " square", 1) + " zq")
-    single = {v: judge(tiny_vlm, samples, JudgeConfig(variant=v, k=2.0), tmp_path) for v in
+    single = {v: judge(tiny_vlm, samples, JudgeConfig(variant=v, k=2.0, rejudge=False), tmp_path) for v in
               ("mean_nll", "image_contradiction")}
-    both = judge(tiny_vlm, samples, JudgeConfig(variant="mean_nll+image_contradiction", k=2.0), tmp_path)
+    both = judge(tiny_vlm, samples, JudgeConfig(variant="mean_nll+image_contradiction", k=2.0, rejudge=False),
+                 tmp_path)
     union = [a or b for a, b in zip(*(j.flagging.flagged for j in single.values()))]
     assert both.flagging.flagged == union and any(union)
     top = judge(tiny_vlm, samples, JudgeConfig(variant="mean_nll+image_contradiction", rule="quantile",
-                                               quantile=0.9), tmp_path)
+                                               quantile=0.9, rejudge=False), tmp_path)
     assert top.scores == both.scores and sum(top.flagging.flagged) == 3  # the top tenth of the largest unit
     with pytest.raises(ValueError, match="variant must be one of"):
         JudgeConfig(variant="mean_nll+nope")
@@ -475,13 +477,14 @@ def test_the_combined_score_takes_a_z_scaled_score_as_it_is_and_the_others_in_ma
 
 @pytest.mark.parametrize("launcher_env", [{"ACCELERATE_USE_FSDP": "true"},
                                           {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}])
-@pytest.mark.parametrize("generator", ["current", "warmed"])
+@pytest.mark.parametrize("changes", [{"generator": "current"}, {"generator": "warmed"},
+                                     {"rejudge": True, "generator": "reference"}])
 def test_training_the_replacement_writer_is_refused_when_weights_are_sharded(train_set, tmp_path, monkeypatch,
-                                                                            launcher_env, generator):
+                                                                            launcher_env, changes):
     for name, value in launcher_env.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(ValueError, match="Use -d generator=reference"):
-        byorn(generator=generator).prepare(None, train_set, tmp_path)
+    with pytest.raises(ValueError, match="Use -d (rejudge=false -d )?generator=reference"):
+        byorn(**changes).prepare(None, train_set, tmp_path)
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     assert not weights_sharded()  # ZeRO-2 keeps whole weights on every process

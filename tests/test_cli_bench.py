@@ -212,8 +212,9 @@ def test_cells_share_reference_scores_and_record_each_samples_suspicion(tmp_path
     config = _grid(tmp_path, defenses=["byorn", "score_drop", "none"])
     rows = bench.run_grid(config, tmp_path / "results.jsonl", tmp_path / "runs")
     caches = list((tmp_path / "runs" / "score_cache").glob("scores-*.jsonl"))
-    # one poisoned set, one model: each of the default's scores computed once for both defenses
-    assert len(caches) == len(JudgeConfig().variants)
+    # one poisoned set, one model: each of the default's scores computed once for both defenses, under
+    # the pretrained model and under the warmed reference (the same warm-up for both: same weights)
+    assert len(caches) == 2 * len(JudgeConfig().variants)
     judged = {r["defense"]: r for r in rows if r["defense"] != "none"}
     assert judged["byorn"]["detect_auroc"] == judged["score_drop"]["detect_auroc"]
     for row in judged.values():

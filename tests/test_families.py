@@ -47,21 +47,23 @@ def test_labels_cover_exactly_the_response(name):
 @pytest.mark.parametrize("name", BUILDERS)
 def test_poison_defend_train_generate_score(name, tmp_path):
     vlm = BUILDERS[name]()
-    train_set, _ = poison(shapes.downstream_samples(16, seed=0), build_attack("badnets", "fixed"), 0.25, seed=0)
+    train_set, _ = poison(shapes.downstream_samples(24, seed=0), build_attack("badnets", "fixed"), 0.25, seed=0)
     # A random model cannot tell poison from clean, so flag by quantile: the point here is that
     # whatever is flagged is replaced through this family's generation before it is trained on.
     defense = build_defense("byorn", rule="quantile", quantile=0.5, max_new_tokens=6)
-    config = TrainConfig(max_steps=2, batch_size=8, logging_steps=1, learning_rate=1e-2)
-    defense.prepare(vlm, train_set, tmp_path, train=config)
+    config = TrainConfig(max_steps=3, batch_size=8, logging_steps=1, learning_rate=1e-2)
+    defense.prepare(vlm, train_set, tmp_path, train=config)  # with the warm-up: LoRA on this family, then removed
     flagged = {s.id for s, hit in zip(train_set, defense.flagged) if hit}
-    assert len(flagged) == 8
+    # the pretrained model flags 12; the warmed reference (warmed on the other 12) judges those 12 and
+    # flags the ones above their median: up to half, fewer where scores tie at it
+    assert 1 <= len(flagged) <= 6
 
     seen = []
     encode = vlm.encode
     vlm.encode = lambda samples: seen.extend(samples) or encode(samples)
     trainer = finetune(vlm, defense.training_set(train_set), config, tmp_path, hook=defense)
     del vlm.encode
-    assert trainer.state.global_step == 2 and {s.id for s in seen} == {s.id for s in train_set}
+    assert trainer.state.global_step == 3 and {s.id for s in seen} == {s.id for s in train_set}
     for sample in seen:
         assert sample.meta.get("replaced", False) == (sample.id in flagged)
         if sample.id in flagged:

@@ -33,6 +33,8 @@ def mean_nll(vlm, samples) -> list[float]:
 def test_the_warmed_reference_is_trained_inside_the_block_and_restored_after_it(tiny_vlm_factory, tmp_path, lora):
     vlm = tiny_vlm_factory()
     weights = {name: p.detach().clone() for name, p in vlm.model.named_parameters()}
+    vlm.model.get_input_embeddings().weight.requires_grad_(False)  # a frozen part stays frozen, the rest trainable
+    trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}
     samples = shapes.downstream_samples(16, seed=3)
     before = mean_nll(vlm, samples)
     config = TrainConfig(lora=lora, batch_size=4, learning_rate=1e-2, logging_steps=1)
@@ -42,7 +44,7 @@ def test_the_warmed_reference_is_trained_inside_the_block_and_restored_after_it(
     assert mean_nll(vlm, samples) == before
     assert not isinstance(vlm.model, PeftModel)
     assert all(torch.equal(weights[name], p) for name, p in vlm.model.named_parameters())
-    assert set(weights) == {name for name, _ in vlm.model.named_parameters()}
+    assert trainable == {name: p.requires_grad for name, p in vlm.model.named_parameters()}
     assert not (tmp_path / "warmup").exists()
 
 
@@ -70,3 +72,14 @@ def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_an
     assert len(warmed_on) == 6 and not set(warmed_on) & flagged
     assert defense.reference_answers == {i: written[i] for i in flagged}
     assert mean_nll(vlm, samples) == before  # training starts from the pretrained weights
+
+
+def test_with_nothing_to_warm_on_the_frozen_reference_writes(tiny_vlm_factory, tmp_path, monkeypatch):
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(6, seed=4)
+    monkeypatch.setattr(warmup_module, "train_steps", lambda *args, **kwargs: pytest.fail("no warm-up expected"))
+    defense = ByornDefense(ByornConfig(variant="mean_nll", rule="quantile", quantile=0.5, max_new_tokens=6,
+                                       generator="warmed", warm_share=0.0))
+    defense.prepare(vlm, samples, tmp_path)
+    flagged = [s for s, hit in zip(samples, defense.flagged) if hit]
+    assert defense.reference_answers == dict(zip([s.id for s in flagged], vlm.generate(flagged, 6)))

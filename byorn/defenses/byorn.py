@@ -1,10 +1,12 @@
 """BYORn: Bootstrap Your Own Responses (ICML 2026, arXiv 2606.02947).
 
 A poisoned target response is implausible given its image and instruction under the pretrained
-model. So, before training, score every response under the frozen reference model (`prepare`),
-flag the implausible ones, and whenever a flagged sample is in a batch, train on a response the
-model generates itself instead of the given one (`on_batch`): the trigger is never bound to the
-attacker's target. Everything flagged and replaced goes to `audit.jsonl` in the run directory.
+model. So, before training, judge every response (`prepare`; byorn.defenses.judging: the frozen
+reference model, then by default the warmed reference, which has seen the downstream answer
+style), flag the implausible ones, and whenever a flagged sample is in a batch, train on a
+response the model generates itself instead of the given one (`on_batch`): the trigger is never
+bound to the attacker's target. By default that response is written once, in `prepare`, by the
+warmed reference. Everything flagged and replaced goes to `audit.jsonl` in the run directory.
 
 The paper's exact score, threshold and generator are not public; the defaults below are our
 choices, each an option of ByornConfig (`byorn list defenses` describes them) and switchable.
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING
 from byorn.config import TrainConfig, check_choice, option
 from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
-from byorn.defenses.judging import JudgeConfig, judge
+from byorn.defenses.judging import JudgeConfig, judging
 from byorn.defenses.thresholds import Flagging
 from byorn.defenses.warmup import least_suspicious, warmed_reference
 from byorn.distributed import all_gather, barrier, is_main, map_sharded, weights_sharded
@@ -49,21 +51,16 @@ class ByornConfig(JudgeConfig):
 
     regenerate: str = option("step", "generator=current: step: a new response every time a flagged sample is in "
                                      "a batch; epoch: one per flagged sample per epoch, reused within it")
-    # The warmed reference by default (byorn/defenses/warmup.py). Replacements in the downstream
-    # style teach against a missed poison where the pretrained style does not (shapes, text-triggered
-    # swaps at 10 %: ASR 0.000 against 0.05-0.06 with the frozen reference's answers); written once
-    # by a model that never trained on a flagged sample, they cannot feed back, as the answers of
-    # the model being fine-tuned did on Flickr8k (collapsed onto one caption in four of eight cells).
-    # BENCHMARKS.md, "The default judgement".
-    generator: str = option("warmed", "reference: the frozen base model writes each replacement, once, before "
-                                         "training; warmed: the same after a short fine-tune on the least "
-                                         "suspicious samples (the new answer style, not the poisons); current: the "
-                                         "model being fine-tuned writes it when the sample is in a batch (follows "
-                                         "the new answer style; can feed back)")
-    warm_share: float = option(0.5, "generator=warmed: the share of all samples, least suspicious first (never a "
-                                    "flagged one), that the reference is fine-tuned on", min=0.0, max=1.0)
-    warm_epochs: float = option(1.0, "generator=warmed: epochs of that fine-tune (the training's other settings)",
-                                min=0.0)
+    # The warmed reference by default (byorn/defenses/warmup.py), the model whose verdict counts.
+    # Replacements in the downstream style teach against a missed poison where the pretrained style
+    # does not (shapes, text-triggered swaps at 10 %: ASR 0.000 against 0.05-0.06 with the frozen
+    # reference's answers); written once by a model that never trained on a flagged sample, they
+    # cannot feed back, as the answers of the model being fine-tuned did on Flickr8k (collapsed
+    # onto one caption in four of eight cells). BENCHMARKS.md, "The default judgement".
+    generator: str = option("warmed", "warmed: the warmed reference (see rejudge) writes each replacement, once, "
+                                      "before training; reference: the frozen base model does; current: the "
+                                      "model being fine-tuned writes it when the sample is in a batch (follows "
+                                      "the new answer style; can feed back)")
 
     # A guard against that feedback: a model that collapses writes one answer for many images.
     guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
@@ -104,26 +101,33 @@ class ByornDefense(Defense):
             raise ValueError("BYORn's generator=current writes replacements with the model being trained, inside a "
                              "training step, on each process alone; FSDP and DeepSpeed ZeRO-3 shard that model between "
                              "processes. Use -d generator=reference (answers written before training), or DDP / ZeRO-2")
-        if cfg.generator == "warmed" and weights_sharded():
-            raise ValueError("BYORn's generator=warmed fine-tunes the reference briefly before training and then puts "
-                             "its weights back, which FSDP and DeepSpeed ZeRO-3 shard between processes. Use "
-                             "-d generator=reference there, or DDP / ZeRO-2")
+        if (cfg.rejudge or cfg.generator == "warmed") and weights_sharded():
+            raise ValueError("BYORn's warmed reference is the pretrained model fine-tuned briefly before training, "
+                             "its weights put back afterwards, which FSDP and DeepSpeed ZeRO-3 shard between "
+                             "processes. Use -d rejudge=false -d generator=reference there, or DDP / ZeRO-2")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        judgement = judge(vlm, samples, cfg, run_dir)
+
+        def write(flagged: list[int]) -> list[str]:  # by the model in place when called
+            return map_sharded(lambda share: vlm.generate(share, cfg.max_new_tokens, cfg.batch_size,
+                                                          desc=f"{cfg.generator} answers"),
+                               [samples[i] for i in flagged])
+
+        answers = None
+        # Without a training config (byorn clean, the TRL collator) a warm-up is LoRA at TrainConfig's defaults.
+        with judging(vlm, samples, cfg, run_dir, train) as judgement:
+            flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
+            if cfg.generator == "warmed" and judgement.warmed_on:
+                answers = write(flagged)  # the warmed reference that judged them
         self.scores, self.flagging = judgement.scores, judgement.flagging
+        if answers is None:
+            warm = [samples[i] for i in least_suspicious(self.scores, self.flagging.flagged, cfg.warm_share)] \
+                if cfg.generator == "warmed" and cfg.warm_epochs > 0 else []
+            # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
+            with warmed_reference(vlm, warm, train or TrainConfig(), cfg.warm_epochs, run_dir / "warmup") if warm \
+                    else reference_model(vlm):
+                answers = write(flagged)
         groups = self.flagging.groups
-        flagged = [i for i, hit in enumerate(self.flagging.flagged) if hit]
-        if cfg.generator == "warmed":
-            warm = [samples[i] for i in least_suspicious(self.scores, self.flagging.flagged, cfg.warm_share)]
-            # Without a training config (byorn clean, the TRL collator): LoRA at TrainConfig's defaults.
-            writer = warmed_reference(vlm, warm, train or TrainConfig(), cfg.warm_epochs, run_dir / "warmup")
-        else:
-            writer = reference_model(vlm)
-        with writer:
-            answers = map_sharded(lambda share: vlm.generate(share, cfg.max_new_tokens, cfg.batch_size,
-                                                             desc=f"{cfg.generator} answers"),
-                                  [samples[i] for i in flagged])
         self.reference_answers = {samples[i].id: answer for i, answer in zip(flagged, answers)}
         self._generated.clear()
         self._answered.clear()

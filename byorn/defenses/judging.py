@@ -1,19 +1,27 @@
-"""Judge every training response under the frozen reference model: score it, flag the implausible.
+"""Judge every training response: score it, flag the implausible.
 
 This is the half of BYORn that runs before training. Score-and-drop (the ablation that removes
 flagged samples instead of replacing their responses) and `byorn scan` use it as it is.
+
+Two stages by default. The frozen pretrained model judges first; but it judges in its own answer
+style, so a downstream set written in another style looks implausible all over, and a poison
+written like the pretraining data (a caption-like fixed target) looks plausible. So the pretrained
+model is then fine-tuned briefly on the half of the samples it found least suspicious (the warmed
+reference, byorn.defenses.warmup), which learns the downstream style but not the poisons, and
+judges every sample again; its verdict is the one that counts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from byorn.config import check_choice, option
+from byorn.config import TrainConfig, check_choice, option
 from byorn.data import Sample
 from byorn.defenses.thresholds import (
     GROUPINGS,
@@ -24,8 +32,9 @@ from byorn.defenses.thresholds import (
     group_keys,
     robust_z,
 )
+from byorn.defenses.warmup import least_suspicious, warmed_reference
 from byorn.models.hf import VLM
-from byorn.scoring import VARIANTS, Z_SCALED, ScoreCache, score_variants
+from byorn.scoring import VARIANTS, Z_SCALED, ScoreCache, reference_model, score_variants
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,16 @@ class JudgeConfig:
     max_new_tokens: int = option(48, "longest generated response, in tokens (greedy answers, replacements)", min=1)
     batch_size: int = option(32, "samples per scoring or generation batch before training", min=1)
     cache_dir: str = option("", "where scores are cached; empty: the run directory")
+    # The pretrained model's verdict alone misranks what is written in its own style (BENCHMARKS.md,
+    # "The default judgement": on Flickr8k a caption-like fixed target at AUROC 0.86-0.94, under
+    # the warmed reference 0.97-0.98, with half as many clean notes flagged).
+    rejudge: bool = option(True, "judge again under the warmed reference (the pretrained model fine-tuned on the "
+                                 "least suspicious samples: the downstream answer style, not the poisons); its "
+                                 "verdict counts. Needs the training config for the warm-up")
+    warm_share: float = option(0.5, "the share of all samples, least suspicious first (never a flagged one), the "
+                                    "warmed reference is fine-tuned on", min=0.0, max=1.0)
+    warm_epochs: float = option(1.0, "epochs of that fine-tune (the training config's other settings; TrainConfig's "
+                                     "defaults without one)", min=0.0)
 
     def __post_init__(self) -> None:
         self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
@@ -77,15 +96,72 @@ class JudgeConfig:
 
 @dataclass(frozen=True)
 class Judgement:
-    """Scores and flags, aligned with the judged samples."""
+    """Scores and flags, aligned with the judged samples; `warmed_on`: the indices of the samples
+    the warmed reference was fine-tuned on (empty when the pretrained model's verdict stands)."""
 
     scores: list[float]
     flagging: Flagging
+    warmed_on: tuple[int, ...] = ()
 
 
-def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path) -> Judgement:
-    """Score under the reference model (cached in config.cache_dir or `run_dir`), then flag per group."""
-    per_variant = list(score_variants(vlm, samples, config.variants, config.batch_size, reference=True,
+def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
+          train: TrainConfig | None = None) -> Judgement:
+    """The judgement of `samples` (see `judging`), the model as it was afterwards."""
+    with judging(vlm, samples, config, run_dir, train) as judgement:
+        return judgement
+
+
+@contextlib.contextmanager
+def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
+            train: TrainConfig | None = None) -> Iterator[Judgement]:
+    """Judge under the pretrained model, then (config.rejudge) under the warmed reference, whose
+    verdict on the samples it did not train on counts (scores in MAD units of those samples; the
+    warm set keeps its first scores and is not flagged). Inside the block `vlm` is the model that
+    gave the verdict; afterwards its weights are the pretrained ones again. Scores are cached in
+    config.cache_dir or `run_dir`.
+
+    train: the settings of the warm-up (the fine-tuning this judgement is for)."""
+    first = _judge_under(vlm, samples, config, run_dir, reference=True)
+    warm = least_suspicious(first.scores, first.flagging.flagged, config.warm_share) \
+        if config.rejudge and config.warm_epochs > 0 else []
+    # The warm set is judged clean: the pretrained model found it least suspicious, and the warmed
+    # reference, which trained on it, would find it plausible whatever it holds. The warmed
+    # reference judges the others, against their own median and MAD.
+    warm_set = set(warm)
+    held = [i for i in range(len(samples)) if i not in warm_set]
+    sizes = Counter(first.flagging.groups[i] for i in held)
+    if warm and (not sizes or min(sizes.values()) < MIN_GROUP):
+        log.warning("the pretrained model's verdict stands: a warmed reference would judge a group of fewer than %d "
+                    "samples", MIN_GROUP)
+        warm = []
+    if not warm:
+        _log_verdict(first, "the pretrained model's verdict")
+        with reference_model(vlm):
+            yield first
+        return
+    with warmed_reference(vlm, [samples[i] for i in warm], train or TrainConfig(), config.warm_epochs,
+                          Path(run_dir) / "warmup"):
+        second = _judge_under(vlm, [samples[i] for i in held], config, run_dir, reference=False)
+        scores, flagged = list(first.scores), [False] * len(samples)  # the warm set keeps its first scores
+        for j, i in enumerate(held):
+            scores[i], flagged[i] = second.scores[j], second.flagging.flagged[j]
+        thresholds = {**first.flagging.thresholds, **second.flagging.thresholds}
+        judgement = Judgement(scores, Flagging(flagged, first.flagging.groups, thresholds), tuple(warm))
+        _log_verdict(judgement, f"the warmed reference's verdict on the {len(held)} samples it was not fine-tuned "
+                                f"on (the pretrained model flagged {sum(first.flagging.flagged)})")
+        yield judgement
+
+
+def _log_verdict(judgement: Judgement, whose: str) -> None:
+    n, total = sum(judgement.flagging.flagged), len(judgement.scores)
+    log.info("flagged %d of %d samples (%.1f %%): %s; thresholds %s", n, total, 100 * n / max(total, 1), whose,
+             {g: round(t, 4) for g, t in judgement.flagging.thresholds.items()})
+
+
+def _judge_under(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
+                 reference: bool) -> Judgement:
+    """One verdict: every score under `vlm` (reference: its adapter disabled), flagged per group."""
+    per_variant = list(score_variants(vlm, samples, config.variants, config.batch_size, reference=reference,
                                       max_new_tokens=config.max_new_tokens,
                                       cache=ScoreCache(config.cache_dir or run_dir)).values())
     groups = group_keys(samples, config.group_by)
@@ -100,9 +176,6 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
         scores = combined_score(config.variants, per_variant, groups)
         rule = ThresholdRule("absolute", absolute=config.k) if config.rule == "mad" else config.threshold_rule()
         flagging = flag(scores, groups, rule)
-    n = sum(flagging.flagged)
-    log.info("flagged %d of %d samples (%.1f %%); %s thresholds %s", n, len(samples), 100 * n / max(len(samples), 1),
-             config.rule, {g: round(t, 4) for g, t in flagging.thresholds.items()})
     return Judgement(scores, flagging)
 
 

@@ -25,6 +25,6 @@ class ScoreAndDrop(DroppingDefense):
     config: JudgeConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
-        judgement = judge(vlm, samples, self.config, run_dir)
+        judgement = judge(vlm, samples, self.config, run_dir, train)
         return Verdict(judgement.scores, judgement.flagging.flagged,
                        {"thresholds": judgement.flagging.thresholds})

@@ -46,15 +46,16 @@ def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, ep
     # copied aside (all of them under full fine-tuning: one copy of the weights, for the warm-up).
     saved = {} if attaches_lora else {name: p.detach().clone() for name, p in vlm.model.named_parameters()
                                       if p.requires_grad}
+    trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}  # PEFT freezes the base
     try:
         train_steps(vlm, samples, config, scratch)
         yield vlm
     finally:
         if attaches_lora:
             vlm.model = vlm.model.unload()  # the LoRA layers out, nothing merged
-        else:
-            with torch.no_grad():
-                for name, p in vlm.model.named_parameters():
-                    if name in saved:
-                        p.copy_(saved[name])
+        with torch.no_grad():
+            for name, p in vlm.model.named_parameters():
+                if name in saved:
+                    p.copy_(saved[name])
+                p.requires_grad_(trainable[name])
         shutil.rmtree(scratch, ignore_errors=True)
