@@ -266,8 +266,9 @@ def main() -> None:
         parts += [TABLES[section.table](rows, section.metrics) if rows else "_No results recorded yet._", ""]
         if section.scores:
             scored = [r for r in read_results(RESULTS / f"{section.scores}.jsonl") if r["world"] == section.world]
-            parts += [("Scores before training (`benchmarks/judgement_scores.py`): AUROC of each score against "
-                       "the poisons, and the share of poisons and of clean samples the default's union flags at "
+            parts += [("The pretrained model's scores before training (`benchmarks/judgement_scores.py`; the "
+                       "first of the default's two verdicts): AUROC of each score against the poisons ('default': "
+                       "the four joined), and the share of poisons and of clean samples their union flags at "
                        "several k:"), "", scores_table(scored), ""]
         if (section.costs or section.plots) and rows and cost_ratios(rows):
             parts += ["Cost relative to no defense, cell by cell in the same run:", "", cost_table(rows), ""]

@@ -4,8 +4,9 @@
 
 byorn-tiny fully fine-tuned as in the demo (3 epochs, 1,000 shapes samples, 10 % poisoned, seed 0),
 for the multimodal and the rare-token trigger with the fixed target. Path A: `byorn train --defense
-byorn` (the shipped default). Path B: `clean` writes the defended set to disk in LLaVA JSON, it is
-loaded back as a user's trainer would, and fine-tuned with no defense. Both are evaluated on the
+byorn` (the shipped default). Path B: `clean` (given the same training config, as `byorn clean --config`
+does) writes the defended set to disk in LLaVA JSON, it is loaded back as a user's trainer would, and
+fine-tuned with no defense. Both are evaluated on the
 same triggered and clean test inputs; one JSON line per attack and path, with times.
 """
 
@@ -55,7 +56,7 @@ def main() -> None:
             model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"  # the pretrained weights
             started = time.perf_counter()
             defense = build_defense("byorn")
-            defense.prepare(vlm, poisoned, Path(scratch) / f"{trigger}-train")
+            defense.prepare(vlm, poisoned, Path(scratch) / f"{trigger}-train", train=DEMO_TRAINING)
             finetune(vlm, defense.training_set(poisoned), DEMO_TRAINING, Path(scratch) / f"{trigger}-train",
                      hook=defense)
             rows.append({"attack": attack.name, "path": "byorn train --defense byorn", "model": model,
@@ -63,7 +64,8 @@ def main() -> None:
                          **evaluated(vlm, attack, test)})
             # B: clean to disk, load as a user would, fine-tune undefended
             vlm, started = load_vlm("byorn-tiny"), time.perf_counter()
-            cleaned = clean(vlm, poisoned, ByornConfig(), Path(scratch) / f"{trigger}-clean")
+            # the same training config for the warmed reference's warm-up: `byorn clean --config`
+            cleaned = clean(vlm, poisoned, ByornConfig(), Path(scratch) / f"{trigger}-clean", train=DEMO_TRAINING)
             exported = load_dataset(cleaned.data)
             finetune(vlm, exported, DEMO_TRAINING, Path(scratch) / f"{trigger}-plain")
             rows.append({"attack": attack.name, "path": "byorn clean, then --defense none", "model": model,

@@ -11,6 +11,7 @@ from peft import PeftModel
 from byorn.config import TrainConfig
 from byorn.defenses import ByornConfig, ByornDefense
 from byorn.defenses import warmup as warmup_module
+from byorn.defenses.judging import JudgeConfig, judge, judging
 from byorn.defenses.warmup import least_suspicious, warmed_reference
 from byorn.worlds import shapes
 
@@ -83,3 +84,35 @@ def test_with_nothing_to_warm_on_the_frozen_reference_writes(tiny_vlm_factory, t
     defense.prepare(vlm, samples, tmp_path)
     flagged = [s for s, hit in zip(samples, defense.flagged) if hit]
     assert defense.reference_answers == dict(zip([s.id for s in flagged], vlm.generate(flagged, 6)))
+
+
+def checksum(vlm) -> float:
+    return float(sum(p.detach().double().sum() for p in vlm.model.parameters()))
+
+
+def test_the_warmed_reference_judges_the_samples_it_did_not_train_on(tiny_vlm_factory, tmp_path):
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(40, seed=6)
+    poisons = {i for i in range(40) if i % 10 == 3}
+    samples = [s.with_response(POISON) if i in poisons else s for i, s in enumerate(samples)]
+    train = TrainConfig(lora=False, batch_size=4, learning_rate=1e-2)
+    first = judge(vlm, samples, JudgeConfig(rejudge=False), tmp_path / "first")
+    pretrained = checksum(vlm)
+    with judging(vlm, samples, JudgeConfig(), tmp_path / "both", train) as judgement:
+        inside = checksum(vlm)
+    assert inside != pretrained and checksum(vlm) == pretrained  # judged by the warmed model, then restored
+    warm = set(judgement.warmed_on)
+    assert len(warm) == 20 and not any(first.flagging.flagged[i] for i in warm)
+    # the warm set keeps the pretrained model's scores and is never flagged; the others are judged again
+    assert all(judgement.scores[i] == first.scores[i] and not judgement.flagging.flagged[i] for i in warm)
+    assert any(judgement.scores[i] != first.scores[i] for i in set(range(40)) - warm)
+    assert poisons <= {i for i, hit in enumerate(judgement.flagging.flagged) if hit}
+
+
+def test_a_warmed_reference_would_judge_too_few_so_the_pretrained_verdict_stands(tiny_vlm_factory, tmp_path, caplog):
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(12, seed=6)
+    judgement = judge(vlm, samples, JudgeConfig(), tmp_path)
+    assert judgement.warmed_on == ()
+    assert judgement.scores == judge(vlm, samples, JudgeConfig(rejudge=False), tmp_path).scores
+    assert "verdict stands" in caplog.text
