@@ -66,14 +66,15 @@ SECTIONS = [
     Section("The default judgement: shapes, new answer style, one-word swaps", ["judgement"],
             "byorn bench benchmarks/judgement.yaml --out runs/judgement --results benchmarks/results/judgement.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each), then the same with "
-            "benchmarks/judgement_seeds.yaml; scores before training: "
+            "benchmarks/judgement_seeds.yaml and benchmarks/judgement_seeds_low.yaml; scores before training: "
             "python benchmarks/judgement_scores.py benchmarks/judgement.yaml",
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "prepare_s",
              "train_s", "wall_s"],
             "judgement_shapes.md", costs=True, world="shapes", scores="judgement_scores"),
     Section("The default judgement: real photographs (Flickr8k)", ["judgement"],
             "byorn bench benchmarks/judgement_flickr8k.yaml --out runs/judgement_flickr8k --results "
-            "benchmarks/results/judgement.jsonl; scores before training: "
+            "benchmarks/results/judgement.jsonl, then the same with benchmarks/judgement_flickr8k_seeds.yaml "
+            "(two shards each, as above); scores before training: "
             "python benchmarks/judgement_scores.py benchmarks/judgement_flickr8k.yaml",
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_precision", "detect_recall", "n_flagged",
              "prepare_s", "train_s", "wall_s"],
