@@ -74,7 +74,7 @@ class JudgeConfig:
     # the warmed reference 0.97-0.98, with half as many clean notes flagged).
     rejudge: bool = option(True, "judge again under the warmed reference (the pretrained model fine-tuned on the "
                                  "least suspicious samples: the downstream answer style, not the poisons); its "
-                                 "verdict counts. Needs the training config for the warm-up")
+                                 "verdict counts. Its warm-up takes the training config's settings")
     warm_share: float = option(0.5, "the share of all samples, least suspicious first (never a flagged one), the "
                                     "warmed reference is fine-tuned on", min=0.0, max=1.0)
     warm_epochs: float = option(1.0, "epochs of that fine-tune (the training config's other settings; TrainConfig's "
