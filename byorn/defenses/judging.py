@@ -8,7 +8,7 @@ style, so a downstream set written in another style looks implausible all over, 
 written like the pretraining data (a caption-like fixed target) looks plausible. So the pretrained
 model is then fine-tuned briefly on the half of the samples it found least suspicious (the warmed
 reference, byorn.defenses.warmup), which learns the downstream style but not the poisons, and
-judges every sample again; its verdict is the one that counts.
+judges the other half again; its verdict is the one that counts.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ class JudgeConfig:
     batch_size: int = option(32, "samples per scoring or generation batch before training", min=1)
     cache_dir: str = option("", "where scores are cached; empty: the run directory")
     # The pretrained model's verdict alone misranks what is written in its own style (BENCHMARKS.md,
-    # "The default judgement": on Flickr8k a caption-like fixed target at AUROC 0.86-0.94, under
-    # the warmed reference 0.97-0.98, with half as many clean notes flagged).
+    # "The default judgement": on Flickr8k a caption-like fixed target at AUROC 0.86-0.94, with the
+    # warmed reference's verdict 0.92-0.97 and half as many clean notes flagged; on shapes the
+    # one-word swaps at 0.89-0.95 against 0.98-1.00).
     rejudge: bool = option(True, "judge again under the warmed reference (the pretrained model fine-tuned on the "
                                  "least suspicious samples: the downstream answer style, not the poisons); its "
                                  "verdict counts. Its warm-up takes the training config's settings")
