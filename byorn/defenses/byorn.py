@@ -77,7 +77,8 @@ class ByornDefense(Defense):
     """BYORn: score and flag in `prepare`; replace flagged responses in `on_batch`.
 
     After `prepare`: `scores` and `flagging` are aligned with the samples it was given (for
-    detection metrics), `reference_answers` maps each flagged id to the reference's greedy answer.
+    detection metrics), `reference_answers` maps each flagged id to the greedy answer written before
+    training (by the warmed reference with the default, by the frozen one otherwise).
     """
 
     name = "byorn"
