@@ -39,12 +39,12 @@ class Cleaned:
 
 def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str | Path, *, layout: Layout = "llava",
           drop: bool = False, train: TrainConfig | None = None) -> Cleaned:
-    """Judge `samples` under `vlm` (the pretrained reference), replace or drop the flagged ones and
+    """Judge `samples` as BYORn does (`vlm`: the pretrained model), replace or drop the flagged ones and
     write the set to `out_dir` in `layout`, with audit.jsonl (every flagged sample, its score, cut
     and its replacement) and review.html beside it.
 
-    train: the settings of the warmed reference's short fine-tune (generator=warmed); the training
-    config the cleaned set is meant for, or TrainConfig's defaults."""
+    train: the settings of the warmed reference's short fine-tune (rejudge, generator=warmed); the
+    training config the cleaned set is meant for, or TrainConfig's defaults."""
     if config.generator == "current":
         raise ConfigError("clean writes the replacements before any training: generator=current (the model being "
                           "fine-tuned writes them) exists only in `byorn train --defense byorn`")
@@ -61,6 +61,6 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     data = SAVERS[layout](kept, out_dir)
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
-                 replacements={} if drop else {i: [Replacement(0, a, config.generator)] for i, a in answers.items()},
+                 replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()},
                  title=f"byorn clean: {out_dir.name}")
     return Cleaned(data, list(answers), len(samples), len(kept))

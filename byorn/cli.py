@@ -315,9 +315,11 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
     """A resumed run must be the run that was interrupted: same training config and defense."""
     import yaml
 
-    # An option added since the run started counts as having had its default then.
+    # A training option added since the run started counts as having had its default then. A defense
+    # option does not: a new default may change what the defense does (rejudge), so a run whose
+    # defense.yaml lacks it is resumed only with the byorn that started it.
     for name, now, defaults in (("config.yaml", dataclasses.asdict(config), dataclasses.asdict(TrainConfig())),
-                                ("defense.yaml", defense.resolved(), type(defense)().resolved())):
+                                ("defense.yaml", defense.resolved(), {})):
         path = run_dir / name
         before = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
         before = {**defaults, **before} if before is not None else None
@@ -328,7 +330,8 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 
 
 @main.command(cls=_judge_options_help())
-@click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges")
+@click.option("--model", default="byorn-tiny", show_default=True,
+              help="the pretrained model that judges (and, warmed, judges again)")
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
@@ -384,7 +387,7 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @renamed("options", "--option", "-o", multiple=True)
 def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, config_path: str | None,
           options: tuple[str, ...], on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
-    """BYORn before training, for any trainer: judge DATA under the pretrained model, replace each
+    """BYORn before training, for any trainer: judge DATA as BYORn does, replace each
     flagged response with the answer BYORn trains on (or drop the sample), and write the set back in
     DATA's layout. With the same --config, training on the output is what
     `byorn train --defense byorn` trains on."""

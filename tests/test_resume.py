@@ -79,3 +79,19 @@ def test_resume_without_a_checkpoint_or_with_other_settings_is_refused(tmp_path)
     (tmp_path / "config.yaml").write_text("model: byorn-tiny\nmax_steps: 5\n")
     result = CliRunner().invoke(main, ["train", "--out", str(tmp_path), "--resume", "max_steps=1"])
     assert result.exit_code == 2 and "started with other settings" in result.output and "max_steps" in result.output
+
+
+def test_a_run_whose_defense_yaml_lacks_an_option_is_not_resumed_with_its_new_default(tmp_path):
+    import yaml
+
+    from byorn.cli import _check_same_run
+    from byorn.config import TrainConfig
+    from byorn.defenses import build_defense
+
+    defense = build_defense("byorn")
+    (tmp_path / "defense.yaml").write_text(yaml.safe_dump(defense.resolved()))
+    _check_same_run(tmp_path, TrainConfig(), defense)  # the same settings: resumed
+    older = {k: v for k, v in defense.resolved().items() if k != "rejudge"}  # written before rejudge existed
+    (tmp_path / "defense.yaml").write_text(yaml.safe_dump(older))
+    with pytest.raises(SystemExit):
+        _check_same_run(tmp_path, TrainConfig(), defense)

@@ -116,3 +116,33 @@ def test_a_warmed_reference_would_judge_too_few_so_the_pretrained_verdict_stands
     assert judgement.warmed_on == ()
     assert judgement.scores == judge(vlm, samples, JudgeConfig(rejudge=False), tmp_path).scores
     assert "verdict stands" in caplog.text
+
+
+def test_byorns_default_replacements_are_written_by_the_warmed_reference_that_judged(tiny_vlm_factory, tmp_path):
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(40, seed=6)
+    samples = [s.with_response(POISON) if i % 10 == 3 else s for i, s in enumerate(samples)]
+    pretrained, at_generation = checksum(vlm), []
+    generate = vlm.generate
+    vlm.generate = lambda batch, *args, **kw: at_generation.append(checksum(vlm)) or generate(batch, *args, **kw)
+    defense = ByornDefense(ByornConfig(max_new_tokens=6))
+    defense.prepare(vlm, samples, tmp_path, train=TrainConfig(lora=False, batch_size=4, learning_rate=1e-2))
+    assert defense.writer == "warmed" and defense.reference_answers
+    assert at_generation and all(c != pretrained for c in at_generation)  # inside the warmed block
+    assert checksum(vlm) == pretrained
+
+
+def test_a_warm_up_that_cannot_start_raises_its_own_error_and_changes_nothing(tiny_vlm_factory, tmp_path):
+    vlm = tiny_vlm_factory()
+    before = checksum(vlm)
+    config = TrainConfig(lora=True, lora_target="no_module_is_called_this")
+    with pytest.raises(ValueError, match="no_module_is_called_this"):
+        with warmed_reference(vlm, shapes.downstream_samples(4, seed=1), config, 1.0, tmp_path / "warmup"):
+            pass
+    assert checksum(vlm) == before and not isinstance(vlm.model, PeftModel)
+
+
+def test_the_warm_up_is_refused_when_weights_are_sharded(tiny_vlm_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="rejudge=false"):
+        judge(tiny_vlm_factory(), shapes.downstream_samples(40, seed=6), JudgeConfig(), tmp_path)

@@ -89,6 +89,7 @@ class ByornDefense(Defense):
         self.scores: list[float] = []
         self.flagging: Flagging | None = None
         self.reference_answers: dict[str, str] = {}
+        self.writer = "reference"  # which model wrote reference_answers: "warmed" or "reference"
         self._generated: dict[str, tuple[int, str]] = {}  # id -> (epoch, answer), for regenerate="epoch"
         self._answered: dict[tuple[int, str], set[str]] = {}  # (epoch, answer key) -> ids it was trained on, for guard
         self._audit: Path | None = None
@@ -119,15 +120,15 @@ class ByornDefense(Defense):
         with judging(vlm, samples, cfg, run_dir, train) as judgement:
             flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
             if cfg.generator == "warmed" and judgement.warmed_on:
-                answers = write(flagged)  # the warmed reference that judged them
+                answers, self.writer = write(flagged), "warmed"  # the warmed reference that judged them
         self.scores, self.flagging = judgement.scores, judgement.flagging
         if answers is None:
             warm = [samples[i] for i in least_suspicious(self.scores, self.flagging.flagged, cfg.warm_share)] \
-                if cfg.generator == "warmed" and cfg.warm_epochs > 0 else []
+                if cfg.generator == "warmed" and cfg.warm_epochs > 0 and flagged else []
             # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
             with warmed_reference(vlm, warm, train or TrainConfig(), cfg.warm_epochs, run_dir / "warmup") if warm \
                     else reference_model(vlm):
-                answers = write(flagged)
+                answers, self.writer = write(flagged), "warmed" if warm else "reference"
         groups = self.flagging.groups
         self.reference_answers = {samples[i].id: answer for i, answer in zip(flagged, answers)}
         self._generated.clear()
@@ -191,8 +192,8 @@ class ByornDefense(Defense):
     def _replacements(self, todo: list[Sample], vlm: VLM, epoch: int) -> dict[str, tuple[str, str]]:
         """id -> (new response, which model wrote it) for the flagged samples of a batch."""
         if self.config.generator != "current":
-            # Written once in prepare(), by frozen weights and greedy decoding.
-            return {s.id: (self.reference_answers[s.id], self.config.generator) for s in todo}
+            # Written once in prepare(), greedily, by the warmed or the frozen reference.
+            return {s.id: (self.reference_answers[s.id], self.writer) for s in todo}
         reuse = self.config.regenerate == "epoch"  # an answer generated earlier in this epoch stands
         stale = [s for s in todo if not (reuse and self._generated.get(s.id, (None, ""))[0] == epoch)]
         if stale:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from peft import PeftModel
 
 from byorn.config import TrainConfig
 from byorn.data import Sample
+from byorn.distributed import weights_sharded
 from byorn.models.hf import VLM
 from byorn.train import train_steps
 
@@ -40,18 +42,25 @@ def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, ep
                      scratch: Path) -> Iterator[VLM]:
     """Inside the block `vlm` is the pretrained model fine-tuned for `epochs` on `samples` (with
     `train`'s optimizer settings, LoRA or full); afterwards its weights are what they were."""
+    if weights_sharded():
+        raise ValueError("the warmed reference is fine-tuned and then put back, which FSDP and DeepSpeed ZeRO-3 "
+                         "weights (sharded between processes) do not allow: use -d rejudge=false -d "
+                         "generator=reference there, or DDP / ZeRO-2")
     config = dataclasses.replace(train, epochs=epochs, max_steps=-1, save_steps=0, report_to="none")
     attaches_lora = config.lora and not isinstance(vlm.model, PeftModel)
     # With a fresh LoRA adapter, removing it restores the model; otherwise the trained tensors are
-    # copied aside (all of them under full fine-tuning: one copy of the weights, for the warm-up).
-    saved = {} if attaches_lora else {name: p.detach().clone() for name, p in vlm.model.named_parameters()
-                                      if p.requires_grad}
+    # copied aside, on the CPU (all of them under full fine-tuning: one copy of the weights).
+    saved = {} if attaches_lora else {name: p.detach().to("cpu", copy=True) for name, p in
+                                      vlm.model.named_parameters() if p.requires_grad}
     trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}  # PEFT freezes the base
+    trainer = None
     try:
-        train_steps(vlm, samples, config, scratch)
+        trainer = train_steps(vlm, samples, config, scratch)
         yield vlm
     finally:
-        if attaches_lora:
+        del trainer  # its optimizer state, before the real fine-tuning makes its own
+        gc.collect()
+        if attaches_lora and isinstance(vlm.model, PeftModel):  # not if attaching it failed
             vlm.model = vlm.model.unload()  # the LoRA layers out, nothing merged
         with torch.no_grad():
             for name, p in vlm.model.named_parameters():

@@ -2,8 +2,9 @@
 "image"; an empty list for a text-only row) and "messages" (one user turn, one assistant turn; a
 system turn may come first).
 
-`judge_dataset` judges every row once, before training, under the frozen pretrained model (the
-shipped default judgement, its scores cached and its audit log written to `run_dir`);
+`judge_dataset` judges every row once, before training, as BYORn does (the shipped default
+judgement: the pretrained model, then the warmed reference; its scores cached and its audit log
+written to `run_dir`);
 `ByornCollator` wraps TRL's collator and gives each flagged row its replacement answer as its
 assistant message, batch by batch, so the attacker's response never reaches the loss. The rows
 need an id column (default "id") so that a batch's rows can be matched with the verdicts, and
