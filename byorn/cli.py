@@ -330,8 +330,8 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 
 
 @main.command(cls=_judge_options_help())
-@click.option("--model", default="byorn-tiny", show_default=True,
-              help="the pretrained model that judges (and, warmed, judges again)")
+@click.option("--model", help="the pretrained model that judges (and, warmed, judges again); default: the "
+                              "--config's model, byorn-tiny without one")
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
@@ -346,7 +346,7 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 @bf16
 @data_option(required=True)
 @renamed("options", "--option", "-o", multiple=True)
-def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
+def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
          config_path: str | None, on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
     """Rank a data set (--data: a data file, or 'shapes') by response implausibility, without training."""
     from byorn.defenses.judging import JudgeConfig
@@ -358,7 +358,7 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
         train = load_config(TrainConfig, config_path, ())
     except ConfigError as exc:
         _fail(str(exc))
-    rows = run_scan(_loaded(model, bf16=bf16), samples, config, out_dir, train)
+    rows = run_scan(_loaded(model or train.model, bf16=bf16), samples, config, out_dir, train)
     flagged = sum(r.flagged for r in rows)
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
     for row in rows[:top]:
@@ -373,7 +373,8 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
               help="writes the cleaned set in DATA's layout (data.json for LLaVA JSON and the built-in worlds, "
                    "data.jsonl for JSONL, a data/ folder or data.parquet for a Hugging Face data set) with "
                    "audit.jsonl and review.html")
-@click.option("--model", default="byorn-tiny", show_default=True, help="the pretrained model that judges and answers")
+@click.option("--model", help="the pretrained model that judges and answers; default: the --config's model, "
+                              "byorn-tiny without one")
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--drop", is_flag=True, help="drop the flagged samples instead of replacing their responses")
@@ -385,7 +386,7 @@ def scan(data: str, model: str, n_samples: int, out_dir: str, options: tuple[str
 @bf16
 @data_option(required=True)
 @renamed("options", "--option", "-o", multiple=True)
-def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, config_path: str | None,
+def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool, config_path: str | None,
           options: tuple[str, ...], on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
     """BYORn before training, for any trainer: judge DATA as BYORn does, replace each
     flagged response with the answer BYORn trains on (or drop the sample), and write the set back in
@@ -400,8 +401,8 @@ def clean(data: str, out_dir: str, model: str, n_samples: int, drop: bool, confi
               else "rows" if Path(data).is_dir() else "llava")
     try:
         train = load_config(TrainConfig, config_path, ())
-        cleaned = run_clean(_loaded(model, bf16=bf16), samples, config, out_dir, layout=layout, drop=drop,
-                            train=train)
+        cleaned = run_clean(_loaded(model or train.model, bf16=bf16), samples, config, out_dir, layout=layout,
+                            drop=drop, train=train)
     except ConfigError as exc:
         _fail(str(exc))
     action = "dropped" if drop else "replaced"

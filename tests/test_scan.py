@@ -58,3 +58,11 @@ def test_image_contradiction_ranks_a_swapped_shape_word_first_where_mean_nll_doe
             assert ranked[0] == swapped.id
         else:  # pins the reason the variant exists: the mean hides the one bad token
             assert ranked.index(swapped.id) > 0
+
+
+def test_scan_judges_with_the_configs_model_unless_model_is_given(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("model: /no/such/model-dir\nepochs: 1\n")
+    result = CliRunner().invoke(main, ["scan", "--data", "shapes", "--n", "20", "--config", str(config),
+                                       "--out", str(tmp_path / "scan")])
+    assert result.exit_code != 0 and "/no/such/model-dir" in (str(result.exception) + result.output)
