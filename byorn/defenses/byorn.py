@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING
 from byorn.config import TrainConfig, check_choice, option
 from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
-from byorn.defenses.judging import JudgeConfig, judging
+from byorn.defenses.judging import JudgeConfig, judging, warm_indices, warmed
 from byorn.defenses.thresholds import Flagging
-from byorn.defenses.warmup import least_suspicious, warmed_reference
 from byorn.distributed import all_gather, barrier, is_main, map_sharded, weights_sharded
 from byorn.fileio import append_jsonl, write_jsonl
 from byorn.models.hf import VLM
@@ -116,18 +115,15 @@ class ByornDefense(Defense):
                                [samples[i] for i in flagged])
 
         answers = None
-        # Without a training config (byorn clean, the TRL collator) a warm-up is LoRA at TrainConfig's defaults.
         with judging(vlm, samples, cfg, run_dir, train) as judgement:
             flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
             if cfg.generator == "warmed" and judgement.warmed_on:
                 answers, self.writer = write(flagged), "warmed"  # the warmed reference that judged them
         self.scores, self.flagging = judgement.scores, judgement.flagging
-        if answers is None:
-            warm = [samples[i] for i in least_suspicious(self.scores, self.flagging.flagged, cfg.warm_share)] \
-                if cfg.generator == "warmed" and cfg.warm_epochs > 0 and flagged else []
+        if answers is None:  # no second verdict: warm a reference for the answers alone, if asked
+            warm = warm_indices(judgement, cfg) if cfg.generator == "warmed" and flagged else []
             # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
-            with warmed_reference(vlm, warm, train or TrainConfig(), cfg.warm_epochs, run_dir / "warmup") if warm \
-                    else reference_model(vlm):
+            with warmed(vlm, samples, warm, cfg, train, run_dir) if warm else reference_model(vlm):
                 answers, self.writer = write(flagged), "warmed" if warm else "reference"
         groups = self.flagging.groups
         self.reference_answers = {samples[i].id: answer for i, answer in zip(flagged, answers)}

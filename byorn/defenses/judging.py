@@ -123,8 +123,7 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
 
     train: the settings of the warm-up (the fine-tuning this judgement is for)."""
     first = _judge_under(vlm, samples, config, run_dir, reference=True)
-    warm = least_suspicious(first.scores, first.flagging.flagged, config.warm_share) \
-        if config.rejudge and config.warm_epochs > 0 else []
+    warm = warm_indices(first, config) if config.rejudge else []
     # The warm set is judged clean: the pretrained model found it least suspicious, and the warmed
     # reference, which trained on it, would find it plausible whatever it holds. The warmed
     # reference judges the others, against their own median and MAD.
@@ -140,8 +139,7 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
         with reference_model(vlm):
             yield first
         return
-    with warmed_reference(vlm, [samples[i] for i in warm], train or TrainConfig(), config.warm_epochs,
-                          Path(run_dir) / "warmup"):
+    with warmed(vlm, samples, warm, config, train, run_dir):
         second = _judge_under(vlm, [samples[i] for i in held], config, run_dir, reference=False)
         scores, flagged = list(first.scores), [False] * len(samples)  # the warm set keeps its first scores
         for j, i in enumerate(held):
@@ -151,6 +149,21 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
         _log_verdict(judgement, f"the warmed reference's verdict on the {len(held)} samples it was not fine-tuned "
                                 f"on (the pretrained model flagged {sum(first.flagging.flagged)})")
         yield judgement
+
+
+def warm_indices(judgement: Judgement, config: JudgeConfig) -> list[int]:
+    """The samples a warmed reference is fine-tuned on: the warm_share least suspicious of
+    `judgement`, never a flagged one; none when warm_epochs is 0."""
+    return least_suspicious(judgement.scores, judgement.flagging.flagged, config.warm_share) \
+        if config.warm_epochs > 0 else []
+
+
+def warmed(vlm: VLM, samples: Sequence[Sample], indices: Sequence[int], config: JudgeConfig,
+           train: TrainConfig | None, run_dir: str | Path) -> contextlib.AbstractContextManager[VLM]:
+    """`vlm` warmed on `samples[indices]` inside the block (byorn.defenses.warmup.warmed_reference);
+    without a training config (byorn clean, the TRL collator) the warm-up is LoRA at TrainConfig's defaults."""
+    return warmed_reference(vlm, [samples[i] for i in indices], train or TrainConfig(), config.warm_epochs,
+                            Path(run_dir) / "warmup")
 
 
 def _log_verdict(judgement: Judgement, whose: str) -> None:
