@@ -214,7 +214,8 @@ def test_cells_share_reference_scores_and_record_each_samples_suspicion(tmp_path
     caches = list((tmp_path / "runs" / "score_cache").glob("scores-*.jsonl"))
     # one poisoned set, one model: each of the default's scores computed once for both defenses, under
     # the pretrained model and under the warmed reference (the same warm-up for both: same weights)
-    assert len(caches) == 2 * len(JudgeConfig().variants)
+    default = JudgeConfig()
+    assert len(caches) == len(default.variants) + len(default.rejudge_variant.split("+"))
     judged = {r["defense"]: r for r in rows if r["defense"] != "none"}
     assert judged["byorn"]["detect_auroc"] == judged["score_drop"]["detect_auroc"]
     for row in judged.values():

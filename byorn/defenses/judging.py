@@ -8,7 +8,8 @@ style, so a downstream set written in another style looks implausible all over, 
 written like the pretraining data (a caption-like fixed target) looks plausible. So the pretrained
 model is then fine-tuned briefly on the half of the samples it found least suspicious (the warmed
 reference, byorn.defenses.warmup), which learns the downstream style but not the poisons, and
-judges the other half again; its verdict is the one that counts.
+judges the other half again, by its mean NLL alone (the style no longer hides anything from it);
+its verdict is the one that counts.
 """
 
 from __future__ import annotations
@@ -80,11 +81,20 @@ class JudgeConfig:
                                     "warmed reference is fine-tuned on", min=0.0, max=1.0)
     warm_epochs: float = option(1.0, "epochs of that fine-tune (the training config's other settings; TrainConfig's "
                                      "defaults without one)", min=0.0)
+    # The warmed reference knows the downstream style, so what the other three scores were added for
+    # (a style the pretrained model never saw, a swapped word averaged away) no longer hides a poison
+    # from the mean NLL; their clean tails only cost. Mean NLL alone ranked the poisons at least as
+    # well in every cell measured and flagged 0-2 % of the clean samples where the four joined flag
+    # 5-26 % (benchmarks/warmed_scores.py; BENCHMARKS.md, "The default judgement"). One forward pass.
+    rejudge_variant: str = option("mean_nll", "the warmed reference's score (the choices of variant; several "
+                                              "joined by + as there)")
 
     def __post_init__(self) -> None:
         self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
         for part in self.variants:
             check_choice("variant", part, VARIANTS)
+        for part in self.rejudge_variant.split("+"):
+            check_choice("rejudge_variant", part, VARIANTS)
         check_choice("group_by", self.group_by, GROUPINGS)
 
     @property
@@ -122,7 +132,7 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
     config.cache_dir or `run_dir`.
 
     train: the settings of the warm-up (the fine-tuning this judgement is for)."""
-    first = _judge_under(vlm, samples, config, run_dir, reference=True)
+    first = _judge_under(vlm, samples, config, config.variant, run_dir, reference=True)
     warm = warm_indices(first, config) if config.rejudge else []
     # The warm set is judged clean: the pretrained model found it least suspicious, and the warmed
     # reference, which trained on it, would find it plausible whatever it holds. The warmed
@@ -140,7 +150,8 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
             yield first
         return
     with warmed(vlm, samples, warm, config, train, run_dir):
-        second = _judge_under(vlm, [samples[i] for i in held], config, run_dir, reference=False)
+        second = _judge_under(vlm, [samples[i] for i in held], config, config.rejudge_variant, run_dir,
+                              reference=False)
         scores, flagged = list(first.scores), [False] * len(samples)  # the warm set keeps its first scores
         for j, i in enumerate(held):
             scores[i], flagged[i] = second.scores[j], second.flagging.flagged[j]
@@ -172,22 +183,25 @@ def _log_verdict(judgement: Judgement, whose: str) -> None:
              {g: round(t, 4) for g, t in judgement.flagging.thresholds.items()})
 
 
-def _judge_under(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
+def _judge_under(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: str, run_dir: str | Path,
                  reference: bool) -> Judgement:
-    """One verdict: every score under `vlm` (reference: its adapter disabled), flagged per group."""
-    per_variant = list(score_variants(vlm, samples, config.variants, config.batch_size, reference=reference,
+    """One verdict: the scores of `variant` under `vlm` (reference: its adapter disabled), flagged per
+    group. Under rule mad the scores are in their group's MAD units, so two verdicts (or two groups)
+    share one scale; under the other rules a single score keeps its own."""
+    parts = variant.split("+")
+    per_variant = list(score_variants(vlm, samples, parts, config.batch_size, reference=reference,
                                       max_new_tokens=config.max_new_tokens,
                                       cache=ScoreCache(config.cache_dir or run_dir)).values())
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
         _warn_small_groups(groups)
-    if len(per_variant) == 1 and config.variant not in Z_SCALED:
+    if len(parts) == 1 and variant not in Z_SCALED and config.rule != "mad":
         scores = per_variant[0]
         flagging = flag(scores, groups, config.threshold_rule())
     else:
         # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
         # Other rules cut the combined score (a quantile of it, or an absolute number of MADs).
-        scores = combined_score(config.variants, per_variant, groups)
+        scores = combined_score(parts, per_variant, groups)
         rule = ThresholdRule("absolute", absolute=config.k) if config.rule == "mad" else config.threshold_rule()
         flagging = flag(scores, groups, rule)
     return Judgement(scores, flagging)
