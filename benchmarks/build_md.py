@@ -54,6 +54,7 @@ class Section:
     quality_command: str = ""
     world: str = ""  # only the rows of this world (a results file may hold several)
     scores: str = ""  # a judgement_scores.py results file: its table of AUROCs and cuts, this world's rows
+    warmed_scores: str = ""  # the same, from judgement_scores.py --warmed (the second verdict)
     table: str = "results"  # how its rows are laid out: results (one per cell), probe, cost (benchmarks/cost.py)
 
 
@@ -70,7 +71,8 @@ SECTIONS = [
             "python benchmarks/judgement_scores.py benchmarks/judgement.yaml",
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "prepare_s",
              "train_s", "wall_s"],
-            "judgement_shapes.md", costs=True, world="shapes", scores="judgement_scores"),
+            "judgement_shapes.md", costs=True, world="shapes", scores="judgement_scores",
+            warmed_scores="judgement_scores_warmed"),
     Section("The default judgement: real photographs (Flickr8k)", ["judgement"],
             "byorn bench benchmarks/judgement_flickr8k.yaml --out runs/judgement_flickr8k --results "
             "benchmarks/results/judgement.jsonl, then the same with benchmarks/judgement_flickr8k_seeds.yaml "
@@ -79,6 +81,7 @@ SECTIONS = [
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_precision", "detect_recall", "n_flagged",
              "prepare_s", "train_s", "wall_s"],
             "judgement_flickr8k.md", costs=True, world="flickr8k", scores="judgement_scores",
+            warmed_scores="judgement_scores_warmed",
             quality="judgement_flickr8k_quality.json",
             quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
                             "--out benchmarks/results/judgement_flickr8k_quality.json"),
@@ -253,7 +256,7 @@ def main() -> None:
     for section in SECTIONS:
         rows = [row for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
                 if not section.world or row.get("world", "shapes") == section.world]
-        shown = [f"{name}.jsonl" for name in [*section.results, section.scores] if name]
+        shown = [f"{name}.jsonl" for name in [*section.results, section.scores, section.warmed_scores] if name]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "",
                   findings_text(section.findings, shown), ""]
         if section.quality and (path := ROOT / "benchmarks" / "results" / section.quality).exists():
@@ -271,6 +274,14 @@ def main() -> None:
                        "first of the default's two verdicts): AUROC of each score against the poisons ('default': "
                        "the four joined), and the share of poisons and of clean samples their union flags at "
                        "several k:"), "", scores_table(scored), ""]
+        if section.warmed_scores:
+            scored = [r for r in read_results(RESULTS / f"{section.warmed_scores}.jsonl")
+                      if r["world"] == section.world]
+            parts += [("The warmed reference's scores on the samples it was not fine-tuned on (`benchmarks/"
+                       "judgement_scores.py --warmed`; the second verdict, the one that counts): AUROC of each "
+                       "score there ('default': the shipped rejudge_variant; 'joined': the first verdict's four "
+                       "joined), and the share of all poisons and of all clean samples each verdict flags at "
+                       "several k (a poison in the warm set counts as missed):"), "", scores_table(scored), ""]
         if (section.costs or section.plots) and rows and cost_ratios(rows):
             parts += ["Cost relative to no defense, cell by cell in the same run:", "", cost_table(rows), ""]
         if section.plots and rows:

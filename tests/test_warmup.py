@@ -4,6 +4,7 @@ replacements that training then uses."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from peft import PeftModel
@@ -107,6 +108,23 @@ def test_the_warmed_reference_judges_the_samples_it_did_not_train_on(tiny_vlm_fa
     assert all(judgement.scores[i] == first.scores[i] and not judgement.flagging.flagged[i] for i in warm)
     assert any(judgement.scores[i] != first.scores[i] for i in set(range(40)) - warm)
     assert poisons <= {i for i, hit in enumerate(judgement.flagging.flagged) if hit}
+
+
+@pytest.mark.parametrize("rule", ["mad", "quantile"])
+def test_the_second_verdict_is_the_warmed_references_mean_nll_in_mad_units_of_what_it_judges(tiny_vlm_factory,
+                                                                                              tmp_path, rule):
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(40, seed=6)
+    train = TrainConfig(lora=False, batch_size=4, learning_rate=1e-2)
+    config = JudgeConfig(rule=rule)
+    with judging(vlm, samples, config, tmp_path, train) as judgement:
+        held = [i for i in range(40) if i not in set(judgement.warmed_on)]
+        warmed_nll = mean_nll(vlm, [samples[i] for i in held])
+    assert judgement.warmed_on
+    # one scale for both verdicts (the warm set keeps the first verdict's MAD units), whatever the rule
+    expected = (np.array(warmed_nll) - np.median(warmed_nll)) / (1.4826 * np.median(np.abs(
+        np.array(warmed_nll) - np.median(warmed_nll))))
+    assert [judgement.scores[i] for i in held] == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-4)
 
 
 def test_a_warmed_reference_would_judge_too_few_so_the_pretrained_verdict_stands(tiny_vlm_factory, tmp_path, caplog):

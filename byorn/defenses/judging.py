@@ -48,15 +48,15 @@ MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more t
 class JudgeConfig:
     """How to score the responses and where to cut."""
 
-    # The default joins four scores that fail in different places (benchmarks/judgement_scores.py):
+    # The pretrained model's verdict joins four scores that fail in different places (benchmarks/judgement_scores.py):
     # mean NLL finds content the reference finds implausible, image contradiction a word the image
     # argues against, token surprise a word that is cheap wherever it is true and dear here, even
     # in an answer style the reference never saw, and shared answer one answer attached to many
     # images that do not support it (a caption-like fixed target, which the others find plausible).
     # Two forward passes in all: the true image and a grey one.
-    variant: str = option(DEFAULT_VARIANT, f"implausibility score: {', '.join(VARIANTS)}; or several joined by +, "
-                                           "each in MAD units, ranked by the largest (rule=mad: flag what any of "
-                                           "them flags)")
+    variant: str = option(DEFAULT_VARIANT, f"the pretrained model's implausibility score: {', '.join(VARIANTS)}; or "
+                                           "several joined by +, each in MAD units, ranked by the largest (rule=mad: "
+                                           "flag what any of them flags)")
     # MAD by default: it follows the data (any poison rate, any score scale), where a quantile
     # flags a fixed share of the data whether or not that much is poisoned.
     rule: str = option("mad", f"threshold rule: {', '.join(RULES)}")
@@ -186,8 +186,9 @@ def _log_verdict(judgement: Judgement, whose: str) -> None:
 def _judge_under(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: str, run_dir: str | Path,
                  reference: bool) -> Judgement:
     """One verdict: the scores of `variant` under `vlm` (reference: its adapter disabled), flagged per
-    group. Under rule mad the scores are in their group's MAD units, so two verdicts (or two groups)
-    share one scale; under the other rules a single score keeps its own."""
+    group. The scores are in their group's MAD units, so two verdicts (or two groups) share one
+    scale; only under rule absolute, whose threshold is in the score's own units, a single score
+    keeps them."""
     parts = variant.split("+")
     per_variant = list(score_variants(vlm, samples, parts, config.batch_size, reference=reference,
                                       max_new_tokens=config.max_new_tokens,
@@ -195,12 +196,13 @@ def _judge_under(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, varia
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
         _warn_small_groups(groups)
-    if len(parts) == 1 and variant not in Z_SCALED and config.rule != "mad":
+    if len(parts) == 1 and variant not in Z_SCALED and config.rule == "absolute":
         scores = per_variant[0]
         flagging = flag(scores, groups, config.threshold_rule())
     else:
         # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
-        # Other rules cut the combined score (a quantile of it, or an absolute number of MADs).
+        # Other rules cut the combined score (a quantile of it, or an absolute number of MADs); a
+        # quantile of one score in MAD units flags what the same quantile of its raw values flags.
         scores = combined_score(parts, per_variant, groups)
         rule = ThresholdRule("absolute", absolute=config.k) if config.rule == "mad" else config.threshold_rule()
         flagging = flag(scores, groups, rule)
