@@ -488,3 +488,28 @@ def test_training_the_replacement_writer_is_refused_when_weights_are_sharded(tra
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     assert not weights_sharded()  # ZeRO-2 keeps whole weights on every process
+
+
+def test_a_resumed_run_takes_its_saved_verdict_and_answers_without_judging_again(tiny_vlm_factory, tmp_path,
+                                                                                 monkeypatch):
+    from byorn.defenses import byorn as byorn_module
+
+    vlm = tiny_vlm_factory()
+    samples = [s.with_response(POISON) if i % 10 == 3 else s for i, s in enumerate(shapes.downstream_samples(40, 2))]
+    config = ByornConfig(max_new_tokens=6)
+    first = ByornDefense(config)
+    first.prepare(vlm, samples, tmp_path, train=TrainConfig(lora=False, batch_size=4, learning_rate=1e-2))
+    assert first.writer == "warmed" and first.reference_answers
+
+    def no_judging(*args, **kwargs):
+        raise AssertionError("judged again")
+
+    monkeypatch.setattr(byorn_module, "judging", no_judging)
+    resumed = ByornDefense(config)
+    resumed.prepare(vlm, samples, tmp_path, resume_step=0)
+    assert (resumed.scores, resumed.flagged) == (first.scores, first.flagged)
+    assert (resumed.reference_answers, resumed.writer) == (first.reference_answers, first.writer)
+    with pytest.raises(ValueError, match="verdict.json.*other samples"):  # the run's data changed
+        ByornDefense(config).prepare(vlm, samples[::-1], tmp_path, resume_step=0)
+    with pytest.raises(AssertionError, match="judged again"):  # a fresh run (no resume) judges
+        ByornDefense(config).prepare(vlm, samples, tmp_path)

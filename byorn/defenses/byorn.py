@@ -22,6 +22,7 @@ and it encodes fine (the target is the end-of-turn marker alone).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,17 +32,28 @@ from typing import TYPE_CHECKING
 from byorn.config import TrainConfig, check_choice, option
 from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
-from byorn.defenses.judging import JudgeConfig, judging, warm_indices, warmed
+from byorn.defenses.judging import (
+    JudgeConfig,
+    Judgement,
+    judgement_from_record,
+    judgement_record,
+    judging,
+    warm_indices,
+    warmed,
+)
 from byorn.defenses.thresholds import Flagging
 from byorn.distributed import all_gather, barrier, is_main, map_sharded, weights_sharded
-from byorn.fileio import append_jsonl, write_jsonl
+from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
 from byorn.models.hf import VLM
 from byorn.scoring import reference_model
 
 if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
     from byorn.train import ByornTrainer
 
+log = logging.getLogger(__name__)
+
 AUDIT_NAME = "audit.jsonl"
+VERDICT_NAME = "verdict.json"  # the judgement and the replacement answers, for a resumed run
 
 
 @dataclass
@@ -109,24 +121,20 @@ class ByornDefense(Defense):
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
 
-        def write(flagged: list[int]) -> list[str]:  # by the model in place when called
-            return map_sharded(lambda share: vlm.generate(share, cfg.max_new_tokens, cfg.batch_size,
-                                                          desc=f"{cfg.generator} answers"),
-                               [samples[i] for i in flagged])
-
-        answers = None
-        with judging(vlm, samples, cfg, run_dir, train) as judgement:
-            flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
-            if cfg.generator == "warmed" and judgement.warmed_on:
-                answers, self.writer = write(flagged), "warmed"  # the warmed reference that judged them
+        # A resumed run takes the verdict and answers it started with: judging again would repeat the
+        # warm-up, and on a GPU not bit for bit.
+        saved = run_dir / VERDICT_NAME
+        if resume_step is not None and saved.exists():
+            judgement, answers = self._load_verdict(saved, samples)
+        else:
+            judgement, answers = self._judge(vlm, samples, run_dir, train)
+            if is_main():
+                atomic_write_text(saved, json.dumps({**judgement_record(judgement, samples), "writer": self.writer,
+                                                     "answers": answers}, ensure_ascii=False))
         self.scores, self.flagging = judgement.scores, judgement.flagging
-        if answers is None:  # no second verdict: warm a reference for the answers alone, if asked
-            warm = warm_indices(judgement, cfg) if cfg.generator == "warmed" and flagged else []
-            # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
-            with warmed(vlm, samples, warm, cfg, train, run_dir) if warm else reference_model(vlm):
-                answers, self.writer = write(flagged), "warmed" if warm else "reference"
+        flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
         groups = self.flagging.groups
-        self.reference_answers = {samples[i].id: answer for i, answer in zip(flagged, answers)}
+        self.reference_answers = answers
         self._generated.clear()
         self._answered.clear()
 
@@ -136,13 +144,49 @@ class ByornDefense(Defense):
         self._audit = run_dir / AUDIT_NAME
         lines = [{"event": "flagged", "id": samples[i].id, "score": self.scores[i],
                   "threshold": self.flagging.thresholds[groups[i]], "group": groups[i],
-                  "response": samples[i].response, "reference_response": answer}
-                 for i, answer in zip(flagged, answers)]
+                  "response": samples[i].response, "reference_response": answers[samples[i].id]}
+                 for i in flagged]
         if resume_step is not None:
             lines += self._replacements_until(resume_step)
         barrier()  # every process has read the old log before the main one rewrites it
         if is_main():
             write_jsonl(self._audit, lines, ensure_ascii=False)
+
+    def _judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path,
+               train: TrainConfig | None) -> tuple[Judgement, dict[str, str]]:
+        """The judgement, and the replacement answer (flagged id -> answer) of every flagged sample."""
+        cfg = self.config
+
+        def write(flagged: list[int]) -> dict[str, str]:  # by the model in place when called
+            answers = map_sharded(lambda share: vlm.generate(share, cfg.max_new_tokens, cfg.batch_size,
+                                                             desc=f"{cfg.generator} answers"),
+                                  [samples[i] for i in flagged])
+            return {samples[i].id: answer for i, answer in zip(flagged, answers)}
+
+        answers = None
+        with judging(vlm, samples, cfg, run_dir, train) as judgement:
+            flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
+            if cfg.generator == "warmed" and judgement.warmed_on:
+                answers, self.writer = write(flagged), "warmed"  # the warmed reference that judged them
+        if answers is None:  # no second verdict: warm a reference for the answers alone, if asked
+            warm = warm_indices(judgement, cfg) if cfg.generator == "warmed" and flagged else []
+            # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
+            with warmed(vlm, samples, warm, cfg, train, run_dir) if warm else reference_model(vlm):
+                answers, self.writer = write(flagged), "warmed" if warm else "reference"
+        return judgement, answers
+
+    def _load_verdict(self, path: Path, samples: Sequence[Sample]) -> tuple[Judgement, dict[str, str]]:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            judgement = judgement_from_record(record, samples, path)
+            answers, self.writer = {str(k): str(v) for k, v in record["answers"].items()}, str(record["writer"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"cannot resume BYORn from {path}: {exc}") from exc
+        missing = [s.id for s, hit in zip(samples, judgement.flagging.flagged) if hit and s.id not in answers]
+        if missing:
+            raise ValueError(f"cannot resume BYORn from {path}: no answer for flagged sample {missing[0]!r}")
+        log.info("resumed with the verdict of %s: %d of %d samples flagged", path, len(answers), len(samples))
+        return judgement, answers
 
     def _replacements_until(self, step: int) -> list[dict]:
         """The audit log's replacements of steps <= `step`; they also refill the reuse cache."""

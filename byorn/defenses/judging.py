@@ -162,6 +162,32 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
         yield judgement
 
 
+def judgement_record(judgement: Judgement, samples: Sequence[Sample]) -> dict:
+    """The judgement as JSON-ready data, keyed by sample id (`judgement_from_record` reads it back)."""
+    return {"thresholds": judgement.flagging.thresholds, "warmed_on": [samples[i].id for i in judgement.warmed_on],
+            "samples": [{"id": s.id, "score": score, "flagged": hit, "group": group} for s, score, hit, group in
+                        zip(samples, judgement.scores, judgement.flagging.flagged, judgement.flagging.groups)]}
+
+
+def judgement_from_record(record: dict, samples: Sequence[Sample], source: str | Path) -> Judgement:
+    """The judgement `judgement_record` wrote, for exactly these samples in this order."""
+    try:
+        rows = record["samples"]
+        ids = [row["id"] for row in rows]
+        if ids != [s.id for s in samples]:
+            differ = next((i for i, (a, b) in enumerate(zip(ids, (s.id for s in samples))) if a != b),
+                          min(len(ids), len(samples)))
+            raise ValueError(f"{source}: judged other samples than these ({len(ids)} against {len(samples)}; "
+                             f"the first difference at position {differ})")
+        index = {sample_id: i for i, sample_id in enumerate(ids)}
+        flagging = Flagging([bool(row["flagged"]) for row in rows], [str(row["group"]) for row in rows],
+                            {str(g): float(t) for g, t in record["thresholds"].items()})
+        return Judgement([float(row["score"]) for row in rows], flagging,
+                         tuple(index[sample_id] for sample_id in record["warmed_on"]))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{source}: not a judgement record ({type(exc).__name__}: {exc})") from exc
+
+
 def warm_indices(judgement: Judgement, config: JudgeConfig) -> list[int]:
     """The samples a warmed reference is fine-tuned on: the warm_share least suspicious of
     `judgement`, never a flagged one; none when warm_epochs is 0."""
