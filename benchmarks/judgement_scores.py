@@ -99,9 +99,9 @@ def warmed_row(vlm: VLM, samples: list[Sample], is_poisoned: np.ndarray, train: 
     candidates = {"default": default.rejudge_variant.split("+"), "joined": default.variants}
     with tempfile.TemporaryDirectory() as scratch:
         first = judge(vlm, samples, dataclasses.replace(default, rejudge=False), scratch)
-        warm = set(warm_indices(first, default))
-        held = np.array([i for i in range(len(samples)) if i not in warm])
-        with warmed(vlm, samples, sorted(warm), default, train, scratch):
+        warm = warm_indices(first, default)  # in this order, as BYORn warms on them
+        held = np.array(sorted(set(range(len(samples))) - set(warm)))
+        with warmed(vlm, samples, warm, default, train, scratch):
             needed = _measured([*candidates["default"], *candidates["joined"]])
             scores = score_variants(vlm, [samples[i] for i in held], needed, batch_size=64, reference=False)
     auroc = _aurocs(scores, is_poisoned[held])
@@ -114,7 +114,7 @@ def warmed_row(vlm: VLM, samples: list[Sample], is_poisoned: np.ndarray, train: 
             flagged[held] = verdict > k
             cuts[f"{k:g} {name}"] = _flagged(flagged, is_poisoned)
     return {"default": default.rejudge_variant, "warmed_on": len(warm),
-            "poisons_warmed_on": int(is_poisoned[sorted(warm)].sum()), "auroc": auroc, "cuts": cuts}
+            "poisons_warmed_on": int(is_poisoned[warm].sum()), "auroc": auroc, "cuts": cuts}
 
 
 def _measured(variants: list[str]) -> list[str]:
