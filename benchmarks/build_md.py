@@ -212,10 +212,12 @@ def scores_table(rows: list[dict]) -> str:
         return "_No score analysis recorded yet._"
     scores = list(rows[0]["auroc"])
     cuts = list(rows[0]["cuts"])
-    header = ["attack", "rate", *(f"AUROC {v}" for v in scores), *(f"k={k}: poisons / clean flagged" for k in cuts)]
+    header = ["attack", "rate", "seed", *(f"AUROC {v}" for v in scores),
+              *(f"k={k}: poisons / clean flagged" for k in cuts)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join([r["attack"], f"{r['poison_rate']:g}", *(f"{r['auroc'][v]:.3f}" for v in scores),
+        lines.append("| " + " | ".join([r["attack"], f"{r['poison_rate']:g}", str(r["seed"]),
+                                        *(f"{r['auroc'][v]:.3f}" for v in scores),
                                         *(f"{r['cuts'][k]['poison_flagged']:.2f} / {r['cuts'][k]['clean_flagged']:.2f}"
                                           for k in cuts)]) + " |")
     return "\n".join(lines)

@@ -82,10 +82,12 @@ class JudgeConfig:
     warm_epochs: float = option(1.0, "epochs of that fine-tune (the training config's other settings; TrainConfig's "
                                      "defaults without one)", min=0.0)
     # The warmed reference knows the downstream style, so what the other three scores were added for
-    # (a style the pretrained model never saw, a swapped word averaged away) no longer hides a poison
-    # from the mean NLL; their clean tails only cost. Mean NLL alone ranked the poisons at least as
-    # well in every cell measured and flagged 0-2 % of the clean samples where the four joined flag
-    # 5-26 % (benchmarks/warmed_scores.py; BENCHMARKS.md, "The default judgement"). One forward pass.
+    # (a style the pretrained model never saw, a swapped word averaged away) hardly hides a poison
+    # from its mean NLL any more, and their clean tails flag clean samples: under the warmed reference
+    # mean NLL alone flags 0-3 % of the clean samples where the four joined flag 5-26 %, ranks a
+    # caption-like fixed target at 1.000 where they give 0.82-0.94, and misses at most 4 more of 100
+    # swaps (benchmarks/judgement_scores.py --warmed; in the grids ASR the same or lower in every
+    # cell: BENCHMARKS.md, "The default judgement"). One forward pass instead of two.
     rejudge_variant: str = option("mean_nll", "the warmed reference's score (the choices of variant; several "
                                               "joined by + as there)")
 
