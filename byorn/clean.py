@@ -45,6 +45,9 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
 
     train: the settings of the warmed reference's short fine-tune (rejudge, generator=warmed); the
     training config the cleaned set is meant for, or TrainConfig's defaults."""
+    if config.warm_start:
+        raise ConfigError("clean does not fine-tune: warm_start (the fine-tuning goes on from the warm-up) exists "
+                          "only in `byorn train --defense byorn`")
     if config.generator == "current":
         raise ConfigError("clean writes the replacements before any training: generator=current (the model being "
                           "fine-tuned writes them) exists only in `byorn train --defense byorn`")

@@ -8,6 +8,7 @@ right after the hook.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +28,10 @@ from byorn.models.hf import IGNORE_INDEX, VLM
 class BatchHook(Protocol):
     """What a training-time defense implements (`byorn.defenses.Defense` does); the default (None)
     trains on the batch as is."""
+
+    # Optimizer steps of this fine-tuning that ran before it (BYORn's warm_start: its warm-up's);
+    # the loop runs that many fewer.
+    steps_trained: int
 
     def on_batch(self, samples: list[Sample], trainer: ByornTrainer) -> list[Sample]: ...
 
@@ -190,5 +195,16 @@ def train_steps(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, checkp
         attach_lora(vlm, config)
     trainer = ByornTrainer(model=vlm.model, args=training_arguments(config, checkpoint_dir),
                            train_dataset=SampleDataset(samples), data_collator=collate_samples, vlm=vlm, hook=hook)
+    if hook is not None and hook.steps_trained:
+        trainer.args.max_steps = max(planned_steps(trainer, config) - hook.steps_trained, 1)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer
+
+
+def planned_steps(trainer: Trainer, config: TrainConfig) -> int:
+    """The optimizer steps `config` asks of `trainer`: max_steps, or its epochs over the data, counted
+    as the Trainer counts them."""
+    if config.max_steps > 0:
+        return config.max_steps
+    per_epoch = max(math.ceil(len(trainer.get_train_dataloader()) / config.gradient_accumulation_steps), 1)
+    return math.ceil(config.epochs * per_epoch)

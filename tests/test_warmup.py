@@ -14,6 +14,7 @@ from byorn.defenses import ByornConfig, ByornDefense
 from byorn.defenses import warmup as warmup_module
 from byorn.defenses.judging import JudgeConfig, judge, judging
 from byorn.defenses.warmup import least_suspicious, warmed_reference
+from byorn.train import finetune
 from byorn.worlds import shapes
 
 POISON = "zq zq zq zq zq"
@@ -48,6 +49,33 @@ def test_the_warmed_reference_is_trained_inside_the_block_and_restored_after_it(
     assert all(torch.equal(weights[name], p) for name, p in vlm.model.named_parameters())
     assert trainable == {name: p.requires_grad for name, p in vlm.model.named_parameters()}
     assert not (tmp_path / "warmup").exists()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_kept_warm_up_leaves_the_warmed_weights_and_says_how_many_steps_it_took(tiny_vlm_factory, tmp_path, lora):
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(16, seed=3)
+    config = TrainConfig(lora=lora, batch_size=4, learning_rate=1e-2)
+    with warmed_reference(vlm, samples, config, 1.0, tmp_path / "warmup", keep=True) as steps:
+        inside = mean_nll(vlm, samples)
+    assert steps == 4  # one epoch of 16 samples in batches of 4
+    assert mean_nll(vlm, samples) == inside
+    assert isinstance(vlm.model, PeftModel) == lora  # under LoRA the adapter stays, to be trained on
+
+
+def test_warm_start_fine_tunes_from_the_warm_up_for_the_steps_it_did_not_take(tiny_vlm_factory, tmp_path):
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(40, seed=6)
+    train = TrainConfig(lora=False, batch_size=4, learning_rate=1e-2, epochs=2)
+    pretrained = checksum(vlm)
+    defense = ByornDefense(ByornConfig(warm_start=True, max_new_tokens=6))
+    defense.prepare(vlm, samples, tmp_path, train=train)
+    assert checksum(vlm) != pretrained  # the fine-tuning starts from the warmed weights
+    assert defense.steps_trained == 5  # the warm-up: one epoch on the 20 least suspicious samples, batches of 4
+    trainer = finetune(vlm, defense.training_set(samples), train, tmp_path / "run", hook=defense)
+    assert trainer.state.global_step == 20 - 5  # 2 epochs of 10 steps, less the warm-up's
+    with pytest.raises(ValueError, match="warm_start needs generator=warmed"):
+        ByornConfig(warm_start=True, generator="reference")
 
 
 def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_answers(tiny_vlm_factory, tmp_path,

@@ -33,6 +33,8 @@ class Defense:
     name: ClassVar[str]  # the registry name (`byorn list defenses`)
     # The dataclass `build_defense` builds from the options; None: the defense takes no options.
     config_class: ClassVar[type | None] = None
+    # Optimizer steps of the fine-tuning that `prepare` already ran (byorn.train.BatchHook).
+    steps_trained: int = 0
 
     def resolved(self) -> dict:
         """Name and every option with its value, written next to the run's results."""

@@ -73,6 +73,12 @@ class ByornConfig(JudgeConfig):
                                       "model being fine-tuned writes it when the sample is in a batch (follows "
                                       "the new answer style; can feed back)")
 
+    # The warm-up trains on the least suspicious half, which the fine-tuning would train on anyway:
+    # going on from its weights saves its steps (benchmarks/judgement_cost.yaml).
+    warm_start: bool = option(False, "fine-tune from the warmed reference's weights, its warm-up counted as the first "
+                                     "steps of the fine-tuning (that many fewer steps after it; the learning-rate "
+                                     "schedule and optimizer start again), instead of from the pretrained weights")
+
     # A guard against that feedback: a model that collapses writes one answer for many images.
     guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
                            "and end punctuation aside) to this many different flagged samples in an epoch, the "
@@ -82,6 +88,10 @@ class ByornConfig(JudgeConfig):
         super().__post_init__()
         check_choice("regenerate", self.regenerate, ("step", "epoch"))
         check_choice("generator", self.generator, ("current", "reference", "warmed"))
+        if self.warm_start and self.generator != "warmed":
+            # the frozen reference's answers, and the fallback answers of generator=current, need the
+            # pretrained weights, which a kept warm-up replaces
+            raise ValueError(f"warm_start needs generator=warmed; got generator={self.generator!r}")
 
 
 class ByornDefense(Defense):
@@ -104,6 +114,7 @@ class ByornDefense(Defense):
         self._generated: dict[str, tuple[int, str]] = {}  # id -> (epoch, answer), for regenerate="epoch"
         self._answered: dict[tuple[int, str], set[str]] = {}  # (epoch, answer key) -> ids it was trained on, for guard
         self._audit: Path | None = None
+        self.steps_trained = 0  # optimizer steps of the fine-tuning already run (warm_start: the warm-up's)
 
     # ---- before training ---------------------------------------------------------------------
 
@@ -130,7 +141,8 @@ class ByornDefense(Defense):
             judgement, answers = self._judge(vlm, samples, run_dir, train)
             if is_main():
                 atomic_write_text(saved, json.dumps({**judgement_record(judgement, samples), "writer": self.writer,
-                                                     "answers": answers}, ensure_ascii=False))
+                                                     "answers": answers, "steps_trained": self.steps_trained},
+                                                    ensure_ascii=False))
         self.scores, self.flagging = judgement.scores, judgement.flagging
         flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
         groups = self.flagging.groups
@@ -164,15 +176,20 @@ class ByornDefense(Defense):
             return {samples[i].id: answer for i, answer in zip(flagged, answers)}
 
         answers = None
-        with judging(vlm, samples, cfg, run_dir, train) as judgement:
+        with judging(vlm, samples, cfg, run_dir, train, keep_warmed=cfg.warm_start) as judgement:
             flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
             if cfg.generator == "warmed" and judgement.warmed_on:
                 answers, self.writer = write(flagged), "warmed"  # the warmed reference that judged them
+        self.steps_trained = judgement.warm_steps if cfg.warm_start else 0
         if answers is None:  # no second verdict: warm a reference for the answers alone, if asked
             warm = warm_indices(judgement, cfg) if cfg.generator == "warmed" and flagged else []
-            # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
-            with warmed(vlm, samples, warm, cfg, train, run_dir) if warm else reference_model(vlm):
-                answers, self.writer = write(flagged), "warmed" if warm else "reference"
+            if not warm:  # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
+                with reference_model(vlm):
+                    answers, self.writer = write(flagged), "reference"
+            else:
+                with warmed(vlm, samples, warm, cfg, train, run_dir, keep=cfg.warm_start) as steps:
+                    answers, self.writer = write(flagged), "warmed"
+                self.steps_trained = steps if cfg.warm_start else 0
         return judgement, answers
 
     def _load_verdict(self, path: Path, samples: Sequence[Sample]) -> tuple[Judgement, dict[str, str]]:
@@ -180,6 +197,7 @@ class ByornDefense(Defense):
             record = json.loads(path.read_text(encoding="utf-8"))
             judgement = judgement_from_record(record, samples, path)
             answers, self.writer = {str(k): str(v) for k, v in record["answers"].items()}, str(record["writer"])
+            self.steps_trained = int(record.get("steps_trained", 0))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"cannot resume BYORn from {path}: {exc}") from exc
         missing = [s.id for s, hit in zip(samples, judgement.flagging.flagged) if hit and s.id not in answers]

@@ -115,6 +115,7 @@ class Judgement:
     scores: list[float]
     flagging: Flagging
     warmed_on: tuple[int, ...] = ()
+    warm_steps: int = 0  # the warm-up's optimizer steps
 
 
 def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
@@ -126,14 +127,15 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
 
 @contextlib.contextmanager
 def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
-            train: TrainConfig | None = None) -> Iterator[Judgement]:
+            train: TrainConfig | None = None, keep_warmed: bool = False) -> Iterator[Judgement]:
     """Judge under the pretrained model, then (config.rejudge) under the warmed reference, whose
     verdict on the samples it did not train on counts (scores in MAD units of those samples; the
     warm set keeps its first scores and is not flagged). Inside the block `vlm` is the model that
     gave the verdict; afterwards its weights are the pretrained ones again. Scores are cached in
     config.cache_dir or `run_dir`.
 
-    train: the settings of the warm-up (the fine-tuning this judgement is for)."""
+    train: the settings of the warm-up (the fine-tuning this judgement is for).
+    keep_warmed: afterwards `vlm` keeps the warmed weights (the fine-tuning goes on from them)."""
     first = _judge_under(vlm, samples, config, config.variant, run_dir, reference=True)
     warm = warm_indices(first, config) if config.rejudge else []
     # The warm set is judged clean: the pretrained model found it least suspicious, and the warmed
@@ -151,14 +153,14 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
         with reference_model(vlm):
             yield first
         return
-    with warmed(vlm, samples, warm, config, train, run_dir):
+    with warmed(vlm, samples, warm, config, train, run_dir, keep_warmed) as steps:
         second = _judge_under(vlm, [samples[i] for i in held], config, config.rejudge_variant, run_dir,
                               reference=False)
         scores, flagged = list(first.scores), [False] * len(samples)  # the warm set keeps its first scores
         for j, i in enumerate(held):
             scores[i], flagged[i] = second.scores[j], second.flagging.flagged[j]
         thresholds = {**first.flagging.thresholds, **second.flagging.thresholds}
-        judgement = Judgement(scores, Flagging(flagged, first.flagging.groups, thresholds), tuple(warm))
+        judgement = Judgement(scores, Flagging(flagged, first.flagging.groups, thresholds), tuple(warm), steps)
         _log_verdict(judgement, f"the warmed reference's verdict on the {len(held)} samples it was not fine-tuned "
                                 f"on (the pretrained model flagged {sum(first.flagging.flagged)})")
         yield judgement
@@ -198,11 +200,13 @@ def warm_indices(judgement: Judgement, config: JudgeConfig) -> list[int]:
 
 
 def warmed(vlm: VLM, samples: Sequence[Sample], indices: Sequence[int], config: JudgeConfig,
-           train: TrainConfig | None, run_dir: str | Path) -> contextlib.AbstractContextManager[VLM]:
-    """`vlm` warmed on `samples[indices]` inside the block (byorn.defenses.warmup.warmed_reference);
-    without a training config (byorn clean, the TRL collator) the warm-up is LoRA at TrainConfig's defaults."""
+           train: TrainConfig | None, run_dir: str | Path,
+           keep: bool = False) -> contextlib.AbstractContextManager[int]:
+    """`vlm` warmed on `samples[indices]` inside the block, which gets the warm-up's steps
+    (byorn.defenses.warmup.warmed_reference); without a training config (byorn clean, the TRL
+    collator) the warm-up is LoRA at TrainConfig's defaults."""
     return warmed_reference(vlm, [samples[i] for i in indices], train or TrainConfig(), config.warm_epochs,
-                            Path(run_dir) / "warmup")
+                            Path(run_dir) / "warmup", keep)
 
 
 def _log_verdict(judgement: Judgement, whose: str) -> None:

@@ -39,9 +39,11 @@ def least_suspicious(scores: Sequence[float], flagged: Sequence[bool], share: fl
 
 @contextlib.contextmanager
 def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, epochs: float,
-                     scratch: Path) -> Iterator[VLM]:
+                     scratch: Path, keep: bool = False) -> Iterator[int]:
     """Inside the block `vlm` is the pretrained model fine-tuned for `epochs` on `samples` (with
-    `train`'s optimizer settings, LoRA or full); afterwards its weights are what they were."""
+    `train`'s optimizer settings, LoRA or full); the block gets the warm-up's optimizer steps.
+    Afterwards its weights are what they were, unless `keep`: then the fine-tuning goes on from
+    the warmed weights (and, under LoRA, its adapter)."""
     if weights_sharded():
         raise ValueError("the warmed reference is fine-tuned and then put back, which FSDP and DeepSpeed ZeRO-3 "
                          "weights (sharded between processes) do not allow: use -d rejudge=false -d "
@@ -50,21 +52,29 @@ def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, ep
     attaches_lora = config.lora and not isinstance(vlm.model, PeftModel)
     # With a fresh LoRA adapter, removing it restores the model; otherwise the trained tensors are
     # copied aside, on the CPU (all of them under full fine-tuning: one copy of the weights).
-    saved = {} if attaches_lora else {name: p.detach().to("cpu", copy=True) for name, p in
-                                      vlm.model.named_parameters() if p.requires_grad}
+    saved = {} if attaches_lora or keep else {name: p.detach().to("cpu", copy=True) for name, p in
+                                              vlm.model.named_parameters() if p.requires_grad}
     trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}  # PEFT freezes the base
     trainer = None
+    kept = False
     try:
         trainer = train_steps(vlm, samples, config, scratch)
-        yield vlm
+        yield trainer.state.global_step
+        kept = keep
     finally:
         del trainer  # its optimizer state, before the real fine-tuning makes its own
         gc.collect()
-        if attaches_lora and isinstance(vlm.model, PeftModel):  # not if attaching it failed
-            vlm.model = vlm.model.unload()  # the LoRA layers out, nothing merged
-        with torch.no_grad():
-            for name, p in vlm.model.named_parameters():
-                if name in saved:
-                    p.copy_(saved[name])
-                p.requires_grad_(trainable[name])
         shutil.rmtree(scratch, ignore_errors=True)
+        if not kept:
+            _restore(vlm, attaches_lora, saved, trainable)
+
+
+def _restore(vlm: VLM, attaches_lora: bool, saved: dict[str, torch.Tensor], trainable: dict[str, bool]) -> None:
+    """The weights and trainable flags as they were before the warm-up."""
+    if attaches_lora and isinstance(vlm.model, PeftModel):  # not if attaching it failed
+        vlm.model = vlm.model.unload()  # the LoRA layers out, nothing merged
+    with torch.no_grad():
+        for name, p in vlm.model.named_parameters():
+            if name in saved:
+                p.copy_(saved[name])
+            p.requires_grad_(trainable[name])

@@ -39,9 +39,9 @@ def judge_dataset(vlm: VLM, rows: Iterable[Mapping[str, Any]], config: ByornConf
 
     train: the settings of the warmed reference's short fine-tune (TrainConfig's defaults if None)."""
     config = config or ByornConfig()
-    if config.generator == "current":
-        raise ConfigError("under SFTTrainer the replacements are written before training: generator=current "
-                          "needs `byorn train --defense byorn`")
+    if config.generator == "current" or config.warm_start:
+        raise ConfigError("under SFTTrainer the replacements are written before training and SFTTrainer runs its "
+                          "own steps: generator=current and warm_start need `byorn train --defense byorn`")
     samples = [row_to_sample(row, index, id_column) for index, row in enumerate(rows)]
     defense = ByornDefense(config)
     defense.prepare(vlm, samples, run_dir, train=train)
