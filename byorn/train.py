@@ -29,10 +29,6 @@ class BatchHook(Protocol):
     """What a training-time defense implements (`byorn.defenses.Defense` does); the default (None)
     trains on the batch as is."""
 
-    # Optimizer steps of this fine-tuning that ran before it (BYORn's warm_start: its warm-up's);
-    # the loop runs that many fewer.
-    steps_trained: int
-
     def on_batch(self, samples: list[Sample], trainer: ByornTrainer) -> list[Sample]: ...
 
     def resolved(self) -> dict:
@@ -195,8 +191,10 @@ def train_steps(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, checkp
         attach_lora(vlm, config)
     trainer = ByornTrainer(model=vlm.model, args=training_arguments(config, checkpoint_dir),
                            train_dataset=SampleDataset(samples), data_collator=collate_samples, vlm=vlm, hook=hook)
-    if hook is not None and hook.steps_trained:
-        trainer.args.max_steps = max(planned_steps(trainer, config) - hook.steps_trained, 1)
+    # A hook may have run the first steps of this fine-tuning itself (Defense.steps_trained: BYORn's
+    # warm_start); the loop runs that many fewer. A hook that runs none need not say so.
+    if steps_trained := getattr(hook, "steps_trained", 0):
+        trainer.args.max_steps = max(planned_steps(trainer, config) - steps_trained, 1)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer
 

@@ -33,7 +33,7 @@ class Defense:
     name: ClassVar[str]  # the registry name (`byorn list defenses`)
     # The dataclass `build_defense` builds from the options; None: the defense takes no options.
     config_class: ClassVar[type | None] = None
-    # Optimizer steps of the fine-tuning that `prepare` already ran (byorn.train.BatchHook).
+    # Optimizer steps of the fine-tuning that `prepare` already ran; the training loop runs that many fewer.
     steps_trained: int = 0
 
     def resolved(self) -> dict:
