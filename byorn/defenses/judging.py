@@ -8,8 +8,8 @@ style, so a downstream set written in another style looks implausible all over, 
 written like the pretraining data (a caption-like fixed target) looks plausible. So the pretrained
 model is then fine-tuned briefly on the half of the samples it found least suspicious (the warmed
 reference, byorn.defenses.warmup), which learns the downstream style but not the poisons, and
-judges the other half again, by its mean NLL alone (the style no longer hides anything from it);
-its verdict is the one that counts.
+judges the other half again, by default by its mean NLL alone (a style it knows no longer makes
+every clean answer look implausible); its verdict is the one that counts.
 """
 
 from __future__ import annotations
