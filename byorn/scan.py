@@ -50,7 +50,8 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     writer.writeheader()
     writer.writerows(vars(r) for r in rows)
     atomic_write_text(out_dir / "scan.csv", buffer.getvalue())
-    plot_histogram(scores, flagging.thresholds, config.variant, out_dir / "scores.png")
+    score = f"{config.variant}, then {config.rejudge_variant} (MAD units)" if config.rejudge else config.variant
+    plot_histogram(scores, flagging.thresholds, score, out_dir / "scores.png")
     write_review(out_dir / REVIEW_NAME, samples, scores, flagging.flagged, groups=groups,
                  thresholds=flagging.thresholds, title=f"byorn scan: {out_dir.name}")
     return rows

@@ -8,6 +8,7 @@ right after the hook.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from byorn.data import Sample
 from byorn.distributed import sum_over_processes, world_size
 from byorn.fileio import atomic_write_text, remove_if_empty, write_jsonl
 from byorn.models.hf import IGNORE_INDEX, VLM
+
+log = logging.getLogger(__name__)
 
 
 class BatchHook(Protocol):
@@ -194,7 +197,11 @@ def train_steps(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, checkp
     # A hook may have run the first steps of this fine-tuning itself (Defense.steps_trained: BYORn's
     # warm_start); the loop runs that many fewer. A hook that runs none need not say so.
     if steps_trained := getattr(hook, "steps_trained", 0):
-        trainer.args.max_steps = max(planned_steps(trainer, config) - steps_trained, 1)
+        planned = planned_steps(trainer, config)
+        if planned <= steps_trained:
+            log.warning("the defense already ran %d of the %d planned steps; training runs one more", steps_trained,
+                        planned)
+        trainer.args.max_steps = max(planned - steps_trained, 1)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return trainer
 

@@ -192,3 +192,15 @@ def test_the_warm_up_is_refused_when_weights_are_sharded(tiny_vlm_factory, tmp_p
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ValueError, match="rejudge=false"):
         judge(tiny_vlm_factory(), shapes.downstream_samples(40, seed=6), JudgeConfig(), tmp_path)
+
+
+def test_options_that_would_mix_the_verdicts_or_lose_the_warm_up_are_refused(tiny_vlm_factory, tmp_path):
+    with pytest.raises(ValueError, match="rule=absolute cuts both verdicts"):  # MAD units and nats at one value
+        ByornConfig(rule="absolute", absolute=2.0)
+    ByornConfig(rule="absolute", absolute=2.0, rejudge=False)
+    ByornConfig(rule="absolute", absolute=2.0, variant="mean_nll")  # one score, one scale
+    samples = shapes.downstream_samples(24, seed=6)
+    with pytest.raises(ValueError, match=r"needs that fine-tuning's config \(train=\)"):
+        ByornDefense(ByornConfig(warm_start=True)).prepare(tiny_vlm_factory(), samples, tmp_path)
+    with pytest.raises(FileNotFoundError, match="no verdict.json"):  # a resumed run never judges again
+        ByornDefense(ByornConfig()).prepare(tiny_vlm_factory(), samples, tmp_path, resume_step=3)

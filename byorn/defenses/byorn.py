@@ -134,8 +134,11 @@ class ByornDefense(Defense):
 
         # A resumed run takes the verdict and answers it started with: judging again would repeat the
         # warm-up, and on a GPU not bit for bit.
+        if cfg.warm_start and train is None:
+            raise ValueError("warm_start goes on from the warm-up into the fine-tuning: prepare() needs that "
+                             "fine-tuning's config (train=)")
         saved = run_dir / VERDICT_NAME
-        if resume_step is not None and saved.exists():
+        if resume_step is not None:
             judgement, answers = self._load_verdict(saved, samples)
         else:
             judgement, answers = self._judge(vlm, samples, run_dir, train)
@@ -193,6 +196,8 @@ class ByornDefense(Defense):
         return judgement, answers
 
     def _load_verdict(self, path: Path, samples: Sequence[Sample]) -> tuple[Judgement, dict[str, str]]:
+        if not path.exists():  # judging again could flag other samples than the kept audit log replaced
+            raise FileNotFoundError(f"cannot resume BYORn: no {VERDICT_NAME} in the run directory")
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             judgement = judgement_from_record(record, samples, path)

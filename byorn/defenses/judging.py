@@ -97,6 +97,10 @@ class JudgeConfig:
             check_choice("variant", part, VARIANTS)
         for part in self.rejudge_variant.split("+"):
             check_choice("rejudge_variant", part, VARIANTS)
+        if self.rule == "absolute" and self.rejudge and self.variant != self.rejudge_variant:
+            # one value in one score's own units cannot cut two different scores
+            raise ValueError(f"rule=absolute cuts both verdicts at one value: give rejudge_variant the score of "
+                             f"variant ({self.variant!r}), or rejudge=false")
         check_choice("group_by", self.group_by, GROUPINGS)
 
     @property

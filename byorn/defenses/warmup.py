@@ -9,7 +9,8 @@ learnt the backdoor from the poisons the judgement missed, and writes it into it
 The warmed reference sits between them: the pretrained model, fine-tuned briefly on the samples the
 judgement found least suspicious (the poisons it ranks high, even those under the cut, are not
 among them), writes every replacement once, batched, before training; then its weights are put
-back exactly, so the fine-tuning itself starts from the pretrained model as it would otherwise.
+back exactly, so the fine-tuning itself starts from the pretrained model as it would otherwise
+(or, with BYORn's warm_start, goes on from the warmed weights).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, ep
     """Inside the block `vlm` is the pretrained model fine-tuned for `epochs` on `samples` (with
     `train`'s optimizer settings, LoRA or full); the block gets the warm-up's optimizer steps.
     Afterwards its weights are what they were, unless `keep`: then the fine-tuning goes on from
-    the warmed weights (and, under LoRA, its adapter)."""
+    the warmed weights (and, under LoRA, its adapter); if the block raises, a kept full fine-tune
+    is not undone (no copy was kept aside)."""
     if weights_sharded():
         raise ValueError("the warmed reference is fine-tuned and then put back, which FSDP and DeepSpeed ZeRO-3 "
                          "weights (sharded between processes) do not allow: use -d rejudge=false -d "
