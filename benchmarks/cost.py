@@ -1,5 +1,6 @@
 """What BYORn costs, measured in one run: undefended vs defended fine-tuning at 1, 5 and 10 %
-poison (and at 1 epoch), and how fast the reference scores a data set.
+poison (and at 1 epoch), and how fast the reference scores a data set (float32, and the
+precision the judgement picks on this machine).
 
     OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl
 
@@ -24,7 +25,7 @@ from byorn.bench import DefenseSpec, GridConfig, run_cell
 from byorn.defenses.judging import JudgeConfig
 from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
-from byorn.scoring import model_fingerprint, score_variants
+from byorn.scoring import model_fingerprint, score_variants, scoring_dtype
 from byorn.workflow import DEMO_ATTACK, DEMO_TRAINING
 from byorn.worlds import shapes
 
@@ -48,24 +49,28 @@ def pair(rate: float, epochs: float, scratch: Path) -> dict:
 
 
 def throughput(n: int = 1000) -> list[dict]:
-    """Samples a second: one teacher-forced pass (VLM.score) and the default judgement's scores
-    (two passes, true and grey image), at the judgement's batch size, on one thread and on two."""
+    """Samples a second: one teacher-forced pass (mean NLL) and the pretrained model's verdict's
+    scores (two passes, true and grey image), at the judgement's batch size, on one thread and on
+    two, in float32 and in the precision the judgement's default picks here."""
     vlm = load_vlm("byorn-tiny")
     model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"
     samples = shapes.downstream_samples(n, 0)
-    batch = JudgeConfig().batch_size
-    vlm.score(samples[:batch], batch_size=batch)  # warm-up
+    default = JudgeConfig()
+    precisions = dict.fromkeys(["float32", default.precision])
+    score_variants(vlm, samples[:default.batch_size], ["mean_nll"], default.batch_size)  # warm-up
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        for name, run in (("one pass (VLM.score)", lambda: vlm.score(samples, batch_size=batch)),
-                          ("default judgement (score_variants)",
-                           lambda: score_variants(vlm, samples, JudgeConfig().variants, batch, reference=True))):
-            started = time.perf_counter()
-            run()
-            seconds = time.perf_counter() - started
-            rows.append({"what": "scoring", "scores": name, "n": n, "batch_size": batch, "threads": threads,
-                         "model": model, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1)})
+        for precision in precisions:
+            for name, variants in (("one pass (mean_nll)", ["mean_nll"]),
+                                   ("first verdict (its four scores, two passes)", default.variants)):
+                started = time.perf_counter()
+                score_variants(vlm, samples, variants, default.batch_size, precision=precision)
+                seconds = time.perf_counter() - started
+                rows.append({"what": "scoring", "scores": name, "n": n, "batch_size": default.batch_size,
+                             "threads": threads, "precision": precision,
+                             "dtype": str(scoring_dtype(vlm, precision)).removeprefix("torch."), "model": model,
+                             "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1)})
     return rows
 
 

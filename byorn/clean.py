@@ -45,14 +45,13 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
 
     train: the settings of the warmed reference's short fine-tune (rejudge, generator=warmed); the
     training config the cleaned set is meant for, or TrainConfig's defaults."""
-    if config.warm_start:
-        raise ConfigError("clean does not fine-tune: warm_start (the fine-tuning goes on from the warm-up) exists "
-                          "only in `byorn train --defense byorn`")
     if config.generator == "current":
         raise ConfigError("clean writes the replacements before any training: generator=current (the model being "
                           "fine-tuned writes them) exists only in `byorn train --defense byorn`")
     out_dir = Path(out_dir)
-    defense = ByornDefense(config)
+    # No fine-tuning follows to go on from the warm-up: the pretrained weights stay. The verdict and
+    # the answers are those of a run with warm_start (it changes only what the fine-tuning starts from).
+    defense = ByornDefense(dataclasses.replace(config, warm_start=False))
     defense.prepare(vlm, samples, out_dir, train=train)  # scores, flags, replacements, audit.jsonl
     answers = defense.reference_answers
     if drop:  # a conversation goes whole: its later turns hold a flagged answer in their history

@@ -27,7 +27,10 @@ the exact prompt template of training. Higher always means more implausible:
   a red circle on the left side.") pools into a grounded, negative score. Already in z units.
 
 The variants share their forward passes: asking for several scores the true-image pass once and
-the grey-image pass at most once. With LoRA the reference model is the same network with the
+the grey-image pass at most once. They run in bfloat16 where the hardware computes it natively
+(`precision`): scoring is the bulk of what BYORn adds to a fine-tuning, and bfloat16 scores a
+float32 model's samples 1.7x faster on a CPU with AVX512-BF16 in the same ranking (Spearman 0.9999
+on 512 shapes samples; benchmarks/cost.py). With LoRA the reference model is the same network with the
 adapter disabled: no second copy of the weights. The reference is frozen, so its scores are cached
 on disk (`ScoreCache`).
 """
@@ -38,11 +41,13 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from peft import PeftModel
 from PIL import Image
 
@@ -53,6 +58,8 @@ from byorn.fileio import write_jsonl
 from byorn.models.hf import VLM, ResponseScore
 from byorn.robust import mad_z
 
+log = logging.getLogger(__name__)
+
 VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated", "image_contradiction",
             "token_surprise", "shared_answer")
 Z_SCALED = ("shared_answer",)  # variants whose values are already in MAD units of their data set
@@ -61,6 +68,7 @@ NEUTRAL_GREY = (128, 128, 128)
 # makes a word expensive (a swapped colour in up to about a quarter of its uses) does not raise it.
 USUAL_COST_QUANTILE = 25
 _NEEDS_GREY = ("image_ablated", "image_contradiction", "shared_answer")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @contextlib.contextmanager
@@ -73,34 +81,58 @@ def reference_model(vlm: VLM) -> Iterator[VLM]:
         yield vlm
 
 
+def scoring_dtype(vlm: VLM, precision: str) -> torch.dtype:
+    """The dtype the scoring passes compute in. auto: bfloat16 where the device computes it natively
+    (a CUDA GPU that supports it, a CPU with AVX512-BF16) and the weights are float32; elsewhere
+    (or with weights loaded in another dtype) the weights' own dtype."""
+    check_choice("precision", precision, PRECISIONS)
+    weights = next(vlm.model.parameters()).dtype
+    if precision == "float32" or weights != torch.float32:
+        return weights
+    if precision == "bfloat16":
+        return torch.bfloat16
+    device = vlm.device
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else \
+        device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
+    return torch.bfloat16 if native else weights
+
+
 def score_samples(vlm: VLM, samples: Sequence[Sample], variant: str = "mean_nll", batch_size: int = 32,
                   reference: bool = True, *, max_new_tokens: int = 48,
-                  cache: ScoreCache | None = None) -> list[float]:
+                  cache: ScoreCache | None = None, precision: str = "float32") -> list[float]:
     """One implausibility score per sample (higher: less plausible), in the order of `samples`.
 
     reference: score under the base model (adapter disabled) rather than the current weights.
     max_new_tokens: length of the greedy answer of `relative_to_greedy` (other variants ignore it).
     cache: reuse scores saved for the same model, variant and samples; save new ones.
+    precision: one of PRECISIONS (see `scoring_dtype`).
     """
     return score_variants(vlm, samples, [variant], batch_size, reference, max_new_tokens=max_new_tokens,
-                          cache=cache)[variant]
+                          cache=cache, precision=precision)[variant]
 
 
 def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int = 32,
                    reference: bool = True, *, max_new_tokens: int = 48,
-                   cache: ScoreCache | None = None) -> dict[str, list[float]]:
+                   cache: ScoreCache | None = None, precision: str = "float32") -> dict[str, list[float]]:
     """Several scores of the same samples, sharing forward passes; variant -> scores in sample order."""
     for variant in variants:
         check_choice("variant", variant, VARIANTS)
+    dtype = scoring_dtype(vlm, precision)
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         twice = next(i for i, n in Counter(ids).items() if n > 1)
         raise ValueError(f"sample ids must be unique (cached scores are matched by id); {twice!r} repeats")
-    keys = {v: fingerprint(vlm, samples, v, reference, max_new_tokens) if cache is not None else "" for v in variants}
+    keys = {v: fingerprint(vlm, samples, v, reference, max_new_tokens, dtype) if cache is not None else ""
+            for v in variants}
     found = {v: cache.load(keys[v], ids) if cache is not None else None for v in variants}
     missing = [v for v in variants if found[v] is None]
     if missing:
-        with reference_model(vlm) if reference else contextlib.nullcontext():
+        weights = next(vlm.model.parameters()).dtype
+        if dtype != weights:
+            log.info("scoring in %s (precision=%s; the weights are %s)", str(dtype).removeprefix("torch."), precision,
+                     str(weights).removeprefix("torch."))
+        with (reference_model(vlm) if reference else contextlib.nullcontext(),
+              torch.autocast(vlm.device.type, dtype=dtype, enabled=dtype != weights)):
             computed = _compute(vlm, samples, missing, batch_size, max_new_tokens)
         for variant in missing:
             found[variant] = computed[variant]
@@ -210,9 +242,12 @@ def _image_digest(sample: Sample) -> bytes:
 
 
 def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bool = True,
-                max_new_tokens: int = 48) -> str:
-    """sha256 hex of everything a score depends on; any change gives another cache entry."""
+                max_new_tokens: int = 48, dtype: torch.dtype | None = None) -> str:
+    """sha256 hex of everything a score depends on; any change gives another cache entry.
+    dtype: what the passes computed in, where not the weights' own (autocast)."""
     options = {"variant": variant, "reference": reference}
+    if dtype is not None and dtype != next(vlm.model.parameters()).dtype:
+        options["dtype"] = str(dtype)
     if variant == "relative_to_greedy":
         options["max_new_tokens"] = max_new_tokens
     digest = hashlib.sha256(model_fingerprint(vlm, reference))

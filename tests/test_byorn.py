@@ -21,7 +21,7 @@ from byorn.defenses.base import NoDefense
 from byorn.distributed import weights_sharded
 from byorn.models.hf import IGNORE_INDEX, VLM
 from byorn.review import write_run_review
-from byorn.scoring import NEUTRAL_GREY, ScoreCache, fingerprint, score_samples
+from byorn.scoring import NEUTRAL_GREY, ScoreCache, fingerprint, score_samples, scoring_dtype
 from byorn.train import attach_lora, finetune
 from byorn.worlds import shapes
 
@@ -427,7 +427,7 @@ def test_scores_are_cached_per_fingerprint_and_a_changed_response_invalidates_th
     scored = spy(fitted, "score")
     first = prepared(byorn(), fitted, train_set, tmp_path)
     assert scored and len(read_audit(tmp_path)) == len(POISONED)
-    key = fingerprint(fitted, train_set, "mean_nll")
+    key = fingerprint(fitted, train_set, "mean_nll", dtype=scoring_dtype(fitted, "auto"))
     lines = [json.loads(x) for x in ScoreCache(tmp_path).path(key).read_text().splitlines()]
     assert lines == [{"id": s.id, "score": score} for s, score in zip(train_set, first.scores)]
 
@@ -442,6 +442,28 @@ def test_scores_are_cached_per_fingerprint_and_a_changed_response_invalidates_th
     prepared(byorn(), fitted, changed, tmp_path)
     assert len(scored) == 1 and len(list(tmp_path.glob("scores-*.jsonl"))) == 2
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_scoring_precision_auto_is_bfloat16_only_where_the_hardware_computes_it(fitted, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert scoring_dtype(fitted, "auto") == torch.bfloat16
+    assert scoring_dtype(fitted, "float32") == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert scoring_dtype(fitted, "auto") == torch.float32  # emulated bfloat16 would be slower, not faster
+    assert scoring_dtype(fitted, "bfloat16") == torch.bfloat16
+    fitted.model.to(torch.bfloat16)
+    assert scoring_dtype(fitted, "float32") == torch.bfloat16  # weights loaded in another dtype compute in it
+    with pytest.raises(ValueError, match="precision must be one of"):
+        scoring_dtype(fitted, "fp8")
+
+
+def test_bfloat16_scores_are_cached_apart_and_rank_the_samples_as_float32_does(fitted, train_set, tmp_path):
+    cache = ScoreCache(tmp_path)
+    exact = score_samples(fitted, train_set, cache=cache, precision="float32")
+    fast = score_samples(fitted, train_set, cache=cache, precision="bfloat16")
+    assert fast != exact and len(list(tmp_path.glob("scores-*.jsonl"))) == 2
+    assert fast == pytest.approx(exact, abs=0.1)
+    assert sorted(range(8), key=fast.__getitem__)[-2:] == sorted(range(8), key=exact.__getitem__)[-2:]
 
 
 def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, tmp_path):

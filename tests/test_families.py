@@ -51,8 +51,10 @@ def test_poison_defend_train_generate_score(name, tmp_path):
     # A random model cannot tell poison from clean, so flag by quantile: the point here is that
     # whatever is flagged is replaced through this family's generation before it is trained on.
     defense = build_defense("byorn", rule="quantile", quantile=0.5, max_new_tokens=6)
-    config = TrainConfig(max_steps=3, batch_size=8, logging_steps=1, learning_rate=1e-2)
-    defense.prepare(vlm, train_set, tmp_path, train=config)  # with the warm-up: LoRA on this family, then removed
+    config = TrainConfig(max_steps=5, batch_size=8, logging_steps=1, learning_rate=1e-2)
+    # with the warm-up: LoRA on this family, kept (warm_start), its 2 steps (12 samples) the first 2 of 5
+    defense.prepare(vlm, train_set, tmp_path, train=config)
+    assert defense.steps_trained == 2
     flagged = {s.id for s, hit in zip(train_set, defense.flagged) if hit}
     # the pretrained model flags 12; the warmed reference (warmed on the other 12) judges those 12 and
     # flags the ones above their median: up to half, fewer where scores tie at it
@@ -63,7 +65,7 @@ def test_poison_defend_train_generate_score(name, tmp_path):
     vlm.encode = lambda samples: seen.extend(samples) or encode(samples)
     trainer = finetune(vlm, defense.training_set(train_set), config, tmp_path, hook=defense)
     del vlm.encode
-    assert trainer.state.global_step == 3 and {s.id for s in seen} == {s.id for s in train_set}
+    assert trainer.state.global_step == 3 and {s.id for s in seen} == {s.id for s in train_set}  # one epoch
     for sample in seen:
         assert sample.meta.get("replaced", False) == (sample.id in flagged)
         if sample.id in flagged:

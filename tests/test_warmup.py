@@ -74,8 +74,20 @@ def test_warm_start_fine_tunes_from_the_warm_up_for_the_steps_it_did_not_take(ti
     assert defense.steps_trained == 5  # the warm-up: one epoch on the 20 least suspicious samples, batches of 4
     trainer = finetune(vlm, defense.training_set(samples), train, tmp_path / "run", hook=defense)
     assert trainer.state.global_step == 20 - 5  # 2 epochs of 10 steps, less the warm-up's
-    with pytest.raises(ValueError, match="warm_start needs generator=warmed"):
-        ByornConfig(warm_start=True, generator="reference")
+
+
+@pytest.mark.parametrize("options, train", [({"generator": "reference"}, TrainConfig(lora=False)),
+                                            ({}, None)])
+def test_warm_start_does_not_apply_without_the_warmed_writer_or_the_fine_tunings_config(tiny_vlm_factory, tmp_path,
+                                                                                      options, train):
+    # the frozen reference's answers need the pretrained weights; without train= the warm-up is LoRA
+    # at TrainConfig's defaults, which need not be the fine-tuning
+    vlm = tiny_vlm_factory()
+    pretrained = checksum(vlm)
+    defense = ByornDefense(ByornConfig(warm_start=True, max_new_tokens=6, **options))
+    defense.prepare(vlm, shapes.downstream_samples(40, seed=6), tmp_path, train=train)
+    assert checksum(vlm) == pretrained
+    assert defense.steps_trained == 0
 
 
 def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_answers(tiny_vlm_factory, tmp_path,
@@ -95,13 +107,13 @@ def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_an
     monkeypatch.setattr(warmup_module, "train_steps", recording_train)
     before = mean_nll(vlm, samples)
     defense = ByornDefense(ByornConfig(variant="mean_nll", rule="quantile", quantile=0.75, max_new_tokens=6,
-                                       generator="warmed", warm_share=0.5))
+                                       generator="warmed", warm_share=0.5, warm_start=False))
     defense.prepare(vlm, samples, tmp_path, train=TrainConfig(lora=False, batch_size=4, learning_rate=1e-2))
     flagged = {s.id for s, hit in zip(samples, defense.flagged) if hit}
     assert {samples[2].id, samples[7].id} <= flagged
     assert len(warmed_on) == 6 and not set(warmed_on) & flagged
     assert defense.reference_answers == {i: written[i] for i in flagged}
-    assert mean_nll(vlm, samples) == before  # training starts from the pretrained weights
+    assert mean_nll(vlm, samples) == before  # without warm_start training starts from the pretrained weights
 
 
 def test_with_nothing_to_warm_on_the_frozen_reference_writes(tiny_vlm_factory, tmp_path, monkeypatch):
@@ -144,7 +156,7 @@ def test_the_second_verdict_is_the_warmed_references_mean_nll_in_mad_units_of_wh
     vlm = tiny_vlm_factory()
     samples = shapes.downstream_samples(40, seed=6)
     train = TrainConfig(lora=False, batch_size=4, learning_rate=1e-2)
-    config = JudgeConfig(rule=rule)
+    config = JudgeConfig(rule=rule, precision="float32")  # as mean_nll below scores
     with judging(vlm, samples, config, tmp_path, train) as judgement:
         held = [i for i in range(40) if i not in set(judgement.warmed_on)]
         warmed_nll = mean_nll(vlm, [samples[i] for i in held])
@@ -175,7 +187,7 @@ def test_byorns_default_replacements_are_written_by_the_warmed_reference_that_ju
     defense.prepare(vlm, samples, tmp_path, train=TrainConfig(lora=False, batch_size=4, learning_rate=1e-2))
     assert defense.writer == "warmed" and defense.reference_answers
     assert at_generation and all(c != pretrained for c in at_generation)  # inside the warmed block
-    assert checksum(vlm) == pretrained
+    assert checksum(vlm) == at_generation[-1] and defense.steps_trained == 5  # warm_start: training goes on from it
 
 
 def test_a_warm_up_that_cannot_start_raises_its_own_error_and_changes_nothing(tiny_vlm_factory, tmp_path):
@@ -200,7 +212,5 @@ def test_options_that_would_mix_the_verdicts_or_lose_the_warm_up_are_refused(tin
     ByornConfig(rule="absolute", absolute=2.0, rejudge=False)
     ByornConfig(rule="absolute", absolute=2.0, variant="mean_nll")  # one score, one scale
     samples = shapes.downstream_samples(24, seed=6)
-    with pytest.raises(ValueError, match=r"needs that fine-tuning's config \(train=\)"):
-        ByornDefense(ByornConfig(warm_start=True)).prepare(tiny_vlm_factory(), samples, tmp_path)
     with pytest.raises(FileNotFoundError, match="no verdict.json"):  # a resumed run never judges again
         ByornDefense(ByornConfig()).prepare(tiny_vlm_factory(), samples, tmp_path, resume_step=3)

@@ -74,10 +74,14 @@ class ByornConfig(JudgeConfig):
                                       "the new answer style; can feed back)")
 
     # The warm-up trains on the least suspicious half, which the fine-tuning would train on anyway:
-    # going on from its weights saves its steps (benchmarks/judgement_cost.yaml).
-    warm_start: bool = option(False, "fine-tune from the warmed reference's weights, its warm-up counted as the first "
-                                     "steps of the fine-tuning (that many fewer steps after it; the learning-rate "
-                                     "schedule and optimizer start again), instead of from the pretrained weights")
+    # going on from its weights saves its steps, a third of what the judgement costs at 3 epochs,
+    # for the same ASR and clean quality (BENCHMARKS.md, "The default judgement's cost").
+    warm_start: bool = option(True, "fine-tune from the warmed reference's weights, its warm-up counted as the first "
+                                    "steps of the fine-tuning (that many fewer steps after it; the learning-rate "
+                                    "schedule and optimizer start again), instead of from the pretrained weights. "
+                                    "Only where the warmed reference writes the replacements (generator=warmed) and "
+                                    "a fine-tuning follows (byorn train); byorn clean and the TRL collator judge as "
+                                    "with false")
 
     # A guard against that feedback: a model that collapses writes one answer for many images.
     guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
@@ -88,10 +92,6 @@ class ByornConfig(JudgeConfig):
         super().__post_init__()
         check_choice("regenerate", self.regenerate, ("step", "epoch"))
         check_choice("generator", self.generator, ("current", "reference", "warmed"))
-        if self.warm_start and self.generator != "warmed":
-            # the frozen reference's answers, and the fallback answers of generator=current, need the
-            # pretrained weights, which a kept warm-up replaces
-            raise ValueError(f"warm_start needs generator=warmed; got generator={self.generator!r}")
 
 
 class ByornDefense(Defense):
@@ -134,9 +134,6 @@ class ByornDefense(Defense):
 
         # A resumed run takes the verdict and answers it started with: judging again would repeat the
         # warm-up, and on a GPU not bit for bit.
-        if cfg.warm_start and train is None:
-            raise ValueError("warm_start goes on from the warm-up into the fine-tuning: prepare() needs that "
-                             "fine-tuning's config (train=)")
         saved = run_dir / VERDICT_NAME
         if resume_step is not None:
             judgement, answers = self._load_verdict(saved, samples)
@@ -179,21 +176,36 @@ class ByornDefense(Defense):
             return {samples[i].id: answer for i, answer in zip(flagged, answers)}
 
         answers = None
-        with judging(vlm, samples, cfg, run_dir, train, keep_warmed=cfg.warm_start) as judgement:
+        keep = self._warm_start(train)
+        with judging(vlm, samples, cfg, run_dir, train, keep_warmed=keep) as judgement:
             flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
             if cfg.generator == "warmed" and judgement.warmed_on:
                 answers, self.writer = write(flagged), "warmed"  # the warmed reference that judged them
-        self.steps_trained = judgement.warm_steps if cfg.warm_start else 0
+        self.steps_trained = judgement.warm_steps if keep else 0
         if answers is None:  # no second verdict: warm a reference for the answers alone, if asked
             warm = warm_indices(judgement, cfg) if cfg.generator == "warmed" and flagged else []
             if not warm:  # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
                 with reference_model(vlm):
                     answers, self.writer = write(flagged), "reference"
             else:
-                with warmed(vlm, samples, warm, cfg, train, run_dir, keep=cfg.warm_start) as steps:
+                with warmed(vlm, samples, warm, cfg, train, run_dir, keep=keep) as steps:
                     answers, self.writer = write(flagged), "warmed"
-                self.steps_trained = steps if cfg.warm_start else 0
+                self.steps_trained = steps if keep else 0
         return judgement, answers
+
+    def _warm_start(self, train: TrainConfig | None) -> bool:
+        """Whether the fine-tuning goes on from the warm-up's weights: asked for, the warmed reference
+        writes the replacements (the frozen reference's answers, and generator=current's fallbacks,
+        need the pretrained weights a kept warm-up replaces), and the fine-tuning's config is known
+        (without it the warm-up is LoRA at TrainConfig's defaults, which need not be the fine-tuning)."""
+        cfg = self.config
+        if not cfg.warm_start:
+            return False
+        why = f"generator={cfg.generator} writes with the pretrained weights" if cfg.generator != "warmed" else \
+            "prepare() was given no training config (train=)" if train is None else ""
+        if why:
+            log.info("warm_start does not apply (%s): the fine-tuning starts from the pretrained weights", why)
+        return not why
 
     def _load_verdict(self, path: Path, samples: Sequence[Sample]) -> tuple[Judgement, dict[str, str]]:
         if not path.exists():  # judging again could flag other samples than the kept audit log replaced

@@ -35,7 +35,7 @@ from byorn.defenses.thresholds import (
 )
 from byorn.defenses.warmup import least_suspicious, warmed_reference
 from byorn.models.hf import VLM
-from byorn.scoring import VARIANTS, Z_SCALED, ScoreCache, reference_model, score_variants
+from byorn.scoring import PRECISIONS, VARIANTS, Z_SCALED, ScoreCache, reference_model, score_variants
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class JudgeConfig:
                                    "(task: meta['task'])")
     max_new_tokens: int = option(48, "longest generated response, in tokens (greedy answers, replacements)", min=1)
     batch_size: int = option(32, "samples per scoring or generation batch before training", min=1)
+    # Scoring is most of what the judgement costs; bfloat16 keeps the ranking (byorn/scoring.py).
+    precision: str = option("auto", f"what the scoring passes compute in: {', '.join(PRECISIONS)} (auto: bfloat16 "
+                                    "where the device computes it natively and the weights are float32; otherwise "
+                                    "the weights' dtype)")
     cache_dir: str = option("", "where scores are cached; empty: the run directory")
     # The pretrained model's verdict alone misranks what is written in its own style (BENCHMARKS.md,
     # "The default judgement": on Flickr8k a caption-like fixed target at AUROC 0.86-0.94, with the
@@ -102,6 +106,7 @@ class JudgeConfig:
             raise ValueError(f"rule=absolute cuts both verdicts at one value: give rejudge_variant the score of "
                              f"variant ({self.variant!r}), or rejudge=false")
         check_choice("group_by", self.group_by, GROUPINGS)
+        check_choice("precision", self.precision, PRECISIONS)
 
     @property
     def variants(self) -> list[str]:
@@ -228,7 +233,8 @@ def _judge_under(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, varia
     parts = variant.split("+")
     per_variant = list(score_variants(vlm, samples, parts, config.batch_size, reference=reference,
                                       max_new_tokens=config.max_new_tokens,
-                                      cache=ScoreCache(config.cache_dir or run_dir)).values())
+                                      cache=ScoreCache(config.cache_dir or run_dir),
+                                      precision=config.precision).values())
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
         _warn_small_groups(groups)

@@ -23,6 +23,7 @@ writing them (`generator=current`) needs byorn's own trainer.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,13 @@ def judge_dataset(vlm: VLM, rows: Iterable[Mapping[str, Any]], config: ByornConf
 
     train: the settings of the warmed reference's short fine-tune (TrainConfig's defaults if None)."""
     config = config or ByornConfig()
-    if config.generator == "current" or config.warm_start:
-        raise ConfigError("under SFTTrainer the replacements are written before training and SFTTrainer runs its "
-                          "own steps: generator=current and warm_start need `byorn train --defense byorn`")
+    if config.generator == "current":
+        raise ConfigError("under SFTTrainer the replacements are written before training: generator=current needs "
+                          "`byorn train --defense byorn`")
     samples = [row_to_sample(row, index, id_column) for index, row in enumerate(rows)]
-    defense = ByornDefense(config)
+    # SFTTrainer runs its own steps from the weights it is given: the warm-up is not kept (the
+    # verdict and answers are those of a run with warm_start)
+    defense = ByornDefense(dataclasses.replace(config, warm_start=False))
     defense.prepare(vlm, samples, run_dir, train=train)
     return defense
 
