@@ -27,6 +27,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 from byorn.bench import read_results
 from byorn.report import cost_ratios, cost_table, results_table, write_plots
@@ -229,25 +230,36 @@ def probe_table(rows: list[dict], metrics: list[str]) -> str:
 
 
 def cost_rows_table(rows: list[dict], metrics: list[str]) -> str:
-    """benchmarks/cost.py's rows: each undefended/BYORn pair, then the scoring throughputs."""
-    lines = ["| poison rate | epochs | undefended fine-tuning s | BYORn preparation s | BYORn fine-tuning s | "
-             "flagged | (preparation + fine-tuning) / undefended | wall / undefended | ASR none / BYORn |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['poison_rate']:g} | {r['epochs']:g} | {r['undefended_train_s']:.1f} | "
+    """benchmarks/cost.py's rows: the median ratios of each setting, each undefended/BYORn pair,
+    then the scoring throughputs."""
+    pairs = [r for r in rows if r["what"] == "fine-tuning"]
+    settings = sorted({(r["poison_rate"], r["epochs"]) for r in pairs}, key=lambda s: (-s[1], -s[0]))
+    lines = ["| poison rate | epochs | pairs | median (preparation + fine-tuning) / undefended | "
+             "median wall / undefended |", "|---|---|---|---|---|"]
+    for rate, epochs in settings:
+        mine = [r for r in pairs if (r["poison_rate"], r["epochs"]) == (rate, epochs)]
+        lines.append(f"| {rate:g} | {epochs:g} | {len(mine)} | {median(r['training_ratio'] for r in mine):.2f}x | "
+                     f"{median(r['wall_ratio'] for r in mine):.2f}x |")
+    lines += ["", "| poison rate | epochs | run | undefended fine-tuning s | BYORn preparation s | "
+              "BYORn fine-tuning s | flagged | (preparation + fine-tuning) / undefended | wall / undefended | "
+              "ASR none / BYORn |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['poison_rate']:g} | {r['epochs']:g} | {r.get('repeat', 0)} | {r['undefended_train_s']:.1f} | "
               f"{r['byorn_prepare_s']:.1f} | {r['byorn_train_s']:.1f} | {r['n_flagged']} | "
               f"{r['training_ratio']:.2f}x | {r['wall_ratio']:.2f}x | "
-              f"{r['asr']['none']:.2f} / {r['asr']['byorn']:.2f} |" for r in rows if r["what"] == "fine-tuning"]
-    lines += ["", "| scoring | samples | threads | seconds | samples/s |", "|---|---|---|---|---|"]
-    lines += [f"| {r['scores']} | {r['n']} | {r['threads']} | {r['seconds']:.2f} | {r['samples_per_s']:.0f} |"
-              for r in rows if r["what"] == "scoring"]
+              f"{r['asr']['none']:.2f} / {r['asr']['byorn']:.2f} |" for r in pairs]
+    lines += ["", "| scoring | samples | threads | computed in | seconds | samples/s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['scores']} | {r['n']} | {r['threads']} | {r.get('dtype', 'float32')} | {r['seconds']:.2f} | "
+              f"{r['samples_per_s']:.0f} |" for r in rows if r["what"] == "scoring"]
     return "\n".join(lines)
 
 
 def clean_table(rows: list[dict], metrics: list[str]) -> str:
     """benchmarks/clean_vs_train.py's rows: each attack defended in training and by byorn clean."""
-    lines = ["| attack | path | flagged | ASR | clean score | seconds |", "|---|---|---|---|---|---|"]
+    lines = ["| attack | path | flagged | ASR | clean score | seconds | trained weights |",
+             "|---|---|---|---|---|---|---|"]
     return "\n".join(lines + [f"| {r['attack']} | {r['path']} | {r['n_flagged']} | {r['asr']:.2f} | "
-                               f"{r['clean_score']:.3f} | {r['seconds']:.1f} |" for r in rows])
+                               f"{r['clean_score']:.3f} | {r['seconds']:.1f} | {r.get('trained', '')} |" for r in rows])
 
 
 TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table}

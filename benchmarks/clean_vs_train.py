@@ -4,10 +4,12 @@
 
 byorn-tiny fully fine-tuned as in the demo (3 epochs, 1,000 shapes samples, 10 % poisoned, seed 0),
 for the multimodal and the rare-token trigger with the fixed target. Path A: `byorn train --defense
-byorn` (the shipped default). Path B: `clean` (given the same training config, as `byorn clean --config`
-does) writes the defended set to disk in LLaVA JSON, it is loaded back as a user's trainer would, and
-fine-tuned with no defense. Both are evaluated on the
-same triggered and clean test inputs; one JSON line per attack and path, with times.
+byorn` (the shipped default: the fine-tuning goes on from the warm-up). Path A': the same with
+`-d warm_start=false` (from the pretrained weights). Path B: `clean` (given the same training config,
+as `byorn clean --config` does) writes the defended set to disk in LLaVA JSON, it is loaded back as a
+user's trainer would, and fine-tuned with no defense. All are evaluated on the same triggered and
+clean test inputs; one JSON line per attack and path, with times and a fingerprint of the trained
+weights (A' and B train on the same data from the same weights: they must match).
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def evaluated(vlm, attack, test) -> dict:
     return {"asr": asr, "clean_score": evaluate_clean(vlm, test)["clean_score"]}
 
 
+def trained(vlm) -> str:
+    """A fingerprint of the fine-tuned weights: two paths that train alike end with the same one."""
+    return model_fingerprint(vlm, reference=False).hex()[:12]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/clean_vs_train.jsonl")
@@ -51,17 +58,17 @@ def main() -> None:
         for trigger in TRIGGERS:
             attack = build_attack(trigger, "fixed")
             poisoned, _ = poison(train, attack, 0.1, 0)
-            # A: in-training BYORn
-            vlm = load_vlm("byorn-tiny")
-            model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"  # the pretrained weights
-            started = time.perf_counter()
-            defense = build_defense("byorn")
-            defense.prepare(vlm, poisoned, Path(scratch) / f"{trigger}-train", train=DEMO_TRAINING)
-            finetune(vlm, defense.training_set(poisoned), DEMO_TRAINING, Path(scratch) / f"{trigger}-train",
-                     hook=defense)
-            rows.append({"attack": attack.name, "path": "byorn train --defense byorn", "model": model,
-                         "seconds": round(time.perf_counter() - started, 1), "n_flagged": sum(defense.flagged),
-                         **evaluated(vlm, attack, test)})
+            for path, options in (("byorn train --defense byorn", {}),
+                                  ("byorn train --defense byorn -d warm_start=false", {"warm_start": False})):
+                vlm = load_vlm("byorn-tiny")
+                model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"  # the pretrained weights
+                started, run_dir = time.perf_counter(), Path(scratch) / f"{trigger}-train-{len(rows)}"
+                defense = build_defense("byorn", **options)
+                defense.prepare(vlm, poisoned, run_dir, train=DEMO_TRAINING)
+                finetune(vlm, defense.training_set(poisoned), DEMO_TRAINING, run_dir, hook=defense)
+                rows.append({"attack": attack.name, "path": path, "model": model,
+                             "seconds": round(time.perf_counter() - started, 1), "n_flagged": sum(defense.flagged),
+                             "trained": trained(vlm), **evaluated(vlm, attack, test)})
             # B: clean to disk, load as a user would, fine-tune undefended
             vlm, started = load_vlm("byorn-tiny"), time.perf_counter()
             # the same training config for the warmed reference's warm-up: `byorn clean --config`
@@ -70,8 +77,8 @@ def main() -> None:
             finetune(vlm, exported, DEMO_TRAINING, Path(scratch) / f"{trigger}-plain")
             rows.append({"attack": attack.name, "path": "byorn clean, then --defense none", "model": model,
                          "seconds": round(time.perf_counter() - started, 1), "n_flagged": len(cleaned.flagged),
-                         **evaluated(vlm, attack, test)})
-            print(rows[-2], rows[-1], flush=True)
+                         "trained": trained(vlm), **evaluated(vlm, attack, test)})
+            print(*rows[-3:], sep="\n", flush=True)
     write_jsonl(Path(args.out), rows)
 
 

@@ -7,8 +7,9 @@ precision the judgement picks on this machine).
 The demo's setting (byorn-tiny fully fine-tuned on 1,000 samples of the shapes task, multimodal
 trigger, fixed target, seed 0). For each rate the undefended cell and the BYORn cell run back to
 back, so a drift in the machine's speed touches both; each BYORn cell scores cold (a fresh
-folder, no shared score cache). One JSON line per pair, then one per throughput measurement.
-Run it with nothing else on the machine: its figures are times.
+folder, no shared score cache). The rates take turns, --repeats times (a ratio of two ~30 s runs
+moves by a few hundredths from run to run; quote the median). One JSON line per pair, then one
+per throughput measurement. Run it with nothing else on the machine: its figures are times.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ from byorn.worlds import shapes
 RATES = (0.1, 0.05, 0.01)
 
 
-def pair(rate: float, epochs: float, scratch: Path) -> dict:
+def pair(rate: float, epochs: float, repeat: int, scratch: Path) -> dict:
     """The undefended and the BYORn cell of one rate, back to back; their times and ratios."""
     grid = GridConfig([DEMO_ATTACK], [DefenseSpec("none"), DefenseSpec("byorn")], [rate], [0], 1000, 200,
                       dataclasses.replace(DEMO_TRAINING, epochs=epochs))
-    cells = {spec.name: run_cell(DEMO_ATTACK, spec, rate, 0, grid, scratch / f"{spec.name}-{rate}-{epochs}")
+    cells = {spec.name: run_cell(DEMO_ATTACK, spec, rate, 0, grid, scratch / f"{spec.name}-{rate}-{epochs}-{repeat}")
              for spec in grid.defenses}
     none, byorn = cells["none"], cells["byorn"]
-    return {"what": "fine-tuning", "attack": DEMO_ATTACK.name, "poison_rate": rate, "epochs": epochs,
+    return {"what": "fine-tuning", "attack": DEMO_ATTACK.name, "poison_rate": rate, "epochs": epochs, "repeat": repeat,
             "model": byorn["model"], "undefended_train_s": none["train_s"], "byorn_prepare_s": byorn["prepare_s"],
             "byorn_train_s": byorn["train_s"], "n_flagged": byorn["n_flagged"],
             "training_ratio": round((byorn["prepare_s"] + byorn["train_s"]) / none["train_s"], 3),
@@ -77,14 +78,16 @@ def throughput(n: int = 1000) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/cost.jsonl")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs per setting (default 3)")
     args = parser.parse_args()
+    # one epoch: the work before training weighs three times as much
+    settings = [(rate, DEMO_TRAINING.epochs) for rate in RATES] + [(0.1, 1.0)]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for rate in RATES:
-            rows.append(pair(rate, DEMO_TRAINING.epochs, Path(scratch)))
-            print(rows[-1], flush=True)
-        rows.append(pair(0.1, 1.0, Path(scratch)))  # one epoch: the scoring weighs three times as much
-        print(rows[-1], flush=True)
+        for repeat in range(args.repeats):
+            for rate, epochs in settings:
+                rows.append(pair(rate, epochs, repeat, Path(scratch)))
+                print(rows[-1], flush=True)
     rows += throughput()
     write_jsonl(Path(args.out), rows)
     for row in rows:

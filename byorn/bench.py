@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 import resource
 import time
@@ -153,6 +154,10 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
                            # which checkpoint (name@weights fingerprint): a retrained byorn-tiny keeps its name
                            "model": f"{grid.train.model}@{model_fingerprint(vlm, reference=False).hex()[:12]}"}
     hook = build_defense(defense.name, **_with_score_cache(defense, score_cache))
+    # every option, defaults resolved: a label names only what the grid changed, so after a default
+    # changes this is what tells an old row from a new one
+    row["defense_options"] = {k: v if not isinstance(v, float) or math.isfinite(v) else str(v)  # JSON has no inf
+                              for k, v in hook.resolved().items() if k != "defense"}
     prepared = time.perf_counter()
     hook.prepare(vlm, poisoned, run_dir, train=train_config)
     row["prepare_s"] = round(time.perf_counter() - prepared, 1)

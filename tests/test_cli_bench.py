@@ -218,6 +218,10 @@ def test_cells_share_reference_scores_and_record_each_samples_suspicion(tmp_path
     assert len(caches) == len(default.variants) + len(default.rejudge_variant.split("+"))
     judged = {r["defense"]: r for r in rows if r["defense"] != "none"}
     assert judged["byorn"]["detect_auroc"] == judged["score_drop"]["detect_auroc"]
+    # each row names every option it ran with, defaults resolved (JSON: no infinities)
+    options = judged["byorn"]["defense_options"]
+    assert options["warm_start"] is True and options["k"] == default.k and options["absolute"] == "inf"
+    assert next(r for r in rows if r["defense"] == "none")["defense_options"] == {}
     for row in judged.values():
         lines = [json.loads(line) for line in (Path(row["run_dir"]) / "scores.jsonl").read_text().splitlines()]
         assert len(lines) == 20 and sum(line["flagged"] for line in lines) == row["n_flagged"]
