@@ -21,6 +21,7 @@ The rest of the file is copied into BENCHMARKS.md as it stands.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -29,8 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from byorn.bench import read_results
+from byorn.bench import options_record, read_results
+from byorn.defenses import DEFENSES
+from byorn.models import CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import cost_ratios, cost_table, results_table, write_plots
+from byorn.scoring import model_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,6 +60,9 @@ class Section:
     world: str = ""  # only the rows of this world (a results file may hold several)
     scores: str = ""  # a judgement_scores.py results file: its table of AUROCs and cuts, this world's rows
     warmed_scores: str = ""  # the same, from judgement_scores.py --warmed (the second verdict)
+    # Describes the shipped checkpoints and defaults: a row from another checkpoint, or one that
+    # recorded other defaults than today's for the options its label leaves out, stops the build.
+    current: bool = False
     table: str = "results"  # how its rows are laid out: results (one per cell), probe, cost (benchmarks/cost.py)
 
 
@@ -72,7 +79,7 @@ SECTIONS = [
             "python benchmarks/judgement_scores.py benchmarks/judgement.yaml",
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "prepare_s",
              "train_s", "wall_s"],
-            "judgement_shapes.md", costs=True, world="shapes", scores="judgement_scores",
+            "judgement_shapes.md", current=True, costs=True, world="shapes", scores="judgement_scores",
             warmed_scores="judgement_scores_warmed"),
     Section("The default judgement: real photographs (Flickr8k)", ["judgement"],
             "byorn bench benchmarks/judgement_flickr8k.yaml --out runs/judgement_flickr8k --results "
@@ -81,7 +88,7 @@ SECTIONS = [
             "python benchmarks/judgement_scores.py benchmarks/judgement_flickr8k.yaml",
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_precision", "detect_recall", "n_flagged",
              "prepare_s", "train_s", "wall_s"],
-            "judgement_flickr8k.md", costs=True, world="flickr8k", scores="judgement_scores",
+            "judgement_flickr8k.md", current=True, costs=True, world="flickr8k", scores="judgement_scores",
             warmed_scores="judgement_scores_warmed",
             quality="judgement_flickr8k_quality.json",
             quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
@@ -90,25 +97,26 @@ SECTIONS = [
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
             ["asr", "clean_score", "n_flagged", "prepare_s", "train_s", "wall_s"],
-            "judgement_cost.md", costs=True),
+            "judgement_cost.md", current=True, costs=True),
     Section("A guard for replacements written by the model being fine-tuned", ["judgement_guard"],
             "byorn bench benchmarks/judgement_guard.yaml --out runs/judgement_guard --results "
             "benchmarks/results/judgement_guard.jsonl, then the same with benchmarks/judgement_guard_flickr8k.yaml "
             "(--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
-            ["asr", "clean_score", "cider", "detect_recall", "n_flagged", "wall_s"], "judgement_guard.md"),
+            ["asr", "clean_score", "cider", "detect_recall", "n_flagged", "wall_s"],
+            "judgement_guard.md", current=True),
     Section("What BYORn costs: the measured overhead and its floor", ["cost"],
             "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running)",
-            [], "cost.md", table="cost"),
+            [], "cost.md", table="cost", current=True),
     Section("byorn clean, then any trainer, against in-training BYORn", ["clean_vs_train"],
             "OMP_NUM_THREADS=1 python benchmarks/clean_vs_train.py --out benchmarks/results/clean_vs_train.jsonl",
-            [], "clean_vs_train.md", table="clean"),
+            [], "clean_vs_train.md", table="clean", current=True),
     Section("The newer baselines: random drop, TCAP, reference-ratio decoding", ["baselines"],
             "byorn bench benchmarks/baselines.yaml --out runs/baselines --results benchmarks/results/baselines.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each); decoding cost: "
             "OMP_NUM_THREADS=1 python benchmarks/ratio_decoding.py --out benchmarks/results/ratio_decoding.json",
             ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
              "n_flagged", "prepare_s", "train_s", "eval_s", "wall_s"],
-            "baselines.md", costs=True),
+            "baselines.md", current=True, costs=True),
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
             "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
@@ -199,6 +207,38 @@ def sha256_12(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else "missing"
 
 
+def shipped_checkpoints() -> dict[str, str]:
+    """name -> name@fingerprint of each model a current section may be measured on, as it is here
+    (byorn-tiny-flickr only where it was built: it is trained locally on the Flickr8k photos)."""
+    found = {}
+    for name in ("byorn-tiny", *CACHED_MODELS):
+        if name in CACHED_MODELS and not cached_model_ready(name):
+            print(f"note: {name} is not built here; its rows' checkpoint is not checked")
+            continue
+        found[name] = f"{name}@{model_fingerprint(load_vlm(name), reference=False).hex()[:12]}"
+    return found
+
+
+def stale(row: dict, shipped: dict[str, str]) -> str:
+    """Why `row` cannot stand in a section about the shipped checkpoint and defaults ('' if it can)."""
+    model = row.get("model", "")
+    name = model.split("@")[0]
+    if not model:
+        return "it records no checkpoint"
+    if name in shipped and model != shipped[name]:
+        return f"it was measured on {model}, not the shipped {shipped[name]}"
+    label = row.get("defense", "")
+    defense = label.split("(")[0]
+    if "defense_options" not in row or DEFENSES.get(defense) is None or DEFENSES[defense].config_class is None:
+        return ""
+    named = {part.split("=")[0] for part in label[len(defense) + 1:-1].split(",")} if "(" in label else set()
+    today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
+    # cache_dir is where a grid shares scores, not how it judges
+    changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir"
+                     and row["defense_options"].get(k) != v)
+    return f"its label leaves out {', '.join(changed)}, whose defaults have changed since" if changed else ""
+
+
 def measured_on(rows: list[dict]) -> str:
     """Which checkpoints a section's figures come from: a retrained byorn-tiny keeps its name."""
     # Rows recorded before the bench wrote each cell's checkpoint ("model": name@weights fingerprint).
@@ -267,9 +307,16 @@ TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_tabl
 
 def main() -> None:
     parts = ["# Benchmarks", "", findings_text("intro.md"), ""]
+    shipped = shipped_checkpoints()
     for section in SECTIONS:
         rows = [row for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
                 if not section.world or row.get("world", "shapes") == section.world]
+        refused = [f"{row.get('attack', '')} {row.get('defense', row.get('path', ''))} {row.get('poison_rate', '')}: "
+                   f"{why}" for row in rows if section.current and (why := stale(row, shipped))]
+        if refused:
+            raise SystemExit(f"{section.title}: {len(refused)} rows do not describe the shipped checkpoint and "
+                             f"defaults (rerun them, or relabel them with the options they ran with):\n  " +
+                             "\n  ".join(refused[:10]))
         shown = [f"{name}.jsonl" for name in [*section.results, section.scores, section.warmed_scores] if name]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "",
                   findings_text(section.findings, shown), ""]

@@ -156,8 +156,7 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     hook = build_defense(defense.name, **_with_score_cache(defense, score_cache))
     # every option, defaults resolved: a label names only what the grid changed, so after a default
     # changes this is what tells an old row from a new one
-    row["defense_options"] = {k: v if not isinstance(v, float) or math.isfinite(v) else str(v)  # JSON has no inf
-                              for k, v in hook.resolved().items() if k != "defense"}
+    row["defense_options"] = options_record({k: v for k, v in hook.resolved().items() if k != "defense"})
     prepared = time.perf_counter()
     hook.prepare(vlm, poisoned, run_dir, train=train_config)
     row["prepare_s"] = round(time.perf_counter() - prepared, 1)
@@ -191,6 +190,11 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     row["run_dir"] = str(run_dir)
     return row
+
+
+def options_record(options: dict[str, Any]) -> dict[str, Any]:
+    """A defense's options as a results row records them (JSON has no infinity: `absolute` is "inf")."""
+    return {k: v if not isinstance(v, float) or math.isfinite(v) else str(v) for k, v in options.items()}
 
 
 def _with_score_cache(defense: DefenseSpec, score_cache: Path | None) -> dict[str, Any]:
