@@ -105,7 +105,8 @@ SECTIONS = [
             ["asr", "clean_score", "cider", "detect_recall", "n_flagged", "wall_s"],
             "judgement_guard.md", current=True),
     Section("What BYORn costs: the measured overhead and its floor", ["cost"],
-            "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running)",
+            "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running); "
+            "bfloat16 against float32: python benchmarks/precision_agreement.py",
             [], "cost.md", table="cost", current=True),
     Section("byorn clean, then any trainer, against in-training BYORn", ["clean_vs_train"],
             "OMP_NUM_THREADS=1 python benchmarks/clean_vs_train.py --out benchmarks/results/clean_vs_train.jsonl",

@@ -44,6 +44,7 @@ def pair(rate: float, epochs: float, repeat: int, scratch: Path) -> dict:
             "model": byorn["model"], "undefended_train_s": none["train_s"], "byorn_prepare_s": byorn["prepare_s"],
             "byorn_train_s": byorn["train_s"], "n_flagged": byorn["n_flagged"],
             "training_ratio": round((byorn["prepare_s"] + byorn["train_s"]) / none["train_s"], 3),
+            "defense_options": byorn["defense_options"], "scoring_dtype": byorn["scoring_dtype"],
             "wall_ratio": round(byorn["wall_s"] / none["wall_s"], 3),
             "asr": {"none": none["asr"], "byorn": byorn["asr"]},
             "clean_score": {"none": none["clean_score"], "byorn": byorn["clean_score"]}}

@@ -36,7 +36,7 @@ from byorn.fileio import append_jsonl, write_jsonl
 from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import SCORES_NAME
-from byorn.scoring import model_fingerprint
+from byorn.scoring import model_fingerprint, scoring_dtype
 from byorn.train import finetune
 from byorn.worlds import WORLDS, shapes
 
@@ -157,14 +157,17 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     # every option, defaults resolved: a label names only what the grid changed, so after a default
     # changes this is what tells an old row from a new one
     row["defense_options"] = options_record({k: v for k, v in hook.resolved().items() if k != "defense"})
+    if precision := row["defense_options"].get("precision"):  # auto resolves by hardware: say to what
+        row["scoring_dtype"] = str(scoring_dtype(vlm, precision)).removeprefix("torch.")
     prepared = time.perf_counter()
     hook.prepare(vlm, poisoned, run_dir, train=train_config)
     row["prepare_s"] = round(time.perf_counter() - prepared, 1)
     row.update(_detection(hook, poisoned))
     _write_suspicion(hook, poisoned, run_dir / SCORES_NAME)
     train_set = hook.training_set(poisoned)
-    # train_s alone is the fine-tuning loop (with the defense's replacements): comparable across
-    # defenses for the same steps, where wall_s also counts poisoning, scoring and evaluation.
+    # train_s alone is the fine-tuning loop (with the defense's replacements), where wall_s also
+    # counts poisoning, scoring and evaluation. BYORn's warm_start runs the loop's first steps in
+    # prepare (prepare_s); prepare_s + train_s compares with an undefended train_s.
     training = time.perf_counter()
     finetune(vlm, train_set, train_config, run_dir, hook=hook)
     row["train_s"] = round(time.perf_counter() - training, 1)

@@ -29,8 +29,8 @@ the exact prompt template of training. Higher always means more implausible:
 The variants share their forward passes: asking for several scores the true-image pass once and
 the grey-image pass at most once. They run in bfloat16 where the hardware computes it natively
 (`precision`): scoring is the bulk of what BYORn adds to a fine-tuning, and bfloat16 scores a
-float32 model's samples 1.7x faster on a CPU with AVX512-BF16 in the same ranking (Spearman 0.9999
-on 512 shapes samples; benchmarks/cost.py). With LoRA the reference model is the same network with the
+float32 model's samples 1.3-1.7x faster on a CPU with AVX512-BF16 (benchmarks/cost.py) in nearly
+the same ranking (benchmarks/precision_agreement.py). With LoRA the reference model is the same network with the
 adapter disabled: no second copy of the weights. The reference is frozen, so its scores are cached
 on disk (`ScoreCache`).
 """
@@ -86,14 +86,16 @@ def scoring_dtype(vlm: VLM, precision: str) -> torch.dtype:
     (a CUDA GPU that supports it, a CPU with AVX512-BF16) and the weights are float32; elsewhere
     (or with weights loaded in another dtype) the weights' own dtype."""
     check_choice("precision", precision, PRECISIONS)
-    weights = next(vlm.model.parameters()).dtype
+    weights = vlm.dtype
     if precision == "float32" or weights != torch.float32:
         return weights
     if precision == "bfloat16":
         return torch.bfloat16
     device = vlm.device
-    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else \
-        device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
+    if device.type == "cuda":  # tensor cores compute bfloat16 from Ampere (capability 8.0) on; older emulate it
+        native = torch.cuda.get_device_capability(device) >= (8, 0)
+    else:  # a private helper of torch's: read it defensively
+        native = device.type == "cpu" and getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     return torch.bfloat16 if native else weights
 
 
@@ -127,7 +129,7 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
     found = {v: cache.load(keys[v], ids) if cache is not None else None for v in variants}
     missing = [v for v in variants if found[v] is None]
     if missing:
-        weights = next(vlm.model.parameters()).dtype
+        weights = vlm.dtype
         if dtype != weights:
             log.info("scoring in %s (precision=%s; the weights are %s)", str(dtype).removeprefix("torch."), precision,
                      str(weights).removeprefix("torch."))
@@ -246,7 +248,7 @@ def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bo
     """sha256 hex of everything a score depends on; any change gives another cache entry.
     dtype: what the passes computed in, where not the weights' own (autocast)."""
     options = {"variant": variant, "reference": reference}
-    if dtype is not None and dtype != next(vlm.model.parameters()).dtype:
+    if dtype is not None and dtype != vlm.dtype:
         options["dtype"] = str(dtype)
     if variant == "relative_to_greedy":
         options["max_new_tokens"] = max_new_tokens

@@ -43,7 +43,8 @@ class Defense:
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
                 train: TrainConfig | None = None, resume_step: int | None = None) -> None:
-        """Inspect the training set once, before training, with the model still the reference.
+        """Inspect the training set once, before training, with the model still the reference; a
+        defense may leave it trained a few steps further (BYORn's warm_start: see `steps_trained`).
 
         train: the fine-tuning that follows, for defenses that fine-tune a probe model first (BYE).
         resume_step: training resumes from a checkpoint after this many steps; a defense with

@@ -140,8 +140,8 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
     """Judge under the pretrained model, then (config.rejudge) under the warmed reference, whose
     verdict on the samples it did not train on counts (scores in MAD units of those samples; the
     warm set keeps its first scores and is not flagged). Inside the block `vlm` is the model that
-    gave the verdict; afterwards its weights are the pretrained ones again. Scores are cached in
-    config.cache_dir or `run_dir`.
+    gave the verdict; afterwards its weights are the pretrained ones again, unless `keep_warmed`.
+    Scores are cached in config.cache_dir or `run_dir`.
 
     train: the settings of the warm-up (the fine-tuning this judgement is for).
     keep_warmed: afterwards `vlm` keeps the warmed weights (the fine-tuning goes on from them)."""

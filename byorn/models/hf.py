@@ -79,6 +79,12 @@ class VLM:
         return next(self.model.parameters()).device
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The weights' floating-point dtype (the most common one, where parts differ)."""
+        floats = [p.dtype for p in self.model.parameters() if p.dtype.is_floating_point]
+        return max(set(floats), key=floats.count) if floats else torch.float32
+
+    @property
     def image_token_id(self) -> int:
         """The token id of the image positions in `encode`'s and `encode_prompts`' input ids."""
         return self.family.image_token_id(self.model.config)
