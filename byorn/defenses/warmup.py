@@ -8,9 +8,9 @@ learnt the backdoor from the poisons the judgement missed, and writes it into it
 
 The warmed reference sits between them: the pretrained model, fine-tuned briefly on the samples the
 judgement found least suspicious (the poisons it ranks high, even those under the cut, are not
-among them), writes every replacement once, batched, before training; then its weights are put
-back exactly, so the fine-tuning itself starts from the pretrained model as it would otherwise
-(or, with BYORn's warm_start, goes on from the warmed weights).
+among them), writes every replacement once, batched, before training; then, with BYORn's default
+warm_start, the fine-tuning goes on from the warmed weights, or (warm_start=false, byorn clean)
+its weights are put back exactly and the fine-tuning starts from the pretrained model.
 """
 
 from __future__ import annotations
