@@ -535,7 +535,12 @@ def test_a_resumed_run_takes_its_saved_verdict_and_answers_without_judging_again
     resumed.prepare(vlm, samples, tmp_path, resume_step=0)
     assert (resumed.scores, resumed.flagged) == (first.scores, first.flagged)
     assert (resumed.reference_answers, resumed.writer) == (first.reference_answers, first.writer)
+    assert resumed.steps_trained == first.steps_trained > 0  # warm_start: the warm-up's steps, not run again
     with pytest.raises(ValueError, match="verdict.json.*other samples"):  # the run's data changed
         ByornDefense(config).prepare(vlm, samples[::-1], tmp_path, resume_step=0)
+    (tmp_path / "verdict.json").write_text('{"answers": {}, "writer": "warmed"}')  # no judgement in it
+    with pytest.raises(ValueError, match="not a judgement record") as malformed:
+        ByornDefense(config).prepare(vlm, samples, tmp_path, resume_step=0)
+    assert str(malformed.value).count("verdict.json") == 1  # the file named once
     with pytest.raises(AssertionError, match="judged again"):  # a fresh run (no resume) judges
         ByornDefense(config).prepare(vlm, samples, tmp_path)

@@ -212,11 +212,11 @@ class ByornDefense(Defense):
             raise FileNotFoundError(f"cannot resume BYORn: no {VERDICT_NAME} in the run directory")
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-            judgement = judgement_from_record(record, samples, path)
             answers, self.writer = {str(k): str(v) for k, v in record["answers"].items()}, str(record["writer"])
             self.steps_trained = int(record.get("steps_trained", 0))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"cannot resume BYORn from {path}: {exc}") from exc
+            raise ValueError(f"cannot resume BYORn from {path}: {type(exc).__name__}: {exc}") from exc
+        judgement = judgement_from_record(record, samples, f"cannot resume BYORn from {path}")
         missing = [s.id for s, hit in zip(samples, judgement.flagging.flagged) if hit and s.id not in answers]
         if missing:
             raise ValueError(f"cannot resume BYORn from {path}: no answer for flagged sample {missing[0]!r}")
