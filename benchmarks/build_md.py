@@ -33,7 +33,7 @@ from statistics import median
 from byorn.bench import options_record, read_results
 from byorn.defenses import DEFENSES
 from byorn.models import CACHED_MODELS, cached_model_ready, load_vlm
-from byorn.report import cost_ratios, cost_table, results_table, write_plots
+from byorn.report import cost_ratios, cost_table, headline_table, results_table, write_plots
 from byorn.scoring import model_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +118,9 @@ SECTIONS = [
             ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
              "n_flagged", "prepare_s", "train_s", "eval_s", "wall_s"],
             "baselines.md", current=True, costs=True),
+    Section("The standard grid in a setting where every family implants (in progress)", ["standard_2000"],
+            bench_command("standard_2000") + " --shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
+            [], "standard_2000.md", table="headline", current=True),
     Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
             "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
@@ -303,7 +306,8 @@ def clean_table(rows: list[dict], metrics: list[str]) -> str:
                                f"{r['clean_score']:.3f} | {r['seconds']:.1f} | {r.get('trained', '')} |" for r in rows])
 
 
-TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table}
+TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table,
+          "headline": lambda rows, metrics: headline_table(rows)}
 
 
 def main() -> None:

@@ -62,6 +62,34 @@ def results_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+HEADLINE_DEFENSES = ("none", "onion", "bye", "score_drop", "byorn")
+
+
+def headline_table(rows: Sequence[dict], defenses: Sequence[str] = HEADLINE_DEFENSES) -> str:
+    """Per attack and poison rate: each defense's ASR (mean ± std over seeds), BYORn's clean score
+    as a percentage of the oracle's in the same seed, and BYORn's cost, (preparation + fine-tuning)
+    over the undefended fine-tuning of the same seed. A defense with no cell there is left blank."""
+    header = ["attack", "poison rate", "seeds", *(f"ASR {d}" for d in defenses), "BYORn clean % of oracle",
+              "BYORn cost (x undefended)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    groups = _by(rows, "attack", "poison_rate")
+    for (attack, rate), cell in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        by_seed: dict[str, dict[int, dict]] = defaultdict(dict)  # defense -> seed -> row
+        for row in cell:
+            by_seed[row["defense"]][row["seed"]] = row
+        byorn, oracle, none = by_seed["byorn"], by_seed["oracle"], by_seed["none"]
+        clean = [100 * byorn[s]["clean_score"] / oracle[s]["clean_score"] for s in byorn
+                 if s in oracle and oracle[s]["clean_score"]]
+        cost = [(byorn[s].get("prepare_s", 0.0) + byorn[s]["train_s"]) / none[s]["train_s"] for s in byorn
+                if s in none and none[s].get("train_s")]
+        lines.append("| " + " | ".join([attack, f"{rate:g}", str(len({r["seed"] for r in cell})),
+                                         *(_mean_std([r["asr"] for r in by_seed[d].values()], 2) if by_seed[d] else ""
+                                           for d in defenses),
+                                         _mean_std(clean, 1) if clean else "",
+                                         f"{_mean(cost):.2f}" if cost else ""]) + " |")
+    return "\n".join(lines)
+
+
 def cost_ratios(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
     """Per defense, the mean over cells of its time divided by the undefended cell's time for the
     same attack, rate and seed: `training` counts the defense's preparation (scoring, a probe

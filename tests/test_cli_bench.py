@@ -13,7 +13,7 @@ from byorn.attacks.registry import TARGETS, TRIGGERS
 from byorn.cli import main
 from byorn.config import ConfigError
 from byorn.defenses.judging import JudgeConfig
-from byorn.report import _cell_scores, cost_ratios, results_table
+from byorn.report import _cell_scores, cost_ratios, headline_table, results_table
 from byorn.scoring import model_fingerprint
 
 
@@ -133,6 +133,19 @@ def test_results_table_aggregates_seeds_and_leaves_missing_metrics_blank():
     table = results_table(rows, ["asr", "n_flagged"]).splitlines()
     assert table[2] == "| a | none | 0.1 | 2 | 0.750 ± 0.354 |  |"
     assert table[3] == "| a | oracle | 0.1 | 1 | 0.000 | 2 |"  # counts print as counts
+
+
+def test_the_headline_table_pairs_byorn_with_the_oracle_and_the_undefended_cell_of_each_seed():
+    def cell(defense: str, seed: int, asr: float, **more) -> dict:
+        return {"attack": "a", "defense": defense, "poison_rate": 0.05, "seed": seed, "asr": asr, **more}
+
+    rows = [cell("none", 0, 1.0, train_s=10.0), cell("none", 1, 0.9, train_s=20.0),
+            cell("byorn", 0, 0.0, prepare_s=2.0, train_s=10.0, clean_score=0.9),
+            cell("byorn", 1, 0.1, prepare_s=1.0, train_s=21.0, clean_score=0.5),
+            cell("oracle", 0, 0.0, clean_score=1.0)]  # seed 1's oracle is missing: no pair there
+    line = headline_table(rows, ["none", "onion", "byorn"]).splitlines()[2]
+    # ONION ran no cell: blank; clean % from seed 0 alone; cost (12/10 + 22/20) / 2
+    assert line == "| a | 0.05 | 2 | 0.95 ± 0.07 |  | 0.05 ± 0.07 | 90.0 | 1.15 |"
 
 
 def test_defense_variants_get_their_own_labels(tmp_path):
