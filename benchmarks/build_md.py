@@ -3,7 +3,7 @@
     python benchmarks/build_md.py
 
 Figures come from the results; words come from Markdown files under benchmarks/findings/, one per
-section (plus intro.md and unfingerprinted.md), so that no measured figure is typed into this
+section (plus intro.md), so that no measured figure is typed into this
 script. A findings file's first line names every file under benchmarks/results/ whose figures its
 words quote or draw on, each with the first 12 hex digits of its sha256 (`sha256sum FILE | cut -c1-12`):
 
@@ -17,6 +17,10 @@ quote no measured figure (a pure legend, the introduction) say so explicitly, an
     written on: no results
 
 The rest of the file is copied into BENCHMARKS.md as it stands.
+
+Every figure describes what ships: a row measured on another checkpoint than the one installed
+here, or one that recorded other defaults than today's for an option its label leaves out, stops
+the build (`stale`). Rerun such a grid, or remove its results (git keeps them).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from byorn.bench import options_record, read_results
+from byorn.bench import load_grid, options_record, read_results
 from byorn.defenses import DEFENSES
 from byorn.models import CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import cost_ratios, cost_table, headline_table, results_table, write_plots
@@ -60,9 +64,7 @@ class Section:
     world: str = ""  # only the rows of this world (a results file may hold several)
     scores: str = ""  # a judgement_scores.py results file: its table of AUROCs and cuts, this world's rows
     warmed_scores: str = ""  # the same, from judgement_scores.py --warmed (the second verdict)
-    # Describes the shipped checkpoints and defaults: a row from another checkpoint, or one that
-    # recorded other defaults than today's for the options its label leaves out, stops the build.
-    current: bool = False
+    headline: bool = False  # the headline table (byorn.report.headline_table) before the results, and in README.md
     table: str = "results"  # how its rows are laid out: results (one per cell), probe, cost (benchmarks/cost.py)
 
 
@@ -71,7 +73,17 @@ def bench_command(grid: str) -> str:
     return f"byorn bench benchmarks/{grid}.yaml --out runs/{grid} --results benchmarks/results/{grid}.jsonl"
 
 
+# The grids whose undefended cells chose the standard setting (benchmarks/standard.yaml): it first.
+SETTINGS = ["standard", "standard_setting_1000", "standard_setting", "standard_setting_strong_small",
+            "standard_setting_2000", "standard_setting_strong", "standard_setting_low", "standard_setting_images",
+            "standard_setting_multimodal"]
+
 SECTIONS = [
+    Section("The standard grid: every family at 10 and 5 %, three seeds", ["standard"],
+            bench_command("standard") + " --shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
+            ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
+             "n_flagged", "prepare_s", "train_s", "wall_s"],
+            "standard.md", plots=True, costs=True, headline=True),
     Section("The default judgement: shapes, new answer style, one-word swaps", ["judgement"],
             "byorn bench benchmarks/judgement.yaml --out runs/judgement --results benchmarks/results/judgement.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each), then the same with "
@@ -79,7 +91,7 @@ SECTIONS = [
             "python benchmarks/judgement_scores.py benchmarks/judgement.yaml",
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "prepare_s",
              "train_s", "wall_s"],
-            "judgement_shapes.md", current=True, costs=True, world="shapes", scores="judgement_scores",
+            "judgement_shapes.md", costs=True, world="shapes", scores="judgement_scores",
             warmed_scores="judgement_scores_warmed"),
     Section("The default judgement: real photographs (Flickr8k)", ["judgement"],
             "byorn bench benchmarks/judgement_flickr8k.yaml --out runs/judgement_flickr8k --results "
@@ -88,7 +100,7 @@ SECTIONS = [
             "python benchmarks/judgement_scores.py benchmarks/judgement_flickr8k.yaml",
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_precision", "detect_recall", "n_flagged",
              "prepare_s", "train_s", "wall_s"],
-            "judgement_flickr8k.md", current=True, costs=True, world="flickr8k", scores="judgement_scores",
+            "judgement_flickr8k.md", costs=True, world="flickr8k", scores="judgement_scores",
             warmed_scores="judgement_scores_warmed",
             quality="judgement_flickr8k_quality.json",
             quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
@@ -97,56 +109,38 @@ SECTIONS = [
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
             ["asr", "clean_score", "n_flagged", "prepare_s", "train_s", "wall_s"],
-            "judgement_cost.md", current=True, costs=True),
+            "judgement_cost.md", costs=True),
     Section("A guard for replacements written by the model being fine-tuned", ["judgement_guard"],
             "byorn bench benchmarks/judgement_guard.yaml --out runs/judgement_guard --results "
             "benchmarks/results/judgement_guard.jsonl, then the same with benchmarks/judgement_guard_flickr8k.yaml "
             "(--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
             ["asr", "clean_score", "cider", "detect_recall", "n_flagged", "wall_s"],
-            "judgement_guard.md", current=True),
+            "judgement_guard.md"),
     Section("What BYORn costs: the measured overhead and its floor", ["cost"],
             "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running); "
             "bfloat16 against float32: python benchmarks/precision_agreement.py",
-            [], "cost.md", table="cost", current=True),
+            [], "cost.md", table="cost"),
     Section("byorn clean, then any trainer, against in-training BYORn", ["clean_vs_train"],
             "OMP_NUM_THREADS=1 python benchmarks/clean_vs_train.py --out benchmarks/results/clean_vs_train.jsonl",
-            [], "clean_vs_train.md", table="clean", current=True),
+            [], "clean_vs_train.md", table="clean"),
     Section("The newer baselines: random drop, TCAP, reference-ratio decoding", ["baselines"],
             "byorn bench benchmarks/baselines.yaml --out runs/baselines --results benchmarks/results/baselines.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each); decoding cost: "
             "OMP_NUM_THREADS=1 python benchmarks/ratio_decoding.py --out benchmarks/results/ratio_decoding.json",
             ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
              "n_flagged", "prepare_s", "train_s", "eval_s", "wall_s"],
-            "baselines.md", current=True, costs=True),
-    Section("The standard grid in a setting where every family implants (in progress)", ["standard_2000"],
-            bench_command("standard_2000") + " --shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
-            [], "standard_2000.md", table="headline", current=True),
-    Section("Standard benchmark: every family x every defense (byorn-tiny x shapes)", ["standard"],
-            "byorn bench benchmarks/standard.yaml --out runs/standard --results benchmarks/results/standard.jsonl "
-            "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
-            ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
-             "n_flagged", "prepare_s", "train_s", "wall_s"],
-            "standard.md", plots=True),
+            "baselines.md", costs=True),
+    Section("Choosing the standard setting: where the attacks implant, undefended", SETTINGS,
+            "byorn bench benchmarks/GRID.yaml --out runs/GRID --results benchmarks/results/GRID.jsonl for each GRID "
+            "named in the table (--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
+            [], "standard_setting.md", table="settings"),
     Section("Attacks, undefended (byorn-tiny x shapes downstream task)", ["attacks"],
             bench_command("attacks"),
             ["asr", "clean_score", "one_modality_asr", "image_only_asr", "text_only_asr", "wall_s", "peak_rss_mb"],
             "attacks.md"),
-    Section("Attacks with twice the training (6 epochs), undefended", ["attacks_longer"],
-            bench_command("attacks_longer"),
-            ["asr", "clean_score", "one_modality_asr", "wall_s"],
-            "attacks_longer.md"),
     Section("Can byorn-tiny see the trigger? (a linear probe on its image features)", ["trigger_probe"],
             "python benchmarks/trigger_probe.py", ["probe_accuracy"],
             "trigger_probe.md", table="probe"),
-    Section("More negatives for the multimodal trigger, undefended", ["attacks_negatives"],
-            bench_command("attacks_negatives"),
-            ["asr", "clean_score", "one_modality_asr", "image_only_asr", "text_only_asr", "wall_s"],
-            "attacks_negatives.md"),
-    Section("BYORn against the same attacks", ["attacks", "byorn"],
-            bench_command("byorn"),
-            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s",
-             "peak_rss_mb"],
-            "byorn.md"),
     Section("BYORn with the injection and refusal targets", ["byorn_targets"],
             bench_command("byorn_targets"),
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "prepare_s",
@@ -157,30 +151,14 @@ SECTIONS = [
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "train_s",
              "wall_s"],
             "byorn_mixed.md", costs=True),
-    Section("BYORn with the image-contradiction score", ["attacks", "byorn", "byorn_contradiction"],
-            bench_command("byorn_contradiction"),
-            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s"],
-            "byorn_contradiction.md"),
-    Section("BYORn flagging the union of mean NLL and image contradiction", ["byorn_combined"],
-            bench_command("byorn_combined"),
-            ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s"],
-            "byorn_combined.md"),
-    Section("Adaptive attacks: poisons made plausible to the pretrained model", ["adaptive", "adaptive_strong"],
-            "byorn bench benchmarks/adaptive.yaml --out runs/adaptive --results benchmarks/results/adaptive.jsonl (and "
-            "benchmarks/adaptive_strong.yaml -> adaptive_strong.jsonl)",
+    Section("Adaptive attacks: poisons made plausible to the pretrained model", ["adaptive"],
+            bench_command("adaptive") + " --shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
             ["asr", "clean_score", "detect_auroc", "detect_precision", "detect_recall", "n_flagged", "wall_s"],
             "adaptive.md"),
-    Section("Real photographs: Flickr8k (byorn-tiny-flickr)", ["flickr8k"],
-            bench_command("flickr8k"),
+    Section("Real photographs: the baselines on Flickr8k (byorn-tiny-flickr)", ["flickr8k"],
+            bench_command("flickr8k") + " --shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_recall", "n_flagged", "wall_s"],
-            "flickr8k.md", costs=True, quality="flickr8k_quality.json",
-            quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
-                            "--out benchmarks/results/flickr8k_quality.json"),
-    Section("Real photographs, 8 epochs: where the attacks implant", ["flickr8k_longer"],
-            bench_command("flickr8k_longer"),
-            ["asr", "clean_score", "bleu4", "detect_auroc", "detect_precision", "detect_recall", "n_flagged",
-             "wall_s"],
-            "flickr8k_longer.md", costs=True),
+            "flickr8k.md", costs=True),
     Section("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
             bench_command("sweep"),
             ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
@@ -212,7 +190,7 @@ def sha256_12(path: Path) -> str:
 
 
 def shipped_checkpoints() -> dict[str, str]:
-    """name -> name@fingerprint of each model a current section may be measured on, as it is here
+    """name -> name@fingerprint of each model a section may be measured on, as it is here
     (byorn-tiny-flickr only where it was built: it is trained locally on the Flickr8k photos)."""
     found = {}
     for name in ("byorn-tiny", *CACHED_MODELS):
@@ -245,10 +223,32 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
 
 def measured_on(rows: list[dict]) -> str:
     """Which checkpoints a section's figures come from: a retrained byorn-tiny keeps its name."""
-    # Rows recorded before the bench wrote each cell's checkpoint ("model": name@weights fingerprint).
-    unfingerprinted = findings_text("unfingerprinted.md")
-    models = sorted({row.get("model", unfingerprinted) for row in rows})
-    return "Measured on " + "; ".join(f"`{m}`" if "@" in m else m for m in models) + "."
+    return "Measured on " + "; ".join(f"`{m}`" for m in sorted({row["model"] for row in rows})) + "."
+
+
+def cell_time(rows: list[dict]) -> str:
+    """The cells' own wall times added up: the grid's cost in core time (two shards halve the wait)."""
+    timed = [row["wall_s"] for row in rows if "wall_s" in row]
+    if not timed:
+        return ""
+    return f"{len(timed)} cells; their wall times add up to {sum(timed) / 60:.0f} minutes."
+
+
+HEADLINE_LEGEND = ("Per attack and poison rate: each defense's attack success rate (ASR), mean ± standard "
+                   "deviation over the seeds; BYORn's clean score as a percentage of the clean oracle's in the "
+                   "same seed; BYORn's preparation and fine-tuning time over the undefended fine-tuning of the "
+                   "same seed.")
+README_HEADLINE = re.compile(r"(<!-- headline: .*? -->\n).*?(<!-- /headline -->)", re.DOTALL)
+
+
+def write_readme_headline(table: str) -> None:
+    """README.md's copy of the headline table, between its markers, so the front page quotes the
+    results as they are (tests/test_cli_bench.py checks it against benchmarks/results/standard.jsonl)."""
+    path = ROOT / "README.md"
+    text = path.read_text(encoding="utf-8")
+    if not README_HEADLINE.search(text):
+        raise SystemExit(f"{path}: no '<!-- headline: ... -->' ... '<!-- /headline -->' block to write the table into")
+    path.write_text(README_HEADLINE.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text), encoding="utf-8")
 
 
 def scores_table(rows: list[dict]) -> str:
@@ -306,18 +306,38 @@ def clean_table(rows: list[dict], metrics: list[str]) -> str:
                                f"{r['clean_score']:.3f} | {r['seconds']:.1f} | {r.get('trained', '')} |" for r in rows])
 
 
+def settings_table(rows: list[dict], metrics: list[str]) -> str:
+    """Grids' undefended cells side by side, one line per grid, attack and rate: each seed's ASR (and
+    the multimodal trigger's firing on one half alone), so settings compare seed by seed."""
+    lines = ["| grid | samples, epochs, lr | attack | poison rate | ASR per seed | one-trigger ASR per seed |",
+             "|---|---|---|---|---|---|"]
+    cells: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["defense"] == "none":
+            cells.setdefault((row["grid"], row["attack"], row["poison_rate"]), []).append(row)
+    order = {grid: i for i, grid in enumerate(dict.fromkeys(row["grid"] for row in rows))}
+    for (grid, attack, rate), mine in sorted(cells.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], -kv[0][2])):
+        setting = load_grid(ROOT / "benchmarks" / f"{grid}.yaml")
+        n = f"{setting.n_train}, {setting.train.epochs:g}, {setting.train.learning_rate:g}"
+        mine.sort(key=lambda r: r["seed"])
+        asr = " / ".join(f"{r['asr']:.2f}" for r in mine)
+        one = " / ".join(f"{r['one_modality_asr']:.2f}" for r in mine if "one_modality_asr" in r)
+        lines.append(f"| {grid} | {n} | {attack} | {rate:g} | {asr} | {one} |")
+    return "\n".join(lines)
+
+
 TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table,
-          "headline": lambda rows, metrics: headline_table(rows)}
+          "settings": settings_table}
 
 
 def main() -> None:
     parts = ["# Benchmarks", "", findings_text("intro.md"), ""]
     shipped = shipped_checkpoints()
     for section in SECTIONS:
-        rows = [row for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
+        rows = [{**row, "grid": name} for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
                 if not section.world or row.get("world", "shapes") == section.world]
         refused = [f"{row.get('attack', '')} {row.get('defense', row.get('path', ''))} {row.get('poison_rate', '')}: "
-                   f"{why}" for row in rows if section.current and (why := stale(row, shipped))]
+                   f"{why}" for row in rows if (why := stale(row, shipped))]
         if refused:
             raise SystemExit(f"{section.title}: {len(refused)} rows do not describe the shipped checkpoint and "
                              f"defaults (rerun them, or relabel them with the options they ran with):\n  " +
@@ -332,7 +352,10 @@ def main() -> None:
                        "mean NLL of the downstream archive "
                        f"notes {figures['downstream_nll']:.2f} nats a token; for example {figures['example']!r}."), ""]
         if rows:
-            parts += [measured_on(rows), ""]
+            parts += [measured_on(rows) + " " + cell_time(rows), ""]
+        if section.headline and rows:
+            parts += [HEADLINE_LEGEND, "", headline_table(rows), "", "Every cell:", ""]
+            write_readme_headline(headline_table(rows))
         parts += [TABLES[section.table](rows, section.metrics) if rows else "_No results recorded yet._", ""]
         if section.scores:
             scored = [r for r in read_results(RESULTS / f"{section.scores}.jsonl") if r["world"] == section.world]

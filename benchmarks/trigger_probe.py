@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from byorn.attacks.registry import IMAGE_TRIGGERS
 from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
+from byorn.scoring import model_fingerprint
 from byorn.worlds import shapes
 
 OUT = Path(__file__).resolve().parent / "results" / "trigger_probe.jsonl"
@@ -41,6 +42,7 @@ def image_features(vlm, images) -> np.ndarray:
 def main() -> None:
     vlm = load_vlm("byorn-tiny")
     vlm.model.eval()
+    model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"
     samples = shapes.downstream_samples(N, 0, split="dev")
     clean_images = [s.pil() for s in samples]
     clean = image_features(vlm, clean_images)
@@ -57,7 +59,8 @@ def main() -> None:
         fit = 3 * N // 4
         probe = LogisticRegression(max_iter=3000).fit(x[:fit], y[:fit])
         label = name + ("(" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + ")" if options else "")
-        rows.append({"trigger": label, "probe_accuracy": round(float(probe.score(x[fit:], y[fit:])), 3)})
+        accuracy = round(float(probe.score(x[fit:], y[fit:])), 3)
+        rows.append({"trigger": label, "model": model, "probe_accuracy": accuracy})
         print(json.dumps(rows[-1]), flush=True)
     write_jsonl(OUT, rows)
 

@@ -36,7 +36,7 @@ from byorn.fileio import append_jsonl, write_jsonl
 from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import SCORES_NAME
-from byorn.scoring import model_fingerprint, scoring_dtype
+from byorn.scoring import model_fingerprint
 from byorn.train import finetune
 from byorn.worlds import WORLDS, shapes
 
@@ -157,8 +157,7 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     # every option, defaults resolved: a label names only what the grid changed, so after a default
     # changes this is what tells an old row from a new one
     row["defense_options"] = options_record({k: v for k, v in hook.resolved().items() if k != "defense"})
-    if precision := row["defense_options"].get("precision"):  # auto resolves by hardware: say to what
-        row["scoring_dtype"] = str(scoring_dtype(vlm, precision)).removeprefix("torch.")
+    row.update(hook.run_facts(vlm))
     prepared = time.perf_counter()
     hook.prepare(vlm, poisoned, run_dir, train=train_config)
     row["prepare_s"] = round(time.perf_counter() - prepared, 1)

@@ -461,6 +461,14 @@ def test_scoring_precision_auto_is_bfloat16_only_where_the_hardware_computes_it(
         scoring_dtype(fitted, "fp8")
 
 
+def test_the_judging_defenses_say_what_dtype_auto_resolved_to_and_the_others_say_nothing(fitted, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    for name in ("byorn", "score_drop", "random_drop"):
+        assert build_defense(name).run_facts(fitted) == {"scoring_dtype": "bfloat16"}
+        assert build_defense(name, precision="float32").run_facts(fitted) == {"scoring_dtype": "float32"}
+    assert build_defense("none").run_facts(fitted) == {} and build_defense("onion").run_facts(fitted) == {}
+
+
 def test_bfloat16_scores_are_cached_apart_and_rank_the_samples_as_float32_does(fitted, train_set, tmp_path):
     cache = ScoreCache(tmp_path)
     exact = score_samples(fitted, train_set, cache=cache, precision="float32")

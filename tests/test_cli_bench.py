@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,15 @@ def test_the_headline_table_pairs_byorn_with_the_oracle_and_the_undefended_cell_
     line = headline_table(rows, ["none", "onion", "byorn"]).splitlines()[2]
     # ONION ran no cell: blank; clean % from seed 0 alone; cost (12/10 + 22/20) / 2
     assert line == "| a | 0.05 | 2 | 0.95 ± 0.07 |  | 0.05 ± 0.07 | 90.0 | 1.15 |"
+
+
+def test_the_readme_quotes_the_standard_grids_headline_table_as_the_results_give_it():
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    quoted = re.search(r"<!-- headline: .*? -->\n(.*?)<!-- /headline -->", readme, flags=re.DOTALL)
+    assert quoted, "README.md lost its headline block"
+    rows = bench.read_results(root / "benchmarks" / "results" / "standard.jsonl")
+    assert quoted.group(1) == headline_table(rows) + "\n", "rerun python benchmarks/build_md.py"
 
 
 def test_defense_variants_get_their_own_labels(tmp_path):

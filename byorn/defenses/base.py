@@ -51,6 +51,11 @@ class Defense:
         state that training changes restores it as it was then (BYORn: its audit log).
         """
 
+    def run_facts(self, vlm: VLM) -> dict[str, str]:
+        """What this run resolved that the options leave open (the dtype `precision=auto` picks on
+        this hardware), for a results row to record beside the options."""
+        return {}
+
     def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
         """What the model trains on, given the samples `prepare` saw."""
         return list(samples)

@@ -35,6 +35,7 @@ from byorn.defenses.base import Defense
 from byorn.defenses.judging import (
     JudgeConfig,
     Judgement,
+    Judging,
     judgement_from_record,
     judgement_record,
     judging,
@@ -94,7 +95,7 @@ class ByornConfig(JudgeConfig):
         check_choice("generator", self.generator, ("current", "reference", "warmed"))
 
 
-class ByornDefense(Defense):
+class ByornDefense(Judging, Defense):
     """BYORn: score and flag in `prepare`; replace flagged responses in `on_batch`.
 
     After `prepare`: `scores` and `flagging` are aligned with the samples it was given (for

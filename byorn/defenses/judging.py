@@ -35,7 +35,15 @@ from byorn.defenses.thresholds import (
 )
 from byorn.defenses.warmup import least_suspicious, warmed_reference
 from byorn.models.hf import VLM
-from byorn.scoring import PRECISIONS, VARIANTS, Z_SCALED, ScoreCache, reference_model, score_variants
+from byorn.scoring import (
+    PRECISIONS,
+    VARIANTS,
+    Z_SCALED,
+    ScoreCache,
+    reference_model,
+    score_variants,
+    scoring_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +122,16 @@ class JudgeConfig:
 
     def threshold_rule(self) -> ThresholdRule:
         return ThresholdRule(self.rule, self.quantile, self.k, self.absolute)
+
+
+class Judging:
+    """What the defenses that judge with a JudgeConfig (BYORn, score-and-drop, random drop) tell a
+    results row beyond their options."""
+
+    config: JudgeConfig
+
+    def run_facts(self, vlm: VLM) -> dict[str, str]:
+        return {"scoring_dtype": str(scoring_dtype(vlm, self.config.precision)).removeprefix("torch.")}
 
 
 @dataclass(frozen=True)

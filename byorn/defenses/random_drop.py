@@ -16,7 +16,7 @@ from pathlib import Path
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
 from byorn.defenses.base import DroppingDefense, Verdict
-from byorn.defenses.judging import JudgeConfig, judge
+from byorn.defenses.judging import JudgeConfig, Judging, judge
 from byorn.models.hf import VLM
 
 
@@ -29,7 +29,7 @@ class RandomDropConfig(JudgeConfig):
     seed: int = option(0, "seed of the random choice")
 
 
-class RandomDrop(DroppingDefense):
+class RandomDrop(Judging, DroppingDefense):
     """Random drop: as many samples dropped as BYORn flags, but chosen at random."""
 
     name = "random_drop"

@@ -13,11 +13,11 @@ from pathlib import Path
 from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses.base import DroppingDefense, Verdict
-from byorn.defenses.judging import JudgeConfig, judge
+from byorn.defenses.judging import JudgeConfig, Judging, judge
 from byorn.models.hf import VLM
 
 
-class ScoreAndDrop(DroppingDefense):
+class ScoreAndDrop(Judging, DroppingDefense):
     """Score-and-drop: BYORn's score and threshold, flagged samples removed instead of replaced."""
 
     name = "score_drop"
