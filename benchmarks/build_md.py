@@ -235,9 +235,9 @@ def cell_time(rows: list[dict]) -> str:
 
 
 HEADLINE_LEGEND = ("Per attack and poison rate: each defense's attack success rate (ASR), mean ± standard "
-                   "deviation over the seeds; BYORn's clean score as a percentage of the clean oracle's in the "
-                   "same seed; BYORn's preparation and fine-tuning time over the undefended fine-tuning of the "
-                   "same seed.")
+                   "deviation over the seeds, and in brackets its clean score as a percentage of the clean "
+                   "oracle's in the same seed (mean over the seeds); BYORn's preparation and fine-tuning time "
+                   "over the undefended fine-tuning of the same seed.")
 README_HEADLINE = re.compile(r"(<!-- headline: .*? -->\n).*?(<!-- /headline -->)", re.DOTALL)
 
 
@@ -248,7 +248,8 @@ def write_readme_headline(table: str) -> None:
     text = path.read_text(encoding="utf-8")
     if not README_HEADLINE.search(text):
         raise SystemExit(f"{path}: no '<!-- headline: ... -->' ... '<!-- /headline -->' block to write the table into")
-    path.write_text(README_HEADLINE.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text), encoding="utf-8")
+    written = README_HEADLINE.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text, count=1)
+    path.write_text(written, encoding="utf-8")
 
 
 def scores_table(rows: list[dict]) -> str:
@@ -306,6 +307,15 @@ def clean_table(rows: list[dict], metrics: list[str]) -> str:
                                f"{r['clean_score']:.3f} | {r['seconds']:.1f} | {r.get('trained', '')} |" for r in rows])
 
 
+def grid_setting(grid: str) -> str:
+    """'samples, epochs, lr' of benchmarks/GRID.yaml."""
+    path = ROOT / "benchmarks" / f"{grid}.yaml"
+    if not path.exists():
+        raise SystemExit(f"{path}: the grid of benchmarks/results/{grid}.jsonl is missing")
+    setting = load_grid(path)
+    return f"{setting.n_train}, {setting.train.epochs:g}, {setting.train.learning_rate:g}"
+
+
 def settings_table(rows: list[dict], metrics: list[str]) -> str:
     """Grids' undefended cells side by side, one line per grid, attack and rate: each seed's ASR (and
     the multimodal trigger's firing on one half alone), so settings compare seed by seed."""
@@ -316,13 +326,13 @@ def settings_table(rows: list[dict], metrics: list[str]) -> str:
         if row["defense"] == "none":
             cells.setdefault((row["grid"], row["attack"], row["poison_rate"]), []).append(row)
     order = {grid: i for i, grid in enumerate(dict.fromkeys(row["grid"] for row in rows))}
+    settings = {grid: grid_setting(grid) for grid in order}
     for (grid, attack, rate), mine in sorted(cells.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], -kv[0][2])):
-        setting = load_grid(ROOT / "benchmarks" / f"{grid}.yaml")
-        n = f"{setting.n_train}, {setting.train.epochs:g}, {setting.train.learning_rate:g}"
         mine.sort(key=lambda r: r["seed"])
         asr = " / ".join(f"{r['asr']:.2f}" for r in mine)
-        one = " / ".join(f"{r['one_modality_asr']:.2f}" for r in mine if "one_modality_asr" in r)
-        lines.append(f"| {grid} | {n} | {attack} | {rate:g} | {asr} | {one} |")
+        one = " / ".join(f"{r['one_modality_asr']:.2f}" if "one_modality_asr" in r else "-" for r in mine) \
+            if any("one_modality_asr" in r for r in mine) else ""
+        lines.append(f"| {grid} | {settings[grid]} | {attack} | {rate:g} | {asr} | {one} |")
     return "\n".join(lines)
 
 
@@ -333,6 +343,7 @@ TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_tabl
 def main() -> None:
     parts = ["# Benchmarks", "", findings_text("intro.md"), ""]
     shipped = shipped_checkpoints()
+    headline = "_No results recorded yet._"
     for section in SECTIONS:
         rows = [{**row, "grid": name} for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
                 if not section.world or row.get("world", "shapes") == section.world]
@@ -352,10 +363,10 @@ def main() -> None:
                        "mean NLL of the downstream archive "
                        f"notes {figures['downstream_nll']:.2f} nats a token; for example {figures['example']!r}."), ""]
         if rows:
-            parts += [measured_on(rows) + " " + cell_time(rows), ""]
-        if section.headline and rows:
-            parts += [HEADLINE_LEGEND, "", headline_table(rows), "", "Every cell:", ""]
-            write_readme_headline(headline_table(rows))
+            parts += [" ".join(filter(None, [measured_on(rows), cell_time(rows)])), ""]
+        if section.headline:
+            headline = headline_table(rows) if rows else headline
+            parts += [HEADLINE_LEGEND, "", headline, "", "Every cell:", ""]
         parts += [TABLES[section.table](rows, section.metrics) if rows else "_No results recorded yet._", ""]
         if section.scores:
             scored = [r for r in read_results(RESULTS / f"{section.scores}.jsonl") if r["world"] == section.world]
@@ -379,6 +390,7 @@ def main() -> None:
             write_plots(rows, PLOTS)
             parts += [f"![{p.stem}](benchmarks/plots/{p.name})" for p in sorted(PLOTS.glob("*.png"))] + [""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts), encoding="utf-8")
+    write_readme_headline(headline)  # last: the README changes only with a build that went through
 
 
 if __name__ == "__main__":

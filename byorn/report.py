@@ -65,11 +65,22 @@ def results_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
 HEADLINE_DEFENSES = ("none", "onion", "bye", "score_drop", "byorn")
 
 
+def _asr_and_clean(rows: dict[int, dict], oracle: dict[int, dict]) -> str:
+    """'ASR mean ± std (clean % of the same seed's oracle)' of one defense's cells, seed -> row."""
+    if not rows:
+        return ""
+    clean = [100 * row["clean_score"] / oracle[s]["clean_score"] for s, row in rows.items()
+             if "clean_score" in row and s in oracle and oracle[s]["clean_score"]]
+    asr = _mean_std([row["asr"] for row in rows.values()], 2)
+    return f"{asr} ({_mean(clean):.0f} %)" if clean else asr
+
+
 def headline_table(rows: Sequence[dict], defenses: Sequence[str] = HEADLINE_DEFENSES) -> str:
-    """Per attack and poison rate: each defense's ASR (mean ± std over seeds), BYORn's clean score
-    as a percentage of the oracle's in the same seed, and BYORn's cost, (preparation + fine-tuning)
-    over the undefended fine-tuning of the same seed. A defense with no cell there is left blank."""
-    header = ["attack", "poison rate", "seeds", *(f"ASR {d}" for d in defenses), "BYORn clean % of oracle",
+    """Per attack and poison rate: each defense's ASR (mean ± std over seeds) and, in brackets, its
+    clean score as a percentage of the oracle's in the same seed (seed mean), so that an ASR bought by
+    wrecking the model shows; then BYORn's cost, (preparation + fine-tuning) over the undefended
+    fine-tuning of the same seed. A defense with no cell there is left blank."""
+    header = ["attack", "poison rate", "seeds", *(f"ASR {d} (clean % of oracle)" for d in defenses),
               "BYORn cost (x undefended)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups = _by(rows, "attack", "poison_rate")
@@ -77,15 +88,11 @@ def headline_table(rows: Sequence[dict], defenses: Sequence[str] = HEADLINE_DEFE
         by_seed: dict[str, dict[int, dict]] = defaultdict(dict)  # defense -> seed -> row
         for row in cell:
             by_seed[row["defense"]][row["seed"]] = row
-        byorn, oracle, none = by_seed["byorn"], by_seed["oracle"], by_seed["none"]
-        clean = [100 * byorn[s]["clean_score"] / oracle[s]["clean_score"] for s in byorn
-                 if s in oracle and oracle[s]["clean_score"]]
+        none, byorn = by_seed["none"], by_seed["byorn"]
         cost = [(byorn[s].get("prepare_s", 0.0) + byorn[s]["train_s"]) / none[s]["train_s"] for s in byorn
                 if s in none and none[s].get("train_s")]
         lines.append("| " + " | ".join([attack, f"{rate:g}", str(len({r["seed"] for r in cell})),
-                                         *(_mean_std([r["asr"] for r in by_seed[d].values()], 2) if by_seed[d] else ""
-                                           for d in defenses),
-                                         _mean_std(clean, 1) if clean else "",
+                                         *(_asr_and_clean(by_seed[d], by_seed["oracle"]) for d in defenses),
                                          f"{_mean(cost):.2f}" if cost else ""]) + " |")
     return "\n".join(lines)
 

@@ -145,8 +145,9 @@ def test_the_headline_table_pairs_byorn_with_the_oracle_and_the_undefended_cell_
             cell("byorn", 1, 0.1, prepare_s=1.0, train_s=21.0, clean_score=0.5),
             cell("oracle", 0, 0.0, clean_score=1.0)]  # seed 1's oracle is missing: no pair there
     line = headline_table(rows, ["none", "onion", "byorn"]).splitlines()[2]
-    # ONION ran no cell: blank; clean % from seed 0 alone; cost (12/10 + 22/20) / 2
-    assert line == "| a | 0.05 | 2 | 0.95 ± 0.07 |  | 0.05 ± 0.07 | 90.0 | 1.15 |"
+    # ONION ran no cell: blank; the undefended cells recorded no clean score: ASR alone; BYORn's
+    # clean % from seed 0 alone (seed 1 has no oracle); cost (12/10 + 22/20) / 2
+    assert line == "| a | 0.05 | 2 | 0.95 ± 0.07 |  | 0.05 ± 0.07 (90 %) | 1.15 |"
 
 
 def test_the_readme_quotes_the_standard_grids_headline_table_as_the_results_give_it():

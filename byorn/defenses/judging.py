@@ -131,7 +131,9 @@ class Judging:
     config: JudgeConfig
 
     def run_facts(self, vlm: VLM) -> dict[str, str]:
-        return {"scoring_dtype": str(scoring_dtype(vlm, self.config.precision)).removeprefix("torch.")}
+        """The dtype the scoring passes ran in (precision=auto resolves by hardware)."""
+        dtype = str(scoring_dtype(vlm, self.config.precision)).removeprefix("torch.")
+        return {**super().run_facts(vlm), "scoring_dtype": dtype}  # type: ignore[misc]  # the Defense after it
 
 
 @dataclass(frozen=True)
