@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 from byorn.config import TrainConfig, check_choice, option
 from byorn.data import Sample, answer_key
-from byorn.defenses.base import Defense
 from byorn.defenses.judging import (
     JudgeConfig,
     Judgement,
@@ -95,7 +94,7 @@ class ByornConfig(JudgeConfig):
         check_choice("generator", self.generator, ("current", "reference", "warmed"))
 
 
-class ByornDefense(Judging, Defense):
+class ByornDefense(Judging):
     """BYORn: score and flag in `prepare`; replace flagged responses in `on_batch`.
 
     After `prepare`: `scores` and `flagging` are aligned with the samples it was given (for

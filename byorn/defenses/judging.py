@@ -24,6 +24,7 @@ from pathlib import Path
 
 from byorn.config import TrainConfig, check_choice, option
 from byorn.data import Sample
+from byorn.defenses.base import Defense
 from byorn.defenses.thresholds import (
     GROUPINGS,
     RULES,
@@ -124,16 +125,16 @@ class JudgeConfig:
         return ThresholdRule(self.rule, self.quantile, self.k, self.absolute)
 
 
-class Judging:
-    """What the defenses that judge with a JudgeConfig (BYORn, score-and-drop, random drop) tell a
-    results row beyond their options."""
+class Judging(Defense):
+    """The base of the defenses that judge with a JudgeConfig (BYORn, score-and-drop, random drop):
+    what they tell a results row beyond their options."""
 
     config: JudgeConfig
 
     def run_facts(self, vlm: VLM) -> dict[str, str]:
         """The dtype the scoring passes ran in (precision=auto resolves by hardware)."""
         dtype = str(scoring_dtype(vlm, self.config.precision)).removeprefix("torch.")
-        return {**super().run_facts(vlm), "scoring_dtype": dtype}  # type: ignore[misc]  # the Defense after it
+        return {**super().run_facts(vlm), "scoring_dtype": dtype}
 
 
 @dataclass(frozen=True)
