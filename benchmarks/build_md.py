@@ -38,7 +38,7 @@ from byorn.bench import load_grid, options_record, read_results
 from byorn.defenses import DEFENSES
 from byorn.models import CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import cost_ratios, cost_table, headline_table, results_table, write_plots
-from byorn.scoring import model_fingerprint
+from byorn.scoring import checkpoint_label
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -64,7 +64,9 @@ class Section:
     world: str = ""  # only the rows of this world (a results file may hold several)
     scores: str = ""  # a judgement_scores.py results file: its table of AUROCs and cuts, this world's rows
     warmed_scores: str = ""  # the same, from judgement_scores.py --warmed (the second verdict)
-    headline: bool = False  # the headline table (byorn.report.headline_table) before the results, and in README.md
+    # its rows join the headline table (byorn.report.headline_table), printed before the first such
+    # section's results and in README.md
+    headline: bool = False
     table: str = "results"  # how its rows are laid out: results (one per cell), probe, cost (benchmarks/cost.py)
 
 
@@ -84,6 +86,11 @@ SECTIONS = [
             ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
              "n_flagged", "prepare_s", "train_s", "wall_s"],
             "standard.md", plots=True, costs=True, headline=True),
+    Section("The standard grid at 1 %: 3,000 samples", ["standard_low"],
+            bench_command("standard_low") + " --shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each)",
+            ["asr", "clean_score", "one_modality_asr", "detect_auroc", "detect_precision", "detect_recall",
+             "n_flagged", "prepare_s", "train_s", "wall_s"],
+            "standard_low.md", costs=True, headline=True),
     Section("The default judgement: shapes, new answer style, one-word swaps", ["judgement"],
             "byorn bench benchmarks/judgement.yaml --out runs/judgement --results benchmarks/results/judgement.jsonl "
             "--shard 0/2 (and --shard 1/2 beside it, OMP_NUM_THREADS=1 each), then the same with "
@@ -197,7 +204,7 @@ def shipped_checkpoints() -> dict[str, str]:
         if name in CACHED_MODELS and not cached_model_ready(name):
             print(f"note: {name} is not built here; its rows' checkpoint is not checked")
             continue
-        found[name] = f"{name}@{model_fingerprint(load_vlm(name), reference=False).hex()[:12]}"
+        found[name] = checkpoint_label(name, load_vlm(name))
     return found
 
 
@@ -221,6 +228,16 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
     return f"its label leaves out {', '.join(changed)}, whose defaults have changed since" if changed else ""
 
 
+def refuse_stale(title: str, rows: list[dict], shipped: dict[str, str]) -> None:
+    """Stop the build, naming the rows, when any of a section's rows is `stale`."""
+    refused = [f"{row.get('attack', '')} {row.get('defense', row.get('path', ''))} {row.get('poison_rate', '')}: "
+               f"{why}" for row in rows if (why := stale(row, shipped))]
+    if refused:
+        raise SystemExit(f"{title}: {len(refused)} rows do not describe the shipped checkpoint and "
+                         f"defaults (rerun them, or relabel them with the options they ran with):\n  " +
+                         "\n  ".join(refused[:10]))
+
+
 def measured_on(rows: list[dict]) -> str:
     """Which checkpoints a section's figures come from: a retrained byorn-tiny keeps its name."""
     return "Measured on " + "; ".join(f"`{m}`" for m in sorted({row["model"] for row in rows})) + "."
@@ -237,18 +254,21 @@ def cell_time(rows: list[dict]) -> str:
 HEADLINE_LEGEND = ("Per attack and poison rate: each defense's attack success rate (ASR), mean ± standard "
                    "deviation over the seeds, and in brackets its clean score as a percentage of the clean "
                    "oracle's in the same seed (mean over the seeds); BYORn's preparation and fine-tuning time "
-                   "over the undefended fine-tuning of the same seed.")
-README_HEADLINE = re.compile(r"(<!-- headline: .*? -->\n).*?(<!-- /headline -->)", re.DOTALL)
+                   "over the undefended fine-tuning of the same seed. The 1 % rows come from the next "
+                   "section's grid (3,000 samples, 5 epochs); a blank: that defense did not run there.")
+README_HEADLINE = re.compile(r"<!-- headline: .*? -->\n.*?(<!-- /headline -->)", re.DOTALL)
 
 
-def write_readme_headline(table: str) -> None:
-    """README.md's copy of the headline table, between its markers, so the front page quotes the
-    results as they are (tests/test_cli_bench.py checks it against benchmarks/results/standard.jsonl)."""
+def write_readme_headline(table: str, results: list[str]) -> None:
+    """README.md's copy of the headline table, between its markers; the opening marker names the
+    results it comes from, so that tests/test_cli_bench.py checks the table against those files."""
     path = ROOT / "README.md"
     text = path.read_text(encoding="utf-8")
     if not README_HEADLINE.search(text):
         raise SystemExit(f"{path}: no '<!-- headline: ... -->' ... '<!-- /headline -->' block to write the table into")
-    written = README_HEADLINE.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text, count=1)
+    sources = " ".join(f"benchmarks/results/{name}.jsonl" for name in results)
+    opening = f"<!-- headline: benchmarks/build_md.py writes this table from {sources} -->\n"
+    written = README_HEADLINE.sub(lambda m: opening + table + "\n" + m.group(1), text, count=1)
     path.write_text(written, encoding="utf-8")
 
 
@@ -343,33 +363,33 @@ TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_tabl
 def main() -> None:
     parts = ["# Benchmarks", "", findings_text("intro.md"), ""]
     shipped = shipped_checkpoints()
-    headline = "_No results recorded yet._"
+    headline_grids = [name for section in SECTIONS if section.headline for name in section.results]
+    headline_rows = [row for name in headline_grids for row in read_results(RESULTS / f"{name}.jsonl")]
+    headline = headline_table(headline_rows) if headline_rows else "_No results recorded yet._"
+    headline_printed = False
     for section in SECTIONS:
         rows = [{**row, "grid": name} for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
                 if not section.world or row.get("world", "shapes") == section.world]
-        refused = [f"{row.get('attack', '')} {row.get('defense', row.get('path', ''))} {row.get('poison_rate', '')}: "
-                   f"{why}" for row in rows if (why := stale(row, shipped))]
-        if refused:
-            raise SystemExit(f"{section.title}: {len(refused)} rows do not describe the shipped checkpoint and "
-                             f"defaults (rerun them, or relabel them with the options they ran with):\n  " +
-                             "\n  ".join(refused[:10]))
+        refuse_stale(section.title, rows, shipped)
         shown = [f"{name}.jsonl" for name in [*section.results, section.scores, section.warmed_scores] if name]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "",
                   findings_text(section.findings, shown), ""]
         if section.quality and (path := ROOT / "benchmarks" / "results" / section.quality).exists():
             figures = json.loads(path.read_text(encoding="utf-8"))
+            refuse_stale(f"{section.title} ({section.quality})", [figures], shipped)
             parts += [(f"The pretrained model's own captions of the first {figures['n']} test photos "
                        f"(`{section.quality_command}`): CIDEr {figures['cider']:.3f}, BLEU-4 {figures['bleu4']:.3f}, "
                        "mean NLL of the downstream archive "
                        f"notes {figures['downstream_nll']:.2f} nats a token; for example {figures['example']!r}."), ""]
         if rows:
             parts += [" ".join(filter(None, [measured_on(rows), cell_time(rows)])), ""]
-        if section.headline:
-            headline = headline_table(rows) if rows else headline
+        if section.headline and not headline_printed:
             parts += [HEADLINE_LEGEND, "", headline, "", "Every cell:", ""]
+            headline_printed = True
         parts += [TABLES[section.table](rows, section.metrics) if rows else "_No results recorded yet._", ""]
         if section.scores:
             scored = [r for r in read_results(RESULTS / f"{section.scores}.jsonl") if r["world"] == section.world]
+            refuse_stale(f"{section.title} ({section.scores}.jsonl)", scored, shipped)
             parts += [("The pretrained model's scores before training (`benchmarks/judgement_scores.py`; the "
                        "first of the default's two verdicts): AUROC of each score against the poisons ('default': "
                        "the four joined), and the share of poisons and of clean samples their union flags at "
@@ -377,6 +397,7 @@ def main() -> None:
         if section.warmed_scores:
             scored = [r for r in read_results(RESULTS / f"{section.warmed_scores}.jsonl")
                       if r["world"] == section.world]
+            refuse_stale(f"{section.title} ({section.warmed_scores}.jsonl)", scored, shipped)
             parts += [("The warmed reference's scores on the samples it was not fine-tuned on (`benchmarks/"
                        "judgement_scores.py --warmed`; the second verdict, the one that counts): AUROC of each "
                        "score there ('default': the shipped rejudge_variant; 'joined': the first verdict's four "
@@ -390,7 +411,7 @@ def main() -> None:
             write_plots(rows, PLOTS)
             parts += [f"![{p.stem}](benchmarks/plots/{p.name})" for p in sorted(PLOTS.glob("*.png"))] + [""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts), encoding="utf-8")
-    write_readme_headline(headline)  # last: the README changes only with a build that went through
+    write_readme_headline(headline, headline_grids)  # last: the README changes only with a build that went through
 
 
 if __name__ == "__main__":

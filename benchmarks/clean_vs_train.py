@@ -28,7 +28,7 @@ from byorn.evaluate import evaluate_clean
 from byorn.fileio import write_jsonl
 from byorn.metrics import attack_success_rate
 from byorn.models import load_vlm
-from byorn.scoring import model_fingerprint
+from byorn.scoring import checkpoint_label, model_fingerprint
 from byorn.train import finetune
 from byorn.workflow import DEMO_TRAINING
 from byorn.worlds import shapes
@@ -61,7 +61,7 @@ def main() -> None:
             for path, options in (("byorn train --defense byorn", {}),
                                   ("byorn train --defense byorn -d warm_start=false", {"warm_start": False})):
                 vlm = load_vlm("byorn-tiny")
-                model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"  # the pretrained weights
+                model = checkpoint_label("byorn-tiny", vlm)  # the pretrained weights
                 started, run_dir = time.perf_counter(), Path(scratch) / f"{trigger}-train-{len(rows)}"
                 defense = build_defense("byorn", **options)
                 defense.prepare(vlm, poisoned, run_dir, train=DEMO_TRAINING)

@@ -26,7 +26,7 @@ from byorn.bench import DefenseSpec, GridConfig, run_cell
 from byorn.defenses.judging import JudgeConfig
 from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
-from byorn.scoring import model_fingerprint, score_variants, scoring_dtype
+from byorn.scoring import checkpoint_label, score_variants, scoring_dtype
 from byorn.workflow import DEMO_ATTACK, DEMO_TRAINING
 from byorn.worlds import shapes
 
@@ -55,7 +55,7 @@ def throughput(n: int = 1000) -> list[dict]:
     scores (two passes, true and grey image), at the judgement's batch size, on one thread and on
     two, in float32 and in the precision the judgement's default picks here."""
     vlm = load_vlm("byorn-tiny")
-    model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"
+    model = checkpoint_label("byorn-tiny", vlm)
     samples = shapes.downstream_samples(n, 0)
     default = JudgeConfig()
     precisions = dict.fromkeys(["float32", default.precision])

@@ -40,7 +40,7 @@ from byorn.fileio import append_jsonl
 from byorn.metrics import detection_scores
 from byorn.models import load_vlm
 from byorn.models.hf import VLM
-from byorn.scoring import model_fingerprint, score_variants
+from byorn.scoring import checkpoint_label, score_variants
 
 EXTRA_SCORES = ("image_ablated", "max_token_nll")  # measured beside the default's own, for comparison
 CUTS = (1.0, 1.5, 2.0, 3.0)
@@ -59,7 +59,7 @@ def main() -> None:
     results = Path(args.results)
     done = {(r["world"], r["attack"], r["poison_rate"], r["seed"]) for r in read_results(results)}
     vlm = load_vlm(grid.train.model)
-    model = f"{grid.train.model}@{model_fingerprint(vlm, reference=False).hex()[:12]}"
+    model = checkpoint_label(grid.train.model, vlm)
     for spec in grid.attacks:
         for rate in grid.poison_rates:
             for seed in grid.seeds:

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from byorn.attacks.registry import IMAGE_TRIGGERS
 from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
-from byorn.scoring import model_fingerprint
+from byorn.scoring import checkpoint_label
 from byorn.worlds import shapes
 
 OUT = Path(__file__).resolve().parent / "results" / "trigger_probe.jsonl"
@@ -42,7 +42,7 @@ def image_features(vlm, images) -> np.ndarray:
 def main() -> None:
     vlm = load_vlm("byorn-tiny")
     vlm.model.eval()
-    model = f"byorn-tiny@{model_fingerprint(vlm, reference=False).hex()[:12]}"
+    model = checkpoint_label("byorn-tiny", vlm)
     samples = shapes.downstream_samples(N, 0, split="dev")
     clean_images = [s.pil() for s in samples]
     clean = image_features(vlm, clean_images)

@@ -36,7 +36,7 @@ from byorn.fileio import append_jsonl, write_jsonl
 from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import SCORES_NAME
-from byorn.scoring import model_fingerprint
+from byorn.scoring import checkpoint_label
 from byorn.train import finetune
 from byorn.worlds import WORLDS, shapes
 
@@ -152,7 +152,7 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     row: dict[str, Any] = {"world": grid.world, "attack": spec.name, "defense": defense.label, "poison_rate": rate,
                            "seed": seed,
                            # which checkpoint (name@weights fingerprint): a retrained byorn-tiny keeps its name
-                           "model": f"{grid.train.model}@{model_fingerprint(vlm, reference=False).hex()[:12]}"}
+                           "model": checkpoint_label(grid.train.model, vlm)}
     hook = build_defense(defense.name, **_with_score_cache(defense, score_cache))
     # every option, defaults resolved: a label names only what the grid changed, so after a default
     # changes this is what tells an old row from a new one

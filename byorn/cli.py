@@ -230,10 +230,12 @@ def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: s
     with --flickr8k a Flickr8k model's captioning quality."""
     from byorn.evaluate import flickr_caption_quality, tiny_quality
     from byorn.models import load_vlm
+    from byorn.scoring import checkpoint_label
 
     try:
         vlm = load_vlm(model)
         result = flickr_caption_quality(vlm, flickr_root, n=n) if flickr_root else tiny_quality(vlm, n=n, seed=seed)
+        result["model"] = checkpoint_label(Path(model).name, vlm)  # which weights the figures describe
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     for key, value in result.items():

@@ -233,6 +233,12 @@ def model_fingerprint(vlm: VLM, reference: bool) -> bytes:
     return digest.digest()
 
 
+def checkpoint_label(name: str, vlm: VLM) -> str:
+    """'name@<first 12 hex digits of the weights' fingerprint>': which checkpoint a figure was
+    measured on (a retrained byorn-tiny keeps its name, not its weights)."""
+    return f"{name}@{model_fingerprint(vlm, reference=False).hex()[:12]}"
+
+
 def _image_digest(sample: Sample) -> bytes:
     if sample.image is None:
         return b"text-only"

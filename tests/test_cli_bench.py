@@ -150,13 +150,15 @@ def test_the_headline_table_pairs_byorn_with_the_oracle_and_the_undefended_cell_
     assert line == "| a | 0.05 | 2 | 0.95 ± 0.07 |  | 0.05 ± 0.07 (90 %) | 1.15 |"
 
 
-def test_the_readme_quotes_the_standard_grids_headline_table_as_the_results_give_it():
+def test_the_readme_quotes_the_headline_table_as_the_results_it_names_give_it():
     root = Path(__file__).parent.parent
     readme = (root / "README.md").read_text(encoding="utf-8")
-    quoted = re.search(r"<!-- headline: .*? -->\n(.*?)<!-- /headline -->", readme, flags=re.DOTALL)
+    quoted = re.search(r"<!-- headline: (.*?) -->\n(.*?)<!-- /headline -->", readme, flags=re.DOTALL)
     assert quoted, "README.md lost its headline block"
-    rows = bench.read_results(root / "benchmarks" / "results" / "standard.jsonl")
-    assert quoted.group(1) == headline_table(rows) + "\n", "rerun python benchmarks/build_md.py"
+    sources = re.findall(r"benchmarks/results/\S+\.jsonl", quoted.group(1))
+    assert "benchmarks/results/standard.jsonl" in sources
+    rows = [row for source in sources for row in bench.read_results(root / source)]
+    assert quoted.group(2) == headline_table(rows) + "\n", "rerun python benchmarks/build_md.py"
 
 
 def test_defense_variants_get_their_own_labels(tmp_path):
@@ -250,3 +252,14 @@ def test_cells_share_reference_scores_and_record_each_samples_suspicion(tmp_path
         lines = [json.loads(line) for line in (Path(row["run_dir"]) / "scores.jsonl").read_text().splitlines()]
         assert len(lines) == 20 and sum(line["flagged"] for line in lines) == row["n_flagged"]
     assert not (Path(next(r for r in rows if r["defense"] == "none")["run_dir"]) / "scores.jsonl").exists()
+
+
+def test_quality_out_names_the_checkpoint_its_figures_describe(tmp_path):
+    from byorn.models import load_vlm
+
+    out = tmp_path / "quality.json"
+    result = CliRunner().invoke(main, ["quality", "--n", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["n"] == 2 and 0.0 <= figures["caption_exact"] <= 1.0
+    assert figures["model"] == f"byorn-tiny@{model_fingerprint(load_vlm('byorn-tiny'), reference=False).hex()[:12]}"
