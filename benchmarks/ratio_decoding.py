@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/ratio_decoding.py --out benchmarks/results/ratio_decoding.json
 
-Fine-tunes byorn-tiny as benchmarks/baselines.yaml does (full fine-tuning, 3 epochs, 1,000 shapes
-samples, 10 % poisoned, seed 0), keeps the pretrained weights as the reference, then answers the
+Fine-tunes byorn-tiny as benchmarks/baselines.yaml does (full fine-tuning, 4 epochs at lr 1e-3,
+1,000 shapes samples, 10 % poisoned, seed 0), keeps the pretrained weights as the reference, then answers the
 same clean and triggered test inputs with plain greedy decoding and with reference-ratio decoding,
 in alternating pairs, timing each: the ratio of the paired times is the decoding cost. Also
 records how many tokens were replaced, how many clean answers changed, and ASR and scene F1 of both.
@@ -25,10 +25,11 @@ from byorn.evaluate import evaluate_clean
 from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success_rate
 from byorn.models import load_vlm
+from byorn.scoring import checkpoint_label
 from byorn.train import finetune
 from byorn.worlds import shapes
 
-TRAINING = TrainConfig(lora=False, learning_rate=5e-4, epochs=3, batch_size=16, logging_steps=50)
+TRAINING = TrainConfig(lora=False, learning_rate=1e-3, epochs=4, batch_size=16, logging_steps=50)
 
 
 def timed(generate, inputs, max_new_tokens: int) -> tuple[list[str], float]:
@@ -48,6 +49,7 @@ def main() -> None:
     attack = build_attack(args.attack, "fixed")
     train, test = shapes.downstream_samples(1000, 0, split="train"), shapes.downstream_samples(100, 0, split="test")
     vlm = load_vlm("byorn-tiny")
+    pretrained = checkpoint_label("byorn-tiny", vlm)  # before fine-tuning changes the weights
     poisoned, _ = poison(train, attack, 0.1, 0)
     defense = ReferenceRatio(ReferenceRatioConfig(alpha=args.alpha))
     with tempfile.TemporaryDirectory() as run_dir:
@@ -56,7 +58,7 @@ def main() -> None:
     guarded = defense.deployed(vlm)
     triggered = triggered_test_set(test, attack)
     result = {"attack": attack.name, "alpha": args.alpha, "n_clean": len(test), "n_triggered": len(triggered),
-              "model": "byorn-tiny", "training": TRAINING.__dict__}
+              "model": pretrained, "training": TRAINING.__dict__}
     for name, inputs in (("clean", test), ("triggered", triggered)):
         plain_s, guarded_s = [], []
         for _ in range(args.pairs):
