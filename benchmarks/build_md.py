@@ -76,7 +76,7 @@ def bench_command(grid: str) -> str:
 
 
 # The grids whose undefended cells chose the standard setting (benchmarks/standard.yaml): it first.
-SETTINGS = ["standard", "standard_setting_1000", "standard_setting", "standard_setting_strong_small",
+SETTINGS = ["standard", "standard_low", "standard_setting_1000", "standard_setting", "standard_setting_strong_small",
             "standard_setting_2000", "standard_setting_strong", "standard_setting_low", "standard_setting_images",
             "standard_setting_multimodal"]
 
