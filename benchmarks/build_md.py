@@ -123,8 +123,9 @@ SECTIONS = [
             "(--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
             ["asr", "clean_score", "cider", "detect_recall", "n_flagged", "wall_s"],
             "judgement_guard.md"),
-    Section("What BYORn costs: the measured overhead and its floor", ["cost"],
-            "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running); "
+    Section("What BYORn costs: the measured overhead and its floor", ["cost", "cost_default_allocator"],
+            "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running), "
+            "then the same with --default-allocator --repeats 1 --out benchmarks/results/cost_default_allocator.jsonl; "
             "bfloat16 against float32: python benchmarks/precision_agreement.py",
             [], "cost.md", table="cost"),
     Section("byorn clean, then any trainer, against in-training BYORn", ["clean_vs_train"],
@@ -296,26 +297,33 @@ def probe_table(rows: list[dict], metrics: list[str]) -> str:
 
 def cost_rows_table(rows: list[dict], metrics: list[str]) -> str:
     """benchmarks/cost.py's rows: the median ratios of each setting, each undefended/BYORn pair,
-    then the scoring throughputs."""
+    then the scoring throughputs; "memory kept": whether the process kept the memory it freed
+    (byorn/allocator.py; --default-allocator runs without)."""
+    def kept(row: dict) -> str:
+        return "yes" if row["freed_memory_kept"] else "no"
+
     pairs = [r for r in rows if r["what"] == "fine-tuning"]
-    settings = sorted({(r["poison_rate"], r["epochs"]) for r in pairs}, key=lambda s: (-s[1], -s[0]))
-    lines = ["| poison rate | epochs | pairs | median (preparation + fine-tuning) / undefended | "
-             "median wall / undefended |", "|---|---|---|---|---|"]
-    for rate, epochs in settings:
-        mine = [r for r in pairs if (r["poison_rate"], r["epochs"]) == (rate, epochs)]
-        lines.append(f"| {rate:g} | {epochs:g} | {len(mine)} | {median(r['training_ratio'] for r in mine):.2f}x | "
-                     f"{median(r['wall_ratio'] for r in mine):.2f}x |")
-    lines += ["", "| poison rate | epochs | run | undefended fine-tuning s | BYORn preparation s | "
+    settings = sorted({(kept(r), r["poison_rate"], r["epochs"]) for r in pairs},
+                      key=lambda s: (s[0] != "yes", -s[2], -s[1]))
+    lines = ["| memory kept | poison rate | epochs | pairs | median (preparation + fine-tuning) / undefended | "
+             "median wall / undefended | median undefended fine-tuning s |", "|---|---|---|---|---|---|---|"]
+    for memory, rate, epochs in settings:
+        mine = [r for r in pairs if (kept(r), r["poison_rate"], r["epochs"]) == (memory, rate, epochs)]
+        ratios = (median(r["training_ratio"] for r in mine), median(r["wall_ratio"] for r in mine))
+        lines.append(f"| {memory} | {rate:g} | {epochs:g} | {len(mine)} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
+                     f"{median(r['undefended_train_s'] for r in mine):.1f} |")
+    lines += ["", "| memory kept | poison rate | epochs | run | undefended fine-tuning s | BYORn preparation s | "
               "BYORn fine-tuning s | flagged | (preparation + fine-tuning) / undefended | wall / undefended | "
               "ASR none / BYORn |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['poison_rate']:g} | {r['epochs']:g} | {r.get('repeat', 0)} | {r['undefended_train_s']:.1f} | "
-              f"{r['byorn_prepare_s']:.1f} | {r['byorn_train_s']:.1f} | {r['n_flagged']} | "
-              f"{r['training_ratio']:.2f}x | {r['wall_ratio']:.2f}x | "
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {kept(r)} | {r['poison_rate']:g} | {r['epochs']:g} | {r.get('repeat', 0)} | "
+              f"{r['undefended_train_s']:.1f} | {r['byorn_prepare_s']:.1f} | {r['byorn_train_s']:.1f} | "
+              f"{r['n_flagged']} | {r['training_ratio']:.2f}x | {r['wall_ratio']:.2f}x | "
               f"{r['asr']['none']:.2f} / {r['asr']['byorn']:.2f} |" for r in pairs]
-    lines += ["", "| scoring | samples | threads | computed in | seconds | samples/s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['scores']} | {r['n']} | {r['threads']} | {r.get('dtype', 'float32')} | {r['seconds']:.2f} | "
-              f"{r['samples_per_s']:.0f} |" for r in rows if r["what"] == "scoring"]
+    lines += ["", "| memory kept | scoring | samples | threads | computed in | seconds | samples/s |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {kept(r)} | {r['scores']} | {r['n']} | {r['threads']} | {r.get('dtype', 'float32')} | "
+              f"{r['seconds']:.2f} | {r['samples_per_s']:.0f} |" for r in rows if r["what"] == "scoring"]
     return "\n".join(lines)
 
 

@@ -10,6 +10,12 @@ back, so a drift in the machine's speed touches both; each BYORn cell scores col
 folder, no shared score cache). The rates take turns, --repeats times (a ratio of two ~30 s runs
 moves by a few hundredths from run to run; quote the median). One JSON line per pair, then one
 per throughput measurement. Run it with nothing else on the machine: its figures are times.
+
+The process keeps the memory it frees, as the `byorn` command does (byorn/allocator.py);
+--default-allocator measures with glibc's defaults instead, for the difference:
+
+    OMP_NUM_THREADS=1 python benchmarks/cost.py --default-allocator --repeats 1 \
+        --out benchmarks/results/cost_default_allocator.jsonl
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from byorn.allocator import keep_freed_memory
 from byorn.bench import DefenseSpec, GridConfig, run_cell
 from byorn.defenses.judging import JudgeConfig
 from byorn.fileio import write_jsonl
@@ -80,7 +87,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/cost.jsonl")
     parser.add_argument("--repeats", type=int, default=3, help="pairs per setting (default 3)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc thresholds as they are (freed memory handed back)")
     args = parser.parse_args()
+    kept = False if args.default_allocator else keep_freed_memory()
     # one epoch: the work before training weighs three times as much
     settings = [(rate, DEMO_TRAINING.epochs) for rate in RATES] + [(0.1, 1.0)]
     rows = []
@@ -90,6 +100,7 @@ def main() -> None:
                 rows.append(pair(rate, epochs, repeat, Path(scratch)))
                 print(rows[-1], flush=True)
     rows += throughput()
+    rows = [{**row, "freed_memory_kept": kept} for row in rows]
     write_jsonl(Path(args.out), rows)
     for row in rows:
         print(row)

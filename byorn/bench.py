@@ -35,9 +35,11 @@ from byorn.evaluate import evaluate_clean
 from byorn.fileio import append_jsonl, write_jsonl
 from byorn.metrics import attack_success_rate, detection_scores
 from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm
+from byorn.models.hf import VLM
 from byorn.report import SCORES_NAME
 from byorn.scoring import checkpoint_label
 from byorn.train import finetune
+from byorn.trained import trained_or_found
 from byorn.worlds import WORLDS, shapes
 
 log = logging.getLogger(__name__)
@@ -131,12 +133,15 @@ def _asr(vlm, inputs, rule) -> tuple[float, int]:
 
 
 def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, grid: GridConfig, run_dir: Path,
-             score_cache: Path | None = None) -> dict:
+             cache: Path | None = None) -> dict:
     """Poison, defend, fine-tune, evaluate; returns the results line.
 
-    score_cache: a folder the cells of a grid share for reference scores (a defense's own
-    cache_dir option wins). Scores are keyed by model, variant and data, so BYORn and
-    score-and-drop on the same poisoned set score it once, and results do not change.
+    cache: a folder the cells of a grid share. Reference scores, keyed by model, variant and data,
+    so BYORn and score-and-drop on the same poisoned set score it once (a defense's own cache_dir
+    option wins); and fine-tunes (byorn.trained), so a cell that would fine-tune the same weights
+    on the same samples with the same settings as an earlier one (the oracle under attacks that
+    poison the same indices, BYE's probe and the undefended cell) loads that model instead. The
+    results do not change.
     """
     started = time.perf_counter()
     attack = build_attack(spec.trigger, spec.target, **spec.options)
@@ -153,7 +158,7 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
                            "seed": seed,
                            # which checkpoint (name@weights fingerprint): a retrained byorn-tiny keeps its name
                            "model": checkpoint_label(grid.train.model, vlm)}
-    hook = build_defense(defense.name, **_with_score_cache(defense, score_cache))
+    hook = build_defense(defense.name, **_with_cache(defense, cache))
     # every option, defaults resolved: a label names only what the grid changed, so after a default
     # changes this is what tells an old row from a new one
     row["defense_options"] = options_record({k: v for k, v in hook.resolved().items() if k != "defense"})
@@ -168,7 +173,7 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     # counts poisoning, scoring and evaluation. BYORn's warm_start runs the loop's first steps in
     # prepare (prepare_s); prepare_s + train_s compares with an undefended train_s.
     training = time.perf_counter()
-    finetune(vlm, train_set, train_config, run_dir, hook=hook)
+    vlm, row["trained_from"] = _finetune_or_load(vlm, train_set, train_config, run_dir, hook, cache)
     row["train_s"] = round(time.perf_counter() - training, 1)
 
     def shown(inputs: list) -> list:  # what the deployed model is given: ONION cleans it first
@@ -194,18 +199,31 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     return row
 
 
+def _finetune_or_load(vlm: VLM, train_set: list[Sample], config: TrainConfig, run_dir: Path, hook: Defense,
+                      cache: Path | None) -> tuple[VLM, str | None]:
+    """`vlm` fine-tuned on `train_set` in `run_dir`, or, where the defense leaves the batches alone,
+    the same fine-tune found in the grid's cache (byorn.trained); with where it was found."""
+    def train() -> VLM:
+        finetune(vlm, train_set, config, run_dir, hook=hook)
+        return vlm
+
+    passive = type(hook).on_batch is Defense.on_batch and not hook.steps_trained
+    model, found = trained_or_found(vlm, train_set, config, cache if passive else None, train, run_dir / "model")
+    return model, str(found) if found else None
+
+
 def options_record(options: dict[str, Any]) -> dict[str, Any]:
     """A defense's options as a results row records them (JSON has no infinity: `absolute` is "inf")."""
     return {k: v if not isinstance(v, float) or math.isfinite(v) else str(v) for k, v in options.items()}
 
 
-def _with_score_cache(defense: DefenseSpec, score_cache: Path | None) -> dict[str, Any]:
-    """The defense's options, with the grid's shared score cache where it scores and names none."""
+def _with_cache(defense: DefenseSpec, cache: Path | None) -> dict[str, Any]:
+    """The defense's options, with the grid's shared cache where it takes one and names none."""
     config_class = DEFENSES[defense.name].config_class
     options = dict(defense.options)
     takes_cache = config_class is not None and "cache_dir" in {f.name for f in dataclasses.fields(config_class)}
-    if score_cache is not None and takes_cache and not options.get("cache_dir"):
-        options["cache_dir"] = str(score_cache)
+    if cache is not None and takes_cache and not options.get("cache_dir"):
+        options["cache_dir"] = str(cache)
     return options
 
 
@@ -248,7 +266,7 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
     for spec, defense, rate, seed in tqdm(todo, desc="benchmark cells", disable=None):
         key = cell_key(spec.name, defense.label, rate, seed)
         row = run_cell(spec, defense, rate, seed, grid, runs_dir / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key),
-                       score_cache=runs_dir / "score_cache")
+                       cache=runs_dir / "cache")
         append_jsonl(results_path, row)  # one whole line per cell: resumable
         rows.append(row)
     return rows

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from byorn.allocator import keep_freed_memory
 from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config, parse_overrides
 from byorn.fileio import atomic_write_text, write_jsonl
 from byorn.worlds import WORLDS
@@ -171,6 +172,7 @@ class _EchoHandler(logging.Handler):
 @click.version_option(package_name="byorn", message="%(prog)s %(version)s")
 def main() -> None:
     """byorn: fine-tune vision-language models on untrusted data without learning a backdoor."""
+    keep_freed_memory()  # scoring a third faster, training a little: byorn/allocator.py
     logger = logging.getLogger("byorn")
     if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
         logger.addHandler(_EchoHandler())

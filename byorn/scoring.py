@@ -38,7 +38,7 @@ on disk (`ScoreCache`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -148,13 +148,15 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
     """The forward passes the variants need, each once; under several processes each process
     scores its share and all of them get every score."""
     desc = f"scoring ({'+'.join(variants)})"
+    views = [on_grey] if any(v in _NEEDS_GREY for v in variants) else []
 
     def token_scores(share: Sequence[Sample]) -> list[ResponseScore]:
         return vlm.score(share, batch_size, desc=desc)
 
-    seen = map_sharded(token_scores, samples)
-    blind = map_sharded(token_scores, [_on_grey(s) for s in samples]) \
-        if any(v in _NEEDS_GREY for v in variants) else []
+    # the grey pass shares each batch's encoding with the true one (`VLM.score_views`)
+    passes = map_sharded(lambda share: vlm.score_views(share, views, batch_size, desc=desc), samples)
+    seen = [scores[0] for scores in passes]
+    blind = [scores[1] for scores in passes] if views else []
     out: dict[str, list[float]] = {}
     for variant in variants:
         if variant == "mean_nll":
@@ -180,12 +182,15 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
     return out
 
 
-def _on_grey(sample: Sample) -> Sample:
-    """The sample with a uniform grey image of its image's size; a text-only sample as it is (no
-    image evidence: its image-grounded scores are 0)."""
-    if not sample.has_image:
-        return sample
-    return dataclasses.replace(sample, image=Image.new("RGB", sample.pil().size, NEUTRAL_GREY))
+def on_grey(image: Image.Image) -> Image.Image:
+    """A uniform grey image of `image`'s size (a text-only sample has no image evidence: its
+    image-grounded scores are 0)."""
+    return _grey(image.size)
+
+
+@functools.lru_cache(maxsize=16)  # one picture per size, shared: a view must not be changed in place
+def _grey(size: tuple[int, int]) -> Image.Image:
+    return Image.new("RGB", size, NEUTRAL_GREY)
 
 
 def token_surprise(scores: Sequence[ResponseScore]) -> list[float]:
@@ -260,13 +265,18 @@ def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bo
         options["max_new_tokens"] = max_new_tokens
     digest = hashlib.sha256(model_fingerprint(vlm, reference))
     digest.update(json.dumps(options, sort_keys=True).encode())
+    hash_samples(digest, samples)
+    return digest.hexdigest()
+
+
+def hash_samples(digest: hashlib._Hash, samples: Sequence[Sample]) -> None:
+    """Feed `digest` every sample, in order: id, texts and image."""
     for s in samples:
         # JSON framing so that ("ab", "c") and ("a", "bc") cannot hash alike
         # (a conversation's earlier turns only where there are some: single-turn keys stay as they were)
         turns = [s.id, s.instruction, s.response, *([[list(t) for t in s.history]] if s.history else [])]
         digest.update(json.dumps(turns, ensure_ascii=False).encode())
         digest.update(_image_digest(s))
-    return digest.hexdigest()
 
 
 class ScoreCache:

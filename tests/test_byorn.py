@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -181,13 +182,42 @@ def test_several_variants_share_their_forward_passes(tiny_vlm, monkeypatch):
 
     samples = shapes.downstream_samples(4, seed=2)
     alone = {v: score_samples(tiny_vlm, samples, v) for v in ("mean_nll", "image_contradiction", "token_surprise")}
-    calls = []
-    real = VLM.score
-    monkeypatch.setattr(VLM, "score",
-                        lambda self, batch, *a, **k: calls.append(len(batch)) or real(self, batch, *a, **k))
+    counted = {"encode": 0, "response_logits": 0}
+    for name in counted:
+        real = getattr(VLM, name)
+
+        def counting(self, *args, _name=name, _real=real, **kwargs):
+            counted[_name] += 1
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(VLM, name, counting)
     together = score_variants(tiny_vlm, samples, list(alone))
     assert all(together[v] == pytest.approx(alone[v]) for v in alone)
-    assert len(calls) == 2  # the true image once, the grey one once
+    # one batch: encoded once, then a forward pass with the true image and one with the grey one
+    assert counted == {"encode": 1, "response_logits": 2}
+
+
+def test_a_view_scores_what_scoring_the_viewed_samples_scores(tiny_vlm, monkeypatch):
+    from byorn.scoring import on_grey
+
+    samples = [*shapes.downstream_samples(5, seed=3), Sample("text", None, "What is shown?", "Nothing.")]
+    grey = [replace(s, image=on_grey(s.pil())) if s.has_image else s for s in samples]
+    expected = list(zip(tiny_vlm.score(samples, batch_size=4), tiny_vlm.score(grey, batch_size=4)))
+
+    def assert_scores_match(viewed):
+        assert len(viewed) == len(samples)
+        for got, want in zip(viewed, expected):
+            for score, wanted in zip(got, want, strict=True):
+                assert score.token_ids == wanted.token_ids
+                assert score.token_nll == pytest.approx(wanted.token_nll, abs=1e-6)
+
+    viewed = tiny_vlm.score_views(samples, [on_grey], batch_size=4)
+    assert_scores_match(viewed)
+    own, blind = viewed[0]
+    assert max(abs(a - b) for a, b in zip(own.token_nll, blind.token_nll)) > 1e-3  # the view is another input
+    assert viewed[-1][0] == viewed[-1][1]  # a text-only sample has no image to view
+    # an image processor that answers in other shapes than the processor did: the batch is encoded again
+    monkeypatch.setattr(VLM, "_image_inputs", lambda self, images: {"pixel_values": torch.zeros(1, 3, 2, 2)})
+    assert_scores_match(tiny_vlm.score_views(samples, [on_grey], batch_size=4))
 
 
 def test_reference_scores_under_lora_are_the_base_models_whatever_the_adapter(fresh_vlm):
@@ -424,7 +454,7 @@ def test_on_batch_before_prepare_is_an_error(train_set):
 
 
 def test_scores_are_cached_per_fingerprint_and_a_changed_response_invalidates_them(fitted, train_set, tmp_path):
-    scored = spy(fitted, "score")
+    scored = spy(fitted, "score_views")
     first = prepared(byorn(), fitted, train_set, tmp_path)
     assert scored and len(read_audit(tmp_path)) == len(POISONED)
     key = fingerprint(fitted, train_set, "mean_nll", dtype=scoring_dtype(fitted, "auto"))

@@ -237,7 +237,7 @@ def test_cells_share_reference_scores_and_record_each_samples_suspicion(tmp_path
     monkeypatch.setattr(bench, "load_vlm", lambda name: tiny_vlm_factory())
     config = _grid(tmp_path, defenses=["byorn", "score_drop", "none"])
     rows = bench.run_grid(config, tmp_path / "results.jsonl", tmp_path / "runs")
-    caches = list((tmp_path / "runs" / "score_cache").glob("scores-*.jsonl"))
+    caches = list((tmp_path / "runs" / "cache").glob("scores-*.jsonl"))
     # one poisoned set, one model: each of the default's scores computed once for both defenses, under
     # the pretrained model and under the warmed reference (the same warm-up for both: same weights)
     default = JudgeConfig()

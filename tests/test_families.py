@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from byorn.defenses import build_defense
 from byorn.defenses.byorn import AUDIT_NAME
 from byorn.models.families import FAMILIES, UnsupportedModelError, family_of
 from byorn.models.hf import VLM
+from byorn.scoring import on_grey
 from byorn.train import finetune
 from byorn.worlds import shapes
 
@@ -41,6 +43,23 @@ def test_labels_cover_exactly_the_response(name):
         prompt = vlm.tokenizer.decode(ids[:first], skip_special_tokens=True)
         assert sample.instruction in prompt and sample.response not in prompt
         assert torch.equal(labels[answer], ids[answer])
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_a_grey_view_scores_as_the_grey_samples_do_encoding_the_text_once(name, monkeypatch):
+    vlm = BUILDERS[name]()
+    samples = shapes.downstream_samples(3, seed=4)
+    samples[1] = replace(samples[1], image=samples[1].pil().resize((40, 56)))  # another size in the batch
+    grey = [replace(s, image=on_grey(s.pil())) for s in samples]
+    expected = list(zip(vlm.score(samples), vlm.score(grey)))
+    encoded = []
+    encode = vlm.encode
+    monkeypatch.setattr(vlm, "encode", lambda batch: encoded.append(len(batch)) or encode(batch))
+    viewed = vlm.score_views(samples, [on_grey])
+    assert encoded == [3]  # the grey pass took the true pass's tokens: this family's processor keeps their shapes
+    for got, want in zip(viewed, expected, strict=True):
+        for score, wanted in zip(got, want, strict=True):
+            assert score.token_nll == pytest.approx(wanted.token_nll, abs=1e-5)
 
 
 @pytest.mark.slow

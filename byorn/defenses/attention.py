@@ -17,6 +17,7 @@ from byorn.config import TrainConfig, option
 from byorn.data import Sample
 from byorn.models.hf import VLM, batches, eval_mode
 from byorn.train import finetune
+from byorn.trained import trained_or_found
 
 
 @dataclass
@@ -27,17 +28,26 @@ class ProbeConfig:
                                  min=0.0)
     batch_size: int = option(32, "samples per attention batch", min=1)
     seed: int = option(0, "seed of the Gaussian mixtures")
+    cache_dir: str = option("", "a folder of fine-tunes already run (byorn bench gives its grid's): a fine-tune of the "
+                                "same weights on the same samples with the probe's settings is loaded from it, not "
+                                "trained again (full fine-tuning only); empty: always train the probe")
 
 
 def probe_finetune(vlm: VLM, samples: Sequence[Sample], train: TrainConfig | None, epochs: float,
-                   run_dir: Path) -> VLM:
+                   run_dir: Path, cache_dir: str = "") -> VLM:
     """A copy of `vlm` fine-tuned on `samples` (poison included); `vlm` itself is left as it is.
-    epochs: 0 means as many as the real fine-tune."""
+    epochs: 0 means as many as the real fine-tune. cache_dir: where a fine-tune of the same
+    weights, samples and settings may be found already (byorn.trained), and this one is kept."""
     if train is None:
         raise ValueError("this defense fine-tunes a probe model first: prepare() needs train=<the TrainConfig>")
-    probe = VLM(copy.deepcopy(vlm.model), vlm.processor)
-    finetune(probe, samples, dataclasses.replace(train, epochs=epochs or train.epochs), run_dir)
-    return probe
+    config = dataclasses.replace(train, epochs=epochs or train.epochs)
+
+    def train_probe() -> VLM:
+        probe = VLM(copy.deepcopy(vlm.model), vlm.processor)
+        finetune(probe, samples, config, run_dir)
+        return probe
+
+    return trained_or_found(vlm, samples, config, cache_dir, train_probe, run_dir / "model")[0]
 
 
 # Per batch: the prompts (an `encode_prompts` batch, on the model's device), the samples, and each

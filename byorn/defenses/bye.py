@@ -47,7 +47,8 @@ class Bye(DroppingDefense):
     config: ByeConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
-        probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe")
+        probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe",
+                               self.config.cache_dir)
         entropies = attention_entropies(probe, samples, self.config.batch_size)
         del probe
         return decide(entropies, self.config.separation, self.config.seed)

@@ -62,7 +62,8 @@ class Tcap(DroppingDefense):
     config: TcapConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
-        probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "tcap_probe")
+        probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "tcap_probe",
+                               self.config.cache_dir)
         shares = system_shares(probe, samples, self.config.batch_size)
         del probe
         return decide(shares, self.config)

@@ -7,13 +7,14 @@ evaluation is a known source of wrong ASR figures in peer code.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -29,6 +30,10 @@ class ResponseScore:
     total_nll: float
     token_nll: tuple[float, ...]  # one value per response token, in order
     token_ids: tuple[int, ...] = ()  # the response tokens themselves, aligned with token_nll
+
+
+# A picture made from a sample's image, of the same size (`VLM.score_views`).
+ImageView = Callable[[Image.Image], Image.Image]
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -166,20 +171,57 @@ class VLM:
         logits = self.model(**batch, logits_to_keep=keep).logits.float()  # [B, keep, V]
         return logits[:, :-1], labels[:, width - keep + 1:]  # token t is predicted at position t-1
 
-    @torch.no_grad()
     def score(self, samples: Sequence[Sample], batch_size: int = 32, desc: str = "scoring") -> list[ResponseScore]:
         """Per-sample response NLL under the current weights (teacher forcing, one forward pass a batch)."""
-        scores: list[ResponseScore] = []
+        return [scores[0] for scores in self.score_views(samples, (), batch_size, desc)]
+
+    @torch.no_grad()
+    def score_views(self, samples: Sequence[Sample], views: Sequence[ImageView], batch_size: int = 32,
+                    desc: str = "scoring") -> list[tuple[ResponseScore, ...]]:
+        """Per sample, its response's NLL with its own image and then with each view of that image
+        (a function giving another picture of the same size: a grey one, say), in sample order.
+
+        A view changes the pixels only, so the prompt's tokens stay what they were: each batch is
+        encoded once, and a view passes only its images through the image processor (checked to
+        give tensors of the shapes the processor gave; otherwise the batch is encoded again)."""
+        scores: list[tuple[ResponseScore, ...]] = []
         with eval_mode(self.model):
             for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
-                logits, targets = self.response_logits(self.encode(chunk))
-                nll = token_nll(logits, targets)
-                mask = targets != IGNORE_INDEX
-                for row_nll, row_targets, row_mask in zip(nll, targets, mask):
-                    tokens = row_nll[row_mask].tolist()
-                    total = float(sum(tokens))
-                    scores.append(ResponseScore(total / max(len(tokens), 1), total, tuple(tokens),
-                                                tuple(row_targets[row_mask].tolist())))
+                batch = self.encode(chunk)
+                seen = self._response_scores(batch)
+                images = [s.pil() for s in chunk if s.has_image]
+                # without an image in the batch a view is the same input: its scores are these
+                viewed = [self._response_scores(self._with_images(batch, chunk, view, images)) if images else seen
+                          for view in views]
+                scores.extend(zip(seen, *viewed))
+        return scores
+
+    def _with_images(self, batch: dict[str, torch.Tensor], chunk: Sequence[Sample], view: ImageView,
+                     images: list) -> dict[str, torch.Tensor]:
+        """`batch` (an `encode` batch of `chunk`) with each image replaced by its view."""
+        shown = [view(image) for image in images]
+        processed = self._image_inputs(shown)
+        swapped = {key: processed[key] for key in batch if key in processed}
+        if swapped and all(swapped[key].shape == batch[key].shape for key in swapped):
+            return {**batch, **swapped}
+        redrawn = iter(shown)
+        return self.encode([replace(s, image=next(redrawn)) if s.has_image else s for s in chunk])
+
+    def _image_inputs(self, images: list) -> dict[str, torch.Tensor]:
+        # one list per sample, as a processor hands them over (Idefics3 reads a flat list as one
+        # sample's images)
+        return dict(self.processor.image_processor(images=[[image] for image in images], return_tensors="pt"))
+
+    def _response_scores(self, batch: dict[str, torch.Tensor]) -> list[ResponseScore]:
+        logits, targets = self.response_logits(batch)
+        nll = token_nll(logits, targets)
+        mask = targets != IGNORE_INDEX
+        scores = []
+        for row_nll, row_targets, row_mask in zip(nll, targets, mask):
+            tokens = row_nll[row_mask].tolist()
+            total = float(sum(tokens))
+            scores.append(ResponseScore(total / max(len(tokens), 1), total, tuple(tokens),
+                                        tuple(row_targets[row_mask].tolist())))
         return scores
 
     @torch.no_grad()

@@ -1,0 +1,83 @@
+"""Fine-tunes a benchmark grid has already run, found again by what they were made of.
+
+A grid repeats fine-tunes: BYE's probe is the undefended cell's fine-tune of the same poisoned
+samples, and the clean oracle (the poison removed) trains on the same samples under every attack
+that poisons the same indices and adds nothing else. On a CPU a fine-tune is deterministic (the
+same starting weights, samples, settings and seed give the same weights bit for bit; a grid's
+repeated cells came out identical), so a later cell can load the weights an earlier one saved
+instead of training again. The key holds everything the weights depend on: the starting weights,
+the samples in order and every training setting but those that only say where to log and save.
+Full fine-tuning only: a LoRA run saves its adapter alone, which this index does not rebuild.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from byorn.config import TrainConfig
+from byorn.data import Sample
+from byorn.fileio import append_jsonl
+from byorn.models.hf import VLM
+from byorn.scoring import hash_samples, model_fingerprint
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "trained.jsonl"
+NOT_IN_KEY = ("logging_steps", "save_steps", "report_to")  # where a run logs and saves, not what it learns
+
+
+def training_key(vlm: VLM, samples: Sequence[Sample], config: TrainConfig) -> str:
+    """sha256 hex of what a fine-tune of `vlm` (as it is now) on `samples` under `config` gives."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_KEY}
+    digest = hashlib.sha256(model_fingerprint(vlm, reference=False))
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    hash_samples(digest, samples)
+    return digest.hexdigest()
+
+
+class TrainedModels:
+    """The fine-tuned model directories of a grid (JSON lines of key and directory, appended whole
+    by each process that shares the folder), looked up by `training_key`."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / INDEX_NAME
+
+    def find(self, key: str) -> Path | None:
+        """The newest directory saved under `key` that is still there, or None."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line another process is writing
+                continue
+            if record.get("key") == key and (Path(record["model"]) / "config.json").is_file():
+                return Path(record["model"])
+        return None
+
+    def add(self, key: str, model_dir: str | Path) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.path, {"key": key, "model": str(model_dir)})
+
+
+def trained_or_found(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, cache_dir: str | Path | None,
+                     train: Callable[[], VLM], model_dir: Path) -> tuple[VLM, Path | None]:
+    """The model a fine-tune of `vlm` (as it is now) on `samples` under `config` gives: found in
+    `cache_dir`'s index and loaded, or `train()`'s, which saves it in `model_dir` (then indexed);
+    and where it was found (None: trained). Without a cache_dir, or under LoRA, always `train()`."""
+    index = TrainedModels(cache_dir) if cache_dir and not config.lora else None
+    key = training_key(vlm, samples, config) if index else ""
+    if index and (found := index.find(key)):
+        log.info("loading the fine-tune in %s (the same weights, samples and settings) instead of training", found)
+        return VLM.load(found, trust_remote_code=config.trust_remote_code), found
+    model = train()
+    if index:
+        index.add(key, model_dir)
+    return model, None

@@ -1,0 +1,93 @@
+"""Fine-tunes found again (byorn.trained): keyed by everything the weights depend on, and shared by
+a grid's cells that would repeat them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from byorn import bench, trained
+from byorn.config import TrainConfig
+from byorn.defenses import attention
+from byorn.train import finetune
+from byorn.trained import trained_or_found, training_key
+from byorn.worlds import shapes
+
+CONFIG = TrainConfig(lora=False, max_steps=2, batch_size=4, learning_rate=1e-3)
+
+
+def test_the_key_follows_weights_samples_and_settings_but_not_where_a_run_logs(tiny_vlm, tiny_vlm_factory):
+    samples = shapes.downstream_samples(8, seed=1)
+    key = training_key(tiny_vlm, samples, CONFIG)
+    assert training_key(tiny_vlm_factory(), samples, CONFIG) == key
+    assert training_key(tiny_vlm, samples, dataclasses.replace(CONFIG, logging_steps=1, save_steps=5)) == key
+    changed = [samples[0].with_response(samples[0].response + " It is small."), *samples[1:]]
+    others = [training_key(tiny_vlm, changed, CONFIG), training_key(tiny_vlm, samples[::-1], CONFIG),
+              training_key(tiny_vlm, samples, dataclasses.replace(CONFIG, learning_rate=2e-3)),
+              training_key(tiny_vlm, samples, dataclasses.replace(CONFIG, seed=1)),
+              training_key(tiny_vlm_factory(seed=1), samples, CONFIG)]
+    assert len({key, *others}) == 6
+
+
+def test_a_second_fine_tune_of_the_same_inputs_loads_the_first_ones_weights(tiny_vlm_factory, tmp_path):
+    samples = shapes.downstream_samples(8, seed=1)
+    runs = []
+
+    def train_in(folder):
+        def train():
+            vlm = tiny_vlm_factory()
+            finetune(vlm, samples, CONFIG, tmp_path / folder)
+            runs.append(folder)
+            return vlm
+        return train
+
+    first, found = trained_or_found(tiny_vlm_factory(), samples, CONFIG, tmp_path / "cache", train_in("a"),
+                                    tmp_path / "a" / "model")
+    assert found is None and runs == ["a"]
+    second, found = trained_or_found(tiny_vlm_factory(), samples, CONFIG, tmp_path / "cache", train_in("b"),
+                                     tmp_path / "b" / "model")
+    assert found == tmp_path / "a" / "model" and runs == ["a"]  # loaded, not trained
+    weights = dict(first.model.named_parameters())
+    assert all(torch.equal(p, weights[name]) for name, p in second.model.named_parameters())
+    # other samples, LoRA, or no cache: trained
+    trained_or_found(tiny_vlm_factory(), samples[1:], CONFIG, tmp_path / "cache", train_in("c"), tmp_path / "c")
+    lora = dataclasses.replace(CONFIG, lora=True)
+    trained_or_found(tiny_vlm_factory(), samples, lora, tmp_path / "cache", lambda: runs.append("d"), tmp_path / "d")
+    trained_or_found(tiny_vlm_factory(), samples, CONFIG, None, lambda: runs.append("e"), tmp_path / "e")
+    assert runs == ["a", "c", "d", "e"]
+
+
+def test_a_model_indexed_but_since_removed_is_trained_again(tiny_vlm, tmp_path):
+    index = trained.TrainedModels(tmp_path)
+    index.add("k", tmp_path / "gone")
+    (tmp_path / trained.INDEX_NAME).open("a").write('{"key": "k", "mod')  # a line being written
+    assert index.find("k") is None and index.find("other") is None
+
+
+@pytest.mark.slow
+def test_a_grid_fine_tunes_the_oracle_and_byes_probe_once_with_the_same_results(tmp_path, monkeypatch,
+                                                                               tiny_vlm_factory):
+    monkeypatch.setattr(bench, "load_vlm", lambda name: tiny_vlm_factory())
+    trainings = []
+    for module in (bench, attention):
+        real = module.finetune
+        monkeypatch.setattr(module, "finetune", lambda vlm, samples, *a, _real=real, _name=module.__name__, **k:
+                            trainings.append(_name) or _real(vlm, samples, *a, **k))
+    grid = {"attacks": [{"trigger": "badnets", "target": "fixed"}, {"trigger": "blended", "target": "fixed"}],
+            "defenses": ["none", "bye", "oracle"], "poison_rates": [0.2], "seeds": [0], "n_train": 20, "n_test": 4,
+            "train": {"max_steps": 2, "batch_size": 4, "lora": False}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(json.dumps(grid))
+    rows = {(r["attack"], r["defense"]): r for r in bench.run_grid(path, tmp_path / "results.jsonl", tmp_path / "runs")}
+    # both attacks poison the same 4 indices: the second oracle loads the first one's model; BYE's
+    # probe is each attack's undefended fine-tune
+    assert rows["blended+fixed", "oracle"]["trained_from"] == rows["badnets+fixed", "oracle"]["run_dir"] + "/model"
+    assert rows["badnets+fixed", "oracle"]["trained_from"] is None
+    assert all(rows[a, "none"]["trained_from"] is None for a in ("badnets+fixed", "blended+fixed"))
+    assert "byorn.defenses.attention" not in trainings  # no probe trained
+    assert trainings.count("byorn.bench") == 2 + 1 + sum(rows[a, "bye"]["trained_from"] is None for a in
+                                                         ("badnets+fixed", "blended+fixed"))
+    assert rows["blended+fixed", "oracle"]["clean_score"] == rows["badnets+fixed", "oracle"]["clean_score"]
