@@ -223,7 +223,7 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
         return ""
     named = {part.split("=")[0] for part in label[len(defense) + 1:-1].split(",")} if "(" in label else set()
     today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
-    # cache_dir is where a grid shares scores, not how it judges
+    # cache_dir is where a grid shares scores and fine-tunes, not how it judges
     changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir"
                      and row["defense_options"].get(k) != v)
     return f"its label leaves out {', '.join(changed)}, whose defaults have changed since" if changed else ""

@@ -6,12 +6,14 @@ precision the judgement picks on this machine).
 
 The demo's setting (byorn-tiny fully fine-tuned on 1,000 samples of the shapes task, multimodal
 trigger, fixed target, seed 0). For each rate the undefended cell and the BYORn cell run back to
-back, so a drift in the machine's speed touches both; each BYORn cell scores cold (a fresh
-folder, no shared score cache). The rates take turns, --repeats times (a ratio of two ~30 s runs
-moves by a few hundredths from run to run; quote the median). One JSON line per pair, then one
-per throughput measurement. Run it with nothing else on the machine: its figures are times.
+back, so a drift in the machine's speed touches both; each cell runs in a fresh process, as a
+`byorn train` does (a long-lived process has its memory allocator warmed up by earlier work), and
+each BYORn cell scores cold (a fresh folder, no shared score cache). The rates take turns,
+--repeats times (a ratio of two ~30 s runs moves by a few hundredths from run to run; quote the
+median). One JSON line per pair, then one per throughput measurement (in a fresh process too).
+Run it with nothing else on the machine: its figures are times.
 
-The process keeps the memory it frees, as the `byorn` command does (byorn/allocator.py);
+Each process keeps the memory it frees, as the `byorn` command does (byorn/allocator.py);
 --default-allocator measures with glibc's defaults instead, for the difference:
 
     OMP_NUM_THREADS=1 python benchmarks/cost.py --default-allocator --repeats 1 \
@@ -22,9 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -38,14 +44,28 @@ from byorn.workflow import DEMO_ATTACK, DEMO_TRAINING
 from byorn.worlds import shapes
 
 RATES = (0.1, 0.05, 0.01)
+T = TypeVar("T")
 
 
-def pair(rate: float, epochs: float, repeat: int, scratch: Path) -> dict:
+def fresh(kept: bool, fn: Callable[..., T], *args) -> T:
+    """fn(*args) in a new process (spawned: nothing inherited but the environment), which keeps
+    the memory it frees where `kept`, as the byorn command does."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_in_child, kept, fn, *args).result()
+
+
+def _in_child(kept: bool, fn: Callable[..., T], *args) -> T:
+    if kept:
+        keep_freed_memory()
+    return fn(*args)
+
+
+def pair(rate: float, epochs: float, repeat: int, scratch: Path, kept: bool) -> dict:
     """The undefended and the BYORn cell of one rate, back to back; their times and ratios."""
     grid = GridConfig([DEMO_ATTACK], [DefenseSpec("none"), DefenseSpec("byorn")], [rate], [0], 1000, 200,
                       dataclasses.replace(DEMO_TRAINING, epochs=epochs))
-    cells = {spec.name: run_cell(DEMO_ATTACK, spec, rate, 0, grid, scratch / f"{spec.name}-{rate}-{epochs}-{repeat}")
-             for spec in grid.defenses}
+    cells = {spec.name: fresh(kept, run_cell, DEMO_ATTACK, spec, rate, 0, grid,
+                              scratch / f"{spec.name}-{rate}-{epochs}-{repeat}") for spec in grid.defenses}
     none, byorn = cells["none"], cells["byorn"]
     return {"what": "fine-tuning", "attack": DEMO_ATTACK.name, "poison_rate": rate, "epochs": epochs, "repeat": repeat,
             "model": byorn["model"], "undefended_train_s": none["train_s"], "byorn_prepare_s": byorn["prepare_s"],
@@ -90,16 +110,16 @@ def main() -> None:
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's malloc thresholds as they are (freed memory handed back)")
     args = parser.parse_args()
-    kept = False if args.default_allocator else keep_freed_memory()
+    kept = not args.default_allocator
     # one epoch: the work before training weighs three times as much
     settings = [(rate, DEMO_TRAINING.epochs) for rate in RATES] + [(0.1, 1.0)]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for repeat in range(args.repeats):
             for rate, epochs in settings:
-                rows.append(pair(rate, epochs, repeat, Path(scratch)))
+                rows.append(pair(rate, epochs, repeat, Path(scratch), kept))
                 print(rows[-1], flush=True)
-    rows += throughput()
+    rows += fresh(kept, throughput)
     rows = [{**row, "freed_memory_kept": kept} for row in rows]
     write_jsonl(Path(args.out), rows)
     for row in rows:

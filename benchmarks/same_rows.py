@@ -15,7 +15,7 @@ from byorn.bench import cell_key, read_results
 
 # What a rerun changes by itself: wall-clock times, memory, where the cell's files went (or the model it
 # loaded came from).
-NOT_COMPARED = {"wall_s", "train_s", "prepare_s", "eval_s", "peak_rss_mb", "run_dir", "trained_from"}
+NOT_COMPARED = {"wall_s", "train_s", "prepare_s", "eval_s", "peak_rss_mb", "run_dir", "loaded_from"}
 
 
 def cells(path: str) -> dict[str, dict]:

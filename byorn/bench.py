@@ -173,8 +173,10 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     # counts poisoning, scoring and evaluation. BYORn's warm_start runs the loop's first steps in
     # prepare (prepare_s); prepare_s + train_s compares with an undefended train_s.
     training = time.perf_counter()
-    vlm, row["trained_from"] = _finetune_or_load(vlm, train_set, train_config, run_dir, hook, cache)
+    vlm, trained_from = _finetune_or_load(vlm, train_set, train_config, run_dir, hook, cache)
     row["train_s"] = round(time.perf_counter() - training, 1)
+    # fine-tunes this cell loaded where an earlier cell had run them: its times leave them out
+    row["loaded_from"] = [path for path in (hook.loaded_from, trained_from) if path]
 
     def shown(inputs: list) -> list:  # what the deployed model is given: ONION cleans it first
         return [hook.test_input(s) for s in inputs]

@@ -90,22 +90,29 @@ def headline_table(rows: Sequence[dict], defenses: Sequence[str] = HEADLINE_DEFE
             by_seed[row["defense"]][row["seed"]] = row
         none, byorn = by_seed["none"], by_seed["byorn"]
         cost = [(byorn[s].get("prepare_s", 0.0) + byorn[s]["train_s"]) / none[s]["train_s"] for s in byorn
-                if s in none and none[s].get("train_s")]
+                if s in none and none[s].get("train_s") and own_cost(none[s]) and own_cost(byorn[s])]
         lines.append("| " + " | ".join([attack, f"{rate:g}", str(len({r["seed"] for r in cell})),
                                          *(_asr_and_clean(by_seed[d], by_seed["oracle"]) for d in defenses),
                                          f"{_mean(cost):.2f}" if cost else ""]) + " |")
     return "\n".join(lines)
 
 
+def own_cost(row: dict) -> bool:
+    """Whether a cell's times are its own work: not where it loaded a fine-tune an earlier cell of
+    its grid had run (BYE's probe, a shared oracle: byorn.trained)."""
+    return not row.get("loaded_from")
+
+
 def cost_ratios(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
     """Per defense, the mean over cells of its time divided by the undefended cell's time for the
     same attack, rate and seed: `training` counts the defense's preparation (scoring, a probe
-    fine-tune) plus the fine-tuning loop, `wall` the whole cell."""
-    none = {(r["attack"], r["poison_rate"], r["seed"]): r for r in rows if r["defense"] == NONE}
+    fine-tune) plus the fine-tuning loop, `wall` the whole cell. Cells whose times are not their
+    own (`own_cost`) are left out."""
+    none = {(r["attack"], r["poison_rate"], r["seed"]): r for r in rows if r["defense"] == NONE and own_cost(r)}
     ratios: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         base = none.get((row["attack"], row["poison_rate"], row["seed"]))
-        if base is None:
+        if base is None or not own_cost(row):
             continue
         if "train_s" in row and base.get("train_s"):
             ratios[row["defense"]]["training"].append((row.get("prepare_s", 0.0) + row["train_s"]) / base["train_s"])

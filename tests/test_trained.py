@@ -12,6 +12,7 @@ import torch
 from byorn import bench, trained
 from byorn.config import TrainConfig
 from byorn.defenses import attention
+from byorn.report import cost_ratios
 from byorn.train import finetune
 from byorn.trained import trained_or_found, training_key
 from byorn.worlds import shapes
@@ -84,10 +85,15 @@ def test_a_grid_fine_tunes_the_oracle_and_byes_probe_once_with_the_same_results(
     rows = {(r["attack"], r["defense"]): r for r in bench.run_grid(path, tmp_path / "results.jsonl", tmp_path / "runs")}
     # both attacks poison the same 4 indices: the second oracle loads the first one's model; BYE's
     # probe is each attack's undefended fine-tune
-    assert rows["blended+fixed", "oracle"]["trained_from"] == rows["badnets+fixed", "oracle"]["run_dir"] + "/model"
-    assert rows["badnets+fixed", "oracle"]["trained_from"] is None
-    assert all(rows[a, "none"]["trained_from"] is None for a in ("badnets+fixed", "blended+fixed"))
+    first_oracle = rows["badnets+fixed", "oracle"]["run_dir"] + "/model"
+    assert rows["blended+fixed", "oracle"]["loaded_from"] == [first_oracle]
+    assert rows["badnets+fixed", "oracle"]["loaded_from"] == []
+    for attack in ("badnets+fixed", "blended+fixed"):
+        assert rows[attack, "none"]["loaded_from"] == []
+        assert rows[attack, "bye"]["loaded_from"][0] == rows[attack, "none"]["run_dir"] + "/model"
     assert "byorn.defenses.attention" not in trainings  # no probe trained
-    assert trainings.count("byorn.bench") == 2 + 1 + sum(rows[a, "bye"]["trained_from"] is None for a in
+    assert trainings.count("byorn.bench") == 2 + 1 + sum(len(rows[a, "bye"]["loaded_from"]) == 1 for a in
                                                          ("badnets+fixed", "blended+fixed"))
     assert rows["blended+fixed", "oracle"]["clean_score"] == rows["badnets+fixed", "oracle"]["clean_score"]
+    # a cell that loaded another's fine-tune tells nothing of its defense's cost
+    assert set(cost_ratios(list(rows.values()))) == {"none", "oracle"}

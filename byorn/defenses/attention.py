@@ -34,10 +34,11 @@ class ProbeConfig:
 
 
 def probe_finetune(vlm: VLM, samples: Sequence[Sample], train: TrainConfig | None, epochs: float,
-                   run_dir: Path, cache_dir: str = "") -> VLM:
+                   run_dir: Path, cache_dir: str = "") -> tuple[VLM, Path | None]:
     """A copy of `vlm` fine-tuned on `samples` (poison included); `vlm` itself is left as it is.
     epochs: 0 means as many as the real fine-tune. cache_dir: where a fine-tune of the same
-    weights, samples and settings may be found already (byorn.trained), and this one is kept."""
+    weights, samples and settings may be found already (byorn.trained), and this one is kept.
+    Also where the probe was found (None: trained here)."""
     if train is None:
         raise ValueError("this defense fine-tunes a probe model first: prepare() needs train=<the TrainConfig>")
     config = dataclasses.replace(train, epochs=epochs or train.epochs)
@@ -47,7 +48,7 @@ def probe_finetune(vlm: VLM, samples: Sequence[Sample], train: TrainConfig | Non
         finetune(probe, samples, config, run_dir)
         return probe
 
-    return trained_or_found(vlm, samples, config, cache_dir, train_probe, run_dir / "model")[0]
+    return trained_or_found(vlm, samples, config, cache_dir, train_probe, run_dir / "model")
 
 
 # Per batch: the prompts (an `encode_prompts` batch, on the model's device), the samples, and each

@@ -47,8 +47,9 @@ class Bye(DroppingDefense):
     config: ByeConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
-        probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe",
-                               self.config.cache_dir)
+        probe, found = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe",
+                                      self.config.cache_dir)
+        self.loaded_from = str(found) if found else None
         entropies = attention_entropies(probe, samples, self.config.batch_size)
         del probe
         return decide(entropies, self.config.separation, self.config.seed)

@@ -62,8 +62,9 @@ class Tcap(DroppingDefense):
     config: TcapConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
-        probe = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "tcap_probe",
-                               self.config.cache_dir)
+        probe, found = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "tcap_probe",
+                                      self.config.cache_dir)
+        self.loaded_from = str(found) if found else None
         shares = system_shares(probe, samples, self.config.batch_size)
         del probe
         return decide(shares, self.config)
