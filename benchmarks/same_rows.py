@@ -9,6 +9,7 @@ each difference is printed. For checking that a refactoring changed no result
 
 from __future__ import annotations
 
+import json
 import sys
 
 from byorn.bench import cell_key, read_results
@@ -19,8 +20,16 @@ NOT_COMPARED = {"wall_s", "train_s", "prepare_s", "eval_s", "peak_rss_mb", "run_
 
 
 def cells(path: str) -> dict[str, dict]:
-    return {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]):
-            {k: v for k, v in r.items() if k not in NOT_COMPARED} for r in read_results(path)}
+    return {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]): compared(r) for r in read_results(path)}
+
+
+def compared(row: dict) -> dict:
+    """The row's values a rerun must reproduce, as JSON text (so that NaN equals NaN); a defense's
+    cache_dir says where a grid shared its work, not how the defense judged."""
+    kept = {k: v for k, v in row.items() if k not in NOT_COMPARED}
+    if isinstance(kept.get("defense_options"), dict):
+        kept["defense_options"] = {k: v for k, v in kept["defense_options"].items() if k != "cache_dir"}
+    return {k: json.dumps(v, sort_keys=True) for k, v in kept.items()}
 
 
 def main(before_path: str, after_path: str) -> int:

@@ -3,10 +3,11 @@ back to the operating system and faulting it in again.
 
 A forward pass of a small model allocates and frees activations of a few MiB each, over and over.
 glibc maps blocks that size afresh each time, or trims them off the top of its heap, and every new
-page then costs a page fault: on byorn-tiny a third of a scoring pass's time went to the kernel
-(about a million minor faults per 1,000 samples scored), and 7 % of a training epoch's
-(benchmarks/cost.py measures both). Raising the two thresholds keeps freed blocks in the heap;
-what the process holds is then its peak, which it reached anyway.
+page then costs a page fault. Raising the two thresholds keeps freed blocks in the heap; what the
+process holds is then its peak, which it reached anyway. On byorn-tiny a fresh process then scores
+14-42 % more samples a second and fine-tunes in about 13 % less time (benchmarks/cost.py, with and
+without --default-allocator); a long-lived process that has already freed large blocks gains less,
+as glibc raises its thresholds itself.
 """
 
 from __future__ import annotations

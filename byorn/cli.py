@@ -172,7 +172,7 @@ class _EchoHandler(logging.Handler):
 @click.version_option(package_name="byorn", message="%(prog)s %(version)s")
 def main() -> None:
     """byorn: fine-tune vision-language models on untrusted data without learning a backdoor."""
-    keep_freed_memory()  # scoring a third faster, training a little: byorn/allocator.py
+    keep_freed_memory()  # a fresh process scores and fine-tunes faster: byorn/allocator.py
     logger = logging.getLogger("byorn")
     if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
         logger.addHandler(_EchoHandler())

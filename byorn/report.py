@@ -122,10 +122,16 @@ def cost_ratios(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
 
 
 def cost_table(rows: Sequence[dict]) -> str:
+    """`cost_ratios` per defense; a defense none of whose cells did its own work says so."""
     ratios = cost_ratios(rows)
     lines = ["| defense | (preparation + fine-tuning) / undefended fine-tuning | wall time / undefended |",
              "|---|---|---|"]
-    for defense, parts in sorted(ratios.items()):
+    borrowed = {r["defense"] for r in rows} - {r["defense"] for r in rows if own_cost(r)}
+    for defense in sorted(set(ratios) | borrowed):
+        if defense in borrowed:
+            lines.append(f"| {defense} | not measured: every cell loaded a fine-tune an earlier cell ran | |")
+            continue
+        parts = ratios[defense]
         cells = [f"{parts[k]:.2f}x" if k in parts and not math.isnan(parts[k]) else "" for k in ("training", "wall")]
         lines.append(f"| {defense} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import torch
 from byorn import bench, trained
 from byorn.config import TrainConfig
 from byorn.defenses import attention
-from byorn.report import cost_ratios
+from byorn.report import cost_ratios, cost_table
 from byorn.train import finetune
 from byorn.trained import trained_or_found, training_key
 from byorn.worlds import shapes
@@ -97,3 +97,5 @@ def test_a_grid_fine_tunes_the_oracle_and_byes_probe_once_with_the_same_results(
     assert rows["blended+fixed", "oracle"]["clean_score"] == rows["badnets+fixed", "oracle"]["clean_score"]
     # a cell that loaded another's fine-tune tells nothing of its defense's cost
     assert set(cost_ratios(list(rows.values()))) == {"none", "oracle"}
+    assert "| bye | not measured: every cell loaded a fine-tune an earlier cell ran | |" in \
+        cost_table(list(rows.values())).splitlines()
