@@ -3,8 +3,9 @@
 A grid repeats fine-tunes: BYE's probe is the undefended cell's fine-tune of the same poisoned
 samples, and the clean oracle (the poison removed) trains on the same samples under every attack
 that poisons the same indices and adds nothing else. On a CPU a fine-tune is deterministic (the
-same starting weights, samples, settings and seed give the same weights bit for bit; a grid's
-repeated cells came out identical), so a later cell can load the weights an earlier one saved
+same starting weights, samples, settings and seed give the same weights bit for bit at one thread
+count; the standard grid's 216 cells came out identical with and without sharing), so a later
+cell can load the weights an earlier one saved
 instead of training again. The key holds everything the weights depend on: the starting weights,
 the samples in order and every training setting but those that only say where to log and save.
 Full fine-tuning only: a LoRA run saves its adapter alone, which this index does not rebuild.
