@@ -173,7 +173,7 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
     if hook is not None:
         atomic_write_text(run_dir / "defense.yaml", yaml.safe_dump(hook.resolved(), sort_keys=False))
     trainer = train_steps(vlm, samples, config, run_dir / CHECKPOINTS, hook, resume_from)
-    out = run_dir / ("adapter" if config.lora else "model")
+    out = saved_model_dir(run_dir, config)
     trainer.save_model(str(out))  # every process takes part (FSDP gathers shards); the main one writes
     if trainer.is_world_process_zero():
         # The Trainer pickles its arguments beside the weights; config.yaml has them as text, and a
@@ -184,6 +184,11 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
         write_log(trainer, run_dir / "train_log.jsonl")
         remove_if_empty(run_dir / CHECKPOINTS)  # without checkpoints, the Trainer's empty scratch folder
     return trainer
+
+
+def saved_model_dir(run_dir: str | Path, config: TrainConfig) -> Path:
+    """Where `finetune` saves what it trained: the adapter under LoRA, else the whole model."""
+    return Path(run_dir) / ("adapter" if config.lora else "model")
 
 
 def train_steps(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, checkpoint_dir: Path,

@@ -4,11 +4,11 @@ A grid repeats fine-tunes: BYE's probe is the undefended cell's fine-tune of the
 samples, and the clean oracle (the poison removed) trains on the same samples under every attack
 that poisons the same indices and adds nothing else. On a CPU a fine-tune is deterministic (the
 same starting weights, samples, settings and seed give the same weights bit for bit at one thread
-count; the standard grid's 216 cells came out identical with and without sharing), so a later
-cell can load the weights an earlier one saved
-instead of training again. The key holds everything the weights depend on: the starting weights,
-the samples in order and every training setting but those that only say where to log and save.
-Full fine-tuning only: a LoRA run saves its adapter alone, which this index does not rebuild.
+count; the standard grid's 216 cells came out identical with and without sharing), so a later cell
+can load the weights an earlier one saved instead of training again. The key holds everything the
+weights depend on: the starting weights, the samples in order and every training setting but those
+that only say where to log and save. Full fine-tuning only: a LoRA run saves its adapter alone,
+which this index does not rebuild.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from byorn.data import Sample
 from byorn.fileio import append_jsonl
 from byorn.models.hf import VLM
 from byorn.scoring import hash_samples, model_fingerprint
+from byorn.train import saved_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ class TrainedModels:
 
 
 def trained_or_found(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, cache_dir: str | Path | None,
-                     train: Callable[[], VLM], model_dir: Path) -> tuple[VLM, Path | None]:
+                     train: Callable[[], VLM], run_dir: Path) -> tuple[VLM, Path | None]:
     """The model a fine-tune of `vlm` (as it is now) on `samples` under `config` gives: found in
-    `cache_dir`'s index and loaded, or `train()`'s, which saves it in `model_dir` (then indexed);
+    `cache_dir`'s index and loaded, or `train()`'s, a `finetune` into `run_dir` (then indexed);
     and where it was found (None: trained). Without a cache_dir, or under LoRA, always `train()`."""
     index = TrainedModels(cache_dir) if cache_dir and not config.lora else None
     key = training_key(vlm, samples, config) if index else ""
@@ -80,5 +81,5 @@ def trained_or_found(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, c
         return VLM.load(found, trust_remote_code=config.trust_remote_code), found
     model = train()
     if index:
-        index.add(key, model_dir)
+        index.add(key, saved_model_dir(run_dir, config))
     return model, None

@@ -46,10 +46,10 @@ def test_a_second_fine_tune_of_the_same_inputs_loads_the_first_ones_weights(tiny
         return train
 
     first, found = trained_or_found(tiny_vlm_factory(), samples, CONFIG, tmp_path / "cache", train_in("a"),
-                                    tmp_path / "a" / "model")
+                                    tmp_path / "a")
     assert found is None and runs == ["a"]
     second, found = trained_or_found(tiny_vlm_factory(), samples, CONFIG, tmp_path / "cache", train_in("b"),
-                                     tmp_path / "b" / "model")
+                                     tmp_path / "b")
     assert found == tmp_path / "a" / "model" and runs == ["a"]  # loaded, not trained
     weights = dict(first.model.named_parameters())
     assert all(torch.equal(p, weights[name]) for name, p in second.model.named_parameters())
@@ -64,7 +64,8 @@ def test_a_second_fine_tune_of_the_same_inputs_loads_the_first_ones_weights(tiny
 def test_a_model_indexed_but_since_removed_is_trained_again(tiny_vlm, tmp_path):
     index = trained.TrainedModels(tmp_path)
     index.add("k", tmp_path / "gone")
-    (tmp_path / trained.INDEX_NAME).open("a").write('{"key": "k", "mod')  # a line being written
+    with (tmp_path / trained.INDEX_NAME).open("a") as index_file:
+        index_file.write('{"key": "k", "mod')  # a line being written
     assert index.find("k") is None and index.find("other") is None
 
 

@@ -48,7 +48,7 @@ def probe_finetune(vlm: VLM, samples: Sequence[Sample], train: TrainConfig | Non
         finetune(probe, samples, config, run_dir)
         return probe
 
-    return trained_or_found(vlm, samples, config, cache_dir, train_probe, run_dir / "model")
+    return trained_or_found(vlm, samples, config, cache_dir, train_probe, run_dir)
 
 
 # Per batch: the prompts (an `encode_prompts` batch, on the model's device), the samples, and each
