@@ -20,6 +20,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import safetensors.torch
+
 from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.fileio import append_jsonl
@@ -30,6 +32,7 @@ from byorn.train import saved_model_dir
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "trained.jsonl"
+WEIGHTS_DIR = "weights"  # the in-place fine-tunes' weights (a warmed reference's), next to the index
 NOT_IN_KEY = ("logging_steps", "save_steps", "report_to")  # where a run logs and saves, not what it learns
 
 
@@ -49,8 +52,9 @@ class TrainedModels:
     def __init__(self, directory: str | Path) -> None:
         self.path = Path(directory) / INDEX_NAME
 
-    def find(self, key: str) -> Path | None:
-        """The newest directory saved under `key` that is still there, or None."""
+    def find(self, key: str) -> dict | None:
+        """The newest record saved under `key` whose weights are still there (`model`: a model
+        directory with its config, or a weights file), or None."""
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except OSError:
@@ -60,13 +64,18 @@ class TrainedModels:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line another process is writing
                 continue
-            if record.get("key") == key and (Path(record["model"]) / "config.json").is_file():
-                return Path(record["model"])
+            if record.get("key") == key and _complete(Path(record["model"])):
+                return record
         return None
 
-    def add(self, key: str, model_dir: str | Path) -> None:
+    def add(self, key: str, model: str | Path, **facts) -> None:
+        """Index `model` (saved whole before this call) under `key`, with any other JSON `facts`."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        append_jsonl(self.path, {"key": key, "model": str(model_dir)})
+        append_jsonl(self.path, {"key": key, "model": str(model), **facts})
+
+
+def _complete(path: Path) -> bool:
+    return (path / "config.json").is_file() if path.is_dir() else path.is_file()
 
 
 def trained_or_found(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, cache_dir: str | Path | None,
@@ -76,10 +85,33 @@ def trained_or_found(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, c
     and where it was found (None: trained). Without a cache_dir, or under LoRA, always `train()`."""
     index = TrainedModels(cache_dir) if cache_dir and not config.lora else None
     key = training_key(vlm, samples, config) if index else ""
-    if index and (found := index.find(key)):
+    if index and (record := index.find(key)):
+        found = Path(record["model"])
         log.info("loading the fine-tune in %s (the same weights, samples and settings) instead of training", found)
         return VLM.load(found, trust_remote_code=config.trust_remote_code), found
     model = train()
     if index:
         index.add(key, saved_model_dir(run_dir, config))
     return model, None
+
+
+def trained_in_place_or_found(vlm: VLM, samples: Sequence[Sample], config: TrainConfig,
+                              cache_dir: str | Path | None, train: Callable[[], int]) -> tuple[int, Path | None]:
+    """`vlm` fine-tuned in place on `samples` under `config`: its weights found in `cache_dir`'s
+    index and loaded into it, or `train()` run (it returns its optimizer steps) and the weights it
+    left saved there (safetensors, under WEIGHTS_DIR). Returns the steps, and where the weights were
+    found (None: trained). Without a cache_dir, or under LoRA, always `train()`, nothing saved."""
+    index = TrainedModels(cache_dir) if cache_dir and not config.lora else None
+    key = training_key(vlm, samples, config) if index else ""
+    if index and (record := index.find(key)):
+        found = Path(record["model"])
+        log.info("loading the weights in %s (the same weights, samples and settings) instead of training", found)
+        safetensors.torch.load_model(vlm.model, found)
+        return int(record["steps"]), found
+    steps = train()
+    if index:
+        path = Path(cache_dir) / WEIGHTS_DIR / f"{key[:16]}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        safetensors.torch.save_model(vlm.model, str(path))
+        index.add(key, path, steps=steps)
+    return steps, None

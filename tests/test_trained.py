@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from byorn import bench, trained
 from byorn.config import TrainConfig
-from byorn.defenses import attention
+from byorn.defenses import attention, build_defense
 from byorn.report import cost_ratios, cost_table
-from byorn.train import finetune
-from byorn.trained import trained_or_found, training_key
+from byorn.train import finetune, train_steps
+from byorn.trained import trained_in_place_or_found, trained_or_found, training_key
 from byorn.worlds import shapes
 
 CONFIG = TrainConfig(lora=False, max_steps=2, batch_size=4, learning_rate=1e-3)
@@ -67,6 +68,53 @@ def test_a_model_indexed_but_since_removed_is_trained_again(tiny_vlm, tmp_path):
     with (tmp_path / trained.INDEX_NAME).open("a") as index_file:
         index_file.write('{"key": "k", "mod')  # a line being written
     assert index.find("k") is None and index.find("other") is None
+
+
+def test_an_in_place_fine_tune_of_the_same_inputs_loads_the_first_ones_weights_and_steps(tiny_vlm_factory, tmp_path):
+    samples = shapes.downstream_samples(8, seed=1)
+    runs = []
+
+    def train_in(vlm, folder):
+        def train():
+            runs.append(folder)
+            return train_steps(vlm, samples, CONFIG, tmp_path / folder).state.global_step
+        return train
+
+    first = tiny_vlm_factory()
+    assert trained_in_place_or_found(first, samples, CONFIG, tmp_path / "cache", train_in(first, "a")) == (2, None)
+    second = tiny_vlm_factory()
+    steps, found = trained_in_place_or_found(second, samples, CONFIG, tmp_path / "cache", train_in(second, "b"))
+    assert runs == ["a"] and steps == 2 and found.parent == tmp_path / "cache" / trained.WEIGHTS_DIR
+    weights = dict(first.model.named_parameters())
+    assert all(torch.equal(p, weights[name]) for name, p in second.model.named_parameters())
+    # no cache, or LoRA: trained, nothing saved
+    third = tiny_vlm_factory()
+    assert trained_in_place_or_found(third, samples, CONFIG, None, train_in(third, "c")) == (2, None)
+    assert trained_in_place_or_found(third, samples, dataclasses.replace(CONFIG, lora=True), tmp_path / "cache",
+                                     lambda: runs.append("d") or 0) == (0, None)
+    assert runs == ["a", "c", "d"] and len(list((tmp_path / "cache" / trained.WEIGHTS_DIR).iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_byorn_warms_up_as_score_and_drop_did_on_the_same_samples_and_judges_the_same(tiny_vlm_factory, tmp_path):
+    samples = shapes.downstream_samples(40, seed=2)
+    train = TrainConfig(lora=False, batch_size=4, learning_rate=1e-2, epochs=1)
+    options = {"max_new_tokens": 6}
+    alone, alone_vlm = build_defense("byorn", **options), tiny_vlm_factory()
+    alone.prepare(alone_vlm, samples, tmp_path / "alone", train=train)
+    shared = {name: build_defense(name, **options, cache_dir=str(tmp_path / "cache"))
+              for name in ("score_drop", "byorn")}
+    for name, defense in shared.items():
+        vlm = tiny_vlm_factory()
+        defense.prepare(vlm, samples, tmp_path / name, train=train)
+    warmed = dict(alone_vlm.model.named_parameters())  # BYORn goes on from its warm-up's weights: the same
+    assert all(torch.equal(p, warmed[name]) for name, p in vlm.model.named_parameters())
+    assert shared["score_drop"].loaded_from is None
+    assert Path(shared["byorn"].loaded_from).parent == tmp_path / "cache" / trained.WEIGHTS_DIR
+    assert shared["byorn"].flagged == alone.flagged == shared["score_drop"].flagged
+    assert shared["byorn"].scores == alone.scores
+    assert shared["byorn"].reference_answers == alone.reference_answers
+    assert shared["byorn"].steps_trained == alone.steps_trained > 0
 
 
 @pytest.mark.slow

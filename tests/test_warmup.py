@@ -13,7 +13,7 @@ from byorn.config import TrainConfig
 from byorn.defenses import ByornConfig, ByornDefense
 from byorn.defenses import warmup as warmup_module
 from byorn.defenses.judging import JudgeConfig, judge, judging
-from byorn.defenses.warmup import least_suspicious, warmed_reference
+from byorn.defenses.warmup import WarmUp, least_suspicious, warmed_reference
 from byorn.train import finetune
 from byorn.worlds import shapes
 
@@ -56,9 +56,9 @@ def test_a_kept_warm_up_leaves_the_warmed_weights_and_says_how_many_steps_it_too
     vlm = tiny_vlm_factory()
     samples = shapes.downstream_samples(16, seed=3)
     config = TrainConfig(lora=lora, batch_size=4, learning_rate=1e-2)
-    with warmed_reference(vlm, samples, config, 1.0, tmp_path / "warmup", keep=True) as steps:
+    with warmed_reference(vlm, samples, config, 1.0, tmp_path / "warmup", keep=True) as warm_up:
         inside = mean_nll(vlm, samples)
-    assert steps == 4  # one epoch of 16 samples in batches of 4
+    assert warm_up == WarmUp(steps=4)  # one epoch of 16 samples in batches of 4, trained here
     assert mean_nll(vlm, samples) == inside
     assert isinstance(vlm.model, PeftModel) == lora  # under LoRA the adapter stays, to be trained on
 

@@ -35,8 +35,9 @@ class Defense:
     config_class: ClassVar[type | None] = None
     # Optimizer steps of the fine-tuning that `prepare` already ran; the training loop runs that many fewer.
     steps_trained: int = 0
-    # The model directory of a fine-tune `prepare` found in a cache and loaded instead of running it
-    # (BYE's probe, in a grid: byorn.trained); its preparation time then leaves that fine-tune out.
+    # The model directory (or weights file) of a fine-tune `prepare` found in a cache and loaded
+    # instead of running it (in a grid, byorn.trained: BYE's probe, a judgement's warm-up); its
+    # preparation time then leaves that fine-tune out.
     loaded_from: str | None = None
 
     def resolved(self) -> dict:

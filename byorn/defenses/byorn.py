@@ -182,15 +182,17 @@ class ByornDefense(Judging):
             if cfg.generator == "warmed" and judgement.warmed_on:
                 answers, self.writer = write(flagged), "warmed"  # the warmed reference that judged them
         self.steps_trained = judgement.warm_steps if keep else 0
+        self.loaded_from = judgement.warm_loaded_from
         if answers is None:  # no second verdict: warm a reference for the answers alone, if asked
             warm = warm_indices(judgement, cfg) if cfg.generator == "warmed" and flagged else []
             if not warm:  # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
                 with reference_model(vlm):
                     answers, self.writer = write(flagged), "reference"
             else:
-                with warmed(vlm, samples, warm, cfg, train, run_dir, keep=keep) as steps:
+                with warmed(vlm, samples, warm, cfg, train, run_dir, keep=keep) as warm_up:
                     answers, self.writer = write(flagged), "warmed"
-                self.steps_trained = steps if keep else 0
+                self.steps_trained = warm_up.steps if keep else 0
+                self.loaded_from = warm_up.loaded_from
         return judgement, answers
 
     def _warm_start(self, train: TrainConfig | None) -> bool:

@@ -34,7 +34,7 @@ from byorn.defenses.thresholds import (
     group_keys,
     robust_z,
 )
-from byorn.defenses.warmup import least_suspicious, warmed_reference
+from byorn.defenses.warmup import WarmUp, least_suspicious, warmed_reference
 from byorn.models.hf import VLM
 from byorn.scoring import (
     PRECISIONS,
@@ -82,7 +82,9 @@ class JudgeConfig:
     precision: str = option("auto", f"what the scoring passes compute in: {', '.join(PRECISIONS)} (auto: bfloat16 "
                                     "where the device computes it natively and the weights are float32; otherwise "
                                     "the weights' dtype)")
-    cache_dir: str = option("", "where scores are cached; empty: the run directory")
+    cache_dir: str = option("", "where scores are cached; empty: the run directory. Where set (byorn bench sets "
+                                "its grid's), a full fine-tuning's warm-up is saved there too, and loaded when the "
+                                "same warm-up comes again")
     # The pretrained model's verdict alone misranks what is written in its own style (BENCHMARKS.md,
     # "The default judgement": on Flickr8k a caption-like fixed target at AUROC 0.86-0.94, with the
     # warmed reference's verdict 0.92-0.97 and half as many clean notes flagged; on shapes the
@@ -146,6 +148,7 @@ class Judgement:
     flagging: Flagging
     warmed_on: tuple[int, ...] = ()
     warm_steps: int = 0  # the warm-up's optimizer steps
+    warm_loaded_from: str | None = None  # where the warmed weights came from, when a grid had them (byorn.trained)
 
 
 def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
@@ -183,14 +186,15 @@ def judging(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: s
         with reference_model(vlm):
             yield first
         return
-    with warmed(vlm, samples, warm, config, train, run_dir, keep_warmed) as steps:
+    with warmed(vlm, samples, warm, config, train, run_dir, keep_warmed) as warm_up:
         second = _judge_under(vlm, [samples[i] for i in held], config, config.rejudge_variant, run_dir,
                               reference=False)
         scores, flagged = list(first.scores), [False] * len(samples)  # the warm set keeps its first scores
         for j, i in enumerate(held):
             scores[i], flagged[i] = second.scores[j], second.flagging.flagged[j]
         thresholds = {**first.flagging.thresholds, **second.flagging.thresholds}
-        judgement = Judgement(scores, Flagging(flagged, first.flagging.groups, thresholds), tuple(warm), steps)
+        judgement = Judgement(scores, Flagging(flagged, first.flagging.groups, thresholds), tuple(warm),
+                              warm_up.steps, warm_up.loaded_from)
         _log_verdict(judgement, f"the warmed reference's verdict on the {len(held)} samples it was not fine-tuned "
                                 f"on (the pretrained model flagged {sum(first.flagging.flagged)})")
         yield judgement
@@ -231,12 +235,13 @@ def warm_indices(judgement: Judgement, config: JudgeConfig) -> list[int]:
 
 def warmed(vlm: VLM, samples: Sequence[Sample], indices: Sequence[int], config: JudgeConfig,
            train: TrainConfig | None, run_dir: str | Path,
-           keep: bool = False) -> contextlib.AbstractContextManager[int]:
-    """`vlm` warmed on `samples[indices]` inside the block, which gets the warm-up's steps
-    (byorn.defenses.warmup.warmed_reference); without a training config (byorn clean, the TRL
-    collator) the warm-up is LoRA at TrainConfig's defaults."""
+           keep: bool = False) -> contextlib.AbstractContextManager[WarmUp]:
+    """`vlm` warmed on `samples[indices]` inside the block, which gets the warm-up
+    (byorn.defenses.warmup.warmed_reference; shared through config.cache_dir where one is set);
+    without a training config (byorn clean, the TRL collator) the warm-up is LoRA at TrainConfig's
+    defaults."""
     return warmed_reference(vlm, [samples[i] for i in indices], train or TrainConfig(), config.warm_epochs,
-                            Path(run_dir) / "warmup", keep)
+                            Path(run_dir) / "warmup", keep, cache_dir=config.cache_dir or None)
 
 
 def _log_verdict(judgement: Judgement, whose: str) -> None:

@@ -26,5 +26,6 @@ class ScoreAndDrop(Judging, DroppingDefense):
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         judgement = judge(vlm, samples, self.config, run_dir, train)
+        self.loaded_from = judgement.warm_loaded_from
         return Verdict(judgement.scores, judgement.flagging.flagged,
                        {"thresholds": judgement.flagging.thresholds})

@@ -20,6 +20,7 @@ import dataclasses
 import gc
 import shutil
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ from byorn.data import Sample
 from byorn.distributed import weights_sharded
 from byorn.models.hf import VLM
 from byorn.train import train_steps
+from byorn.trained import trained_in_place_or_found
 
 
 def least_suspicious(scores: Sequence[float], flagged: Sequence[bool], share: float) -> list[int]:
@@ -38,14 +40,27 @@ def least_suspicious(scores: Sequence[float], flagged: Sequence[bool], share: fl
     return order[: round(share * len(scores))]
 
 
+@dataclass(frozen=True)
+class WarmUp:
+    """What a warm-up did: its optimizer steps, and where its weights were loaded from when a
+    benchmark grid had warmed the same model on the same samples before (byorn.trained)."""
+
+    steps: int
+    loaded_from: str | None = None
+
+
 @contextlib.contextmanager
 def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, epochs: float,
-                     scratch: Path, keep: bool = False) -> Iterator[int]:
+                     scratch: Path, keep: bool = False, cache_dir: str | Path | None = None) -> Iterator[WarmUp]:
     """Inside the block `vlm` is the pretrained model fine-tuned for `epochs` on `samples` (with
-    `train`'s optimizer settings, LoRA or full); the block gets the warm-up's optimizer steps.
+    `train`'s optimizer settings, LoRA or full); the block gets the warm-up (`WarmUp`).
     Afterwards its weights are what they were, unless `keep`: then the fine-tuning goes on from
     the warmed weights (and, under LoRA, its adapter); if the block raises, a kept full fine-tune
-    is not undone (no copy was kept aside)."""
+    is not undone (no copy was kept aside).
+
+    cache_dir: a benchmark grid's shared folder: a full fine-tune's warmed weights are saved there,
+    and loaded instead of trained when the same warm-up comes again (score-and-drop and BYORn warm
+    up alike on the same poisoned set)."""
     if weights_sharded():
         raise ValueError("the warmed reference is fine-tuned and then put back, which FSDP and DeepSpeed ZeRO-3 "
                          "weights (sharded between processes) do not allow: use -d rejudge=false -d "
@@ -57,15 +72,15 @@ def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, ep
     saved = {} if attaches_lora or keep else {name: p.detach().to("cpu", copy=True) for name, p in
                                               vlm.model.named_parameters() if p.requires_grad}
     trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}  # PEFT freezes the base
-    trainer = None
     kept = False
     try:
-        trainer = train_steps(vlm, samples, config, scratch)
-        yield trainer.state.global_step
+        # the trainer goes with its optimizer state as train() returns, before the real fine-tuning makes its own
+        steps, found = trained_in_place_or_found(vlm, samples, config, cache_dir,
+                                                 lambda: train_steps(vlm, samples, config, scratch).state.global_step)
+        gc.collect()
+        yield WarmUp(steps, str(found) if found else None)
         kept = keep
     finally:
-        del trainer  # its optimizer state, before the real fine-tuning makes its own
-        gc.collect()
         shutil.rmtree(scratch, ignore_errors=True)
         if not kept:
             _restore(vlm, attaches_lora, saved, trainable)

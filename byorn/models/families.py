@@ -146,6 +146,9 @@ class Family:
     model_types: tuple[str, ...]  # config.model_type values of this family
     language_model: str  # module-path component of the language model ("language_model", "text_model")
     prompt_style: PromptStyle = field(default_factory=ChatTemplate)
+    # Whether a batch can go on from a prompt prefix computed once (`VLM.shared_prefix`): its
+    # attention is causal, so a prefix's keys and values do not depend on what follows.
+    continues_from_prefix: bool = True
 
     def image_token_id(self, config) -> int:
         """The id of the placeholder token each image position holds in the input ids (every
@@ -164,7 +167,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("Qwen2-VL", ("qwen2_vl",), "language_model"),
     Family("Qwen2.5-VL", ("qwen2_5_vl",), "language_model"),
     Family("Idefics3 (SmolVLM)", ("idefics3",), "text_model"),
-    Family("PaliGemma", ("paligemma",), "language_model", prompt_style=PrefixSuffix()),
+    # the image and instruction attend to each other both ways: the image prefix depends on the text
+    Family("PaliGemma", ("paligemma",), "language_model", prompt_style=PrefixSuffix(), continues_from_prefix=False),
 )
 
 
