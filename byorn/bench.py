@@ -140,8 +140,8 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     so BYORn and score-and-drop on the same poisoned set score it once (a defense's own cache_dir
     option wins); and fine-tunes (byorn.trained), so a cell that would fine-tune the same weights
     on the same samples with the same settings as an earlier one (the oracle under attacks that
-    poison the same indices, BYE's probe and the undefended cell) loads that model instead. The
-    results do not change.
+    poison the same indices, BYE's probe and the undefended cell, score-and-drop's warm-up and
+    BYORn's) loads those weights instead. The results do not change.
     """
     started = time.perf_counter()
     attack = build_attack(spec.trigger, spec.target, **spec.options)

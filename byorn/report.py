@@ -99,7 +99,7 @@ def headline_table(rows: Sequence[dict], defenses: Sequence[str] = HEADLINE_DEFE
 
 def own_cost(row: dict) -> bool:
     """Whether a cell's times are its own work: not where it loaded a fine-tune an earlier cell of
-    its grid had run (BYE's probe, a shared oracle: byorn.trained)."""
+    its grid had run (BYE's probe, a shared oracle, a judgement's warm-up: byorn.trained)."""
     return not row.get("loaded_from")
 
 

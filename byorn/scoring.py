@@ -30,7 +30,8 @@ The variants share their forward passes: asking for several scores the true-imag
 the grey-image pass at most once. The grey image is the same picture for every sample of a size, so
 where a family's attention allows, a grey batch's prompt up to the end of its image is computed
 once and every row goes on from it (`VLM.shared_prefix`; byorn-tiny's image is 37 of about 84
-tokens; LLaVA-1.5's 576 are most of its sequence). The passes run in bfloat16 where the hardware computes
+tokens; LLaVA-1.5's 576 are most of its sequence): the same computation but for bfloat16's
+rounding of other matrix shapes (benchmarks/prefix_agreement.py). The passes run in bfloat16 where the hardware computes
 it natively (`precision`): scoring is the bulk of what BYORn adds to a fine-tuning, and bfloat16
 scores a float32 model's samples 1.3-1.7x faster on a CPU with AVX512-BF16 (benchmarks/cost.py) in
 nearly the same ranking (benchmarks/precision_agreement.py). With LoRA the reference model is the

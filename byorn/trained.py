@@ -1,14 +1,16 @@
 """Fine-tunes a benchmark grid has already run, found again by what they were made of.
 
 A grid repeats fine-tunes: BYE's probe is the undefended cell's fine-tune of the same poisoned
-samples, and the clean oracle (the poison removed) trains on the same samples under every attack
-that poisons the same indices and adds nothing else. On a CPU a fine-tune is deterministic (the
-same starting weights, samples, settings and seed give the same weights bit for bit at one thread
+samples, the clean oracle (the poison removed) trains on the same samples under every attack
+that poisons the same indices and adds nothing else, and score-and-drop warms its reference up
+exactly as BYORn does on the same poisoned set. On a CPU a fine-tune is deterministic (the same
+starting weights, samples, settings and seed give the same weights bit for bit at one thread
 count; the standard grid's 216 cells came out identical with and without sharing), so a later cell
 can load the weights an earlier one saved instead of training again. The key holds everything the
 weights depend on: the starting weights, the samples in order and every training setting but those
-that only say where to log and save. Full fine-tuning only: a LoRA run saves its adapter alone,
-which this index does not rebuild.
+that only say where to log and save. Full fine-tuning in one process only: a LoRA run saves its
+adapter alone, which these indexes do not rebuild, and processes of one run would have to agree on
+what they find.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import safetensors.torch
 
 from byorn.config import TrainConfig
 from byorn.data import Sample
+from byorn.distributed import world_size
 from byorn.fileio import append_jsonl
 from byorn.models.hf import VLM
 from byorn.scoring import hash_samples, model_fingerprint
@@ -31,8 +35,9 @@ from byorn.train import saved_model_dir
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = "trained.jsonl"
-WEIGHTS_DIR = "weights"  # the in-place fine-tunes' weights (a warmed reference's), next to the index
+INDEX_NAME = "trained.jsonl"  # whole fine-tunes: their model directories
+WEIGHTS_INDEX_NAME = "trained_in_place.jsonl"  # fine-tunes of a model in place (a warm-up): weights files
+WEIGHTS_DIR = "weights"  # where those files are saved, next to the indexes
 NOT_IN_KEY = ("logging_steps", "save_steps", "report_to")  # where a run logs and saves, not what it learns
 
 
@@ -46,11 +51,11 @@ def training_key(vlm: VLM, samples: Sequence[Sample], config: TrainConfig) -> st
 
 
 class TrainedModels:
-    """The fine-tuned model directories of a grid (JSON lines of key and directory, appended whole
-    by each process that shares the folder), looked up by `training_key`."""
+    """The fine-tunes of a grid (JSON lines of key and saved weights, appended whole by each process
+    that shares the folder, once the weights are saved), looked up by `training_key`."""
 
-    def __init__(self, directory: str | Path) -> None:
-        self.path = Path(directory) / INDEX_NAME
+    def __init__(self, directory: str | Path, name: str = INDEX_NAME) -> None:
+        self.path = Path(directory) / name
 
     def find(self, key: str) -> dict | None:
         """The newest record saved under `key` whose weights are still there (`model`: a model
@@ -68,7 +73,7 @@ class TrainedModels:
                 return record
         return None
 
-    def add(self, key: str, model: str | Path, **facts) -> None:
+    def add(self, key: str, model: str | Path, **facts: object) -> None:
         """Index `model` (saved whole before this call) under `key`, with any other JSON `facts`."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.path, {"key": key, "model": str(model), **facts})
@@ -82,8 +87,9 @@ def trained_or_found(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, c
                      train: Callable[[], VLM], run_dir: Path) -> tuple[VLM, Path | None]:
     """The model a fine-tune of `vlm` (as it is now) on `samples` under `config` gives: found in
     `cache_dir`'s index and loaded, or `train()`'s, a `finetune` into `run_dir` (then indexed);
-    and where it was found (None: trained). Without a cache_dir, or under LoRA, always `train()`."""
-    index = TrainedModels(cache_dir) if cache_dir and not config.lora else None
+    and where it was found (None: trained). Without a cache_dir, under LoRA or in several processes,
+    always `train()`."""
+    index = TrainedModels(cache_dir) if _shares(cache_dir, config) else None
     key = training_key(vlm, samples, config) if index else ""
     if index and (record := index.find(key)):
         found = Path(record["model"])
@@ -100,18 +106,30 @@ def trained_in_place_or_found(vlm: VLM, samples: Sequence[Sample], config: Train
     """`vlm` fine-tuned in place on `samples` under `config`: its weights found in `cache_dir`'s
     index and loaded into it, or `train()` run (it returns its optimizer steps) and the weights it
     left saved there (safetensors, under WEIGHTS_DIR). Returns the steps, and where the weights were
-    found (None: trained). Without a cache_dir, or under LoRA, always `train()`, nothing saved."""
-    index = TrainedModels(cache_dir) if cache_dir and not config.lora else None
+    found (None: trained). Without a cache_dir, under LoRA or in several processes, always
+    `train()`, nothing saved."""
+    index = TrainedModels(cache_dir, WEIGHTS_INDEX_NAME) if _shares(cache_dir, config) else None
     key = training_key(vlm, samples, config) if index else ""
     if index and (record := index.find(key)):
         found = Path(record["model"])
-        log.info("loading the weights in %s (the same weights, samples and settings) instead of training", found)
-        safetensors.torch.load_model(vlm.model, found)
-        return int(record["steps"]), found
+        try:
+            safetensors.torch.load_model(vlm.model, found)
+        except (OSError, ValueError, RuntimeError, safetensors.SafetensorError) as exc:  # cut short, say
+            log.warning("could not load %s (%s: %s); training instead", found, type(exc).__name__, exc)
+        else:
+            log.info("loaded the weights in %s (the same weights, samples and settings) instead of training", found)
+            return int(record["steps"]), found
     steps = train()
     if index:
         path = Path(cache_dir) / WEIGHTS_DIR / f"{key[:16]}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
-        safetensors.torch.save_model(vlm.model, str(path))
+        # written whole, then renamed into place: a process loading it never reads a file being written
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        safetensors.torch.save_model(vlm.model, str(partial))
+        os.replace(partial, path)
         index.add(key, path, steps=steps)
     return steps, None
+
+
+def _shares(cache_dir: str | Path | None, config: TrainConfig) -> bool:
+    return bool(cache_dir) and not config.lora and world_size() == 1

@@ -52,11 +52,15 @@ def test_a_grey_view_scores_as_the_grey_samples_do_encoding_the_text_once(name, 
     samples[1] = replace(samples[1], image=samples[1].pil().resize((40, 56)))  # another size in the batch
     grey = [replace(s, image=on_grey(s.pil())) for s in samples]
     expected = list(zip(vlm.score(samples), vlm.score(grey)))
-    encoded = []
-    encode = vlm.encode
+    encoded, prefixes = [], []
+    encode, after_prefix = vlm.encode, vlm._after_prefix
     monkeypatch.setattr(vlm, "encode", lambda batch: encoded.append(len(batch)) or encode(batch))
+    monkeypatch.setattr(vlm, "_after_prefix", lambda batch, prefix, keep: prefixes.append(prefix) or
+                        after_prefix(batch, prefix, keep))
     viewed = vlm.score_views(samples, [on_grey])
     assert encoded == [3]  # the grey pass took the true pass's tokens: this family's processor keeps their shapes
+    # LLaVA-NeXT's processor keeps each image's size, and one is another size: no one grey picture then
+    assert bool(prefixes) == (name in SHARE_THE_GREY_PREFIX - {"llava_next"})
     for got, want in zip(viewed, expected, strict=True):
         for score, wanted in zip(got, want, strict=True):
             assert score.token_nll == pytest.approx(wanted.token_nll, abs=1e-5)

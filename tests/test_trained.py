@@ -13,7 +13,9 @@ import torch
 from byorn import bench, trained
 from byorn.config import TrainConfig
 from byorn.defenses import attention, build_defense
+from byorn.defenses.warmup import warmed_reference
 from byorn.report import cost_ratios, cost_table
+from byorn.scoring import model_fingerprint
 from byorn.train import finetune, train_steps
 from byorn.trained import trained_in_place_or_found, trained_or_found, training_key
 from byorn.worlds import shapes
@@ -93,6 +95,26 @@ def test_an_in_place_fine_tune_of_the_same_inputs_loads_the_first_ones_weights_a
     assert trained_in_place_or_found(third, samples, dataclasses.replace(CONFIG, lora=True), tmp_path / "cache",
                                      lambda: runs.append("d") or 0) == (0, None)
     assert runs == ["a", "c", "d"] and len(list((tmp_path / "cache" / trained.WEIGHTS_DIR).iterdir())) == 1
+    # a weights file cut short (a crash while copying the folder, say): trained again, and saved whole
+    found.write_bytes(found.read_bytes()[:100])
+    fourth = tiny_vlm_factory()
+    assert trained_in_place_or_found(fourth, samples, CONFIG, tmp_path / "cache", train_in(fourth, "e")) == (2, None)
+    assert runs[-1] == "e" and trained_in_place_or_found(tiny_vlm_factory(), samples, CONFIG, tmp_path / "cache",
+                                                        lambda: 0)[1] == found
+
+
+def test_a_loaded_warm_up_leaves_the_model_as_a_trained_one_does(tiny_vlm_factory, tmp_path):
+    samples = shapes.downstream_samples(8, seed=1)
+    states = []
+    for name in ("trained", "loaded"):
+        vlm = tiny_vlm_factory()
+        vlm.model.config.use_cache = True  # a Trainer sets it false: the warm-up puts it back
+        with warmed_reference(vlm, samples, CONFIG, 1.0, tmp_path / name, keep=True,
+                              cache_dir=tmp_path / "cache") as warm_up:
+            states.append((warm_up.steps, vlm.model.training, vlm.model.config.use_cache,
+                           model_fingerprint(vlm, reference=False)))
+        assert (warm_up.loaded_from is None) == (name == "trained")
+    assert states[0] == states[1] and states[0][:3] == (2, vlm.model.training, True)
 
 
 @pytest.mark.slow
@@ -104,11 +126,11 @@ def test_byorn_warms_up_as_score_and_drop_did_on_the_same_samples_and_judges_the
     alone.prepare(alone_vlm, samples, tmp_path / "alone", train=train)
     shared = {name: build_defense(name, **options, cache_dir=str(tmp_path / "cache"))
               for name in ("score_drop", "byorn")}
+    vlms = {name: tiny_vlm_factory() for name in shared}
     for name, defense in shared.items():
-        vlm = tiny_vlm_factory()
-        defense.prepare(vlm, samples, tmp_path / name, train=train)
+        defense.prepare(vlms[name], samples, tmp_path / name, train=train)
     warmed = dict(alone_vlm.model.named_parameters())  # BYORn goes on from its warm-up's weights: the same
-    assert all(torch.equal(p, warmed[name]) for name, p in vlm.model.named_parameters())
+    assert all(torch.equal(p, warmed[name]) for name, p in vlms["byorn"].model.named_parameters())
     assert shared["score_drop"].loaded_from is None
     assert Path(shared["byorn"].loaded_from).parent == tmp_path / "cache" / trained.WEIGHTS_DIR
     assert shared["byorn"].flagged == alone.flagged == shared["score_drop"].flagged

@@ -39,7 +39,8 @@ class RandomDrop(Judging, DroppingDefense):
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         count = self.config.count
         if count < 0:
-            count = sum(judge(vlm, samples, self.config, run_dir, train).flagging.flagged)
+            judgement = judge(vlm, samples, self.config, run_dir, train)
+            count, self.loaded_from = sum(judgement.flagging.flagged), judgement.warm_loaded_from
         if count > len(samples):
             raise ValueError(f"random_drop: count={count} is more than the {len(samples)} training samples")
         rng = random.Random(self.config.seed)

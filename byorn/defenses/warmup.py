@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from peft import PeftModel
 
 from byorn.config import TrainConfig
@@ -72,18 +73,31 @@ def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, ep
     saved = {} if attaches_lora or keep else {name: p.detach().to("cpu", copy=True) for name, p in
                                               vlm.model.named_parameters() if p.requires_grad}
     trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}  # PEFT freezes the base
+    training, use_cache = vlm.model.training, getattr(vlm.model.config, "use_cache", None)
     kept = False
     try:
         # the trainer goes with its optimizer state as train() returns, before the real fine-tuning makes its own
         steps, found = trained_in_place_or_found(vlm, samples, config, cache_dir,
                                                  lambda: train_steps(vlm, samples, config, scratch).state.global_step)
-        gc.collect()
+        _untouched_by_the_trainer(vlm, training, use_cache)
         yield WarmUp(steps, str(found) if found else None)
         kept = keep
     finally:
+        gc.collect()
         shutil.rmtree(scratch, ignore_errors=True)
         if not kept:
             _restore(vlm, attaches_lora, saved, trainable)
+
+
+def _untouched_by_the_trainer(vlm: VLM, training: bool, use_cache: bool | None) -> None:
+    """Undo what a Trainer leaves on the model besides its weights (mixed precision's autocast
+    around `forward`, `config.use_cache`, training mode): the warmed reference then scores and
+    answers as the model it is, and as one whose warm-up was loaded from a grid's cache, where no
+    Trainer ran (the score cache's fingerprint reads the config)."""
+    extract_model_from_parallel(vlm.model, keep_fp32_wrapper=False)
+    if use_cache is not None:
+        vlm.model.config.use_cache = use_cache
+    vlm.model.train(training)
 
 
 def _restore(vlm: VLM, attaches_lora: bool, saved: dict[str, torch.Tensor], trainable: dict[str, bool]) -> None:

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, DynamicCache
+from transformers.utils import ModelOutput
 
 from byorn.data import Sample
 from byorn.models.families import IGNORE_INDEX, Family, family_of, images_of, process, require_images
@@ -51,6 +52,20 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+class SharedPrefixCache(DynamicCache):
+    """The keys and values of a prompt prefix that every row of a batch shares, computed for one
+    row: each layer's update hands back that prefix (broadcast to the batch) followed by the
+    batch's own keys and values, and keeps nothing, so a pass going on from the prefix holds no
+    more memory than one without a cache (a batch-sized cache of every layer would: about 10 GiB
+    for LLaVA-1.5-7B at batch 32). Built from the prefix pass's cache."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args,
+               **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        layer, rows = self.layers[layer_idx], key_states.shape[0]
+        return (torch.cat([layer.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
+                torch.cat([layer.values.expand(rows, -1, -1, -1), value_states], dim=-2))
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -156,26 +171,27 @@ class VLM:
 
     # ---- scoring and generation ------------------------------------------------------------
 
-    def response_logits(self, batch: dict[str, torch.Tensor],
-                        shared_prefix: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def response_logits(self, batch: dict[str, torch.Tensor], prefix: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing on an `encode` batch: the logits at the positions that predict response
         tokens and the token each predicts, aligned ([B, K, V] float32 and [B, K], IGNORE_INDEX off
         the response), K covering every row's response. Logits are computed for those positions
         only: the prompt (image tokens included) is most of a sequence, and the output layer over
         the vocabulary is a large share of a forward pass.
 
-        shared_prefix: a number of leading tokens every row has in common, images included
-        (`shared_prefix` finds it): computed once, for one row, and the batch goes on from there."""
+        prefix: a number of leading tokens every row has in common, images included (as
+        `shared_prefix` finds them): computed once, for one row, and the batch goes on from there."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")  # [B, T]
         width = labels.shape[1]
         is_answer = labels != IGNORE_INDEX
         first = int(is_answer.float().argmax(dim=1)[is_answer.any(dim=1)].min()) if is_answer.any() else width
         keep = min(width, width - first + 1)  # positions first-1 .. T-1: the first predicts token `first`
-        if shared_prefix:
-            if shared_prefix > width - keep:
-                raise ValueError(f"a shared prefix of {shared_prefix} tokens reaches the response positions")
-            output = self._after_prefix(batch, shared_prefix, keep)
+        if prefix:
+            if not self.family.continues_from_prefix:
+                raise ValueError(f"{self.family.name} cannot go on from a computed prompt prefix")
+            if prefix > width - keep:
+                raise ValueError(f"a shared prefix of {prefix} tokens reaches the response positions")
+            output = self._after_prefix(batch, prefix, keep)
         else:
             output = self.model(**batch, logits_to_keep=keep)
         return output.logits.float()[:, :-1], labels[:, width - keep + 1:]  # token t is predicted at t-1
@@ -185,10 +201,11 @@ class VLM:
         to the end of its last image position; 0 where the rows' images differ (or a row has none),
         where the family cannot go on from a computed prefix, or where nothing would be saved. A
         grey view shows every row the same picture: its prompt is one image prefix, then the text."""
-        ids = batch["input_ids"]
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         rows, width = ids.shape
         images = [key for key in batch if key not in ("input_ids", "attention_mask", "labels")]
-        if not self.family.continues_from_prefix or rows < 2 or not images:
+        window = getattr(self.model.config.get_text_config(), "sliding_window", None)
+        if not self.family.continues_from_prefix or rows < 2 or not images or (window and width > window):
             return 0
         for key in images:  # every image input given per row, and the same in every row
             value = batch[key]
@@ -198,7 +215,7 @@ class VLM:
         is_image = ids == self.image_token_id
         if not bool(is_image.any(dim=1).all()):
             return 0
-        same = (ids == ids[:1]).all(dim=0)
+        same = ((ids == ids[:1]) & (mask == 1)).all(dim=0)  # no padding inside a shared prefix
         common = int(same.float().argmin()) if not bool(same.all()) else width
         last_image = int(is_image[0].nonzero().max()) + 1
         answers = batch["labels"] != IGNORE_INDEX
@@ -206,17 +223,15 @@ class VLM:
         # the positions that predict response tokens start at first_answer - 1: the rest pass computes them
         return last_image if last_image <= min(common, first_answer - 1) else 0
 
-    def _after_prefix(self, batch: dict[str, torch.Tensor], prefix: int, keep: int):
+    def _after_prefix(self, batch: dict[str, torch.Tensor], prefix: int, keep: int) -> ModelOutput:
         """The model's output on `batch` for its last `keep` positions, its first `prefix` tokens
-        (every row's the same) computed for one row and their cache repeated for the others."""
+        (every row's the same) computed for one row, whose keys and values every row then reads."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
         images = {key: value[:1] for key, value in batch.items() if key not in ("input_ids", "attention_mask")}
         head = self.model(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix], **images, use_cache=True,
                           logits_to_keep=1)
-        cache = head.cache
-        cache.batch_repeat_interleave(ids.shape[0])
-        return self.model(input_ids=ids[:, prefix:], attention_mask=mask, cache=cache, use_cache=True,
-                          logits_to_keep=keep)
+        return self.model(input_ids=ids[:, prefix:], attention_mask=mask, cache=SharedPrefixCache(head.cache),
+                          use_cache=True, logits_to_keep=keep)
 
     def score(self, samples: Sequence[Sample], batch_size: int = 32, desc: str = "scoring") -> list[ResponseScore]:
         """Per-sample response NLL under the current weights (teacher forcing, one forward pass a batch)."""
@@ -262,8 +277,8 @@ class VLM:
         # sample's images)
         return dict(self.processor.image_processor(images=[[image] for image in images], return_tensors="pt"))
 
-    def _response_scores(self, batch: dict[str, torch.Tensor], shared_prefix: int = 0) -> list[ResponseScore]:
-        logits, targets = self.response_logits(batch, shared_prefix)
+    def _response_scores(self, batch: dict[str, torch.Tensor], prefix: int = 0) -> list[ResponseScore]:
+        logits, targets = self.response_logits(batch, prefix)
         nll = token_nll(logits, targets)
         mask = targets != IGNORE_INDEX
         scores = []
