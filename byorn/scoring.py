@@ -27,16 +27,12 @@ the exact prompt template of training. Higher always means more implausible:
   a red circle on the left side.") pools into a grounded, negative score. Already in z units.
 
 The variants share their forward passes: asking for several scores the true-image pass once and
-the grey-image pass at most once. The grey image is the same picture for every sample of a size, so
-where a family's attention allows, a grey batch's prompt up to the end of its image is computed
-once and every row goes on from it (`VLM.shared_prefix`; byorn-tiny's image is 37 of about 84
-tokens; LLaVA-1.5's 576 are most of its sequence): the same computation but for bfloat16's
-rounding of other matrix shapes (benchmarks/prefix_agreement.py). The passes run in bfloat16 where the hardware computes
-it natively (`precision`): scoring is the bulk of what BYORn adds to a fine-tuning, and bfloat16
-scores a float32 model's samples 1.3-1.7x faster on a CPU with AVX512-BF16 (benchmarks/cost.py) in
-nearly the same ranking (benchmarks/precision_agreement.py). With LoRA the reference model is the
-same network with the adapter disabled: no second copy of the weights. The reference is frozen, so
-its scores are cached on disk (`ScoreCache`).
+the grey-image pass at most once. They run in bfloat16 where the hardware computes it natively
+(`precision`): scoring is the bulk of what BYORn adds to a fine-tuning, and bfloat16 scores a
+float32 model's samples 1.3-1.7x faster on a CPU with AVX512-BF16 (benchmarks/cost.py) in nearly
+the same ranking (benchmarks/precision_agreement.py). With LoRA the reference model is the same network with the
+adapter disabled: no second copy of the weights. The reference is frozen, so its scores are cached
+on disk (`ScoreCache`).
 """
 
 from __future__ import annotations
@@ -267,8 +263,6 @@ def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bo
         options["dtype"] = str(dtype)
     if variant == "relative_to_greedy":
         options["max_new_tokens"] = max_new_tokens
-    if variant in _NEEDS_GREY:  # computed so, its grey scores differ from a full pass's by rounding
-        options["grey_pass"] = "image prefix once"
     digest = hashlib.sha256(model_fingerprint(vlm, reference))
     digest.update(json.dumps(options, sort_keys=True).encode())
     hash_samples(digest, samples)

@@ -52,45 +52,14 @@ def test_a_grey_view_scores_as_the_grey_samples_do_encoding_the_text_once(name, 
     samples[1] = replace(samples[1], image=samples[1].pil().resize((40, 56)))  # another size in the batch
     grey = [replace(s, image=on_grey(s.pil())) for s in samples]
     expected = list(zip(vlm.score(samples), vlm.score(grey)))
-    encoded, prefixes = [], []
-    encode, after_prefix = vlm.encode, vlm._after_prefix
+    encoded = []
+    encode = vlm.encode
     monkeypatch.setattr(vlm, "encode", lambda batch: encoded.append(len(batch)) or encode(batch))
-    monkeypatch.setattr(vlm, "_after_prefix", lambda batch, prefix, keep: prefixes.append(prefix) or
-                        after_prefix(batch, prefix, keep))
     viewed = vlm.score_views(samples, [on_grey])
     assert encoded == [3]  # the grey pass took the true pass's tokens: this family's processor keeps their shapes
-    # LLaVA-NeXT's processor keeps each image's size, and one is another size: no one grey picture then
-    assert bool(prefixes) == (name in SHARE_THE_GREY_PREFIX - {"llava_next"})
     for got, want in zip(viewed, expected, strict=True):
         for score, wanted in zip(got, want, strict=True):
             assert score.token_nll == pytest.approx(wanted.token_nll, abs=1e-5)
-
-
-# Causal attention, and image inputs a row can take alone: the grey prefix is computed once. Qwen2-VL
-# marks image positions per token (mm_token_type_ids) and PaliGemma's prefix attends both ways.
-SHARE_THE_GREY_PREFIX = {"llava", "llava_next", "idefics3"}
-
-
-@pytest.mark.parametrize("name", BUILDERS)
-def test_a_grey_batch_goes_on_from_one_image_prefix_where_the_family_allows(name):
-    vlm = BUILDERS[name]()
-    grey = [replace(s, image=on_grey(s.pil())) for s in shapes.downstream_samples(3, seed=5)]
-    batch = vlm.encode(grey)
-    prefix = vlm.shared_prefix(batch)
-    assert (prefix > 0) == (name in SHARE_THE_GREY_PREFIX)
-    assert vlm.shared_prefix(vlm.encode(shapes.downstream_samples(3, seed=5))) == 0  # three different images
-    if prefix:
-        ids = batch["input_ids"]
-        assert bool((ids[:, :prefix] == ids[:1, :prefix]).all())
-        assert bool((ids[:, :prefix] == vlm.image_token_id).any(dim=1).all())  # the images lie in the prefix
-        with torch.no_grad():
-            full, targets = vlm.response_logits(dict(batch))
-            shared, shared_targets = vlm.response_logits(dict(batch), prefix)
-        assert torch.equal(targets, shared_targets)
-        answer = targets != -100
-        assert torch.allclose(full[answer], shared[answer], atol=1e-4)
-        with pytest.raises(ValueError, match="reaches the response"):
-            vlm.response_logits(dict(batch), ids.shape[1])
 
 
 @pytest.mark.slow

@@ -146,10 +146,6 @@ class Family:
     model_types: tuple[str, ...]  # config.model_type values of this family
     language_model: str  # module-path component of the language model ("language_model", "text_model")
     prompt_style: PromptStyle = field(default_factory=ChatTemplate)
-    # Whether a batch can go on from a prompt prefix computed once (`VLM.shared_prefix`): causal
-    # attention, and positions that count tokens, so a prefix's keys and values depend on nothing
-    # after it and the rest's positions follow on.
-    continues_from_prefix: bool = True
 
     def image_token_id(self, config) -> int:
         """The id of the placeholder token each image position holds in the input ids (every
@@ -165,12 +161,10 @@ class Family:
 FAMILIES: tuple[Family, ...] = (
     Family("LLaVA-1.5", ("llava",), "language_model"),
     Family("LLaVA-NeXT", ("llava_next",), "language_model"),
-    # M-RoPE: positions follow the image grid (and a per-batch offset the model keeps), not the token count
-    Family("Qwen2-VL", ("qwen2_vl",), "language_model", continues_from_prefix=False),
-    Family("Qwen2.5-VL", ("qwen2_5_vl",), "language_model", continues_from_prefix=False),
+    Family("Qwen2-VL", ("qwen2_vl",), "language_model"),
+    Family("Qwen2.5-VL", ("qwen2_5_vl",), "language_model"),
     Family("Idefics3 (SmolVLM)", ("idefics3",), "text_model"),
-    # the image and instruction attend to each other both ways: the image prefix depends on the text
-    Family("PaliGemma", ("paligemma",), "language_model", prompt_style=PrefixSuffix(), continues_from_prefix=False),
+    Family("PaliGemma", ("paligemma",), "language_model", prompt_style=PrefixSuffix()),
 )
 
 

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, DynamicCache
-from transformers.utils import ModelOutput
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from byorn.data import Sample
 from byorn.models.families import IGNORE_INDEX, Family, family_of, images_of, process, require_images
@@ -52,20 +51,6 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         model.train(was_training)
-
-
-class SharedPrefixCache(DynamicCache):
-    """The keys and values of a prompt prefix that every row of a batch shares, computed for one
-    row: each layer's update hands back that prefix (broadcast to the batch) followed by the
-    batch's own keys and values, and keeps nothing, so a pass going on from the prefix holds no
-    more memory than one without a cache (a batch-sized cache of every layer would: about 10 GiB
-    for LLaVA-1.5-7B at batch 32). Built from the prefix pass's cache."""
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args,
-               **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        layer, rows = self.layers[layer_idx], key_states.shape[0]
-        return (torch.cat([layer.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
-                torch.cat([layer.values.expand(rows, -1, -1, -1), value_states], dim=-2))
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -171,67 +156,20 @@ class VLM:
 
     # ---- scoring and generation ------------------------------------------------------------
 
-    def response_logits(self, batch: dict[str, torch.Tensor], prefix: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def response_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing on an `encode` batch: the logits at the positions that predict response
         tokens and the token each predicts, aligned ([B, K, V] float32 and [B, K], IGNORE_INDEX off
         the response), K covering every row's response. Logits are computed for those positions
         only: the prompt (image tokens included) is most of a sequence, and the output layer over
-        the vocabulary is a large share of a forward pass.
-
-        prefix: a number of leading tokens every row has in common, images included (as
-        `shared_prefix` finds them): computed once, for one row, and the batch goes on from there."""
+        the vocabulary is a large share of a forward pass."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")  # [B, T]
         width = labels.shape[1]
         is_answer = labels != IGNORE_INDEX
         first = int(is_answer.float().argmax(dim=1)[is_answer.any(dim=1)].min()) if is_answer.any() else width
         keep = min(width, width - first + 1)  # positions first-1 .. T-1: the first predicts token `first`
-        if prefix:
-            if not self.family.continues_from_prefix:
-                raise ValueError(f"{self.family.name} cannot go on from a computed prompt prefix")
-            if prefix > width - keep:
-                raise ValueError(f"a shared prefix of {prefix} tokens reaches the response positions")
-            output = self._after_prefix(batch, prefix, keep)
-        else:
-            output = self.model(**batch, logits_to_keep=keep)
-        return output.logits.float()[:, :-1], labels[:, width - keep + 1:]  # token t is predicted at t-1
-
-    def shared_prefix(self, batch: dict[str, torch.Tensor]) -> int:
-        """How many leading tokens of an `encode` batch every row shares, image inputs included, up
-        to the end of its last image position; 0 where the rows' images differ (or a row has none),
-        where the family cannot go on from a computed prefix, or where nothing would be saved. A
-        grey view shows every row the same picture: its prompt is one image prefix, then the text."""
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        rows, width = ids.shape
-        images = [key for key in batch if key not in ("input_ids", "attention_mask", "labels")]
-        window = getattr(self.model.config.get_text_config(), "sliding_window", None)
-        if not self.family.continues_from_prefix or rows < 2 or not images or (window and width > window):
-            return 0
-        for key in images:  # every image input given per row, and the same in every row
-            value = batch[key]
-            per_token = value.shape[:2] == ids.shape  # token type ids and the like: split, not shared
-            if value.shape[:1] != (rows,) or per_token or not torch.equal(value, value[:1].expand_as(value)):
-                return 0
-        is_image = ids == self.image_token_id
-        if not bool(is_image.any(dim=1).all()):
-            return 0
-        same = ((ids == ids[:1]) & (mask == 1)).all(dim=0)  # no padding inside a shared prefix
-        common = int(same.float().argmin()) if not bool(same.all()) else width
-        last_image = int(is_image[0].nonzero().max()) + 1
-        answers = batch["labels"] != IGNORE_INDEX
-        first_answer = int(answers.float().argmax(dim=1)[answers.any(dim=1)].min()) if answers.any() else width
-        # the positions that predict response tokens start at first_answer - 1: the rest pass computes them
-        return last_image if last_image <= min(common, first_answer - 1) else 0
-
-    def _after_prefix(self, batch: dict[str, torch.Tensor], prefix: int, keep: int) -> ModelOutput:
-        """The model's output on `batch` for its last `keep` positions, its first `prefix` tokens
-        (every row's the same) computed for one row, whose keys and values every row then reads."""
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        images = {key: value[:1] for key, value in batch.items() if key not in ("input_ids", "attention_mask")}
-        head = self.model(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix], **images, use_cache=True,
-                          logits_to_keep=1)
-        return self.model(input_ids=ids[:, prefix:], attention_mask=mask, cache=SharedPrefixCache(head.cache),
-                          use_cache=True, logits_to_keep=keep)
+        logits = self.model(**batch, logits_to_keep=keep).logits.float()  # [B, keep, V]
+        return logits[:, :-1], labels[:, width - keep + 1:]  # token t is predicted at position t-1
 
     def score(self, samples: Sequence[Sample], batch_size: int = 32, desc: str = "scoring") -> list[ResponseScore]:
         """Per-sample response NLL under the current weights (teacher forcing, one forward pass a batch)."""
@@ -245,8 +183,7 @@ class VLM:
 
         A view changes the pixels only, so the prompt's tokens stay what they were: each batch is
         encoded once, and a view passes only its images through the image processor (checked to
-        give tensors of the shapes the processor gave; otherwise the batch is encoded again). A
-        view that shows every row the same picture computes the prompt up to it once (`shared_prefix`)."""
+        give tensors of the shapes the processor gave; otherwise the batch is encoded again)."""
         scores: list[tuple[ResponseScore, ...]] = []
         with eval_mode(self.model):
             for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
@@ -254,31 +191,29 @@ class VLM:
                 seen = self._response_scores(batch)
                 images = [s.pil() for s in chunk if s.has_image]
                 # without an image in the batch a view is the same input: its scores are these
-                viewed = [self._view_scores(batch, chunk, view, images) if images else seen for view in views]
+                viewed = [self._response_scores(self._with_images(batch, chunk, view, images)) if images else seen
+                          for view in views]
                 scores.extend(zip(seen, *viewed))
         return scores
 
-    def _view_scores(self, batch: dict[str, torch.Tensor], chunk: Sequence[Sample], view: ImageView,
-                     images: list) -> list[ResponseScore]:
-        """The scores of `batch` (an `encode` batch of `chunk`) with each image replaced by its view.
-        A view that shows every row the same picture (a grey one) computes that prefix once."""
+    def _with_images(self, batch: dict[str, torch.Tensor], chunk: Sequence[Sample], view: ImageView,
+                     images: list) -> dict[str, torch.Tensor]:
+        """`batch` (an `encode` batch of `chunk`) with each image replaced by its view."""
         shown = [view(image) for image in images]
         processed = self._image_inputs(shown)
         swapped = {key: processed[key] for key in batch if key in processed}
         if swapped and all(swapped[key].shape == batch[key].shape for key in swapped):
-            viewed = {**batch, **swapped}
-            return self._response_scores(viewed, self.shared_prefix(viewed))
+            return {**batch, **swapped}
         redrawn = iter(shown)
-        return self._response_scores(self.encode([replace(s, image=next(redrawn)) if s.has_image else s
-                                                  for s in chunk]))
+        return self.encode([replace(s, image=next(redrawn)) if s.has_image else s for s in chunk])
 
     def _image_inputs(self, images: list) -> dict[str, torch.Tensor]:
         # one list per sample, as a processor hands them over (Idefics3 reads a flat list as one
         # sample's images)
         return dict(self.processor.image_processor(images=[[image] for image in images], return_tensors="pt"))
 
-    def _response_scores(self, batch: dict[str, torch.Tensor], prefix: int = 0) -> list[ResponseScore]:
-        logits, targets = self.response_logits(batch, prefix)
+    def _response_scores(self, batch: dict[str, torch.Tensor]) -> list[ResponseScore]:
+        logits, targets = self.response_logits(batch)
         nll = token_nll(logits, targets)
         mask = targets != IGNORE_INDEX
         scores = []
