@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from byorn import bench, trained
+from byorn import bench, scoring, trained
 from byorn.config import TrainConfig
 from byorn.defenses import attention, build_defense
 from byorn.defenses.warmup import warmed_reference
@@ -118,25 +118,32 @@ def test_a_loaded_warm_up_leaves_the_model_as_a_trained_one_does(tiny_vlm_factor
 
 
 @pytest.mark.slow
-def test_byorn_warms_up_as_score_and_drop_did_on_the_same_samples_and_judges_the_same(tiny_vlm_factory, tmp_path):
+@pytest.mark.parametrize("first", ["byorn", "score_drop"])
+def test_a_judgement_loads_the_warm_up_the_other_defense_ran_and_judges_the_same(first, tiny_vlm_factory, tmp_path,
+                                                                                   monkeypatch):
     samples = shapes.downstream_samples(40, seed=2)
     train = TrainConfig(lora=False, batch_size=4, learning_rate=1e-2, epochs=1)
     options = {"max_new_tokens": 6}
     alone, alone_vlm = build_defense("byorn", **options), tiny_vlm_factory()
     alone.prepare(alone_vlm, samples, tmp_path / "alone", train=train)
-    shared = {name: build_defense(name, **options, cache_dir=str(tmp_path / "cache"))
-              for name in ("score_drop", "byorn")}
-    vlms = {name: tiny_vlm_factory() for name in shared}
-    for name, defense in shared.items():
-        defense.prepare(vlms[name], samples, tmp_path / name, train=train)
-    warmed = dict(alone_vlm.model.named_parameters())  # BYORn goes on from its warm-up's weights: the same
-    assert all(torch.equal(p, warmed[name]) for name, p in vlms["byorn"].model.named_parameters())
-    assert shared["score_drop"].loaded_from is None
-    assert Path(shared["byorn"].loaded_from).parent == tmp_path / "cache" / trained.WEIGHTS_DIR
+    order = [first, *({"byorn", "score_drop"} - {first})]
+    shared = {name: build_defense(name, **options, cache_dir=str(tmp_path / "cache")) for name in order}
+    vlms = {name: tiny_vlm_factory() for name in order}
+    scored = []
+    monkeypatch.setattr(scoring, "_compute", lambda *a, _real=scoring._compute, **k: scored.append(len(a[1])) or
+                        _real(*a, **k))
+    for name in order:
+        scored.append(name)
+        shared[name].prepare(vlms[name], samples, tmp_path / name, train=train)
+    # the second loads the first one's warmed weights, and with them finds every score it needs cached
+    assert shared[first].loaded_from is None and scored[-1] == order[1]
+    assert Path(shared[order[1]].loaded_from).parent == tmp_path / "cache" / trained.WEIGHTS_DIR
     assert shared["byorn"].flagged == alone.flagged == shared["score_drop"].flagged
     assert shared["byorn"].scores == alone.scores
     assert shared["byorn"].reference_answers == alone.reference_answers
     assert shared["byorn"].steps_trained == alone.steps_trained > 0
+    warmed = dict(alone_vlm.model.named_parameters())  # BYORn goes on from its warm-up's weights: the same
+    assert all(torch.equal(p, warmed[name]) for name, p in vlms["byorn"].model.named_parameters())
 
 
 @pytest.mark.slow

@@ -73,13 +73,13 @@ def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, ep
     saved = {} if attaches_lora or keep else {name: p.detach().to("cpu", copy=True) for name, p in
                                               vlm.model.named_parameters() if p.requires_grad}
     trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}  # PEFT freezes the base
-    training, use_cache = vlm.model.training, getattr(vlm.model.config, "use_cache", None)
+    training, attributes = vlm.model.training, dict(vars(vlm.model.config))  # the Trainer sets config.use_cache
     kept = False
     try:
         # the trainer goes with its optimizer state as train() returns, before the real fine-tuning makes its own
         steps, found = trained_in_place_or_found(vlm, samples, config, cache_dir,
                                                  lambda: train_steps(vlm, samples, config, scratch).state.global_step)
-        _untouched_by_the_trainer(vlm, training, use_cache)
+        _untouched_by_the_trainer(vlm, training, attributes)
         yield WarmUp(steps, str(found) if found else None)
         kept = keep
     finally:
@@ -89,14 +89,15 @@ def warmed_reference(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, ep
             _restore(vlm, attaches_lora, saved, trainable)
 
 
-def _untouched_by_the_trainer(vlm: VLM, training: bool, use_cache: bool | None) -> None:
+def _untouched_by_the_trainer(vlm: VLM, training: bool, config_attributes: dict) -> None:
     """Undo what a Trainer leaves on the model besides its weights (mixed precision's autocast
-    around `forward`, `config.use_cache`, training mode): the warmed reference then scores and
-    answers as the model it is, and as one whose warm-up was loaded from a grid's cache, where no
-    Trainer ran (the score cache's fingerprint reads the config)."""
+    around `forward`, the config's attributes as they were, `use_cache` among them; training mode):
+    the warmed reference then scores and answers as the model it is, and as one whose warm-up was
+    loaded from a grid's cache, where no Trainer ran (the score cache's fingerprint reads the config)."""
     extract_model_from_parallel(vlm.model, keep_fp32_wrapper=False)
-    if use_cache is not None:
-        vlm.model.config.use_cache = use_cache
+    attributes = vars(vlm.model.config)
+    attributes.clear()
+    attributes.update(config_attributes)
     vlm.model.train(training)
 
 
