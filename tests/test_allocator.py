@@ -15,13 +15,16 @@ from byorn.worlds import shapes
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 vlm, samples = load_vlm("byorn-tiny"), shapes.downstream_samples(96, 0)
 vlm.score(samples)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-vlm.score(samples)
-print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = []
+for _ in range(3):  # the fewest of three later passes: one of them may still grow the heap once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    vlm.score(samples)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, min(faults))
 """
 
 
-def faults_of_a_second_scoring_pass(mode: str) -> tuple[bool, int]:
+def faults_of_a_later_scoring_pass(mode: str) -> tuple[bool, int]:
     out = subprocess.run([sys.executable, "-c", SCORE_TWICE, mode], capture_output=True, text=True, check=True,
                          env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "PATH": ""})
     kept, faults = out.stdout.split()[-2:]
@@ -29,10 +32,11 @@ def faults_of_a_second_scoring_pass(mode: str) -> tuple[bool, int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_a_second_scoring_pass_reuses_the_memory_the_first_freed():
-    kept, faults = faults_of_a_second_scoring_pass("keep")
+def test_a_later_scoring_pass_reuses_the_memory_the_first_freed():
+    kept, faults = faults_of_a_later_scoring_pass("keep")
     assert kept
-    _, returned = faults_of_a_second_scoring_pass("default")
-    # glibc's defaults fault the activations in afresh: 20-30 thousand pages for 96 samples, against
-    # a few hundred (up to 1,300 seen) with freed memory kept
+    _, returned = faults_of_a_later_scoring_pass("default")
+    # glibc's defaults fault the activations in afresh every pass: 6-50 thousand pages for 96 samples
+    # (the process settles on one level), against a few dozen with freed memory kept (up to 2,400 in
+    # a pass that grows the heap, hence the fewest of three)
     assert faults * 5 < returned
