@@ -89,9 +89,8 @@ def trained_or_found(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, c
     `cache_dir`'s index and loaded, or `train()`'s, a `finetune` into `run_dir` (then indexed);
     and where it was found (None: trained). Without a cache_dir, under LoRA or in several processes,
     always `train()`."""
-    index = TrainedModels(cache_dir) if _shares(cache_dir, config) else None
-    key = training_key(vlm, samples, config) if index else ""
-    if index and (record := index.find(key)):
+    index, key, record = _looked_up(vlm, samples, config, cache_dir, INDEX_NAME)
+    if record:
         found = Path(record["model"])
         log.info("loading the fine-tune in %s (the same weights, samples and settings) instead of training", found)
         return VLM.load(found, trust_remote_code=config.trust_remote_code), found
@@ -108,9 +107,8 @@ def trained_in_place_or_found(vlm: VLM, samples: Sequence[Sample], config: Train
     left saved there (safetensors, under WEIGHTS_DIR). Returns the steps, and where the weights were
     found (None: trained). Without a cache_dir, under LoRA or in several processes, always
     `train()`, nothing saved."""
-    index = TrainedModels(cache_dir, WEIGHTS_INDEX_NAME) if _shares(cache_dir, config) else None
-    key = training_key(vlm, samples, config) if index else ""
-    if index and (record := index.find(key)):
+    index, key, record = _looked_up(vlm, samples, config, cache_dir, WEIGHTS_INDEX_NAME)
+    if record:
         found = Path(record["model"])
         try:
             safetensors.torch.load_model(vlm.model, found)
@@ -131,5 +129,12 @@ def trained_in_place_or_found(vlm: VLM, samples: Sequence[Sample], config: Train
     return steps, None
 
 
-def _shares(cache_dir: str | Path | None, config: TrainConfig) -> bool:
-    return bool(cache_dir) and not config.lora and world_size() == 1
+def _looked_up(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, cache_dir: str | Path | None,
+               name: str) -> tuple[TrainedModels | None, str, dict | None]:
+    """The index `name` in `cache_dir`, this fine-tune's key and its record there; no index (and
+    nothing found) without a cache_dir, under LoRA or in several processes."""
+    if not cache_dir or config.lora or world_size() > 1:
+        return None, "", None
+    index = TrainedModels(cache_dir, name)
+    key = training_key(vlm, samples, config)
+    return index, key, index.find(key)
