@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import safetensors.torch
+import torch
 
 from byorn.config import TrainConfig
 from byorn.data import Sample
@@ -111,8 +112,8 @@ def trained_in_place_or_found(vlm: VLM, samples: Sequence[Sample], config: Train
     if record:
         found = Path(record["model"])
         try:
-            safetensors.torch.load_model(vlm.model, found)
-        except (OSError, ValueError, RuntimeError, safetensors.SafetensorError) as exc:  # cut short, say
+            load_whole(vlm.model, found)
+        except (OSError, ValueError, safetensors.SafetensorError) as exc:  # cut short, say
             log.warning("could not load %s (%s: %s); training instead", found, type(exc).__name__, exc)
         else:
             log.info("loaded the weights in %s (the same weights, samples and settings) instead of training", found)
@@ -127,6 +128,21 @@ def trained_in_place_or_found(vlm: VLM, samples: Sequence[Sample], config: Train
         os.replace(partial, path)
         index.add(key, path, steps=steps)
     return steps, None
+
+
+def load_whole(model: torch.nn.Module, path: Path) -> None:
+    """Load a weights file into `model`, all of it or nothing: every tensor is checked against the
+    model's own before any is copied (torch copies the matching ones before it reports a mismatch,
+    which would leave a warm-up to train on from half-loaded weights). A tensor the file leaves out
+    must share its storage with one it holds (tied weights, which safetensors saves once)."""
+    weights = safetensors.torch.load_file(path)
+    own = model.state_dict()
+    if wrong := [k for k, t in weights.items() if k not in own or own[k].shape != t.shape]:
+        raise ValueError(f"{len(wrong)} tensor(s) of another name or shape, {wrong[0]!r} first")
+    held = {own[k].untyped_storage().data_ptr() for k in weights}
+    if missing := [k for k in own if k not in weights and own[k].untyped_storage().data_ptr() not in held]:
+        raise ValueError(f"{len(missing)} tensor(s) missing, {missing[0]!r} first")
+    model.load_state_dict(weights, strict=False)
 
 
 def _looked_up(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, cache_dir: str | Path | None,

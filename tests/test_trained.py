@@ -103,6 +103,29 @@ def test_an_in_place_fine_tune_of_the_same_inputs_loads_the_first_ones_weights_a
                                                         lambda: 0)[1] == found
 
 
+@pytest.mark.parametrize("spoil", ["reshaped", "missing", "foreign"])
+def test_a_weights_file_that_does_not_fit_leaves_the_model_untouched(spoil, tiny_vlm_factory, tmp_path):
+    import safetensors.torch
+
+    vlm = tiny_vlm_factory()
+    before = {k: v.clone() for k, v in vlm.model.state_dict().items()}
+    weights = {k: torch.full_like(v, 7.0) for k, v in before.items()}  # every tensor would change
+    last = sorted(weights)[-1]
+    if spoil == "reshaped":
+        weights[last] = torch.zeros(3, 3)
+    elif spoil == "missing":
+        del weights[last]
+    else:
+        weights["not.in.this.model"] = torch.zeros(1)
+    safetensors.torch.save_file(weights, tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match="tensor"):
+        trained.load_whole(vlm.model, tmp_path / "w.safetensors")
+    assert all(torch.equal(v, before[k]) for k, v in vlm.model.state_dict().items())
+    # the whole file of this model's shapes loads
+    safetensors.torch.save_model(tiny_vlm_factory().model, str(tmp_path / "whole.safetensors"))
+    trained.load_whole(vlm.model, tmp_path / "whole.safetensors")
+
+
 def test_a_loaded_warm_up_leaves_the_model_as_a_trained_one_does(tiny_vlm_factory, tmp_path):
     samples = shapes.downstream_samples(8, seed=1)
     states = []
