@@ -209,8 +209,7 @@ def _finetune_or_load(vlm: VLM, train_set: list[Sample], config: TrainConfig, ru
         finetune(vlm, train_set, config, run_dir, hook=hook)
         return vlm
 
-    passive = type(hook).on_batch is Defense.on_batch and not hook.steps_trained
-    model, found = trained_or_found(vlm, train_set, config, cache if passive else None, train, run_dir)
+    model, found = trained_or_found(vlm, train_set, config, cache if hook.passive else None, train, run_dir)
     return model, str(found) if found else None
 
 

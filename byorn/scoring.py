@@ -45,6 +45,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -269,7 +270,13 @@ def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bo
     return digest.hexdigest()
 
 
-def hash_samples(digest: hashlib._Hash, samples: Sequence[Sample]) -> None:
+class Digest(Protocol):
+    """What `hash_samples` feeds: any hashlib object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+def hash_samples(digest: Digest, samples: Sequence[Sample]) -> None:
     """Feed `digest` every sample, in order: id, texts and image."""
     for s in samples:
         # JSON framing so that ("ab", "c") and ("a", "bc") cannot hash alike

@@ -169,6 +169,14 @@ def test_a_judgement_loads_the_warm_up_the_other_defense_ran_and_judges_the_same
     assert all(torch.equal(p, warmed[name]) for name, p in vlms["byorn"].model.named_parameters())
 
 
+def test_only_a_defense_that_leaves_the_fine_tuning_alone_may_load_another_cells_fine_tune():
+    assert all(build_defense(name).passive for name in ("none", "oracle", "bye", "onion", "score_drop"))
+    assert not build_defense("byorn").passive  # its hook replaces flagged responses during training
+    warm_started = build_defense("none")
+    warm_started.steps_trained = 3  # prepare ran the fine-tuning's first steps
+    assert not warm_started.passive
+
+
 @pytest.mark.slow
 def test_a_grid_fine_tunes_the_oracle_and_byes_probe_once_with_the_same_results(tmp_path, monkeypatch,
                                                                                tiny_vlm_factory):

@@ -40,6 +40,12 @@ class Defense:
     # preparation time then leaves that fine-tune out.
     loaded_from: str | None = None
 
+    @property
+    def passive(self) -> bool:
+        """Whether fine-tuning with this defense is plain fine-tuning of `training_set`: no batch
+        hook and no steps run in `prepare`, so a grid may load the same fine-tune another cell ran."""
+        return type(self).on_batch is Defense.on_batch and not self.steps_trained
+
     def resolved(self) -> dict:
         """Name and every option with its value, written next to the run's results."""
         config = getattr(self, "config", None)
