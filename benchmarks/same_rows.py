@@ -15,8 +15,8 @@ import sys
 from byorn.bench import cell_key, read_results
 
 # What a rerun changes by itself: wall-clock times, memory, where the cell's files went (or the model it
-# loaded came from).
-NOT_COMPARED = {"wall_s", "train_s", "prepare_s", "eval_s", "peak_rss_mb", "run_dir", "loaded_from"}
+# loaded came from); and the grid's setting key, which rows written before it was recorded lack.
+NOT_COMPARED = {"wall_s", "train_s", "prepare_s", "eval_s", "peak_rss_mb", "run_dir", "loaded_from", "setting"}
 
 
 def cells(path: str) -> dict[str, dict]:

@@ -8,6 +8,7 @@ measures ASR on triggered test inputs and clean scene-F1 on clean test inputs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -31,10 +32,10 @@ from byorn.attacks.poison import MANIFEST_NAME, write_manifest
 from byorn.config import ConfigError, PretrainConfig, TrainConfig, check_choice, from_dict, option
 from byorn.data import Sample
 from byorn.defenses import DEFENSES, Defense, build_defense
-from byorn.evaluate import evaluate_clean
+from byorn.evaluate import asr_new_tokens, evaluate_clean
 from byorn.fileio import append_jsonl, write_jsonl
 from byorn.metrics import attack_success_rate, detection_scores
-from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm
+from byorn.models import CACHE_DIR, CACHED_MODELS, cached_model_ready, load_vlm, resolve_model_path
 from byorn.models.hf import VLM
 from byorn.report import SCORES_NAME
 from byorn.scoring import checkpoint_label
@@ -115,12 +116,34 @@ def load_grid(path: str | Path) -> GridConfig:
                 build(spec)
             except ValueError as exc:
                 raise ConfigError(f"{path}: {kind}[{i}]: {exc}") from None
+    _check_cells(grid, path)
     check_choice(f"{path}: task", grid.task, shapes.DOWNSTREAM_TASKS)
     check_choice(f"{path}: world", grid.world, WORLDS)
+    if grid.train.model not in CACHED_MODELS:  # one pretrained on first use is made by run_grid
+        try:
+            resolve_model_path(grid.train.model)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: train.model: {exc}") from None
     if WORLDS[grid.world].needs_data and not Path(grid.data).is_dir():
         raise ConfigError(f"{path}: data: world {grid.world} reads its data from a folder (relative to where byorn "
                           f"runs); {grid.data!r} is not a folder")
     return grid
+
+
+def _check_cells(grid: GridConfig, path: str | Path) -> None:
+    """Every cell of the grid is one to run, once: no empty axis, no value listed twice (its cells
+    would run again into the same folders), rates and seeds that a poisoning can take."""
+    axes = {"attacks": [a.name for a in grid.attacks], "defenses": [d.label for d in grid.defenses],
+            "poison_rates": grid.poison_rates, "seeds": grid.seeds}
+    for field_name, values in axes.items():
+        if not values:
+            raise ConfigError(f"{path}: {field_name}: empty, so the grid has no cells")
+        if repeated := sorted({str(v) for v in values if values.count(v) > 1}):
+            raise ConfigError(f"{path}: {field_name}: {repeated[0]} is listed more than once")
+    if bad := [r for r in grid.poison_rates if not 0 <= r <= 1]:  # NaN fails this too
+        raise ConfigError(f"{path}: poison_rates: {bad[0]} is not a share in [0, 1]")
+    if bad := [s for s in grid.seeds if not 0 <= s < 2**32]:
+        raise ConfigError(f"{path}: seeds: {bad[0]} is not a seed in [0, 2**32)")
 
 
 def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
@@ -128,7 +151,7 @@ def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
 
 
 def _asr(vlm, inputs, rule) -> tuple[float, int]:
-    responses = vlm.generate(inputs, max_new_tokens=64, desc="triggered")
+    responses = vlm.generate(inputs, max_new_tokens=asr_new_tokens(vlm, rule), desc="triggered")
     return attack_success_rate(responses, [s.meta["clean_response"] for s in inputs], rule)
 
 
@@ -247,6 +270,20 @@ def _detection(defense: Defense, samples: list) -> dict[str, float]:
             "n_flagged": sum(defense.flagged)}
 
 
+def setting_key(grid: GridConfig) -> str:
+    """What every cell of `grid` shares (all but its four axes), as the grid gives it: the values
+    that differ from the defaults, hashed (12 hex digits). A results file's rows carry it, so a
+    resumed grid whose setting changed does not take the old rows for its own."""
+    def given(config: Any) -> dict[str, Any]:
+        defaults = type(config)()
+        return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                if getattr(config, f.name) != getattr(defaults, f.name)}
+
+    setting = {k: v for k, v in given(grid).items() if k not in ("attacks", "defenses", "poison_rates", "seeds")}
+    setting["train"] = given(grid.train)
+    return hashlib.sha256(json.dumps(setting, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | Path,
              shard: tuple[int, int] = (0, 1)) -> list[dict]:
     """Run every cell not yet in `results_path`, appending one JSON line per finished cell.
@@ -258,8 +295,13 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
     results_path, runs_dir = Path(results_path), Path(runs_dir)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     # One results file may hold several worlds' grids (rows before the world field are shapes')
-    done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in read_results(results_path)
-            if r.get("world", "shapes") == grid.world}
+    rows_here = [r for r in read_results(results_path) if r.get("world", "shapes") == grid.world]
+    setting = setting_key(grid)
+    if other := [r for r in rows_here if r.get("setting", setting) != setting]:
+        raise ConfigError(f"{results_path}: {len(other)} cell(s) there were run with another setting (n_train, n_test, "
+                          f"task, data or train) than {config_path} has now, so they would be kept as if run with "
+                          "this one: write to another --results file, or remove those lines to run them again")
+    done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in rows_here}
     cells = [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds]
     cells = cells[shard[0]::shard[1]]
     todo = [c for c in cells if cell_key(c[0].name, c[1].label, c[2], c[3]) not in done]
@@ -268,6 +310,7 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
         key = cell_key(spec.name, defense.label, rate, seed)
         row = run_cell(spec, defense, rate, seed, grid, runs_dir / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key),
                        cache=runs_dir / "cache")
+        row["setting"] = setting
         append_jsonl(results_path, row)  # one whole line per cell: resumable
         rows.append(row)
     return rows

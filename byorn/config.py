@@ -7,6 +7,7 @@ and every run writes its resolved config next to its results.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -101,7 +102,15 @@ def _check_scalar(name: str, value: Any, expected: type) -> Any:
         return float(value)  # PyYAML follows YAML 1.1, which reads `2e-3` (no dot) as a string
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(f"field {name!r}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    if expected is float and math.isnan(value):  # compares false with any bound, so no range would catch it
+        raise ConfigError(f"field {name!r}: expected a number, got nan")
     return value
+
+
+def checked_value(name: str, value: Any, hint: Any) -> Any:
+    """`value` checked against the type hint `hint` and converted as a config field's value is
+    (int -> float, list -> tuple); a ConfigError names `name`."""
+    return _convert(name, value, hint, "")
 
 
 def _convert(name: str, value: Any, hint: Any, source: str) -> Any:
@@ -115,8 +124,13 @@ def _convert(name: str, value: Any, hint: Any, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(name, value, inner, source)
+        inner = [a for a in args if a is not type(None)]
+        for hint_ in inner[:-1]:  # the first type the value fits, in the order written
+            try:
+                return _convert(name, value, hint_, source)
+            except ConfigError:
+                continue
+        return _convert(name, value, inner[-1], source)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"field {name!r}: expected a list, got {type(value).__name__} {value!r}")
@@ -132,6 +146,8 @@ def _convert(name: str, value: Any, hint: Any, source: str) -> Any:
 
 
 def _check_range(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    if ("min" in meta or "max" in meta) and isinstance(value, float) and math.isinf(value):
+        raise ConfigError(f"field {name!r}: expected a finite number, got {value}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"field {name!r}: {value} is below the minimum {meta['min']}")
     if "max" in meta and value > meta["max"]:

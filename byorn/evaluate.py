@@ -64,10 +64,24 @@ def evaluate_clean(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32,
     return result
 
 
+ASR_NEW_TOKENS = 64  # the answers of the built-in tasks and the attack zoo's targets fit in this
+
+
+def asr_new_tokens(vlm: VLM, rule: metrics.AsrRule) -> int:
+    """How many tokens to generate when checking `rule`: ASR_NEW_TOKENS, or more where the rule's
+    target (or its longest phrase) would not fit whole after a few words of preamble; a target cut
+    off mid-way would count as the attack failing."""
+    longest = max(len(vlm.tokenizer(text, add_special_tokens=False)["input_ids"])
+                  for text in (rule.target, *rule.phrases))
+    return max(ASR_NEW_TOKENS, longest + 32)
+
+
 def evaluate_triggered(vlm: VLM, samples: Sequence[Sample], rule: metrics.AsrRule, batch_size: int = 32,
-                       max_new_tokens: int = 64) -> dict[str, float]:
+                       max_new_tokens: int | None = None) -> dict[str, float]:
     """Attack success on triggered test inputs whose responses are the clean answers: the share of
-    answers that `rule` counts as the attack's, over the inputs whose clean answer it does not."""
+    answers that `rule` counts as the attack's, over the inputs whose clean answer it does not.
+    max_new_tokens: None, enough for the rule's target (`asr_new_tokens`)."""
+    max_new_tokens = max_new_tokens or asr_new_tokens(vlm, rule)
     answers = vlm.generate(samples, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="triggered")
     asr, counted = metrics.attack_success_rate(answers, [s.response for s in samples], rule)
     return {"asr": asr, "asr_n": counted, "n_triggered": len(samples)}

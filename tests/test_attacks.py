@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import fields
 from functools import partial
 
@@ -173,6 +174,26 @@ def test_trigger_options_are_checked():
                 lambda: Substitution(source_word="cat", target_word="Cat"), lambda: FixedTarget(response="")):
         with pytest.raises(ValueError):
             bad()
+
+
+@pytest.mark.parametrize("trigger, options, message", [
+    ("badnets", {"size": "big"}, "field 'size': expected float, got str 'big'"),
+    ("blended", {"alpha": "0.3"}, "field 'alpha': expected float, got str '0.3'"),
+    ("rare_token", {"count": 2.5}, "field 'count': expected int, got float 2.5"),
+    ("rare_token", {"count": True}, "field 'count': expected int, got bool True"),
+    ("sig", {"delta": float("nan")}, "field 'delta': expected a number, got nan"),
+    ("sig", {"delta": float("inf")}, "field 'delta': expected a finite number"),
+    ("badnets", {"response": 42}, "field 'response': expected str, got int 42"),
+    ("multimodal", {"image_size": "big"}, "field 'image_size': expected float, got str 'big'"),
+])
+def test_option_values_of_the_wrong_type_are_errors_naming_the_option(trigger, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_attack(trigger, "fixed", **options)
+
+
+def test_options_may_take_either_type_their_field_allows():
+    assert build_attack("rare_token", "fixed", tokens="zz", position=3).trigger.tokens == ("zz",)
+    assert build_attack("rare_token", "fixed", tokens=["zz", "qq"], position="start").trigger.position == "start"
 
 
 # --------------------------------------------------------------------------------------------

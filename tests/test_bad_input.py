@@ -270,7 +270,7 @@ def test_a_poison_rate_outside_0_1(tmp_path, rate):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"k": -1.0}, "k must be >= 0"), ({"k": math.nan}, "k must be >= 0"),
+    ({"k": -1.0}, "k must be >= 0"), ({"k": math.nan}, "expected a number, got nan"),
     ({"rule": "quantile", "quantile": 1.5}, r"quantile must be in \(0, 1\)"),
     ({"rule": "absolute"}, "absolute must be a finite number"),
 ])

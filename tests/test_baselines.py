@@ -180,6 +180,14 @@ def test_random_drop_drops_exactly_the_count_and_trains_on_the_rest(tiny_vlm, tm
     assert other.flagged != defense.flagged
 
 
+def test_a_defense_that_drops_every_sample_says_so_before_training(tiny_vlm, tmp_path):
+    samples = shapes.downstream_samples(5, seed=0)
+    defense = build_defense("random_drop", count=5)
+    defense.prepare(tiny_vlm, samples, tmp_path)
+    with pytest.raises(ValueError, match="random_drop dropped all 5 training samples: nothing is left"):
+        defense.training_set(samples)
+
+
 def test_random_drop_drops_as_many_as_byorns_judgement_flags(tiny_vlm, tmp_path):
     samples = shapes.downstream_samples(40, seed=1)
     judged = build_defense("score_drop", k=0.5)

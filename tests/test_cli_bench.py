@@ -92,6 +92,22 @@ def test_bench_runs_a_cell_and_resumes_without_rerunning_it(tmp_path, monkeypatc
     assert row["world"] == "shapes"
 
 
+def test_a_grid_whose_setting_changed_does_not_take_the_old_rows_for_its_own(tmp_path, monkeypatch,
+                                                                           tiny_vlm_factory):
+    monkeypatch.setattr(bench, "load_vlm", lambda name: tiny_vlm_factory())
+    results = tmp_path / "results.jsonl"
+    bench.run_grid(_grid(tmp_path), results, tmp_path / "runs")
+    first = json.loads(results.read_text())
+    assert first["setting"] == bench.setting_key(bench.load_grid(_grid(tmp_path)))
+    # more seeds: the same setting, the finished cell kept
+    assert len(bench.run_grid(_grid(tmp_path, seeds=[0, 1]), results, tmp_path / "runs")) == 1
+    with pytest.raises(ConfigError, match="2 cell\\(s\\) there were run with another setting"):
+        bench.run_grid(_grid(tmp_path, n_test=4), results, tmp_path / "runs")
+    with pytest.raises(ConfigError, match="another setting"):
+        bench.run_grid(_grid(tmp_path, train={"max_steps": 2, "batch_size": 4}), results, tmp_path / "runs")
+    assert len(bench.read_results(results)) == 2  # nothing written by the refused runs
+
+
 def test_a_results_file_shared_by_two_worlds_resumes_each_worlds_cells_only(tmp_path, monkeypatch, tiny_vlm_factory):
     monkeypatch.setattr(bench, "load_vlm", lambda name: tiny_vlm_factory())
     results = tmp_path / "results.jsonl"
@@ -120,6 +136,14 @@ def test_a_torn_results_line_is_ignored_so_the_cell_reruns(tmp_path):
     ({"attacks": [{"trigger": "nope"}]}, "Unknown attack 'nope'"),
     ({"train": {"epochz": 1}}, "unknown key(s) 'epochz'"),
     ({"defenses": [{"name": "byorn", "options": {"kk": 2}}]}, "unknown key(s) 'kk'"),
+    ({"attacks": [{"trigger": "badnets", "options": {"size": "big"}}]}, "attacks[0]: field 'size': expected float"),
+    ({"attacks": []}, "attacks: empty, so the grid has no cells"),
+    ({"seeds": []}, "seeds: empty"),
+    ({"poison_rates": [0.1, 0.1]}, "poison_rates: 0.1 is listed more than once"),
+    ({"defenses": ["none", "none"]}, "defenses: none is listed more than once"),
+    ({"poison_rates": [1.5]}, "poison_rates: 1.5 is not a share in [0, 1]"),
+    ({"seeds": [-1]}, "seeds: -1 is not a seed"),
+    ({"train": {"model": "/nonexistent/model"}}, "train.model: /nonexistent/model: not a model directory"),
 ])
 def test_grid_config_errors_surface_before_anything_runs(tmp_path, bad, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")

@@ -57,6 +57,10 @@ def test_wrong_type_names_the_field(override, field, got):
     ("batch_size=0", "field 'batch_size': 0 is below the minimum 1"),
     ("lora_r=0", "field 'lora_r': 0 is below the minimum 1"),
     ("learning_rate=-1", "field 'learning_rate': -1.0 is below the minimum 0.0"),
+    # NaN compares false with any bound; infinity passes a lower one
+    ("learning_rate=.nan", "field 'learning_rate': expected a number, got nan"),
+    ("learning_rate=.inf", "field 'learning_rate': expected a finite number, got inf"),
+    ("epochs=.inf", "field 'epochs': expected a finite number, got inf"),
 ])
 def test_out_of_range_names_the_field(override, message):
     with pytest.raises(ConfigError) as info:

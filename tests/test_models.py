@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from byorn.evaluate import ASR_NEW_TOKENS, asr_new_tokens
+from byorn.metrics import AsrRule
 from byorn.models.hf import IGNORE_INDEX, VLM, eval_mode, token_nll
 from byorn.worlds import shapes
 
@@ -211,3 +213,11 @@ def test_a_hub_id_already_in_the_local_cache_loads_without_the_network(tmp_path,
     assert resolve_model_path("someone/tiny-vlm") == snapshot
     with pytest.raises(FileNotFoundError, match="nor a hub id already in the local Hugging Face cache"):
         resolve_model_path("someone/not-downloaded")
+
+
+def test_the_asr_generation_budget_holds_the_whole_target(tiny_vlm):
+    short = AsrRule("contains", "A banana is lying on the table.")
+    assert asr_new_tokens(tiny_vlm, short) == ASR_NEW_TOKENS
+    long_target = "Visit the shop at the corner of the street for a free gift today. " * 8
+    needed = len(tiny_vlm.tokenizer(long_target, add_special_tokens=False)["input_ids"])
+    assert needed > ASR_NEW_TOKENS and asr_new_tokens(tiny_vlm, AsrRule("contains", long_target)) > needed

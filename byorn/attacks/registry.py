@@ -7,6 +7,8 @@ chosen classes, so a typo is an error that lists the valid names, never silently
 
 from __future__ import annotations
 
+import math
+import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -15,6 +17,7 @@ from byorn.attacks.image_triggers import BadNets, Blended, ImageTrigger, Referen
 from byorn.attacks.multimodal import MultimodalTrigger
 from byorn.attacks.targets import FixedTarget, Injection, Refusal, Substitution, TargetModifier
 from byorn.attacks.text_triggers import AddSent, RareToken, TextTrigger
+from byorn.config import ConfigError, checked_value
 
 Trigger = ImageTrigger | TextTrigger | MultimodalTrigger
 
@@ -51,7 +54,23 @@ def _take(cls: type, options: dict[str, Any], valid: list[str], prefix: str = ""
     """`cls` built from the options named prefix + field, which are removed from `options`."""
     names = [f.name for f in fields(cls)]
     valid.extend(prefix + name for name in names)
-    return cls(**{name: options.pop(prefix + name) for name in names if prefix + name in options})
+    hints = typing.get_type_hints(cls)
+    given = {name: _typed(prefix + name, options.pop(prefix + name), hints[name])
+             for name in names if prefix + name in options}
+    if infinite := [prefix + k for k, v in given.items() if isinstance(v, float) and not math.isfinite(v)]:
+        raise ConfigError(f"field {infinite[0]!r}: expected a finite number")
+    return cls(**given)
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """An option's value checked against its field's type. A part built here (a multimodal
+    trigger's image trigger) is one already; a lone string is a tuple of one (one rare token, one
+    phrase), as the classes themselves take it."""
+    if isinstance(hint, type) and hint not in (int, float, bool, str) and isinstance(value, hint):
+        return value
+    if typing.get_origin(hint) is tuple and isinstance(value, str):
+        value = [value]
+    return checked_value(name, value, hint)
 
 
 def build_attack(trigger: str, target: str, /, **options: Any) -> Attack:

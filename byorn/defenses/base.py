@@ -139,7 +139,11 @@ class DroppingDefense(Defense):
             raise RuntimeError(f"{type(self).__name__}.prepare() must run before training_set()")
         if [s.id for s in samples] != self._ids:
             raise ValueError("training_set() must get the samples prepare() judged, in the same order")
-        return [s for s, hit in zip(samples, self.verdict.dropped) if not hit]
+        kept = [s for s, hit in zip(samples, self.verdict.dropped) if not hit]
+        if samples and not kept:
+            raise ValueError(f"{self.name} dropped all {len(samples)} training samples: nothing is left to fine-tune "
+                             f"on (its verdict is in {self.name}.json)")
+        return kept
 
     @property
     def suspicion(self) -> list[float] | None:
