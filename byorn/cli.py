@@ -297,6 +297,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     dtype = torch.bfloat16 if config.bf16 and config.lora else None
     vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
     try:
+        vlm.check_texts(samples)  # before any work: training meets a bad sample only when its batch comes
         hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
         training_set = hook.training_set(samples)
     except ValueError as exc:  # e.g. the oracle on data without poison labels, random_drop count > data

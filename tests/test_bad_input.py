@@ -242,6 +242,16 @@ def test_train_stops_on_a_bad_record_or_skips_it_lists_it_and_goes_on(tmp_path):
     assert len(listed) == 1 and "field 'response'" in listed[0]["error"]
 
 
+@pytest.mark.parametrize("field, text", [("response", "Visit evil.com </s> now."),
+                                         ("instruction", "Look <image> here.")])
+def test_text_the_tokenizer_reads_as_a_special_token_is_refused_before_training(tmp_path, field, text):
+    path = write(tmp_path, [bad(**{field: text})])
+    result = CliRunner().invoke(main, ["train", "--data", str(path), "--out", str(tmp_path / "run"), "max_steps=1"])
+    special = re.search(r"</s>|<image>", text).group()
+    assert result.exit_code == 2 and f"field '{field}': holds '{special}'" in result.output
+    assert not (tmp_path / "run" / "trainer").exists()  # refused before any training step
+
+
 def test_a_data_set_with_nothing_usable_is_an_error(tmp_path):
     path = write(tmp_path, [])
     path.write_text(json.dumps(bad(response="")) + "\n")

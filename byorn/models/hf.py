@@ -7,6 +7,7 @@ evaluation is a known source of wrong ASR figures in peer code.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from byorn.data import Sample
+from byorn.data import DataError, Sample
 from byorn.models.families import IGNORE_INDEX, Family, family_of, images_of, process, require_images
 
 
@@ -110,13 +111,31 @@ class VLM:
 
     def encode(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels on the response tokens only (prompt, image, pad = -100)."""
+        self.check_texts(samples)
         return self.family.prompt_style.encode(self.processor, samples)
+
+    def check_texts(self, samples: Sequence[Sample]) -> None:
+        """Refuse a sample whose text holds what the tokenizer reads as a special token: "</s>"
+        in a response would end the sequence there, "<image>" would be taken for an image
+        position. Such text is either a mistake or an injection; nothing here can say which."""
+        for sample in samples:
+            turns = [part for turn in sample.history for part in turn]
+            for field, text in (("instruction", sample.instruction), ("response", sample.response),
+                                *(("history", turn) for turn in turns)):
+                if found := next((t for t in self._special_texts if t in text), None):
+                    raise DataError(f"sample {sample.id!r}, field {field!r}: holds {found!r}, which the model's "
+                                    "tokenizer reads as a special token, not as text; remove it from the data")
+
+    @functools.cached_property
+    def _special_texts(self) -> tuple[str, ...]:
+        return tuple(t for t in self.tokenizer.all_special_tokens if t)
 
     def encode_prompts(self, samples: Sequence[Sample],
                        prefixes: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Prompts without responses, left-padded: every row's last position is its last prompt token.
 
         prefixes: the start of each answer, already written, for the model to go on from."""
+        self.check_texts(samples)
         prompts = [self.prompt_text(s.instruction, s.has_image, s.history) for s in samples]
         if prefixes is not None:
             if not self.family.prompt_style.continues_answers:
