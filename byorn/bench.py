@@ -29,7 +29,7 @@ from byorn.attacks import (
     triggered_test_set,
 )
 from byorn.attacks.poison import MANIFEST_NAME, write_manifest
-from byorn.config import ConfigError, PretrainConfig, TrainConfig, check_choice, from_dict, option
+from byorn.config import ConfigError, PretrainConfig, TrainConfig, check_choice, from_dict, option, read_yaml
 from byorn.data import Sample
 from byorn.defenses import DEFENSES, Defense, build_defense
 from byorn.evaluate import asr_new_tokens, evaluate_clean
@@ -100,7 +100,7 @@ class GridConfig:
 def load_grid(path: str | Path) -> GridConfig:
     """A YAML grid; unknown keys, wrong types, defenses and attack names are errors before anything runs."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = read_yaml(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read grid ({exc})") from exc
     if isinstance(raw, dict) and isinstance(raw.get("defenses"), list):  # a bare name is {name: ...}

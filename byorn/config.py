@@ -180,6 +180,26 @@ def from_dict(cls: type[T], values: Any, source: str = "config") -> T:
     return cls(**checked)
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently, so a grid listing poison_rates twice would run only the second list)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text as Python values, safely (no objects constructed) and with no key given twice."""
+    return yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader: it builds no Python objects
+
+
 def parse_overrides(pairs: typing.Iterable[str], source: str = "override") -> dict[str, Any]:
     """`KEY=VALUE` pairs (command-line options and overrides), values read as YAML: numbers,
     booleans, lists, strings. The config's types are checked later, by `from_dict`."""
@@ -188,7 +208,7 @@ def parse_overrides(pairs: typing.Iterable[str], source: str = "override") -> di
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"{source} {item!r}: expected KEY=VALUE")
-        values[key.strip()] = yaml.safe_load(raw)
+        values[key.strip()] = read_yaml(raw)
     return values
 
 
@@ -198,7 +218,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
     source = str(path) if path else "config"
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            loaded = read_yaml(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from exc
         if loaded is not None and not isinstance(loaded, dict):

@@ -234,6 +234,16 @@ def test_poison_count_is_exact(n, rate, expected):
     assert sum(s.meta["is_poisoned"] for s in out) == len(records) == expected == round(n * rate)
 
 
+def test_a_rate_that_rounds_to_no_poison_says_so(caplog):
+    with caplog.at_level("WARNING", logger="byorn.attacks.poison"):
+        poison(texts(3), build_attack("rare_token", "fixed"), 0.1, seed=0)
+    assert "rate 0.1 of 3 samples rounds to no poisoned sample" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="byorn.attacks.poison"):
+        poison(texts(3), build_attack("rare_token", "fixed"), 0.0, seed=0)  # no poison asked for
+    assert not caplog.text
+
+
 def test_poison_choice_is_seeded():
     attack = build_attack("rare_token", "fixed")
 

@@ -83,6 +83,13 @@ def test_yaml_file_then_overrides(tmp_path):
     assert isinstance(config.epochs, float)  # an int in YAML becomes the float the field declares
 
 
+def test_a_key_given_twice_is_an_error_naming_it_and_its_line(tmp_path):
+    path = write(tmp_path, "epochs: 2\nbatch_size: 8\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="key 'epochs' is given twice") as info:
+        load_config(TrainConfig, path)
+    assert str(path) in str(info.value) and "line 3" in str(info.value)
+
+
 def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     # PyYAML (YAML 1.1) reads `2e-4` as a string; a learning rate is commonly written that way.
     path = write(tmp_path, "learning_rate: 2e-4\nweight_decay: 1E-2\n")

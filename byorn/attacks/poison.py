@@ -9,6 +9,7 @@ Input samples are never modified: changed ones are new `Sample`s with new images
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -25,6 +26,8 @@ from byorn.metrics import attack_success
 
 if TYPE_CHECKING:  # loading models is the caller's business; only the type is needed here
     from byorn.models.hf import VLM
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "poison_manifest.jsonl"
 
@@ -68,6 +71,9 @@ def poison(samples: Sequence[Sample], attack: Attack, rate: float, seed: int, cl
         raise ValueError(f"{attack.name}: clean-label image crafting pulls images toward the source concept, "
                          "which only a substitution target names")
     n_poison = round(len(samples) * rate)
+    if rate > 0 and n_poison == 0:
+        log.warning("%s: rate %g of %d samples rounds to no poisoned sample; the data set is left clean",
+                    attack.name, rate, len(samples))
     rule = attack.target.asr_rule()
     # An image trigger needs an image: text-only samples are never poisoned by one, nor made its negatives.
     carries = (lambda s: s.has_image) if "image" in attack.trigger.modality else (lambda s: True)
