@@ -147,6 +147,21 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
     return samples, len(skipped or ())
 
 
+def _refuse_writing_over(data: str, samples: list, out_dir: str) -> None:
+    """Stop a command that writes a data set (clean, poison: OUT/data.json, .jsonl, .parquet or
+    data/, and OUT/images/) before it would write over what it reads: the input's data file or any
+    of its images, which the rewritten set would replace."""
+    out = Path(out_dir).resolve()
+    written = {out / name for name in ("data.json", "data.jsonl", "data.parquet", "data")}
+    source = Path(data).resolve()
+    if source in written or any(folder in written or folder == out / "images" for folder in source.parents):
+        _fail(f"--out {out_dir}: the new data set would be written over {data}; write it to another folder")
+    images = (s.image.resolve() for s in samples if isinstance(s.image, Path))
+    if inside := next((image for image in images if out / "images" in image.parents), None):
+        _fail(f"--out {out_dir}: the new data set's images would be written over the input's ({inside}); write it to "
+              "another folder")
+
+
 def _options_and_samples(config_class: type, options: tuple[str, ...], command: str, data: str, n: int, on_bad: str,
                          out_dir: str, image_folder: str | None) -> tuple:
     """A judging command's -o options as its config (checked before any data is read) and its samples."""
@@ -402,6 +417,7 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
 
     config, samples = _options_and_samples(ByornConfig, options, "clean", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
+    _refuse_writing_over(data, samples, out_dir)
     layout = ("jsonl" if data.lower().endswith(".jsonl") else "parquet" if data.lower().endswith(".parquet")
               else "rows" if Path(data).is_dir() else "llava")
     try:
@@ -501,6 +517,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
         _fail(str(exc))
     clean, _ = _load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample,
                              report_dir=Path(out_dir), image_folder=image_folder)
+    _refuse_writing_over(data, clean, out_dir)
     try:
         attack = build_attack(trigger, target, **attack_options)
         model = None

@@ -252,6 +252,27 @@ def test_text_the_tokenizer_reads_as_a_special_token_is_refused_before_training(
     assert not (tmp_path / "run" / "trainer").exists()  # refused before any training step
 
 
+@pytest.mark.parametrize("command", [["clean"], ["poison", "--attack", "badnets", "--rate", "0.5"]])
+def test_a_command_that_writes_a_data_set_does_not_write_over_its_input(tmp_path, command):
+    data = tmp_path / "set"
+    data.mkdir()
+    path = write(data, [bad()])
+    (data / "images").mkdir()
+    for name in ("good.png", "bad.png"):  # the layout byorn writes: OUT/data.jsonl, OUT/images/
+        (data / name).rename(data / "images" / name)
+    records = [{**json.loads(line), "image": f"images/{json.loads(line)['image']}"}
+               for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, [*command, "--data", str(path), "--out", str(data)])
+    assert result.exit_code == 2 and f"--out {data}: " in result.output and "another folder" in result.output
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+    # above the input, nothing is overwritten: allowed
+    result = CliRunner().invoke(main, [*command, "--data", str(path), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
 def test_a_data_set_with_nothing_usable_is_an_error(tmp_path):
     path = write(tmp_path, [])
     path.write_text(json.dumps(bad(response="")) + "\n")
