@@ -68,6 +68,10 @@ def _parse_json(text: str, path: Path, first_line: int = 1) -> Any:
     except json.JSONDecodeError as exc:
         line = first_line + exc.lineno - 1
         raise DataError(f"{path}:{line}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+    except RecursionError as exc:  # a hostile file: thousands of nested brackets
+        raise DataError(f"{path}:{first_line}: JSON nested too deeply to read") from exc
+    except ValueError as exc:  # valid JSON Python declines: an integer of over 4,300 digits
+        raise DataError(f"{path}:{first_line}: cannot read this JSON ({exc})") from exc
 
 
 def _image_root(path: Path, image_root: str | Path | None) -> Path:
@@ -152,6 +156,7 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None,
             record = _parse_json(line, path, number)
             if not isinstance(record, dict):
                 raise DataError(f"{loc}: record must be a JSON object, got {type(record).__name__}")
+            _check_image_key(record, loc)
             samples.append(_to_sample(record, loc, loc, root, seen, checks))
         except DataError as error:
             checks.handle(error)
@@ -212,14 +217,32 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
     return samples
 
 
+# Where other formats keep a record's image: read as byorn's "image", they would silently make
+# every record text-only.
+IMAGE_LIKE_KEYS = ("images", "image_path", "image_file", "image_url", "img", "picture", "photo")
+
+
+def _check_image_key(record: dict, loc: str) -> None:
+    if record.get("image") is None and (key := next((k for k in IMAGE_LIKE_KEYS if k in record), None)):
+        raise DataError(f"{loc}: field {key!r}: byorn reads a record's image from the field 'image' (one path, "
+                        f"relative to the image folder); rename {key!r} to 'image', or drop it for a text-only record")
+
+
 def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], multi_turn: str,
                   checks: LoadChecks) -> list[Sample]:
     if not isinstance(record, dict):
         raise DataError(f"{where}: record must be a JSON object, got {type(record).__name__}")
     loc = where + (f" (id {record['id']!r})" if isinstance(record.get("id"), str) else "")
+    _check_image_key(record, loc)
     human, extra = _first_pair(record, loc, "first" if multi_turn == "each" else multi_turn)
     turns = record["conversations"]
     pairs = _turn_pairs(turns, human, loc) if multi_turn == "each" else [human]
+    if len(pairs) > 1:  # its turns' ids are built on the record's: it must be one, and not taken
+        if not isinstance(record.get("id"), str) or not record["id"].strip():
+            raise DataError(f"{loc}: field 'id': must be a non-empty string, got {record.get('id')!r}")
+        if record["id"] in seen:
+            raise DataError(f"{loc}: field 'id': duplicate id {record['id']!r} (first at {seen[record['id']]})")
+        seen[record["id"]] = where
     placeholders = [j for j, turn in enumerate(turns) if "<image>" in turn["value"]]
     if sum(turns[j]["value"].count("<image>") for j in placeholders) > 1:
         raise DataError(f"{loc}: field 'conversations': several <image> placeholders; byorn reads one image per "

@@ -159,6 +159,11 @@ RECORD_KINDS = {
                              r"data\.jsonl:2: field 'instruction': 20,004 characters, over the limit of 20,000"),
     "overlong response": (bad(response="x" * (MAX_CHARS + 1)),
                           r"data\.jsonl:2: field 'response': 20,001 characters, over the limit"),
+    # another format's image key would otherwise make the record text-only without a word
+    "image under another key": ({**{k: v for k, v in bad().items() if k != "image"}, "images": ["bad.png"]},
+                                r"data\.jsonl:2: field 'images': byorn reads a record's image from the field 'image'"),
+    "nested too deeply": ("[" * 100_000, r"data\.jsonl:2: JSON nested too deeply to read"),
+    "integer too long": ('{"id": ' + "9" * 5000 + "}", r"data\.jsonl:2: cannot read this JSON"),
 }
 
 
@@ -209,6 +214,20 @@ LLAVA_KINDS = {
     "empty assistant answer": ([HUMAN, {"from": "gpt", "value": " "}],
                                r"\[1\] \(id 'bad'\): field 'conversations\[1\]\.value': must be a non-empty"),
 }
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"conversations": [HUMAN, GPT, HUMAN, GPT]}, r"\[1\]: field 'id': must be a non-empty string, got None"),
+    ({"id": "good", "image": "good.png", "conversations": [HUMAN, GPT, HUMAN, GPT]},
+     r"\[1\] \(id 'good'\): field 'id': duplicate id 'good'"),
+    ({"id": "bad", "images": ["good.png"], "conversations": [HUMAN, GPT]},
+     r"\[1\] \(id 'bad'\): field 'images': byorn reads a record's image from the field 'image'"),
+])
+def test_a_llava_record_whose_id_or_image_cannot_be_read_as_given(tmp_path, record, message):
+    (tmp_path / "good.png").write_bytes(png_bytes())
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([llava("good", [HUMAN, GPT]), record]))
+    fails_then_skips(path, r"data\.json" + message)
 
 
 @pytest.mark.parametrize("kind", LLAVA_KINDS)
