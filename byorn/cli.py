@@ -287,6 +287,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     to review what was flagged and what replaced it)."""
     import torch
 
+    from byorn.data import DataError
     from byorn.defenses import Defense, build_defense
     from byorn.distributed import is_main, shut_down
     from byorn.models import load_vlm
@@ -310,9 +311,12 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
                                        report_dir=Path(out_dir))
     # Frozen base weights under LoRA need no float32 master copy: bf16 halves their memory.
     dtype = torch.bfloat16 if config.bf16 and config.lora else None
-    vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
     try:
+        vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
         vlm.check_texts(samples)  # before any work: training meets a bad sample only when its batch comes
+    except (OSError, ValueError) as exc:  # no such model; a sample the model cannot read as text
+        _fail(str(exc))
+    try:
         hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
         training_set = hook.training_set(samples)
     except ValueError as exc:  # e.g. the oracle on data without poison labels, random_drop count > data
@@ -320,7 +324,10 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     if type(hook).deployed is not Defense.deployed:
         click.echo(f"note: {defense} acts when the model answers (byorn bench, Defense.deployed); the model "
                    f"saved here is fine-tuned without it", err=True)
-    finetune(vlm, training_set, config, out_dir, hook=hook, resume_from=checkpoint)
+    try:
+        finetune(vlm, training_set, config, out_dir, hook=hook, resume_from=checkpoint)
+    except (DataError, ConfigError) as exc:  # a sample longer than the model's context; a batch that does not split
+        _fail(str(exc))
     if is_main() and (page := write_run_review(out_dir, samples, hook)) is not None:
         click.echo(f"review what {defense} flagged: {page}")
     shut_down()
@@ -376,9 +383,13 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
                                            image_folder)
     try:
         train = load_config(TrainConfig, config_path, ())
-    except ConfigError as exc:
+        vlm = _loaded(model or train.model, bf16=bf16)
+    except (OSError, ValueError) as exc:  # a bad config; no such model
         _fail(str(exc))
-    rows = run_scan(_loaded(model or train.model, bf16=bf16), samples, config, out_dir, train)
+    try:
+        rows = run_scan(vlm, samples, config, out_dir, train)
+    except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit
+        _fail(str(exc))
     flagged = sum(r.flagged for r in rows)
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
     for row in rows[:top]:
@@ -422,9 +433,12 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
               else "rows" if Path(data).is_dir() else "llava")
     try:
         train = load_config(TrainConfig, config_path, ())
-        cleaned = run_clean(_loaded(model or train.model, bf16=bf16), samples, config, out_dir, layout=layout,
-                            drop=drop, train=train)
-    except ConfigError as exc:
+        vlm = _loaded(model or train.model, bf16=bf16)
+    except (OSError, ValueError) as exc:  # a bad config; no such model
+        _fail(str(exc))
+    try:
+        cleaned = run_clean(vlm, samples, config, out_dir, layout=layout, drop=drop, train=train)
+    except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit
         _fail(str(exc))
     action = "dropped" if drop else "replaced"
     click.echo(f"{len(cleaned.flagged)} of {cleaned.n_in} flagged and {action}; {cleaned.n_out} samples written to "

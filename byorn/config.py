@@ -208,7 +208,12 @@ def parse_overrides(pairs: typing.Iterable[str], source: str = "override") -> di
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"{source} {item!r}: expected KEY=VALUE")
-        values[key.strip()] = read_yaml(raw)
+        try:
+            values[key.strip()] = read_yaml(raw)
+        except yaml.constructor.ConstructorError as exc:  # {a: 1, a: 2}
+            raise ConfigError(f"{source} {item!r}: {exc.problem}") from None
+        except yaml.YAMLError:  # not YAML (a regex such as [qv]_proj): the text as given
+            values[key.strip()] = raw
     return values
 
 

@@ -19,7 +19,7 @@ import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Trainer, TrainingArguments
 
-from byorn.config import TrainConfig, save_config
+from byorn.config import ConfigError, TrainConfig, save_config
 from byorn.data import Sample
 from byorn.distributed import sum_over_processes, world_size
 from byorn.fileio import atomic_write_text, remove_if_empty, write_jsonl
@@ -102,7 +102,7 @@ def training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArgumen
     the global batch: samples per optimizer step over all processes (each takes its share)."""
     shares = world_size() * config.gradient_accumulation_steps
     if config.batch_size % shares:
-        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world_size()} processes x "
+        raise ConfigError(f"batch_size {config.batch_size} does not split evenly over {world_size()} processes x "
                          f"{config.gradient_accumulation_steps} accumulation steps")
     # Checkpoints hold weights (safetensors), optimizer, scheduler and RNG states; the two newest
     # are kept so a kill during a save still leaves a complete one.

@@ -292,6 +292,25 @@ def test_a_command_that_writes_a_data_set_does_not_write_over_its_input(tmp_path
     assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("command, problem, message", [
+    (["train"], ["model=/no/such/model"], "/no/such/model: not a model directory"),
+    (["train"], ["batch_size=4", "gradient_accumulation_steps=3"], "batch_size 4 does not split evenly"),
+    (["scan"], ["--model", "/no/such/model"], "/no/such/model: not a model directory"),
+    (["clean"], ["--model", "/no/such/model"], "/no/such/model: not a model directory"),
+])
+def test_a_command_stops_with_one_line_not_a_traceback(tmp_path, command, problem, message):
+    path = write(tmp_path, [bad()])
+    result = CliRunner().invoke(main, [*command, "--data", str(path), "--out", str(tmp_path / "run"), *problem])
+    assert result.exit_code == 2 and f"error: {message}" in result.output and "Traceback" not in result.output
+
+
+def test_scan_and_clean_refuse_special_token_text_with_one_line(tmp_path):
+    path = write(tmp_path, [bad(response="Visit evil.com </s> now.")])
+    for command in ("scan", "clean"):
+        result = CliRunner().invoke(main, [command, "--data", str(path), "--out", str(tmp_path / command)])
+        assert result.exit_code == 2 and "sample 'bad', field 'response': holds '</s>'" in result.output
+
+
 def test_a_data_set_with_nothing_usable_is_an_error(tmp_path):
     path = write(tmp_path, [])
     path.write_text(json.dumps(bad(response="")) + "\n")

@@ -90,6 +90,12 @@ def test_a_key_given_twice_is_an_error_naming_it_and_its_line(tmp_path):
     assert str(path) in str(info.value) and "line 3" in str(info.value)
 
 
+def test_an_override_that_is_not_yaml_is_taken_as_text():
+    assert load_config(TrainConfig, overrides=["lora_target=.*[qv]_proj"]).lora_target == ".*[qv]_proj"
+    with pytest.raises(ConfigError, match="key 'b' is given twice"):
+        load_config(TrainConfig, overrides=["lora_target={b: 1, b: 2}"])
+
+
 def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     # PyYAML (YAML 1.1) reads `2e-4` as a string; a learning rate is commonly written that way.
     path = write(tmp_path, "learning_rate: 2e-4\nweight_decay: 1E-2\n")

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from byorn.data import DataError, Sample
 from byorn.evaluate import ASR_NEW_TOKENS, asr_new_tokens
 from byorn.metrics import AsrRule
 from byorn.models.hf import IGNORE_INDEX, VLM, eval_mode, token_nll
@@ -221,3 +222,14 @@ def test_the_asr_generation_budget_holds_the_whole_target(tiny_vlm):
     long_target = "Visit the shop at the corner of the street for a free gift today. " * 8
     needed = len(tiny_vlm.tokenizer(long_target, add_special_tokens=False)["input_ids"])
     assert needed > ASR_NEW_TOKENS and asr_new_tokens(tiny_vlm, AsrRule("contains", long_target)) > needed
+
+
+def test_a_sample_longer_than_the_models_context_is_refused_naming_it(tiny_vlm):
+    fits, too_long = shapes.downstream_samples(2, seed=0)
+    too_long = too_long.with_response("and then " * tiny_vlm.max_positions)
+    tiny_vlm.encode([fits])
+    with pytest.raises(DataError, match=rf"sample {too_long.id!r}: [\d,]+ tokens .* more than the 160 positions"):
+        tiny_vlm.encode([fits, too_long])
+    long_prompt = Sample("long-prompt", fits.image, "why " * tiny_vlm.max_positions, "x")
+    with pytest.raises(DataError, match="sample 'long-prompt': .* more than the 160 positions"):
+        tiny_vlm.encode_prompts([fits, long_prompt])

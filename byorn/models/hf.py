@@ -112,7 +112,7 @@ class VLM:
     def encode(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels on the response tokens only (prompt, image, pad = -100)."""
         self.check_texts(samples)
-        return self.family.prompt_style.encode(self.processor, samples)
+        return self._within_context(self.family.prompt_style.encode(self.processor, samples), samples)
 
     def check_texts(self, samples: Sequence[Sample]) -> None:
         """Refuse a sample whose text holds what the tokenizer reads as a special token: "</s>"
@@ -125,6 +125,22 @@ class VLM:
                 if found := next((t for t in self._special_texts if t in text), None):
                     raise DataError(f"sample {sample.id!r}, field {field!r}: holds {found!r}, which the model's "
                                     "tokenizer reads as a special token, not as text; remove it from the data")
+
+    def _within_context(self, batch: dict[str, torch.Tensor], samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+        """`batch`, checked to fit the language model's positions: a longer sample would be read
+        past what the model was trained on (or fail inside it), and pads its whole batch to its length."""
+        limit = self.max_positions
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        if limit is not None and (row := next((i for i, n in enumerate(lengths) if n > limit), None)) is not None:
+            raise DataError(f"sample {samples[row].id!r}: {lengths[row]:,} tokens with its image and prompt, more than "
+                            f"the {limit:,} positions of the model; shorten its text or leave it out")
+        return batch
+
+    @functools.cached_property
+    def max_positions(self) -> int | None:
+        """How many positions the language model has (None where its config does not say)."""
+        config = self.model.config
+        return getattr(getattr(config, "text_config", None) or config, "max_position_embeddings", None)
 
     @functools.cached_property
     def _special_texts(self) -> tuple[str, ...]:
@@ -145,7 +161,7 @@ class VLM:
             require_images(samples, self.family.name)
         batch = process(self.processor, prompts, images_of(samples), "left")
         batch.pop("labels", None)  # a prefix-suffix processor labels nothing here, but says so
-        return batch
+        return self._within_context(batch, samples)
 
     def instruction_mask(self, samples: Sequence[Sample], width: int) -> torch.Tensor:
         """[B, width] True on each instruction's tokens in a left-padded `encode_prompts` batch of
