@@ -25,7 +25,10 @@ def row_to_sample(row: Mapping[str, Any], index: int, id_column: str = "id") -> 
     where = f"row {index}"
     if id_column not in row:
         raise DataError(f"{where}: no {id_column!r} column; BYORn matches a batch's rows with its verdicts by id")
-    images = row.get("images") if "images" in row else [row.get("image")]
+    identity = row[id_column]
+    if isinstance(identity, bool) or not isinstance(identity, (str, int)) or not str(identity).strip():
+        raise DataError(f"{where}, field {id_column!r}: expected a non-empty string or an integer, got {identity!r}")
+    images = row.get("images") if "images" in row else [] if row.get("image") is None else [row["image"]]
     if not isinstance(images, list) or len(images) > 1 or None in images:
         raise DataError(f"{where}, field 'images': expected one image, or none for a text-only row, got "
                         f"{images!r:.80}")

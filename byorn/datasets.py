@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from byorn.chat_rows import row_to_sample, sample_to_row
@@ -316,17 +317,40 @@ def load_rows(path: str | Path, checks: LoadChecks = LoadChecks()) -> list[Sampl
         raise DataError(f"{path}: cannot read a Hugging Face data set ({exc})") from exc
     if isinstance(table, datasets.DatasetDict):
         raise DataError(f"{path}: a DatasetDict with splits {list(table)}; point at one split's folder")
+    root = (path if path.is_dir() else path.parent).resolve()  # where an image given as a path lies
     samples, seen = [], {}
-    for index, row in enumerate(table):
+    for index in range(len(table)):
+        loc = f"{path}: row {index}"
         try:
-            sample = row_to_sample(row, index)
-            if sample.id in seen:
-                raise DataError(f"row {index}, field 'id': duplicate id {sample.id!r} (first at row {seen[sample.id]})")
-            seen[sample.id] = index
-            samples.append(sample)
+            try:
+                row = table[index]  # `datasets` decodes the row's image here
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise DataError(f"{loc}, field 'images': cannot decode the image ({exc})") from exc
+            try:
+                sample = row_to_sample(row, index)
+            except DataError as exc:  # it names the row and field; the file goes in front
+                raise DataError(f"{path}: {exc}") from exc
+            # the checks of the file formats: texts, id, and an image given as a path (relative to the data set)
+            fields = {"id": sample.id, "instruction": sample.instruction, "response": sample.response,
+                      "image": None if isinstance(sample.image, Image.Image) else sample.image}
+            checked = _to_sample(fields, loc, f"row {index}", root, seen, checks, labels=ROW_FIELDS)
+            if isinstance(sample.image, Image.Image):
+                _check_pixels(sample.image, loc)
+                checked.image = sample.image
+            samples.append(checked)
         except DataError as error:
-            checks.handle(DataError(f"{path}: {error}"))
+            checks.handle(error)
     return samples
+
+
+ROW_FIELDS = {"instruction": "messages", "response": "messages", "image": "images"}  # where a row keeps them
+
+
+def _check_pixels(image: Image.Image, loc: str) -> None:
+    """A decoded image under Pillow's decompression-bomb limit, as `decode_image` holds files to."""
+    if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+        raise DataError(f"{loc}, field 'images': image too large, {image.width}x{image.height} pixels, over Pillow's "
+                        f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,}")
 
 
 def save_rows(samples: Sequence[Sample], out_dir: str | Path, parquet: bool = False) -> Path:

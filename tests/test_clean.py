@@ -8,12 +8,13 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from byorn.clean import clean
 from byorn.cli import main
 from byorn.config import ConfigError
 from byorn.data import DataError
-from byorn.datasets import load_dataset, save_jsonl, save_llava_json
+from byorn.datasets import LoadChecks, load_dataset, save_jsonl, save_llava_json
 from byorn.defenses.byorn import ByornConfig, ByornDefense
 from byorn.models import load_vlm
 from byorn.worlds import shapes
@@ -119,6 +120,48 @@ def test_a_bad_row_of_a_hugging_face_data_set_names_the_file_and_row(tmp_path):
     rows = [{"id": "a", "images": [], "messages": [{"role": "user", "content": "Hi?"}]}]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "set"))
     with pytest.raises(DataError, match=r"set: row 0, field 'messages': expected one user turn then one assistant"):
+        load_dataset(tmp_path / "set")
+
+
+def _turns(answer: str) -> list[dict]:
+    return [{"role": "user", "content": "What is shown?"}, {"role": "assistant", "content": answer}]
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"id": "b", "messages": _turns("  ")}, r"row 1: field 'messages': must be a non-empty string"),
+    ({"id": "b", "messages": _turns("x" * 20_001)}, r"row 1: field 'messages': 20,001 characters, over the limit"),
+    ({"id": None, "messages": _turns("A.")}, r"row 1, field 'id': expected a non-empty string or an integer"),
+    ({"id": "b", "image": "/etc/hostname", "messages": _turns("A.")},
+     r"row 1: field 'images': must be a path relative to the image root"),
+    ({"id": "b", "image": "../outside.png", "messages": _turns("A.")}, r"row 1: field 'images': .* outside the image"),
+    ({"id": "b", "image": "missing.png", "messages": _turns("A.")}, r"row 1: field 'images': image file not found"),
+])
+def test_a_hugging_face_row_is_held_to_the_checks_of_the_file_formats(tmp_path, row, message):
+    datasets = pytest.importorskip("datasets")
+    # from_list takes its columns from the first row: an "image" column there too, None (text-only)
+    rows = [{"id": "a", **({"image": None} if "image" in row else {}), "messages": _turns("A square.")}, row]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "set"))
+    with pytest.raises(DataError, match=message):
+        load_dataset(tmp_path / "set")
+    skipped: list[str] = []
+    assert [s.id for s in load_dataset(tmp_path / "set", checks=LoadChecks(skipped=skipped))] == ["a"]
+    assert len(skipped) == 1
+
+
+def test_a_hugging_face_row_whose_image_does_not_decode_or_is_a_bomb_is_a_data_error(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    text = datasets.Value("string")
+    features = datasets.Features({"id": text, "images": [datasets.Image()],
+                                  "messages": [{"role": text, "content": text}]})
+    good = Image.new("RGB", (8, 8))
+    rows = [{"id": "a", "images": [good], "messages": _turns("A.")},
+            {"id": "b", "images": [{"bytes": b"not an image", "path": None}], "messages": _turns("A.")}]
+    datasets.Dataset.from_list(rows, features=features).save_to_disk(str(tmp_path / "set"))
+    with pytest.raises(DataError, match=r"row 1, field 'images': cannot decode the image"):
+        load_dataset(tmp_path / "set")
+    assert [s.id for s in load_dataset(tmp_path / "set", checks=LoadChecks(skipped=[]))] == ["a"]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 63)  # the 8 x 8 image is now over the limit
+    with pytest.raises(DataError, match=r"row 0, field 'images': image too large, 8x8 pixels"):
         load_dataset(tmp_path / "set")
 
 
