@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 class DataError(ValueError):
@@ -50,7 +50,9 @@ def decode_image(path: Path, where: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 opened.load()
-                return to_rgb(opened)
+                # a camera's JPEG stores its pixels as the sensor saw them and says in EXIF how
+                # to turn them; every viewer (and transformers' load_image) shows them turned
+                return to_rgb(ImageOps.exif_transpose(opened))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: {where}: image too large, over Pillow's decompression-bomb limit of "
                         f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS only for "

@@ -129,6 +129,18 @@ def test_unusual_image_modes_decode_to_true_rgb(tmp_path, mode):
     assert image.mode == "RGB" and image.getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_a_jpeg_is_turned_as_its_exif_orientation_says(tmp_path):
+    stored = Image.new("RGB", (40, 20), (0, 0, 0))
+    stored.paste((255, 255, 255), (0, 0, 20, 20))  # white on the left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show"
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", exif=exif, quality=95)
+    image = next(s for s in load_dataset(write(tmp_path, [bad()], bad_image=buffer.getvalue())) if s.id == "bad").pil()
+    assert image.size == (20, 40)  # upright: white at the top
+    assert image.getpixel((10, 5))[0] > 200 and image.getpixel((10, 35))[0] < 50
+
+
 def test_transparent_pixels_are_flattened_onto_black_not_kept_as_hidden_colour():
     hidden = Image.new("RGBA", (2, 2), (255, 0, 0, 0))  # red, but fully transparent
     assert Sample("x", hidden, "i", "r").pil().getpixel((0, 0)) == (0, 0, 0)
