@@ -309,6 +309,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     samples, n_skipped = _load_samples(data, n=n_train, seed=config.seed, split="train", on_bad=on_bad_sample,
                                        image_folder=image_folder,
                                        report_dir=Path(out_dir))
+    _same_data_as_before(Path(out_dir), data, samples, resuming=checkpoint is not None)
     # Frozen base weights under LoRA need no float32 master copy: bf16 halves their memory.
     dtype = torch.bfloat16 if config.bf16 and config.lora else None
     try:
@@ -354,6 +355,36 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
             changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
             _fail(f"{path}: the run was started with other settings ({', '.join(changed)}); resume it with the "
                   "same ones")
+
+
+DATA_RECORD = "data.yaml"  # which samples a run trains on: checked when it is resumed
+
+
+def _same_data_as_before(run_dir: Path, data: str, samples: list, resuming: bool) -> None:
+    """Record which samples a fresh run trains on; stop a resumed run given others (it would go on
+    from a checkpoint of one data set on another). Ids, texts and image references are compared,
+    not pixels: a data set's files are read once, by the loader."""
+    import hashlib
+
+    import yaml
+
+    from byorn.distributed import is_main
+
+    digest = hashlib.sha256()
+    for s in samples:
+        image = str(s.image) if isinstance(s.image, Path) else \
+            hashlib.sha256(s.image.tobytes()).hexdigest() if s.image is not None else None
+        digest.update(json.dumps([s.id, s.instruction, s.response, image, s.history]).encode())
+    record = {"data": data, "samples": len(samples), "sha256": digest.hexdigest()}
+    path = run_dir / DATA_RECORD
+    if resuming and path.exists():
+        before = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if before.get("sha256") != record["sha256"]:
+            _fail(f"{path}: the run was started on other samples ({before.get('data')}, {before.get('samples')} "
+                  f"samples; now {data}, {len(samples)}); resume it with the same data")
+    elif is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
 
 
 @main.command(cls=_judge_options_help())

@@ -83,6 +83,16 @@ def test_resume_without_a_checkpoint_or_with_other_settings_is_refused(tmp_path)
     assert result.exit_code == 2 and "started with other settings" in result.output and "max_steps" in result.output
 
 
+def test_a_run_resumed_on_other_samples_is_refused(tmp_path):
+    common = ["train", "--out", str(tmp_path), "--data", "shapes", "lora=false", "max_steps=2", "batch_size=4",
+              "save_steps=1"]
+    assert CliRunner().invoke(main, [*common, "--n", "8"]).exit_code == 0
+    assert CliRunner().invoke(main, [*common, "--n", "8", "--resume"]).exit_code == 0  # the same samples
+    result = CliRunner().invoke(main, [*common, "--n", "12", "--resume"])
+    assert result.exit_code == 2 and "data.yaml: the run was started on other samples (shapes, 8 samples; now " \
+        "shapes, 12)" in result.output
+
+
 def test_a_run_whose_defense_yaml_lacks_an_option_is_not_resumed_with_its_new_default(tmp_path):
     import yaml
 
