@@ -48,13 +48,21 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS)
     writer.writeheader()
-    writer.writerows(vars(r) for r in rows)
+    writer.writerows({k: _inert(v) for k, v in vars(r).items()} for r in rows)
     atomic_write_text(out_dir / "scan.csv", buffer.getvalue())
     score = f"{config.variant}, then {config.rejudge_variant} (MAD units)" if config.rejudge else config.variant
     plot_histogram(scores, flagging.thresholds, score, out_dir / "scores.png")
     write_review(out_dir / REVIEW_NAME, samples, scores, flagging.flagged, groups=groups,
                  thresholds=flagging.thresholds, title=f"byorn scan: {out_dir.name}")
     return rows
+
+
+def _inert(value: object) -> object:
+    """A cell a spreadsheet shows as text: untrusted text starting with =, +, -, @ (or a tab or
+    carriage return) would be run as a formula when scan.csv is opened; a quote in front stops it."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def plot_histogram(scores: Sequence[float], thresholds: dict[str, float], variant: str, path: Path) -> None:

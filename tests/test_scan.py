@@ -67,3 +67,15 @@ def test_scan_judges_with_the_configs_model_unless_model_is_given(tmp_path):
     result = CliRunner().invoke(main, ["scan", "--data", "shapes", "--n", "20", "--config", str(config),
                                        "--out", str(tmp_path / "scan")])
     assert result.exit_code != 0 and "/no/such/model-dir" in (str(result.exception) + result.output)
+
+
+def test_scan_csv_keeps_untrusted_text_from_running_as_a_spreadsheet_formula(tmp_path):
+    samples = shapes.downstream_samples(12, seed=3)
+    samples[4] = samples[4].with_response('=HYPERLINK("http://example.com", "click")')
+    data = save_jsonl(samples, tmp_path / "data")
+    result = CliRunner().invoke(main, ["scan", "--data", str(data), "--out", str(tmp_path / "scan")])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "scan" / "scan.csv").open() as handle:
+        cells = {row["id"]: row for row in csv.DictReader(handle)}
+    assert cells[samples[4].id]["response"] == "'" + samples[4].response
+    assert cells[samples[0].id]["response"] == samples[0].response  # ordinary text as it is
