@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
 _TEXT_FIELDS = ("id", "image", "instruction", "response")
 # A turn's "from": LLaVA's names, and the ShareGPT and chat names for the same roles.
+log = logging.getLogger(__name__)
+
 ROLE_NAMES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
 MAX_CHARS = 20_000  # per instruction or response; far beyond any VLM context, so longer is an error
 
@@ -215,6 +218,9 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
             samples += _llava_record(record, f"{path}[{i}]", root, seen, multi_turn, checks)
         except DataError as error:
             checks.handle(error)
+    if leading := sum("turns_before_first_human" in s.meta for s in samples):
+        log.warning("%s: %d record(s) begin with turns before the first human one (a system prompt, say), which "
+                    "byorn does not train on; meta['turns_before_first_human'] counts them", path, leading)
     return samples
 
 
@@ -269,6 +275,8 @@ def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], mul
         samples.append(sample)
     if extra and multi_turn == "first":
         samples[0].meta.setdefault("extra_turns", extra)
+    if human:  # a system prompt (or a gpt turn) before the first human turn: a sample has no place for it
+        samples[0].meta.setdefault("turns_before_first_human", human)
     return samples
 
 

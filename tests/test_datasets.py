@@ -238,3 +238,16 @@ def test_sharegpt_and_chat_role_names_read_as_llavas(tmp_path):
     turns = [{"from": "user", "value": "<image>\nWhich colour?"}, {"from": "assistant", "value": "Red."}]
     sample = load_llava_json(write_json(tmp_path, [llava(conversations=turns)]))[0]
     assert (sample.instruction, sample.response) == ("Which colour?", "Red.")
+
+
+def test_turns_before_the_first_human_one_are_left_out_but_said(tmp_path, caplog):
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    record = {"id": "a", "image": "a.png", "conversations": [
+        {"from": "system", "value": "You are terse."}, {"from": "human", "value": "<image>\nWhat?"},
+        {"from": "gpt", "value": "A square."}]}
+    (tmp_path / "data.json").write_text(json.dumps([record]))
+    with caplog.at_level("WARNING", logger="byorn.datasets"):
+        (sample,) = load_llava_json(tmp_path / "data.json")
+    assert (sample.instruction, sample.response) == ("What?", "A square.")
+    assert sample.meta["turns_before_first_human"] == 1
+    assert "1 record(s) begin with turns before the first human one" in caplog.text
