@@ -397,7 +397,8 @@ def _same_data_as_before(run_dir: Path, data: str, samples: list, resuming: bool
                    "review.html (a page to review what was flagged, with thumbnails)")
 @click.option("--defense-option", "-d", "options", multiple=True, metavar="KEY=VALUE",
               help="scoring/threshold option, as `byorn train -d` takes it")
-@click.option("--top", default=10, show_default=True, help="suspicious samples to print")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
+              help="suspicious samples to print")
 @warm_up_config
 @on_bad_sample
 @image_folder
@@ -502,6 +503,8 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
     from byorn.evaluate import evaluate_clean, evaluate_triggered
     from byorn.metrics import parse_target_rule
 
+    if out_path:  # made now: a missing folder found after the evaluation would cost the whole run
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     if (triggered is None) != (target_rule is None):
         _fail("--triggered and --target-rule go together: the file of triggered inputs, and what counts as a hit")
     try:

@@ -32,6 +32,8 @@ def resolve_data(spec: str, *, n: int, seed: int, split: str, skipped: list[str]
             raise ValueError(f"--image-folder is for data files; {spec} is a built-in world")
         if WORLDS[name].needs_data and not folder:
             raise ValueError(f"--data {spec}: the {name} world reads a folder; write {name}:FOLDER")
+        if folder and not WORLDS[name].needs_data:
+            raise ValueError(f"--data {spec}: the {name} world is built in and reads no folder; write {name}")
         return WORLDS[name].downstream(n, seed, split, folder, "describe")
     from byorn.datasets import LoadChecks, load_dataset
 

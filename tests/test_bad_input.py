@@ -407,3 +407,10 @@ def test_no_code_path_unpickles_user_files():
             assert "weights_only=True" in call, (path, call)
         assert "trust_remote_code=True" not in text, path
     assert TrainConfig().trust_remote_code is False
+
+
+def test_a_built_in_world_given_a_folder_and_a_negative_top_are_refused(tmp_path):
+    result = CliRunner().invoke(main, ["scan", "--data", "shapes:foo", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "the shapes world is built in and reads no folder" in result.output
+    result = CliRunner().invoke(main, ["scan", "--data", "shapes", "--out", str(tmp_path), "--top", "-1"])
+    assert result.exit_code == 2 and "--top" in result.output

@@ -82,7 +82,7 @@ def test_an_image_folder_elsewhere_is_found_with_image_folder_and_missing_withou
 def test_eval_reports_the_asr_of_a_users_own_triggered_file(tmp_path):
     clean_inputs = shapes.downstream_samples(4, seed=8, split="test")
     triggered = save_jsonl([s.with_response(s.response) for s in clean_inputs], tmp_path / "triggered")
-    out = tmp_path / "eval.json"
+    out = tmp_path / "not" / "yet" / "eval.json"  # its folder is made
     args = ["eval", "--n", "4", "--triggered", str(triggered), "--out", str(out)]
     result = CliRunner().invoke(main, [*args, "--target-rule", "regex:\\b(there|the)\\b"])
     assert result.exit_code == 0, result.output
