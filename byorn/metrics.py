@@ -164,7 +164,9 @@ class AsrRule:
         required = {"contains": ("target",), "contains_any": ("phrases",), "refusal": ("phrases",),
                     "substitution": ("target", "source"), "exact": ("target",), "regex": ("target",)}
         for name in required[self.kind]:
-            if not getattr(self, name):
+            value = getattr(self, name)
+            texts = value if isinstance(value, tuple) else (value,)
+            if not texts or not all(text.strip() for text in texts):  # blank text matches everything
                 raise ValueError(f"AsrRule.{name} must be non-empty for kind {self.kind!r}")
         if self.kind == "regex":
             try:

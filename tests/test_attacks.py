@@ -171,7 +171,8 @@ def test_trigger_options_are_checked():
     for bad in (lambda: BadNets(pattern="stars"), lambda: BadNets(size=0), lambda: Blended(alpha=1.5),
                 lambda: RareToken(tokens=("two words",)), lambda: RareToken(position=-1),
                 lambda: AddSent(position="middle"), lambda: Refusal(response="Sure, here it is."),
-                lambda: Substitution(source_word="cat", target_word="Cat"), lambda: FixedTarget(response="")):
+                lambda: Substitution(source_word="cat", target_word="Cat"), lambda: FixedTarget(response=""),
+                lambda: FixedTarget(response="  ")):
         with pytest.raises(ValueError):
             bad()
 
