@@ -119,6 +119,9 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
         seen[fields["id"]] = where
         return Sample(fields["id"], None, fields["instruction"], fields["response"],
                       {**meta, "source": meta.get("source", where)}, history)
+    if re.match(r"[a-z][a-z0-9+.-]*://", fields["image"], re.IGNORECASE):
+        fail("image", f"{fields['image']!r} is a URL; byorn reads local image files (nothing is downloaded): "
+                      "fetch the images first and give their paths")
     relative = Path(fields["image"])
     if relative.is_absolute():
         fail("image", f"must be a path relative to the image root {root}, got {fields['image']!r}")
@@ -130,6 +133,8 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
     # as `..`: a data set from an untrusted source must not make us read arbitrary files.
     if not image.is_relative_to(root):
         fail("image", f"{fields['image']!r} resolves to {image}, outside the image root {root}")
+    if image.is_dir():
+        fail("image", f"{image} is a folder, not an image file")
     if not image.is_file():
         fail("image", f"image file not found: {image}")
     if checks.check_images:

@@ -156,6 +156,8 @@ RECORD_KINDS = {
     # (a record without an image is a text-only record, not an error: tests/test_text_only.py)
     "image not a string": (bad(image=7), r"data\.jsonl:2: field 'image': must be a non-empty string, got 7"),
     "empty image": (bad(image=""), r"data\.jsonl:2: field 'image': must be a non-empty string"),
+    "image a url": (bad(image="https://example.com/a.png"), r"data\.jsonl:2: field 'image': .* is a URL; byorn"),
+    "image a folder": (bad(image="."), r"data\.jsonl:2: field 'image': .* is a folder, not an image file"),
     "missing instruction": ({k: v for k, v in bad().items() if k != "instruction"},
                             r"data\.jsonl:2: field 'instruction': missing"),
     "missing response": ({k: v for k, v in bad().items() if k != "response"},
