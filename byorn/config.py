@@ -68,6 +68,9 @@ class TrainConfig:
                                     "takes (tensorboard, wandb, ..., installed separately)")
     trust_remote_code: bool = option(False, "allow model code from the model directory (off: safer)")
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass
 class PretrainConfig:
@@ -91,6 +94,9 @@ class PretrainConfig:
                                   "Flickr8k's train split (byorn-tiny-flickr; needs data)")
     data: str = option("", "world=flickr8k: the Flickr8k folder (caption file, Images/, split files)")
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 _YAML11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -107,6 +113,19 @@ def _check_scalar(name: str, value: Any, expected: type) -> Any:
     return value
 
 
+def check_fields(config: Any) -> None:
+    """A config made in Python (TrainConfig(batch_size=0)) held to what `from_dict` checks in a
+    file: each field's type and range, with the same conversions (an int for a float field)."""
+    hints, name = typing.get_type_hints(type(config)), type(config).__name__
+    for f in fields(config):
+        try:
+            value = _convert(f.name, getattr(config, f.name), hints[f.name], name)
+            _check_range(f.name, value, f.metadata)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        object.__setattr__(config, f.name, value)
+
+
 def checked_value(name: str, value: Any, hint: Any) -> Any:
     """`value` checked against the type hint `hint` and converted as a config field's value is
     (int -> float, list -> tuple); a ConfigError names `name`."""
@@ -120,7 +139,7 @@ def _convert(name: str, value: Any, hint: Any, source: str) -> Any:
     if hint is Any:
         return value
     if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value, f"{source}: {name}")
+        return value if isinstance(value, hint) else from_dict(hint, value, f"{source}: {name}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

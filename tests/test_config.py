@@ -68,6 +68,16 @@ def test_out_of_range_names_the_field(override, message):
     assert str(info.value) == f"config: {message}"
 
 
+def test_a_config_made_in_python_is_checked_as_a_file_would_be():
+    assert TrainConfig(epochs=1).epochs == 1.0 and isinstance(TrainConfig(epochs=1).epochs, float)
+    with pytest.raises(ConfigError, match="TrainConfig: field 'batch_size': 0 is below the minimum 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="TrainConfig: field 'epochs': expected float, got str '1'"):
+        TrainConfig(epochs="1")
+    with pytest.raises(ConfigError, match="field 'learning_rate': expected a finite number"):
+        dataclasses.replace(TrainConfig(), learning_rate=float("inf"))
+
+
 def test_out_of_range_in_a_file_names_the_file_and_field(tmp_path):
     path = write(tmp_path, "batch_size: 0\n")
     with pytest.raises(ConfigError) as info:
