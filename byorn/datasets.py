@@ -31,10 +31,10 @@ from byorn.chat_rows import row_to_sample, sample_to_row
 from byorn.data import DataError, Sample, decode_image
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
-_TEXT_FIELDS = ("id", "image", "instruction", "response")
-# A turn's "from": LLaVA's names, and the ShareGPT and chat names for the same roles.
 log = logging.getLogger(__name__)
 
+_TEXT_FIELDS = ("id", "image", "instruction", "response")
+# A turn's "from": LLaVA's names, and the ShareGPT and chat names for the same roles.
 ROLE_NAMES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
 MAX_CHARS = 20_000  # per instruction or response; far beyond any VLM context, so longer is an error
 
@@ -101,7 +101,7 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
         if name not in fields:
             fail(name, "missing")
         if not isinstance(value, str) or not value.strip():
-            fail(name, f"must be a non-empty string, got {value!r}")
+            fail(name, f"must be a non-empty string, got {value!r:.80}")
         if len(value) > checks.max_chars:
             fail(name, f"{len(value):,} characters, over the limit of {checks.max_chars:,} (max_chars)")
     meta = fields.get("meta", {})
@@ -124,7 +124,7 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
                       "fetch the images first and give their paths")
     relative = Path(fields["image"])
     if relative.is_absolute():
-        fail("image", f"must be a path relative to the image root {root}, got {fields['image']!r}")
+        fail("image", f"must be a path relative to the image root {root} (--image-folder), got {fields['image']!r}")
     try:
         image = (root / relative).resolve()
     except (OSError, ValueError) as exc:
@@ -235,7 +235,8 @@ IMAGE_LIKE_KEYS = ("images", "image_path", "image_file", "image_url", "img", "pi
 
 
 def _check_image_key(record: dict, loc: str) -> None:
-    if record.get("image") is None and (key := next((k for k in IMAGE_LIKE_KEYS if k in record), None)):
+    if record.get("image") is None and (key := next((k for k in IMAGE_LIKE_KEYS if record.get(k) not in (None, "", [])),
+                                                   None)):
         raise DataError(f"{loc}: field {key!r}: byorn reads a record's image from the field 'image' (one path, "
                         f"relative to the image folder); rename {key!r} to 'image', or drop it for a text-only record")
 
@@ -304,7 +305,7 @@ def load_dataset(path: str | Path, image_root: str | Path | None = None,
     if suffix == ".jsonl":
         return load_jsonl(path, image_root, checks)
     if suffix == ".parquet" or Path(path).is_dir():
-        return load_rows(path, checks)
+        return load_rows(path, checks, image_root)
     raise DataError(f"{path}: unknown data set format {Path(path).suffix!r}. Known: .json (LLaVA conversations), "
                     ".jsonl (one sample per line), a Hugging Face data set folder or .parquet (TRL's rows)")
 
@@ -318,7 +319,8 @@ def _hf_datasets(path: Path):
     return datasets
 
 
-def load_rows(path: str | Path, checks: LoadChecks = LoadChecks()) -> list[Sample]:
+def load_rows(path: str | Path, checks: LoadChecks = LoadChecks(),
+              image_root: str | Path | None = None) -> list[Sample]:
     """A Hugging Face data set of conversational rows (byorn.chat_rows: id, images, messages): a
     `save_to_disk` folder or a Parquet file; images come decoded by `datasets`."""
     path = Path(path)
@@ -330,7 +332,9 @@ def load_rows(path: str | Path, checks: LoadChecks = LoadChecks()) -> list[Sampl
         raise DataError(f"{path}: cannot read a Hugging Face data set ({exc})") from exc
     if isinstance(table, datasets.DatasetDict):
         raise DataError(f"{path}: a DatasetDict with splits {list(table)}; point at one split's folder")
-    root = (path if path.is_dir() else path.parent).resolve()  # where an image given as a path lies
+    # where an image given as a path lies: the data set's folder unless said; an absolute path is
+    # taken if it lies there (the rows of a `datasets` folder often hold them)
+    root = Path(image_root if image_root is not None else path if path.is_dir() else path.parent).resolve()
     samples, seen = [], {}
     for index in range(len(table)):
         loc = f"{path}: row {index}"
@@ -344,8 +348,11 @@ def load_rows(path: str | Path, checks: LoadChecks = LoadChecks()) -> list[Sampl
             except DataError as exc:  # it names the row and field; the file goes in front
                 raise DataError(f"{path}: {exc}") from exc
             # the checks of the file formats: texts, id, and an image given as a path (relative to the data set)
+            image = sample.image
+            if isinstance(image, str) and Path(image).is_absolute() and root in Path(image).resolve().parents:
+                image = str(Path(image).resolve().relative_to(root))
             fields = {"id": sample.id, "instruction": sample.instruction, "response": sample.response,
-                      "image": None if isinstance(sample.image, Image.Image) else sample.image}
+                      "image": None if isinstance(image, Image.Image) else image}
             checked = _to_sample(fields, loc, f"row {index}", root, seen, checks, labels=ROW_FIELDS)
             if isinstance(sample.image, Image.Image):
                 _check_pixels(sample.image, loc)
@@ -437,7 +444,9 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
     return out_dir / name
 
 
-_TURN_KEYS = ("record", "turn", "turns")
+# what a loader adds to a turn's meta and a writer leaves out (it puts the conversation back instead;
+# turns before the first human one are not kept, so nothing is left to count)
+_TURN_KEYS = ("record", "turn", "turns", "turns_before_first_human")
 
 
 def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:

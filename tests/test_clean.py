@@ -148,6 +148,18 @@ def test_a_hugging_face_row_is_held_to_the_checks_of_the_file_formats(tmp_path, 
     assert len(skipped) == 1
 
 
+def test_a_hugging_face_row_may_give_an_absolute_path_inside_the_image_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a.png")
+    rows = [{"id": "a", "image": str(tmp_path / "imgs" / "a.png"), "messages": _turns("A.")}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "set"))
+    with pytest.raises(DataError, match=r"row 0: field 'images': must be a path relative .*\(--image-folder\)"):
+        load_dataset(tmp_path / "set")  # outside the data set's folder
+    (sample,) = load_dataset(tmp_path / "set", image_root=tmp_path / "imgs")
+    assert sample.image == (tmp_path / "imgs" / "a.png").resolve()
+
+
 def test_a_hugging_face_row_whose_image_does_not_decode_or_is_a_bomb_is_a_data_error(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     text = datasets.Value("string")

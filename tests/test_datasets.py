@@ -11,7 +11,14 @@ import pytest
 from PIL import Image
 
 from byorn.data import DataError, Sample
-from byorn.datasets import LoadChecks, load_dataset, load_jsonl, load_llava_json, save_jsonl, save_llava_json
+from byorn.datasets import (
+    LoadChecks,
+    load_dataset,
+    load_jsonl,
+    load_llava_json,
+    save_jsonl,
+    save_llava_json,
+)
 
 
 def png(path: Path, color: tuple[int, int, int] = (200, 30, 90)) -> Path:
@@ -251,3 +258,16 @@ def test_turns_before_the_first_human_one_are_left_out_but_said(tmp_path, caplog
     assert (sample.instruction, sample.response) == ("What?", "A square.")
     assert sample.meta["turns_before_first_human"] == 1
     assert "1 record(s) begin with turns before the first human one" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="byorn.datasets"):  # byorn's own output has no such turn left
+        (again,) = load_llava_json(save_llava_json([sample], tmp_path / "out"))
+    assert "turns_before_first_human" not in again.meta and not caplog.text
+
+
+def test_an_empty_image_key_of_another_format_is_a_text_only_record(tmp_path):
+    record = {"id": "a", "instruction": "Why?", "response": "Because.", "images": [], "image_url": None}
+    (tmp_path / "data.jsonl").write_text(json.dumps(record) + "\n")
+    assert not load_jsonl(tmp_path / "data.jsonl")[0].has_image
+    (tmp_path / "data.jsonl").write_text(json.dumps({**record, "images": ["a.png"]}) + "\n")
+    with pytest.raises(DataError, match="field 'images': byorn reads a record's image from the field 'image'"):
+        load_jsonl(tmp_path / "data.jsonl")
