@@ -133,8 +133,9 @@ def load_grid(path: str | Path) -> GridConfig:
 def _check_cells(grid: GridConfig, path: str | Path) -> None:
     """Every cell of the grid is one to run, once: no empty axis, no value listed twice (its cells
     would run again into the same folders), rates and seeds that a poisoning can take."""
+    # as cell_key writes them: two rates that print alike would share a cell's folder and key
     axes = {"attacks": [a.name for a in grid.attacks], "defenses": [d.label for d in grid.defenses],
-            "poison_rates": grid.poison_rates, "seeds": grid.seeds}
+            "poison_rates": [f"{r:g}" for r in grid.poison_rates], "seeds": grid.seeds}
     for field_name, values in axes.items():
         if not values:
             raise ConfigError(f"{path}: {field_name}: empty, so the grid has no cells")

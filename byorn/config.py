@@ -206,7 +206,11 @@ class _UniqueKeys(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # <<: *anchor: keys after it override it on purpose
+                continue
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base constructor refuses it, as a YAML error
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice",
                                                         key_node.start_mark)
@@ -231,8 +235,11 @@ def parse_overrides(pairs: typing.Iterable[str], source: str = "override") -> di
             values[key.strip()] = read_yaml(raw)
         except yaml.constructor.ConstructorError as exc:  # {a: 1, a: 2}
             raise ConfigError(f"{source} {item!r}: {exc.problem}") from None
-        except yaml.YAMLError:  # not YAML (a regex such as [qv]_proj): the text as given
-            values[key.strip()] = raw
+        except yaml.YAMLError as exc:
+            if raw.lstrip()[:1] in ("[", "{"):  # a list or mapping with a typo, not text
+                raise ConfigError(f"{source} {item!r}: not a YAML list or mapping; quote text that starts with "
+                                  f"a bracket ({key.strip()}=\"'...'\") ({exc})") from None
+            values[key.strip()] = raw  # not YAML (a regex such as .*[qv]_proj): the text as given
     return values
 
 

@@ -140,6 +140,7 @@ def test_a_torn_results_line_is_ignored_so_the_cell_reruns(tmp_path):
     ({"attacks": []}, "attacks: empty, so the grid has no cells"),
     ({"seeds": []}, "seeds: empty"),
     ({"poison_rates": [0.1, 0.1]}, "poison_rates: 0.1 is listed more than once"),
+    ({"poison_rates": [0.1, 0.1000001]}, "poison_rates: 0.1 is listed more than once"),  # one cell key
     ({"defenses": ["none", "none"]}, "defenses: none is listed more than once"),
     ({"poison_rates": [1.5]}, "poison_rates: 1.5 is not a share in [0, 1]"),
     ({"seeds": [-1]}, "seeds: -1 is not a seed"),

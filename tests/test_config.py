@@ -8,8 +8,18 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, from_dict, load_config, save_config
+from byorn.config import (
+    ConfigError,
+    PretrainConfig,
+    TrainConfig,
+    describe,
+    from_dict,
+    load_config,
+    read_yaml,
+    save_config,
+)
 
 TRAIN_KEYS = [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -98,10 +108,17 @@ def test_a_key_given_twice_is_an_error_naming_it_and_its_line(tmp_path):
     with pytest.raises(ConfigError, match="key 'epochs' is given twice") as info:
         load_config(TrainConfig, path)
     assert str(path) in str(info.value) and "line 3" in str(info.value)
+    # a merge key's values may be overridden: that is what it is for
+    assert read_yaml("base: &b {epochs: 2, seed: 1}\ntrain: {<<: *b, seed: 5}")["train"] == {"epochs": 2, "seed": 5}
+    with pytest.raises(yaml.YAMLError):  # an unhashable key stays a YAML error, not a TypeError
+        read_yaml("? [a, b]\n: 1\n")
 
 
 def test_an_override_that_is_not_yaml_is_taken_as_text():
     assert load_config(TrainConfig, overrides=["lora_target=.*[qv]_proj"]).lora_target == ".*[qv]_proj"
+    assert load_config(TrainConfig, overrides=["lora_target='[qv]_proj'"]).lora_target == "[qv]_proj"
+    with pytest.raises(ConfigError, match="not a YAML list or mapping; quote text"):  # a list with a typo
+        load_config(TrainConfig, overrides=["lora_target=[q_proj, v_proj"])
     with pytest.raises(ConfigError, match="key 'b' is given twice"):
         load_config(TrainConfig, overrides=["lora_target={b: 1, b: 2}"])
 

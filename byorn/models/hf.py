@@ -140,7 +140,8 @@ class VLM:
     def max_positions(self) -> int | None:
         """How many positions the language model has (None where its config does not say)."""
         config = self.model.config
-        return getattr(getattr(config, "text_config", None) or config, "max_position_embeddings", None)
+        text = getattr(config, "text_config", None)
+        return getattr(text, "max_position_embeddings", None) or getattr(config, "max_position_embeddings", None)
 
     @functools.cached_property
     def _special_texts(self) -> tuple[str, ...]:
