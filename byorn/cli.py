@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from byorn.allocator import keep_freed_memory
-from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config, parse_overrides
-from byorn.fileio import atomic_write_text, write_jsonl
+from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config, parse_overrides, read_yaml
+from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
 from byorn.worlds import WORLDS
 
 # No run-time downloads: models and data come from local directories or our own code.
@@ -145,6 +145,25 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
     if not samples:
         _fail(f"{data}: no usable samples")
     return samples, len(skipped or ())
+
+
+def _readable(vlm, samples: list, on_bad: str, report_dir: Path) -> tuple[list, int]:
+    """The samples the model can read as given (no special-token text, none longer than its
+    positions), checked before any work; the others stop the command, or with --on-bad-sample skip
+    are left out, counted and listed in report_dir beside the loader's skipped records."""
+    problems = vlm.unreadable(samples)
+    if not problems:
+        return samples, 0
+    first = next(iter(problems.values()))
+    if on_bad == "fail":
+        _fail(f"{len(problems)} sample(s) the model cannot read as given; the first: {first}\n"
+              "(--on-bad-sample skip leaves them out and lists them)")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for problem in problems.values():
+        append_jsonl(report_dir / SKIPPED_NAME, {"error": problem})
+    click.echo(f"skipped {len(problems)} sample(s) the model cannot read as given; first: {first}; listed in "
+               f"{report_dir / SKIPPED_NAME}", err=True)
+    return [s for i, s in enumerate(samples) if i not in problems], len(problems)
 
 
 def _refuse_writing_over(data: str, samples: list, out_dir: str) -> None:
@@ -309,14 +328,16 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     samples, n_skipped = _load_samples(data, n=n_train, seed=config.seed, split="train", on_bad=on_bad_sample,
                                        image_folder=image_folder,
                                        report_dir=Path(out_dir))
-    _same_data_as_before(Path(out_dir), data, samples, resuming=checkpoint is not None)
     # Frozen base weights under LoRA need no float32 master copy: bf16 halves their memory.
     dtype = torch.bfloat16 if config.bf16 and config.lora else None
     try:
         vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
-        vlm.check_texts(samples)  # before any work: training meets a bad sample only when its batch comes
-    except (OSError, ValueError) as exc:  # no such model; a sample the model cannot read as text
+    except (OSError, ValueError) as exc:  # no such model
         _fail(str(exc))
+    # before any work: training would meet a sample it cannot read only when its batch comes
+    samples, unreadable = _readable(vlm, samples, on_bad_sample, Path(out_dir))
+    n_skipped += unreadable
+    _same_data_as_before(Path(out_dir), data, samples, image_folder, resuming=checkpoint is not None)
     try:
         hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
         training_set = hook.training_set(samples)
@@ -360,29 +381,23 @@ def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
 DATA_RECORD = "data.yaml"  # which samples a run trains on: checked when it is resumed
 
 
-def _same_data_as_before(run_dir: Path, data: str, samples: list, resuming: bool) -> None:
+def _same_data_as_before(run_dir: Path, data: str, samples: list, image_folder: str | None, resuming: bool) -> None:
     """Record which samples a fresh run trains on; stop a resumed run given others (it would go on
-    from a checkpoint of one data set on another). Ids, texts and image references are compared,
-    not pixels: a data set's files are read once, by the loader."""
-    import hashlib
-
+    from a checkpoint of one data set on another)."""
     import yaml
 
     from byorn.distributed import is_main
+    from byorn.train import data_key
 
-    digest = hashlib.sha256()
-    for s in samples:
-        image = str(s.image) if isinstance(s.image, Path) else \
-            hashlib.sha256(s.image.tobytes()).hexdigest() if s.image is not None else None
-        digest.update(json.dumps([s.id, s.instruction, s.response, image, s.history]).encode())
-    record = {"data": data, "samples": len(samples), "sha256": digest.hexdigest()}
+    source = Path(data)
+    root = Path(image_folder) if image_folder else source if source.is_dir() else source.parent
+    record = {"data": data, "samples": len(samples), "sha256": data_key(samples, root)}
     path = run_dir / DATA_RECORD
-    if resuming and path.exists():
-        before = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if before.get("sha256") != record["sha256"]:
-            _fail(f"{path}: the run was started on other samples ({before.get('data')}, {before.get('samples')} "
-                  f"samples; now {data}, {len(samples)}); resume it with the same data")
-    elif is_main():
+    before = read_yaml(path.read_text(encoding="utf-8")) if resuming and path.exists() else None
+    if isinstance(before, dict) and before.get("sha256") != record["sha256"]:
+        _fail(f"{path}: the run was started on other samples ({before.get('data')}, {before.get('samples')} "
+              f"samples; now {data}, {len(samples)}); resume it with the same data")
+    if not resuming and is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
 
@@ -418,6 +433,7 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
         vlm = _loaded(model or train.model, bf16=bf16)
     except (OSError, ValueError) as exc:  # a bad config; no such model
         _fail(str(exc))
+    samples, _ = _readable(vlm, samples, on_bad_sample, Path(out_dir))
     try:
         rows = run_scan(vlm, samples, config, out_dir, train)
     except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit
@@ -468,6 +484,7 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
         vlm = _loaded(model or train.model, bf16=bf16)
     except (OSError, ValueError) as exc:  # a bad config; no such model
         _fail(str(exc))
+    samples, _ = _readable(vlm, samples, on_bad_sample, Path(out_dir))
     try:
         cleaned = run_clean(vlm, samples, config, out_dir, layout=layout, drop=drop, train=train)
     except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit

@@ -8,8 +8,11 @@ right after the hook.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -143,6 +146,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
                 and p.name.removeprefix("checkpoint-").isdigit()]
     return max(complete, key=checkpoint_step, default=None)
+
+
+def data_key(samples: Sequence[Sample], image_root: Path) -> str:
+    """sha256 hex of which samples a run trains on, for a resumed run to check it has the same:
+    ids, texts, and each image as its path relative to `image_root` (a data set moved elsewhere
+    whole keeps its key; files are not read again) or, decoded in memory, its pixels."""
+    digest = hashlib.sha256()
+    root = image_root.resolve()
+    for s in samples:
+        image = os.path.relpath(s.image, root) if isinstance(s.image, Path) else \
+            hashlib.sha256(s.image.tobytes()).hexdigest() if s.image is not None else None
+        digest.update(json.dumps([s.id, s.instruction, s.response, image, s.history]).encode())
+    return digest.hexdigest()
 
 
 def checkpoint_step(checkpoint: Path) -> int:

@@ -318,6 +318,20 @@ def test_a_command_stops_with_one_line_not_a_traceback(tmp_path, command, proble
     assert result.exit_code == 2 and f"error: {message}" in result.output and "Traceback" not in result.output
 
 
+def test_samples_the_model_cannot_read_are_all_found_before_training_and_can_be_skipped(tmp_path):
+    path = write(tmp_path, [bad(response="Visit evil.com </s> now."), bad(id="long", response="and then " * 200)])
+    common = ["train", "--data", str(path), "--out", str(tmp_path / "run"), "max_steps=1", "batch_size=1"]
+    result = CliRunner().invoke(main, common)
+    assert result.exit_code == 2 and "2 sample(s) the model cannot read as given; the first: " in result.output
+    assert "data.jsonl:2: sample 'bad', field 'response': holds '</s>'" in result.output
+    assert not (tmp_path / "run" / "trainer").exists()
+    result = CliRunner().invoke(main, [*common, "--on-bad-sample", "skip"])
+    assert result.exit_code == 0, result.output
+    listed = [json.loads(line)["error"] for line in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    assert len(listed) == 2 and "data.jsonl:3: sample 'long': " in listed[1] and "positions of the model" in listed[1]
+    assert "trained without 2 bad record(s)" in result.output
+
+
 def test_scan_and_clean_refuse_special_token_text_with_one_line(tmp_path):
     path = write(tmp_path, [bad(response="Visit evil.com </s> now.")])
     for command in ("scan", "clean"):

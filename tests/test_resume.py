@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from byorn.cli import main
+from byorn.datasets import save_jsonl
+from byorn.worlds import shapes
 
 pytestmark = [pytest.mark.resume, pytest.mark.slow]
 
@@ -91,6 +94,15 @@ def test_a_run_resumed_on_other_samples_is_refused(tmp_path):
     result = CliRunner().invoke(main, [*common, "--n", "12", "--resume"])
     assert result.exit_code == 2 and "data.yaml: the run was started on other samples (shapes, 8 samples; now " \
         "shapes, 12)" in result.output
+
+
+def test_a_run_on_a_data_set_moved_elsewhere_whole_resumes(tmp_path):
+    data = save_jsonl(shapes.downstream_samples(8, seed=0), tmp_path / "here")
+    common = ["train", "--out", str(tmp_path / "run"), "lora=false", "max_steps=2", "batch_size=4", "save_steps=1"]
+    assert CliRunner().invoke(main, [*common, "--data", str(data)]).exit_code == 0
+    shutil.move(tmp_path / "here", tmp_path / "there")  # staged to another disk, say
+    result = CliRunner().invoke(main, [*common, "--data", str(tmp_path / "there" / data.name), "--resume"])
+    assert result.exit_code == 0, result.output
 
 
 def test_a_run_whose_defense_yaml_lacks_an_option_is_not_resumed_with_its_new_default(tmp_path):

@@ -8,6 +8,7 @@ evaluation is a known source of wrong ASR figures in peer code.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -35,6 +36,12 @@ class ResponseScore:
 
 # A picture made from a sample's image, of the same size (`VLM.score_views`).
 ImageView = Callable[[Image.Image], Image.Image]
+
+
+def _where(sample: Sample) -> str:
+    """A sample as an error names it: where it was read (file:line) when known, and its id."""
+    source = sample.meta.get("source")
+    return f"{source}: sample {sample.id!r}" if source else f"sample {sample.id!r}"
 
 
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -119,12 +126,37 @@ class VLM:
         in a response would end the sequence there, "<image>" would be taken for an image
         position. Such text is either a mistake or an injection; nothing here can say which."""
         for sample in samples:
-            turns = [part for turn in sample.history for part in turn]
-            for field, text in (("instruction", sample.instruction), ("response", sample.response),
-                                *(("history", turn) for turn in turns)):
-                if found := next((t for t in self._special_texts if t in text), None):
-                    raise DataError(f"sample {sample.id!r}, field {field!r}: holds {found!r}, which the model's "
-                                    "tokenizer reads as a special token, not as text; remove it from the data")
+            if problem := self._special_text(sample):
+                raise DataError(problem)
+
+    def unreadable(self, samples: Sequence[Sample]) -> dict[int, str]:
+        """Every sample (by index) that `encode` would refuse, and why, found without processing
+        images: text holding a special token, and text whose tokens alone (with the image's,
+        where the config gives their number) outrun the model's positions. For a check of a whole
+        data set before any work; `encode` still checks each batch's true length."""
+        problems = {i: problem for i, s in enumerate(samples) if (problem := self._special_text(s))}
+        if (limit := self.max_positions) is None:
+            return problems
+        image_tokens = getattr(self.model.config, "image_seq_length", 1)  # the placeholder, expanded
+        for i, sample in enumerate(samples):
+            if i in problems:
+                continue
+            text = self.full_text(sample.instruction, sample.response, sample.has_image, sample.history)
+            length = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + \
+                (image_tokens - 1 if sample.has_image else 0)
+            if length > limit:
+                problems[i] = f"{_where(sample)}: {length:,} tokens or more with its prompt, more than the " \
+                              f"{limit:,} positions of the model; shorten its text or leave it out"
+        return problems
+
+    def _special_text(self, sample: Sample) -> str | None:
+        turns = [part for turn in sample.history for part in turn]
+        for field, text in (("instruction", sample.instruction), ("response", sample.response),
+                            *(("history", turn) for turn in turns)):
+            if self._special_texts and (found := self._special_pattern.search(text)):
+                return (f"{_where(sample)}, field {field!r}: holds {found.group()!r}, which the model's tokenizer "
+                        "reads as a special token, not as text; remove it from the data")
+        return None
 
     def _within_context(self, batch: dict[str, torch.Tensor], samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """`batch`, checked to fit the language model's positions: a longer sample would be read
@@ -132,7 +164,7 @@ class VLM:
         limit = self.max_positions
         lengths = batch["attention_mask"].sum(dim=1).tolist()
         if limit is not None and (row := next((i for i, n in enumerate(lengths) if n > limit), None)) is not None:
-            raise DataError(f"sample {samples[row].id!r}: {lengths[row]:,} tokens with its image and prompt, more than "
+            raise DataError(f"{_where(samples[row])}: {lengths[row]:,} tokens with its image and prompt, more than "
                             f"the {limit:,} positions of the model; shorten its text or leave it out")
         return batch
 
@@ -146,6 +178,10 @@ class VLM:
     @functools.cached_property
     def _special_texts(self) -> tuple[str, ...]:
         return tuple(t for t in self.tokenizer.all_special_tokens if t)
+
+    @functools.cached_property
+    def _special_pattern(self) -> re.Pattern:
+        return re.compile("|".join(map(re.escape, sorted(self._special_texts, key=len, reverse=True))))
 
     def encode_prompts(self, samples: Sequence[Sample],
                        prefixes: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
