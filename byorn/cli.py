@@ -53,7 +53,8 @@ SKIPPED_NAME = "skipped.jsonl"
 on_bad_sample = click.option(
     "--on-bad-sample", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
     help="a bad record (malformed, missing field, undecodable or oversized image, overlong text, path outside "
-         "the data root, ...): stop with its error, or skip it, count it and list it in skipped.jsonl")
+         "the data root, text the model reads as a special token or longer than its context, ...): stop with its "
+         "error, or skip it, count it and list it in skipped.jsonl")
 
 
 def renamed(param: str, *old: str, multiple: bool = False):
