@@ -388,7 +388,7 @@ def _same_data_as_before(run_dir: Path, data: str, samples: list, image_folder: 
     import yaml
 
     from byorn.distributed import is_main
-    from byorn.train import data_key
+    from byorn.train import data_key, discard_checkpoints
 
     source = Path(data)
     root = Path(image_folder) if image_folder else source if source.is_dir() else source.parent
@@ -399,6 +399,7 @@ def _same_data_as_before(run_dir: Path, data: str, samples: list, image_folder: 
         _fail(f"{path}: the run was started on other samples ({before.get('data')}, {before.get('samples')} "
               f"samples; now {data}, {len(samples)}); resume it with the same data")
     if not resuming and is_main():
+        discard_checkpoints(run_dir)  # before the record of this run's samples: they are another run's
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
 

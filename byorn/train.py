@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -159,6 +160,12 @@ def data_key(samples: Sequence[Sample], image_root: Path) -> str:
             hashlib.sha256(s.image.tobytes()).hexdigest() if s.image is not None else None
         digest.update(json.dumps([s.id, s.instruction, s.response, image, s.history]).encode())
     return digest.hexdigest()
+
+
+def discard_checkpoints(run_dir: str | Path) -> None:
+    """Remove an earlier run's checkpoints from a run directory a fresh run starts in: a later
+    --resume of this run must not find them and go on from another run's weights."""
+    shutil.rmtree(Path(run_dir) / CHECKPOINTS, ignore_errors=True)
 
 
 def checkpoint_step(checkpoint: Path) -> int:

@@ -96,6 +96,18 @@ def test_a_run_resumed_on_other_samples_is_refused(tmp_path):
         "shapes, 12)" in result.output
 
 
+def test_a_fresh_run_in_an_old_run_folder_leaves_nothing_of_it_to_resume_from(tmp_path):
+    common = ["train", "--out", str(tmp_path), "--data", "shapes", "lora=false", "max_steps=2", "batch_size=4",
+              "save_steps=1"]
+    assert CliRunner().invoke(main, [*common, "--n", "8"]).exit_code == 0
+    assert (tmp_path / "trainer").is_dir()
+    # another run into the same folder, stopped before its first checkpoint (its config is refused here)
+    result = CliRunner().invoke(main, [*common, "--n", "12", "gradient_accumulation_steps=3"])
+    assert result.exit_code == 2 and not (tmp_path / "trainer").exists()
+    result = CliRunner().invoke(main, [*common, "--n", "12", "--resume"])
+    assert result.exit_code == 2 and "no complete checkpoint to resume from" in result.output
+
+
 def test_a_run_on_a_data_set_moved_elsewhere_whole_resumes(tmp_path):
     data = save_jsonl(shapes.downstream_samples(8, seed=0), tmp_path / "here")
     common = ["train", "--out", str(tmp_path / "run"), "lora=false", "max_steps=2", "batch_size=4", "save_steps=1"]
