@@ -454,13 +454,24 @@ def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:
     meta["record"]; any other sample alone."""
     groups: list[list[Sample]] = []
     for sample in samples:
-        record = sample.meta.get("record")
-        last = groups[-1][-1] if groups else None
-        if record is not None and last is not None and last.meta.get("record") == record:
+        if groups and _next_turn(groups[-1][-1], sample):
+            if sample.image != groups[-1][0].image:
+                raise DataError(f"sample {sample.id!r}: its image is not its conversation's first turn's (an image "
+                                "trigger on a later turn?), and a LLaVA record holds one image; save as JSONL, "
+                                "one sample a line with its history")
             groups[-1].append(sample)
         else:
             groups.append([sample])
     return groups
+
+
+def _next_turn(last: Sample, sample: Sample) -> bool:
+    """Whether `sample` is the turn after `last` in one conversation as the LLaVA loader marks it
+    (record, turn, turns): a user's own meta["record"] alone does not join records."""
+    before, now = last.meta, sample.meta
+    return (now.get("record") is not None and now.get("record") == before.get("record")
+            and now.get("turns") == before.get("turns") and isinstance(before.get("turn"), int)
+            and now.get("turn") == before["turn"] + 1)
 
 
 def _llava_out(turns: list[Sample], image: str | None) -> dict:

@@ -271,3 +271,16 @@ def test_an_empty_image_key_of_another_format_is_a_text_only_record(tmp_path):
     (tmp_path / "data.jsonl").write_text(json.dumps({**record, "images": ["a.png"]}) + "\n")
     with pytest.raises(DataError, match="field 'images': byorn reads a record's image from the field 'image'"):
         load_jsonl(tmp_path / "data.jsonl")
+
+
+def test_a_users_own_meta_record_does_not_join_records_and_turns_keep_their_image(tmp_path):
+    image = Image.new("RGB", (4, 4))
+    samples = [Sample(f"s{i}", image, "What?", f"Answer {i}.", {"record": "shard-A"}) for i in range(3)]
+    records = json.loads(save_llava_json(samples, tmp_path / "a").read_text())
+    assert [r["id"] for r in records] == ["s0", "s1", "s2"]
+    # a conversation whose later turn shows another image (a trigger stamped on it) has no LLaVA record
+    turns = [Sample(f"c#{n}", tmp_path / "x.png", "What?", "A.", {"record": "c", "turn": n, "turns": 2})
+             for n in (1, 2)]
+    turns[1].image = image
+    with pytest.raises(DataError, match="sample 'c#2': its image is not its conversation's first turn's"):
+        save_llava_json(turns, tmp_path / "b")
