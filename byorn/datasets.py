@@ -444,9 +444,17 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
     return out_dir / name
 
 
-# what a loader adds to a turn's meta and a writer leaves out (it puts the conversation back instead;
-# turns before the first human one are not kept, so nothing is left to count)
-_TURN_KEYS = ("record", "turn", "turns", "turns_before_first_human")
+# what the LLaVA loader adds to a turn's meta and the writer leaves out (it puts the conversation
+# back instead); turns before the first human one are not kept, so nothing is left to count
+_TURN_KEYS = ("record", "turn", "turns")
+_LOADER_KEYS = (*_TURN_KEYS, "turns_before_first_human")
+
+
+def _is_turn(sample: Sample) -> bool:
+    """Whether the LLaVA loader made `sample` from one turn of a conversation (a user's own
+    meta["record"] alone does not say so)."""
+    meta = sample.meta
+    return meta.get("record") is not None and isinstance(meta.get("turn"), int) and isinstance(meta.get("turns"), int)
 
 
 def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:
@@ -469,9 +477,8 @@ def _next_turn(last: Sample, sample: Sample) -> bool:
     """Whether `sample` is the turn after `last` in one conversation as the LLaVA loader marks it
     (record, turn, turns): a user's own meta["record"] alone does not join records."""
     before, now = last.meta, sample.meta
-    return (now.get("record") is not None and now.get("record") == before.get("record")
-            and now.get("turns") == before.get("turns") and isinstance(before.get("turn"), int)
-            and now.get("turn") == before["turn"] + 1)
+    return (_is_turn(last) and _is_turn(sample) and now["record"] == before["record"]
+            and now["turns"] == before["turns"] and now["turn"] == before["turn"] + 1)
 
 
 def _llava_out(turns: list[Sample], image: str | None) -> dict:
@@ -481,10 +488,11 @@ def _llava_out(turns: list[Sample], image: str | None) -> dict:
     for index, (instruction, response) in enumerate(asked):
         shown = f"<image>\n{instruction}" if image and index == 0 else instruction
         conversation += [{"from": "human", "value": shown}, {"from": "gpt", "value": response}]
-    meta = {k: v for k, v in head.meta.items() if k not in _TURN_KEYS}
+    ours = _LOADER_KEYS if _is_turn(head) else _LOADER_KEYS[3:]
+    meta = {k: v for k, v in head.meta.items() if k not in ours}
     if len(asked) > 1:
-        meta["turns_meta"] = [{k: v for k, v in t.meta.items() if k not in (*_TURN_KEYS, "source")} for t in turns]
-    return {"id": head.meta.get("record", head.id), **({"image": image} if image else {}),
+        meta["turns_meta"] = [{k: v for k, v in t.meta.items() if k not in (*ours, "source")} for t in turns]
+    return {"id": head.meta["record"] if _is_turn(head) else head.id, **({"image": image} if image else {}),
             "conversations": conversation, "meta": meta}
 
 

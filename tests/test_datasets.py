@@ -277,7 +277,7 @@ def test_a_users_own_meta_record_does_not_join_records_and_turns_keep_their_imag
     image = Image.new("RGB", (4, 4))
     samples = [Sample(f"s{i}", image, "What?", f"Answer {i}.", {"record": "shard-A"}) for i in range(3)]
     records = json.loads(save_llava_json(samples, tmp_path / "a").read_text())
-    assert [r["id"] for r in records] == ["s0", "s1", "s2"]
+    assert [r["id"] for r in records] == ["s0", "s1", "s2"] and records[0]["meta"]["record"] == "shard-A"
     # a conversation whose later turn shows another image (a trigger stamped on it) has no LLaVA record
     turns = [Sample(f"c#{n}", tmp_path / "x.png", "What?", "A.", {"record": "c", "turn": n, "turns": 2})
              for n in (1, 2)]
