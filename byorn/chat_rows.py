@@ -33,8 +33,10 @@ def row_to_sample(row: Mapping[str, Any], index: int, id_column: str = "id") -> 
         raise DataError(f"{where}, field 'images': expected one image, or none for a text-only row, got "
                         f"{images!r:.80}")
     user, assistant = _single_turn(row.get("messages"), where)
-    return Sample(str(row[id_column]), images[0] if images else None, _text(user["content"], where),
-                  _text(assistant["content"], where))
+    texts = {role: _text(turn["content"], where) for role, turn in (("user", user), ("assistant", assistant))}
+    if blank := next((role for role, text in texts.items() if not text.strip()), None):
+        raise DataError(f"{where}, field 'messages': the {blank} turn has no text")
+    return Sample(str(identity), images[0] if images else None, texts["user"], texts["assistant"])
 
 
 def _single_turn(messages: Any, where: str) -> tuple[Mapping, Mapping]:

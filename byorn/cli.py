@@ -534,7 +534,10 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
                                report_dir=Path(out_path).parent if out_path else None, image_folder=image_folder)
     attacked = _load_samples(triggered, n=0, seed=seed, split="test", on_bad=on_bad_sample, report_dir=None,
                              image_folder=image_folder)[0] if triggered else []
-    vlm = _loaded(model, bf16=bf16, adapter=adapter)
+    try:
+        vlm = _loaded(model, bf16=bf16, adapter=adapter)
+    except (OSError, ValueError) as exc:  # no such model; a folder that is not an adapter
+        _fail(str(exc))
     result = evaluate_clean(vlm, samples)
     if rule is not None:
         result.update(evaluate_triggered(vlm, attacked, rule))

@@ -58,7 +58,7 @@ class TrainConfig:
     learning_rate: float = option(2e-3, "peak learning rate (cosine schedule)", min=0.0)
     warmup: float = option(0.05, "warmup: a share of the steps if < 1, else a step count", min=0.0)
     weight_decay: float = option(0.0, "AdamW weight decay", min=0.0)
-    seed: int = option(0, "seed for data order, LoRA init and everything random")
+    seed: int = option(0, "seed for data order, LoRA init and everything random", min=0, max=2**32 - 1)
     logging_steps: int = option(10, "log the loss every this many steps", min=1)
     save_steps: int = option(0, "checkpoint every this many steps, for `byorn train --resume` (0: never)", min=0)
     bf16: bool = option(False, "bfloat16 mixed precision (GPUs that have it; on CPU it works but is slow)")
@@ -87,7 +87,7 @@ class PretrainConfig:
                                   "shapes, 0 for flickr8k, which has no such phase)", min=-1)
     focus_learning_rate: float = option(5e-4, "peak learning rate of the position-focus phase (cosine schedule)",
                                         min=0.0)
-    seed: int = option(0, "seed for weights, tokenizer corpus and scenes")
+    seed: int = option(0, "seed for weights, tokenizer corpus and scenes", min=0, max=2**32 - 1)
     tokenizer_corpus: int = option(20000, "pretraining samples the tokenizer is trained on", min=100)
     logging_steps: int = option(100, "log the loss every this many steps", min=1)
     world: str = option("shapes", "shapes: fresh synthetic scenes (byorn-tiny); flickr8k: the photos and captions of "

@@ -22,6 +22,7 @@ import torch
 import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Trainer, TrainingArguments
+from transformers.integrations import get_reporting_integration_callbacks
 
 from byorn.config import ConfigError, TrainConfig, save_config
 from byorn.data import Sample
@@ -112,20 +113,27 @@ def training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArgumen
     # are kept so a kill during a save still leaves a complete one.
     saving = {"save_strategy": "steps", "save_steps": config.save_steps, "save_total_limit": 2} \
         if config.save_steps else {"save_strategy": "no"}
-    return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size // shares,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        num_train_epochs=config.epochs, bf16=config.bf16,
-        # Said outright on a machine without an accelerator: CPU bf16 autocast needs it, and
-        # several processes then talk over gloo without further flags.
-        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
-        **_checkpointing(config.gradient_checkpointing),
-        max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=config.warmup, weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed,
-        logging_steps=config.logging_steps, report_to=config.report_to,
-        remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=None,
-        **saving,
-    )
+    try:
+        arguments = TrainingArguments(
+            output_dir=str(output_dir), per_device_train_batch_size=config.batch_size // shares,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            num_train_epochs=config.epochs, bf16=config.bf16,
+            # Said outright on a machine without an accelerator: CPU bf16 autocast needs it, and
+            # several processes then talk over gloo without further flags.
+            use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+            **_checkpointing(config.gradient_checkpointing),
+            max_steps=config.max_steps, learning_rate=config.learning_rate, lr_scheduler_type="cosine",
+            warmup_steps=config.warmup, weight_decay=config.weight_decay, seed=config.seed, data_seed=config.seed,
+            logging_steps=config.logging_steps, report_to=config.report_to,
+            remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=None,
+            **saving,
+        )
+        # an unknown tracker, or one not installed, fails here rather than once the Trainer is built
+        for callback in get_reporting_integration_callbacks(arguments.report_to):
+            callback()
+    except (ValueError, ImportError, RuntimeError) as exc:
+        raise ConfigError(f"the Trainer refused these settings: {exc}") from None
+    return arguments
 
 
 def _checkpointing(enabled: bool) -> dict:
@@ -174,9 +182,14 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 def attach_lora(vlm: VLM, config: TrainConfig) -> None:
     """Wrap the model in a PEFT LoRA model in place; the base weights are frozen."""
+    target = config.lora_target or vlm.family.lora_target
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.lora_target or vlm.family.lora_target, bias="none")
-    vlm.model = get_peft_model(vlm.model, lora)
+                      target_modules=target, bias="none")
+    try:
+        vlm.model = get_peft_model(vlm.model, lora)
+    except ValueError as exc:  # PEFT matches the regex against the whole module name
+        raise ConfigError(f"lora_target {target!r}: no module to adapt ({exc}); the regex must match a module's "
+                          "whole name, e.g. '.*\\.(q_proj|v_proj)'") from None
 
 
 def write_log(trainer: Trainer, path: Path) -> None:

@@ -309,12 +309,17 @@ def test_a_command_that_writes_a_data_set_does_not_write_over_its_input(tmp_path
 @pytest.mark.parametrize("command, problem, message", [
     (["train"], ["model=/no/such/model"], "/no/such/model: not a model directory"),
     (["train"], ["batch_size=4", "gradient_accumulation_steps=3"], "batch_size 4 does not split evenly"),
+    (["train"], ["report_to=bogus"], "the Trainer refused these settings: bogus is not supported"),
+    (["train"], ["lora_target=q_proj"], "lora_target 'q_proj': no module to adapt"),
+    (["train"], ["seed=-1"], "config: field 'seed': -1 is below the minimum 0"),
+    (["eval", "--adapter", "."], [], ".: not a LoRA adapter (no adapter_config.json)"),
     (["scan"], ["--model", "/no/such/model"], "/no/such/model: not a model directory"),
     (["clean"], ["--model", "/no/such/model"], "/no/such/model: not a model directory"),
 ])
 def test_a_command_stops_with_one_line_not_a_traceback(tmp_path, command, problem, message):
     path = write(tmp_path, [bad()])
-    result = CliRunner().invoke(main, [*command, "--data", str(path), "--out", str(tmp_path / "run"), *problem])
+    out = ["--out", str(tmp_path / ("run.json" if command[0] == "eval" else "run"))]
+    result = CliRunner().invoke(main, [*command, "--data", str(path), *out, *problem])
     assert result.exit_code == 2 and f"error: {message}" in result.output and "Traceback" not in result.output
 
 

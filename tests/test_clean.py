@@ -128,7 +128,7 @@ def _turns(answer: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("row, message", [
-    ({"id": "b", "messages": _turns("  ")}, r"row 1: field 'messages': must be a non-empty string"),
+    ({"id": "b", "messages": _turns("  ")}, r"row 1, field 'messages': the assistant turn has no text"),
     ({"id": "b", "messages": _turns("x" * 20_001)}, r"row 1: field 'messages': 20,001 characters, over the limit"),
     ({"id": None, "messages": _turns("A.")}, r"row 1, field 'id': expected a non-empty string or an integer"),
     ({"id": "b", "image": "/etc/hostname", "messages": _turns("A.")},

@@ -32,6 +32,9 @@ def test_a_row_round_trips_and_content_parts_are_read_and_kept():
     (lambda r: r.update(images="picture.png"), "field 'images': expected one image"),
     (lambda r: r.update(images=[r["images"][0], r["images"][0]]), "field 'images': expected one image"),
     (lambda r: r["messages"][1].update(content=3), "field 'content': expected a string"),
+    (lambda r: r["messages"][1].update(content="  "), "field 'messages': the assistant turn has no text"),
+    (lambda r: r["messages"][0].update(content=[{"type": "image"}]), "field 'messages': the user turn has no text"),
+    (lambda r: r.update(id=None), "field 'id': expected a non-empty string or an integer, got None"),
 ])
 def test_bad_rows_name_the_row_and_the_field(change, message):
     row = sample_to_row(shapes.downstream_samples(1, seed=0)[0])

@@ -78,6 +78,11 @@ def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, tru
     if adapter is not None:
         from peft import PeftModel
 
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            model = Path(adapter) / "model"
+            hint = f"; a run of lora=false saved a whole model: load it as the model ({model})" if \
+                (model / "config.json").is_file() else "; a LoRA run saves its adapter in RUN/adapter"
+            raise FileNotFoundError(f"{adapter}: not a LoRA adapter (no adapter_config.json){hint}")
         vlm.model = PeftModel.from_pretrained(vlm.model, str(adapter), use_safetensors=True)
     return vlm
 
