@@ -5,6 +5,7 @@ benchmark uses."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -146,6 +147,19 @@ def test_attention_defenses_fine_tune_a_probe_and_leave_the_model_untouched(tiny
     assert len(kept) == len(samples) - sum(defense.flagged) and len(defense.suspicion) == len(samples)
     with pytest.raises(ValueError, match="samples prepare\\(\\) judged"):
         defense.training_set(samples[::-1])
+
+
+@pytest.mark.parametrize("name", ["bye", "tcap"])
+def test_attention_defenses_keep_the_text_only_samples_they_cannot_read(tiny_vlm_factory, tmp_path, name):
+    samples = shapes.downstream_samples(16, seed=1)
+    for i in range(0, 16, 4):  # a mixed set: a quarter text-only
+        samples[i] = dataclasses.replace(samples[i], image=None, id=f"text-{i}")
+    defense = build_defense(name)
+    defense.prepare(tiny_vlm_factory(), samples, tmp_path, train=TrainConfig(lora=False, max_steps=1, batch_size=4))
+    text_only = [i for i, s in enumerate(samples) if not s.has_image]
+    assert not any(defense.flagged[i] for i in text_only)
+    assert all(defense.suspicion[i] == min(defense.suspicion) for i in text_only)
+    assert json.loads((tmp_path / f"{name}.json").read_text())["text_only_kept"] == 4
 
 
 # ---- score-and-drop ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
+from byorn.defenses.base import Verdict
 from byorn.models.hf import VLM, batches, eval_mode
 from byorn.train import finetune
 from byorn.trained import trained_or_found
@@ -73,3 +74,17 @@ def read_last_token_attention(vlm: VLM, samples: Sequence[Sample], read: Attenti
     finally:
         model.set_attn_implementation(previous)
     return torch.cat(rows).numpy()
+
+
+def judged_on_images(samples: Sequence[Sample], judge: Callable[[list[Sample]], Verdict]) -> Verdict:
+    """`judge`'s verdict on the samples that show an image, for all `samples`: a text-only one has
+    no image attention to read (its pattern would set it apart as if it were poison), so it is kept,
+    at the least suspicion; details count them."""
+    shown = [i for i, s in enumerate(samples) if s.has_image]
+    if len(shown) == len(samples):
+        return judge(list(samples))
+    verdict = judge([samples[i] for i in shown]) if shown else Verdict([], [])
+    suspicion, dropped = [min(verdict.suspicion, default=0.0)] * len(samples), [False] * len(samples)
+    for k, i in enumerate(shown):
+        suspicion[i], dropped[i] = verdict.suspicion[k], verdict.dropped[k]
+    return Verdict(suspicion, dropped, {**verdict.details, "text_only_kept": len(samples) - len(shown)})

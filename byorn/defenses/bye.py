@@ -28,7 +28,7 @@ import torch
 
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
-from byorn.defenses.attention import ProbeConfig, probe_finetune, read_last_token_attention
+from byorn.defenses.attention import ProbeConfig, judged_on_images, probe_finetune, read_last_token_attention
 from byorn.defenses.base import DroppingDefense, Verdict
 from byorn.models.hf import VLM
 
@@ -50,9 +50,9 @@ class Bye(DroppingDefense):
         probe, found = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe",
                                       self.config.cache_dir)
         self.loaded_from = str(found) if found else None
-        entropies = attention_entropies(probe, samples, self.config.batch_size)
-        del probe
-        return decide(entropies, self.config.separation, self.config.seed)
+        verdict = judged_on_images(samples, lambda shown: decide(
+            attention_entropies(probe, shown, self.config.batch_size), self.config.separation, self.config.seed))
+        return verdict
 
 
 def attention_entropies(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:

@@ -36,7 +36,7 @@ import torch
 
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
-from byorn.defenses.attention import ProbeConfig, probe_finetune, read_last_token_attention
+from byorn.defenses.attention import ProbeConfig, judged_on_images, probe_finetune, read_last_token_attention
 from byorn.defenses.base import DroppingDefense, Verdict
 from byorn.models.hf import VLM
 
@@ -65,9 +65,9 @@ class Tcap(DroppingDefense):
         probe, found = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "tcap_probe",
                                       self.config.cache_dir)
         self.loaded_from = str(found) if found else None
-        shares = system_shares(probe, samples, self.config.batch_size)
-        del probe
-        return decide(shares, self.config)
+        verdict = judged_on_images(samples, lambda shown: decide(
+            system_shares(probe, shown, self.config.batch_size), self.config))
+        return verdict
 
 
 def system_shares(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:
