@@ -257,7 +257,7 @@ def pretrain_lm(out_dir: str, overrides: tuple[str, ...]) -> None:
 @click.option("--model", default="byorn-tiny", show_default=True,
               help="model directory, 'byorn-tiny' or 'byorn-tiny-flickr'")
 @click.option("--n", default=500, show_default=True, help="fresh scenes (or test photos) per measurement")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="seed of the fresh scenes")
 @click.option("--flickr8k", "flickr_root", type=click.Path(exists=True, file_okay=False),
               help="measure a Flickr8k-pretrained model instead: CIDEr and BLEU-4 on this folder's test split")
 @click.option("--out", "json_path", type=click.Path(dir_okay=False), help="also write the figures here (JSON)")
@@ -288,8 +288,8 @@ def quality(model: str, n: int, seed: int, flickr_root: str | None, json_path: s
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
 @click.option("--defense", default="none", show_default=True,
-              help="none, byorn, or a baseline: onion, bye, tcap, score_drop, random_drop, reference_ratio "
-                   "(`byorn list defenses`)")
+              help="none, byorn, or a baseline: onion, bye, tcap, score_drop, random_drop, reference_ratio; "
+                   "oracle (drops the poison a data set marks as such) (`byorn list defenses`)")
 @click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="defense option, e.g. -d rule=quantile -d quantile=0.9 (see `byorn scan --help`)")
 @on_bad_sample
@@ -502,7 +502,7 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
 @click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
 @click.option("--n", "n_test", default=200, show_default=True,
               help="samples for --data shapes or flickr8k:FOLDER")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="seed of the built-in test samples (--data shapes)")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="results JSON to write")
 @click.option("--triggered", type=click.Path(exists=True, dir_okay=False),
               help="a data file of triggered test inputs whose responses are the clean answers: its ASR is "
@@ -689,9 +689,10 @@ def report(out_dir: str, results_path: str | None) -> None:
 
 
 @main.command()
-@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="folder of the three runs (models, logs, BYORn's audit and review page)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write {'rows': [...]} here")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="seed of the data, the poisoning and the training")
 def demo(out_dir: str, json_path: str | None, seed: int) -> None:
     """Poison the built-in task (multimodal trigger, 10 %), fine-tune byorn-tiny without defense,
     with BYORn and on clean data only; print ASR, clean scene F1, flagging precision/recall, time."""
