@@ -682,9 +682,13 @@ def report(out_dir: str, results_path: str | None) -> None:
     from byorn.bench import read_results
     from byorn.report import write_report
 
-    rows = read_results(results_path or Path(out_dir) / "results.jsonl")
+    path = results_path or Path(out_dir) / "results.jsonl"
+    rows = read_results(path)
     if not rows:
-        _fail(f"no results in {results_path or Path(out_dir) / 'results.jsonl'}")
+        _fail(f"no results in {path}")
+    cell = ("attack", "defense", "poison_rate", "seed")
+    if bad := next(((i, k) for i, row in enumerate(rows, 1) for k in cell if k not in row), None):
+        _fail(f"{path}: result {bad[0]} has no {bad[1]!r}: not a byorn bench results file (one line per cell)")
     click.echo(f"written {write_report(rows, out_dir)}")
 
 

@@ -28,8 +28,13 @@ def _digits(metric: str) -> int:
     return 0 if metric.startswith("n_") else 1 if metric.endswith(("_s", "_mb")) else 3
 
 
+def _finite(values: list) -> list[float]:
+    """The numbers among `values` that are finite (a metric left undefined is NaN or null)."""
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+
+
 def _mean_std(values: list[float], digits: int) -> str:
-    values = [v for v in values if not math.isnan(v)]
+    values = _finite(values)
     if not values:
         return "n/a"
     if len(values) == 1:
@@ -38,7 +43,7 @@ def _mean_std(values: list[float], digits: int) -> str:
 
 
 def _mean(values: list[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
+    values = _finite(values)
     return statistics.mean(values) if values else math.nan
 
 

@@ -258,6 +258,16 @@ def test_report_renders_tables_and_plots_from_a_results_file(tmp_path):
     assert _cell_scores(tmp_path / "runs" / "cell") == ([float(i) for i in range(8)], [8.0, 9.0])
 
 
+def test_report_takes_undefined_metrics_and_refuses_a_file_that_is_not_results(tmp_path):
+    rows = _fixture_results(tmp_path)
+    rows[0] = {**rows[0], "asr": None, "wall_s": float("inf")}  # a metric left undefined, a broken timing
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert CliRunner().invoke(main, ["report", str(tmp_path)]).exit_code == 0
+    (tmp_path / "train_log.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
+    result = CliRunner().invoke(main, ["report", str(tmp_path), "--results", str(tmp_path / "train_log.jsonl")])
+    assert result.exit_code == 2 and "result 1 has no 'attack': not a byorn bench results file" in result.output
+
+
 def test_cells_share_reference_scores_and_record_each_samples_suspicion(tmp_path, monkeypatch, tiny_vlm_factory):
     monkeypatch.setattr(bench, "load_vlm", lambda name: tiny_vlm_factory())
     config = _grid(tmp_path, defenses=["byorn", "score_drop", "none"])
