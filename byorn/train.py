@@ -128,12 +128,19 @@ def training_arguments(config: TrainConfig, output_dir: Path) -> TrainingArgumen
             remove_unused_columns=False, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=None,
             **saving,
         )
-        # an unknown tracker, or one not installed, fails here rather than once the Trainer is built
-        for callback in get_reporting_integration_callbacks(arguments.report_to):
-            callback()
-    except (ValueError, ImportError, RuntimeError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"the Trainer refused these settings: {exc}") from None
     return arguments
+
+
+def check_reporting(arguments: TrainingArguments) -> None:
+    """Fail on a report_to tracker that is unknown or not installed with the setting's name, before
+    the Trainer is built (which fails on it with a traceback from deep inside transformers)."""
+    try:
+        for callback in get_reporting_integration_callbacks(arguments.report_to):
+            callback()  # checks that its package is there; a run is only set up when training begins
+    except (ValueError, ImportError, RuntimeError) as exc:
+        raise ConfigError(f"report_to {arguments.report_to}: {exc}") from None
 
 
 def _checkpointing(enabled: bool) -> dict:
@@ -230,10 +237,12 @@ def saved_model_dir(run_dir: str | Path, config: TrainConfig) -> Path:
 def train_steps(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, checkpoint_dir: Path,
                 hook: BatchHook | None = None, resume_from: Path | None = None) -> ByornTrainer:
     """The training loop alone (LoRA attached first where asked): `finetune` without its files."""
+    arguments = training_arguments(config, checkpoint_dir)
+    check_reporting(arguments)
     torch.manual_seed(config.seed)  # LoRA's initial A matrices
     if config.lora and not isinstance(vlm.model, PeftModel):
         attach_lora(vlm, config)
-    trainer = ByornTrainer(model=vlm.model, args=training_arguments(config, checkpoint_dir),
+    trainer = ByornTrainer(model=vlm.model, args=arguments,
                            train_dataset=SampleDataset(samples), data_collator=collate_samples, vlm=vlm, hook=hook)
     # A hook may have run the first steps of this fine-tuning itself (Defense.steps_trained: BYORn's
     # warm_start); the loop runs that many fewer. A hook that runs none need not say so.

@@ -309,7 +309,7 @@ def test_a_command_that_writes_a_data_set_does_not_write_over_its_input(tmp_path
 @pytest.mark.parametrize("command, problem, message", [
     (["train"], ["model=/no/such/model"], "/no/such/model: not a model directory"),
     (["train"], ["batch_size=4", "gradient_accumulation_steps=3"], "batch_size 4 does not split evenly"),
-    (["train"], ["report_to=bogus"], "the Trainer refused these settings: bogus is not supported"),
+    (["train"], ["report_to=bogus"], "report_to ['bogus']: bogus is not supported"),
     (["train"], ["lora_target=q_proj"], "lora_target 'q_proj': no module to adapt"),
     (["train"], ["seed=-1"], "config: field 'seed': -1 is below the minimum 0"),
     (["eval", "--adapter", "."], [], ".: not a LoRA adapter (no adapter_config.json)"),
