@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from byorn.config import ConfigError, TrainConfig
-from byorn.data import Sample
+from byorn.data import Sample, conversation_of
 from byorn.datasets import save_jsonl, save_llava_json, save_rows
 from byorn.defenses.byorn import ByornConfig, ByornDefense
 from byorn.models.hf import VLM
@@ -55,8 +55,8 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     defense.prepare(vlm, samples, out_dir, train=train)  # scores, flags, replacements, audit.jsonl
     answers = defense.reference_answers
     if drop:  # a conversation goes whole: its later turns hold a flagged answer in their history
-        flagged_records = {s.meta.get("record", s.id) for s in samples if s.id in answers}
-        kept = [s for s in samples if s.meta.get("record", s.id) not in flagged_records]
+        flagged_records = {conversation_of(s) or s.id for s in samples if s.id in answers}
+        kept = [s for s in samples if (conversation_of(s) or s.id) not in flagged_records]
     else:
         kept = [s.with_response(answers[s.id], replaced=True, original_response=s.response) if s.id in answers else s
                 for s in samples]

@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -312,11 +313,20 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     from byorn.distributed import is_main, shut_down
     from byorn.models import load_vlm
     from byorn.review import write_run_review
-    from byorn.train import checkpoint_step, finetune, latest_checkpoint
+    from byorn.train import (
+        CHECKPOINTS,
+        check_reporting,
+        checkpoint_step,
+        finetune,
+        latest_checkpoint,
+        training_arguments,
+    )
 
     try:
         config = load_config(TrainConfig, config_path, overrides)
         hook = build_defense(defense, **parse_overrides(defense_options, "--defense-option"))
+        # what the Trainer would refuse only after the defense's work: a batch that does not split, a tracker
+        check_reporting(training_arguments(config, Path(out_dir) / CHECKPOINTS))
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
     checkpoint = None
@@ -335,6 +345,13 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
     except (OSError, ValueError) as exc:  # no such model
         _fail(str(exc))
+    try:
+        pattern = re.compile(config.lora_target)
+    except re.error as exc:
+        _fail(f"lora_target {config.lora_target!r}: not a regular expression ({exc})")
+    if config.lora and config.lora_target and not any(pattern.fullmatch(name) for name, _ in vlm.model.named_modules()):
+        _fail(f"lora_target {config.lora_target!r}: matches no module of {config.model} (the regex must match a "
+              "module's whole name, e.g. '.*\\.(q_proj|v_proj)')")
     # before any work: training would meet a sample it cannot read only when its batch comes
     samples, unreadable = _readable(vlm, samples, on_bad_sample, Path(out_dir))
     n_skipped += unreadable
@@ -577,6 +594,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     from byorn.attacks.poison import MANIFEST_NAME, write_manifest
     from byorn.attacks.poison import poison as run_poison
     from byorn.attacks.targets import ReferenceAwareTarget
+    from byorn.data import DataError, conversation_of
     from byorn.datasets import save_llava_json
 
     if not 0.0 <= rate <= 1.0:
@@ -590,6 +608,9 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     _refuse_writing_over(data, clean, out_dir)
     try:
         attack = build_attack(trigger, target, **attack_options)
+        if "image" in attack.trigger.modality and (turn := next((s for s in clean if conversation_of(s)), None)):
+            _fail(f"{attack.name}: sample {turn.id!r} is one turn of a conversation, whose turns share one image: an "
+                  "image trigger needs single-turn records (the poisoned copy is LLaVA JSON, one image a record)")
         model = None
         if isinstance(attack.target, ReferenceAwareTarget) or isinstance(attack.trigger, ReferenceAwareTrigger):
             from byorn.models import load_vlm
@@ -599,7 +620,10 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     except ValueError as exc:
         _fail(str(exc))
     out = Path(out_dir)
-    data_path = save_llava_json(samples, out)
+    try:
+        data_path = save_llava_json(samples, out)
+    except DataError as exc:
+        _fail(str(exc))
     write_manifest(manifest, out / MANIFEST_NAME)
     resolved = {"attack": trigger, "target": target, "options": attack_options, "rate": rate, "seed": seed,
                 "clean_label": clean_label, "data": data, "n": len(samples),

@@ -61,6 +61,14 @@ def decode_image(path: Path, where: str) -> Image.Image:
         raise DataError(f"{path}: {where}: cannot decode image ({exc})") from exc
 
 
+def conversation_of(sample: Sample) -> str | None:
+    """The id of the conversation the LLaVA loader made `sample` from, one turn of it (meta record,
+    turn and turns); None for a sample of its own. A user's own meta["record"] alone is not one."""
+    meta = sample.meta
+    marked = meta.get("record") is not None and isinstance(meta.get("turn"), int) and isinstance(meta.get("turns"), int)
+    return meta["record"] if marked else None
+
+
 def answer_key(response: str) -> str:
     """The answer with case, spacing and end punctuation ignored: two responses with the same key
     give the same answer (a poison campaign repeats one target across many images)."""

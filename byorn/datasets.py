@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from byorn.chat_rows import row_to_sample, sample_to_row
-from byorn.data import DataError, Sample, decode_image
+from byorn.data import DataError, Sample, conversation_of, decode_image
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -447,29 +447,28 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
 # what the LLaVA loader adds to a turn's meta and the writer leaves out (it puts the conversation
 # back instead); turns before the first human one are not kept, so nothing is left to count
 _TURN_KEYS = ("record", "turn", "turns")
-_LOADER_KEYS = (*_TURN_KEYS, "turns_before_first_human")
-
-
-def _is_turn(sample: Sample) -> bool:
-    """Whether the LLaVA loader made `sample` from one turn of a conversation (a user's own
-    meta["record"] alone does not say so)."""
-    meta = sample.meta
-    return meta.get("record") is not None and isinstance(meta.get("turn"), int) and isinstance(meta.get("turns"), int)
+_HEAD_ONLY_KEYS = ("turns_before_first_human",)
 
 
 def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:
     """The samples grouped into the conversations they came from: consecutive turns of one
     meta["record"]; any other sample alone."""
     groups: list[list[Sample]] = []
+    started: set[str] = set()
     for sample in samples:
         if groups and _next_turn(groups[-1][-1], sample):
             if sample.image != groups[-1][0].image:
-                raise DataError(f"sample {sample.id!r}: its image is not its conversation's first turn's (an image "
-                                "trigger on a later turn?), and a LLaVA record holds one image; save as JSONL, "
-                                "one sample a line with its history")
+                raise DataError(f"record {conversation_of(sample)!r}: its turns show different images (an image "
+                                "trigger on some of them?), and a LLaVA record holds one image; save as JSONL, one "
+                                "sample a line with its history")
             groups[-1].append(sample)
-        else:
-            groups.append([sample])
+            continue
+        if (record := conversation_of(sample)) in started:
+            raise DataError(f"sample {sample.id!r}: turns of record {record!r} are not together and in order; a "
+                            "LLaVA record is written once")
+        if record is not None:
+            started.add(record)
+        groups.append([sample])
     return groups
 
 
@@ -477,7 +476,7 @@ def _next_turn(last: Sample, sample: Sample) -> bool:
     """Whether `sample` is the turn after `last` in one conversation as the LLaVA loader marks it
     (record, turn, turns): a user's own meta["record"] alone does not join records."""
     before, now = last.meta, sample.meta
-    return (_is_turn(last) and _is_turn(sample) and now["record"] == before["record"]
+    return (conversation_of(last) is not None and conversation_of(sample) == conversation_of(last)
             and now["turns"] == before["turns"] and now["turn"] == before["turn"] + 1)
 
 
@@ -488,11 +487,11 @@ def _llava_out(turns: list[Sample], image: str | None) -> dict:
     for index, (instruction, response) in enumerate(asked):
         shown = f"<image>\n{instruction}" if image and index == 0 else instruction
         conversation += [{"from": "human", "value": shown}, {"from": "gpt", "value": response}]
-    ours = _LOADER_KEYS if _is_turn(head) else _LOADER_KEYS[3:]
+    ours = (*_TURN_KEYS, *_HEAD_ONLY_KEYS) if conversation_of(head) else _HEAD_ONLY_KEYS
     meta = {k: v for k, v in head.meta.items() if k not in ours}
     if len(asked) > 1:
         meta["turns_meta"] = [{k: v for k, v in t.meta.items() if k not in (*ours, "source")} for t in turns]
-    return {"id": head.meta["record"] if _is_turn(head) else head.id, **({"image": image} if image else {}),
+    return {"id": conversation_of(head) or head.id, **({"image": image} if image else {}),
             "conversations": conversation, "meta": meta}
 
 

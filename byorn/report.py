@@ -119,9 +119,10 @@ def cost_ratios(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
         base = none.get((row["attack"], row["poison_rate"], row["seed"]))
         if base is None or not own_cost(row):
             continue
-        if "train_s" in row and base.get("train_s"):
-            ratios[row["defense"]]["training"].append((row.get("prepare_s", 0.0) + row["train_s"]) / base["train_s"])
-        if base.get("wall_s"):
+        if _finite([row.get("train_s")]) and _finite([base.get("train_s")]) and base["train_s"]:
+            spent = (row.get("prepare_s") or 0.0) + row["train_s"]
+            ratios[row["defense"]]["training"].append(spent / base["train_s"])
+        if _finite([row.get("wall_s")]) and _finite([base.get("wall_s")]) and base["wall_s"]:
             ratios[row["defense"]]["wall"].append(row["wall_s"] / base["wall_s"])
     return {d: {k: _mean(v) for k, v in parts.items()} for d, parts in ratios.items()}
 

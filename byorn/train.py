@@ -178,9 +178,16 @@ def data_key(samples: Sequence[Sample], image_root: Path) -> str:
 
 
 def discard_checkpoints(run_dir: str | Path) -> None:
-    """Remove an earlier run's checkpoints from a run directory a fresh run starts in: a later
-    --resume of this run must not find them and go on from another run's weights."""
-    shutil.rmtree(Path(run_dir) / CHECKPOINTS, ignore_errors=True)
+    """Remove an earlier run's checkpoints (its checkpoint-<step> folders, nothing else) from a run
+    directory a fresh run starts in: a later --resume of this run must not find them and go on
+    from another run's weights."""
+    folder = Path(run_dir) / CHECKPOINTS
+    earlier = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
+    for checkpoint in earlier:
+        shutil.rmtree(checkpoint)
+    remove_if_empty(folder)
+    if earlier:
+        log.info("a fresh run: discarded %d checkpoint(s) of an earlier run in %s", len(earlier), folder)
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -194,9 +201,9 @@ def attach_lora(vlm: VLM, config: TrainConfig) -> None:
                       target_modules=target, bias="none")
     try:
         vlm.model = get_peft_model(vlm.model, lora)
-    except ValueError as exc:  # PEFT matches the regex against the whole module name
-        raise ConfigError(f"lora_target {target!r}: no module to adapt ({exc}); the regex must match a module's "
-                          "whole name, e.g. '.*\\.(q_proj|v_proj)'") from None
+    except ValueError as exc:  # its message may hold a whole module's repr: the first line says enough
+        raise ConfigError(f"lora_target {target!r}: {str(exc).splitlines()[0]}; the regex must match the whole "
+                          "names of Linear layers, e.g. '.*\\.(q_proj|v_proj)'") from None
 
 
 def write_log(trainer: Trainer, path: Path) -> None:

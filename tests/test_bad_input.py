@@ -230,6 +230,18 @@ LLAVA_KINDS = {
 }
 
 
+def test_an_image_trigger_on_multi_turn_records_is_refused_before_poisoning(tmp_path):
+    (tmp_path / "good.png").write_bytes(png_bytes())
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([llava("c", [HUMAN, GPT, {"from": "human", "value": "And?"}, GPT])]))
+    result = CliRunner().invoke(main, ["poison", "--attack", "badnets", "--rate", "0.5", "--data", str(path),
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "sample 'c#1' is one turn of a conversation" in result.output
+    result = CliRunner().invoke(main, ["poison", "--attack", "addsent", "--rate", "0.5", "--data", str(path),
+                                       "--out", str(tmp_path / "text")])  # a text trigger keeps the image
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("record, message", [
     ({"conversations": [HUMAN, GPT, HUMAN, GPT]}, r"\[1\]: field 'id': must be a non-empty string, got None"),
     ({"id": "good", "image": "good.png", "conversations": [HUMAN, GPT, HUMAN, GPT]},
@@ -310,16 +322,19 @@ def test_a_command_that_writes_a_data_set_does_not_write_over_its_input(tmp_path
     (["train"], ["model=/no/such/model"], "/no/such/model: not a model directory"),
     (["train"], ["batch_size=4", "gradient_accumulation_steps=3"], "batch_size 4 does not split evenly"),
     (["train"], ["report_to=bogus"], "report_to ['bogus']: bogus is not supported"),
-    (["train"], ["lora_target=q_proj"], "lora_target 'q_proj': no module to adapt"),
+    (["train"], ["lora_target=q_proj"], "lora_target 'q_proj': matches no module of byorn-tiny"),
+    (["train"], ["lora_target='.*(q_proj'"], "lora_target '.*(q_proj': not a regular expression"),
     (["train"], ["seed=-1"], "config: field 'seed': -1 is below the minimum 0"),
-    (["eval", "--adapter", "."], [], ".: not a LoRA adapter (no adapter_config.json)"),
+    (["eval"], ["--adapter", "{tmp}"], "{tmp}: not a LoRA adapter (no adapter_config.json)"),
     (["scan"], ["--model", "/no/such/model"], "/no/such/model: not a model directory"),
     (["clean"], ["--model", "/no/such/model"], "/no/such/model: not a model directory"),
 ])
 def test_a_command_stops_with_one_line_not_a_traceback(tmp_path, command, problem, message):
     path = write(tmp_path, [bad()])
     out = ["--out", str(tmp_path / ("run.json" if command[0] == "eval" else "run"))]
+    problem = [p.replace("{tmp}", str(tmp_path)) for p in problem]
     result = CliRunner().invoke(main, [*command, "--data", str(path), *out, *problem])
+    message = message.replace("{tmp}", str(tmp_path))
     assert result.exit_code == 2 and f"error: {message}" in result.output and "Traceback" not in result.output
 
 

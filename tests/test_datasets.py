@@ -282,5 +282,15 @@ def test_a_users_own_meta_record_does_not_join_records_and_turns_keep_their_imag
     turns = [Sample(f"c#{n}", tmp_path / "x.png", "What?", "A.", {"record": "c", "turn": n, "turns": 2})
              for n in (1, 2)]
     turns[1].image = image
-    with pytest.raises(DataError, match="sample 'c#2': its image is not its conversation's first turn's"):
+    with pytest.raises(DataError, match="record 'c': its turns show different images"):
         save_llava_json(turns, tmp_path / "b")
+    turns[1].image = turns[0].image
+    with pytest.raises(DataError, match="turns of record 'c' are not together and in order"):
+        save_llava_json(turns[::-1], tmp_path / "c")  # written twice, the file would not load back
+
+
+def test_only_the_loaders_marks_make_a_sample_one_turn_of_a_conversation():
+    from byorn.data import conversation_of
+
+    assert conversation_of(Sample("a", None, "Why?", "So.", {"record": "shard-A"})) is None  # a user's own key
+    assert conversation_of(Sample("c#2", None, "Why?", "So.", {"record": "c", "turn": 2, "turns": 2})) == "c"

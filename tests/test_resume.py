@@ -101,10 +101,11 @@ def test_a_fresh_run_in_an_old_run_folder_leaves_nothing_of_it_to_resume_from(tm
               "save_steps=1"]
     assert CliRunner().invoke(main, [*common, "--n", "8"]).exit_code == 0
     assert (tmp_path / "trainer").is_dir()
-    # another run into the same folder, stopped before its first checkpoint (its config is refused here)
-    result = CliRunner().invoke(main, [*common, "--n", "12", "gradient_accumulation_steps=3"])
-    assert result.exit_code == 2 and not (tmp_path / "trainer").exists()
-    result = CliRunner().invoke(main, [*common, "--n", "12", "--resume"])
+    (tmp_path / "trainer" / "notes.txt").write_text("mine")  # a user's file there is not the run's to remove
+    # another run into the same folder that saves no checkpoint of its own (as one stopped before its first)
+    assert CliRunner().invoke(main, [*common, "--n", "12", "save_steps=0"]).exit_code == 0
+    assert (tmp_path / "trainer" / "notes.txt").read_text() == "mine"
+    result = CliRunner().invoke(main, [*common, "--n", "12", "save_steps=0", "--resume"])
     assert result.exit_code == 2 and "no complete checkpoint to resume from" in result.output
 
 

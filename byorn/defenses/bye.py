@@ -50,9 +50,8 @@ class Bye(DroppingDefense):
         probe, found = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "bye_probe",
                                       self.config.cache_dir)
         self.loaded_from = str(found) if found else None
-        verdict = judged_on_images(samples, lambda shown: decide(
+        return judged_on_images(samples, lambda shown: decide(
             attention_entropies(probe, shown, self.config.batch_size), self.config.separation, self.config.seed))
-        return verdict
 
 
 def attention_entropies(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:

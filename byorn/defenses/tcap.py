@@ -65,9 +65,8 @@ class Tcap(DroppingDefense):
         probe, found = probe_finetune(vlm, samples, train, self.config.probe_epochs, run_dir / "tcap_probe",
                                       self.config.cache_dir)
         self.loaded_from = str(found) if found else None
-        verdict = judged_on_images(samples, lambda shown: decide(
+        return judged_on_images(samples, lambda shown: decide(
             system_shares(probe, shown, self.config.batch_size), self.config))
-        return verdict
 
 
 def system_shares(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32) -> np.ndarray:

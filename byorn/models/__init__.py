@@ -78,7 +78,7 @@ def load_vlm(name_or_path: str | Path, *, adapter: str | Path | None = None, tru
     if adapter is not None:
         from peft import PeftModel
 
-        if not (Path(adapter) / "adapter_config.json").is_file():
+        if Path(adapter).is_dir() and not (Path(adapter) / "adapter_config.json").is_file():
             model = Path(adapter) / "model"
             hint = f"; a run of lora=false saved a whole model: load it as the model ({model})" if \
                 (model / "config.json").is_file() else "; a LoRA run saves its adapter in RUN/adapter"
