@@ -41,3 +41,15 @@ def test_bad_rows_name_the_row_and_the_field(change, message):
     change(row)
     with pytest.raises(DataError, match=f"^row 7.*{message}"):
         row_to_sample(row, 7)
+
+
+def test_the_collator_says_how_to_keep_the_id_column_the_trainer_dropped():
+    from types import SimpleNamespace
+
+    from byorn.integrations.trl import ByornCollator
+
+    collator = ByornCollator(lambda rows: rows, SimpleNamespace(flagging=object(), reference_answers={}))
+    row = sample_to_row(shapes.downstream_samples(1, seed=0)[0])
+    assert collator([row]) == [{k: v for k, v in row.items() if k != "id"}]
+    with pytest.raises(ValueError, match="remove_unused_columns=False"):
+        collator([{k: v for k, v in row.items() if k != "id"}])

@@ -64,6 +64,9 @@ class ByornCollator:
     def __call__(self, examples: list[dict]) -> Any:
         defended = []
         for example in examples:
+            if self.id_column not in example:  # the Trainer drops columns the model does not take
+                raise ValueError(f"a batch row has no {self.id_column!r} column to match it with its verdict: give "
+                                 "SFTConfig(remove_unused_columns=False), which keeps it")
             answer = self.answers.get(str(example[self.id_column]))
             if answer is not None:
                 example = with_answer(example, answer)
