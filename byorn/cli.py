@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -561,7 +562,9 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
     for key, value in result.items():
         click.echo(f"{key:>16}  {value:.4f}" if isinstance(value, float) else f"{key:>16}  {value}")
     if out_path:
-        atomic_write_text(Path(out_path), json.dumps(result, indent=2) + "\n")
+        # JSON has no NaN: an ASR over no counted input is null there
+        figures = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in result.items()}
+        atomic_write_text(Path(out_path), json.dumps(figures, indent=2) + "\n")
 
 
 @main.command()

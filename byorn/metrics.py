@@ -170,9 +170,11 @@ class AsrRule:
                 raise ValueError(f"AsrRule.{name} must be non-empty for kind {self.kind!r}")
         if self.kind == "regex":
             try:
-                re.compile(self.target)
+                pattern = re.compile(self.target)
             except re.error as exc:
                 raise ValueError(f"AsrRule.target is not a regular expression: {exc}") from None
+            if pattern.search(""):  # it would match inside any answer, as a blank target would
+                raise ValueError(f"AsrRule.target {self.target!r} matches the empty answer, so every answer")
 
 
 TARGET_RULE_KINDS = ("contains", "exact", "regex")

@@ -90,10 +90,12 @@ def test_eval_reports_the_asr_of_a_users_own_triggered_file(tmp_path):
     # the shipped model describes the scenes ("There is ...", "The image shows ..."): every answer
     # matches, but so does every clean answer, so no input is counted
     assert figures["n_triggered"] == 4 and figures["asr_n"] == 0
+    assert figures["asr"] is None and "NaN" not in out.read_text()  # strict JSON: no input counted, no rate
     hits = CliRunner().invoke(main, [*args, "--target-rule", "contains:banana"])
     assert hits.exit_code == 0 and json.loads(out.read_text())["asr"] == 0.0
     for bad, message in ((["--target-rule", "nearly:x"], "expected KIND:TEXT"),
-                         (["--target-rule", "regex:("], "not a regular expression")):
+                         (["--target-rule", "regex:("], "not a regular expression"),
+                         (["--target-rule", "regex:.*"], "matches the empty answer, so every answer")):
         failed = CliRunner().invoke(main, [*args, *bad])
         assert failed.exit_code == 2 and message in failed.output
     alone = CliRunner().invoke(main, ["eval", "--n", "4", "--triggered", str(triggered)])
