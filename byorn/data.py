@@ -61,6 +61,11 @@ def decode_image(path: Path, where: str) -> Image.Image:
         raise DataError(f"{path}: {where}: cannot decode image ({exc})") from exc
 
 
+def turn_id(record: str, turn: int) -> str:
+    """The id of turn `turn` (from 1) of the conversation `record`, as the LLaVA loader names it."""
+    return f"{record}#{turn}"
+
+
 def conversation_of(sample: Sample) -> str | None:
     """The id of the conversation the LLaVA loader made `sample` from, one turn of it (meta record,
     turn and turns); None for a sample of its own. A user's own meta["record"] alone is not one."""

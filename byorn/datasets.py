@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from byorn.chat_rows import row_to_sample, sample_to_row
-from byorn.data import DataError, Sample, conversation_of, decode_image
+from byorn.data import DataError, Sample, conversation_of, decode_image, turn_id
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], mul
         fields["instruction"] = turns[j]["value"].replace("<image>", "").strip()
         fields["response"] = turns[j + 1]["value"]
         if len(pairs) > 1:
-            fields["id"] = f"{record.get('id')}#{number}"
+            fields["id"] = turn_id(record["id"], number)
             fields["meta"] = {**record.get("meta", {}), "record": record.get("id"), "turn": number,
                               "turns": len(pairs)} if isinstance(record.get("meta", {}), dict) else record["meta"]
         labels = {"instruction": f"conversations[{j}].value", "response": f"conversations[{j + 1}].value"}

@@ -69,6 +69,28 @@ def test_a_poisoned_second_turn_is_flagged_and_replaced_alone(shipped, tmp_path)
     assert seen[first].response == next(s.response for s in samples if s.id == first)  # its first turn untouched
 
 
+def test_a_later_turn_trains_with_its_flagged_earlier_answer_replaced_in_its_history(shipped, tmp_path):
+    import copy
+
+    from byorn.models.hf import VLM
+
+    vlm = VLM(copy.deepcopy(shipped.model), shipped.processor)
+    samples = conversations(poisoned=-1)
+    first = samples[8]  # a first turn whose answer is the poison; its second turn reads it as history
+    samples[8] = first.with_response(PLANTED)
+    samples[9] = Sample(samples[9].id, samples[9].image, FOLLOW_UP, samples[9].response, samples[9].meta,
+                        ((first.instruction, PLANTED),))
+    defense = build_defense("byorn")
+    defense.prepare(vlm, samples, tmp_path)
+    assert first.id in {s.id for s, hit in zip(samples, defense.flagged) if hit}
+    seen: dict[str, Sample] = {}
+    encode = vlm.encode
+    vlm.encode = lambda batch: seen.update({s.id: s for s in batch}) or encode(batch)
+    finetune(vlm, defense.training_set(samples), TrainConfig(max_steps=6, batch_size=4), tmp_path / "run",
+             hook=defense)
+    assert seen[samples[9].id].history == ((first.instruction, defense.reference_answers[first.id]),)
+
+
 def test_clean_writes_the_conversation_back_with_only_the_flagged_turn_replaced(shipped, tmp_path):
     samples = conversations()
     data = load_dataset(save_llava_json(samples, tmp_path / "in"))

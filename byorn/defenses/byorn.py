@@ -21,6 +21,7 @@ and it encodes fine (the target is the end-of-turn marker alone).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from byorn.config import TrainConfig, check_choice, option
-from byorn.data import Sample, answer_key
+from byorn.data import Sample, answer_key, conversation_of, turn_id
 from byorn.defenses.judging import (
     JudgeConfig,
     Judgement,
@@ -264,7 +265,18 @@ class ByornDefense(Judging):
         if is_main():
             for record in records:  # line by line: a crash loses at most the line being written
                 append_jsonl(self._audit, record, ensure_ascii=False)
-        return [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
+        replaced = [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
+        return [self._history_replaced(s) for s in replaced]
+
+    def _history_replaced(self, sample: Sample) -> Sample:
+        """A later turn of a conversation with its flagged earlier answers replaced in its history,
+        as `byorn clean` writes the conversation back: the attacker's answer is not kept as context."""
+        record = conversation_of(sample)
+        if record is None or not sample.history:
+            return sample
+        history = tuple((asked, self.reference_answers.get(turn_id(record, turn), answered))
+                        for turn, (asked, answered) in enumerate(sample.history, 1))
+        return sample if history == sample.history else dataclasses.replace(sample, history=history)
 
     def _replacements(self, todo: list[Sample], vlm: VLM, epoch: int) -> dict[str, tuple[str, str]]:
         """id -> (new response, which model wrote it) for the flagged samples of a batch."""
