@@ -48,8 +48,14 @@ def test_the_collator_says_how_to_keep_the_id_column_the_trainer_dropped():
 
     from byorn.integrations.trl import ByornCollator
 
-    collator = ByornCollator(lambda rows: rows, SimpleNamespace(flagging=object(), reference_answers={}))
-    row = sample_to_row(shapes.downstream_samples(1, seed=0)[0])
+    sample = shapes.downstream_samples(1, seed=0)[0]
+    judged = SimpleNamespace(flagging=object(), reference_answers={}, judged={sample.id: sample.response})
+    collator = ByornCollator(lambda rows: rows, judged)
+    row = sample_to_row(sample)
     assert collator([row]) == [{k: v for k, v in row.items() if k != "id"}]
     with pytest.raises(ValueError, match="remove_unused_columns=False"):
         collator([{k: v for k, v in row.items() if k != "id"}])
+    # a row of another data set under a judged id, or an id never judged: refused, not given a verdict
+    for other in (with_answer(row, "Something else."), {**row, "id": "never-judged"}):
+        with pytest.raises(ValueError, match="is not a row judge_dataset judged"):
+            collator([other])

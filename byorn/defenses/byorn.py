@@ -111,6 +111,7 @@ class ByornDefense(Judging):
         self.scores: list[float] = []
         self.flagging: Flagging | None = None
         self.reference_answers: dict[str, str] = {}
+        self.judged: dict[str, str] = {}  # id -> the response judged, for a batch built elsewhere to be checked
         self.writer = "reference"  # which model wrote reference_answers: "warmed" or "reference"
         self._generated: dict[str, tuple[int, str]] = {}  # id -> (epoch, answer), for regenerate="epoch"
         self._answered: dict[tuple[int, str], set[str]] = {}  # (epoch, answer key) -> ids it was trained on, for guard
@@ -148,6 +149,7 @@ class ByornDefense(Judging):
         flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
         groups = self.flagging.groups
         self.reference_answers = answers
+        self.judged = {s.id: s.response for s in samples}
         self._generated.clear()
         self._answered.clear()
 

@@ -59,6 +59,7 @@ class ByornCollator:
         if defense.flagging is None:
             raise RuntimeError("judge_dataset() (ByornDefense.prepare) must run before training")
         self.collator, self.answers, self.id_column = collator, defense.reference_answers, id_column
+        self.judged = defense.judged
         self.replaced = 0
 
     def __call__(self, examples: list[dict]) -> Any:
@@ -67,7 +68,12 @@ class ByornCollator:
             if self.id_column not in example:  # the Trainer drops columns the model does not take
                 raise ValueError(f"a batch row has no {self.id_column!r} column to match it with its verdict: give "
                                  "SFTConfig(remove_unused_columns=False), which keeps it")
-            answer = self.answers.get(str(example[self.id_column]))
+            key = str(example[self.id_column])
+            # matched by id alone, another data set's rows would take this one's verdicts
+            if self.judged.get(key) != row_to_sample(example, 0, self.id_column).response:
+                raise ValueError(f"row {key!r} is not a row judge_dataset judged (another id, or another answer): "
+                                 "judge the data set you train on")
+            answer = self.answers.get(key)
             if answer is not None:
                 example = with_answer(example, answer)
                 self.replaced += 1
