@@ -143,7 +143,7 @@ def _load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repo
             report_dir.mkdir(parents=True, exist_ok=True)
             write_jsonl(report_dir / SKIPPED_NAME, ({"error": e} for e in skipped))
             click.echo(f"the skipped records are listed in {report_dir / SKIPPED_NAME}", err=True)
-    elif skipped is not None and report_dir is not None:
+    elif report_dir is not None:
         (report_dir / SKIPPED_NAME).unlink(missing_ok=True)  # an earlier run's list would mislead
     if not samples:
         _fail(f"{data}: no usable samples")
@@ -169,14 +169,19 @@ def _readable(vlm, samples: list, on_bad: str, report_dir: Path) -> tuple[list, 
     return [s for i, s in enumerate(samples) if i not in problems], len(problems)
 
 
-def _refuse_writing_over(data: str, samples: list, out_dir: str) -> None:
-    """Stop a command that writes a data set (clean, poison: OUT/data.json, .jsonl, .parquet or
-    data/, and OUT/images/) before it would write over what it reads: the input's data file or any
-    of its images, which the rewritten set would replace."""
+# what `byorn clean` and `byorn poison` write in OUT for each layout (byorn.datasets' savers)
+LAYOUT_FILES = {"llava": "data.json", "jsonl": "data.jsonl", "parquet": "data.parquet", "rows": "data"}
+
+
+def _refuse_writing_over(data: str, samples: list, out_dir: str, written_name: str) -> None:
+    """Stop a command that writes a data set (clean, poison: OUT/`written_name` and OUT/images/)
+    before it would write over what it reads: the input's data file or any of its images, which the
+    rewritten set would replace. A built-in world (shapes) has no file to overwrite."""
     out = Path(out_dir).resolve()
-    written = {out / name for name in ("data.json", "data.jsonl", "data.parquet", "data")}
+    written = out / written_name
     source = Path(data).resolve()
-    if source in written or any(folder in written or folder == out / "images" for folder in source.parents):
+    built_in = data.partition(":")[0] in WORLDS
+    if not built_in and (source == written or any(f in (written, out / "images") for f in source.parents)):
         _fail(f"--out {out_dir}: the new data set would be written over {data}; write it to another folder")
     images = (s.image.resolve() for s in samples if isinstance(s.image, Path))
     if inside := next((image for image in images if out / "images" in image.parents), None):
@@ -496,9 +501,9 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
 
     config, samples = _options_and_samples(ByornConfig, options, "clean", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
-    _refuse_writing_over(data, samples, out_dir)
     layout = ("jsonl" if data.lower().endswith(".jsonl") else "parquet" if data.lower().endswith(".parquet")
               else "rows" if Path(data).is_dir() else "llava")
+    _refuse_writing_over(data, samples, out_dir, LAYOUT_FILES[layout])
     try:
         train = load_config(TrainConfig, config_path, ())
         vlm = _loaded(model or train.model, bf16=bf16)
@@ -608,7 +613,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
         _fail(str(exc))
     clean, _ = _load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample,
                              report_dir=Path(out_dir), image_folder=image_folder)
-    _refuse_writing_over(data, clean, out_dir)
+    _refuse_writing_over(data, clean, out_dir, LAYOUT_FILES["llava"])
     try:
         attack = build_attack(trigger, target, **attack_options)
         if "image" in attack.trigger.modality and (turn := next((s for s in clean if conversation_of(s)), None)):

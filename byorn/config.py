@@ -231,14 +231,17 @@ def parse_overrides(pairs: typing.Iterable[str], source: str = "override") -> di
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"{source} {item!r}: expected KEY=VALUE")
+        if not raw.strip():  # KEY= : the empty text (an option's "empty: ..." default), not YAML's null
+            values[key.strip()] = ""
+            continue
         try:
             values[key.strip()] = read_yaml(raw)
         except yaml.constructor.ConstructorError as exc:  # {a: 1, a: 2}
             raise ConfigError(f"{source} {item!r}: {exc.problem}") from None
         except yaml.YAMLError as exc:
-            if raw.lstrip()[:1] in ("[", "{"):  # a list or mapping with a typo, not text
-                raise ConfigError(f"{source} {item!r}: not a YAML list or mapping; quote text that starts with "
-                                  f"a bracket ({key.strip()}=\"'...'\") ({exc})") from None
+            if raw.lstrip()[:1] in ("[", "{", "'", '"'):  # a list, mapping or quoted text with a typo
+                raise ConfigError(f"{source} {item!r}: not valid YAML; quote text that starts with a bracket in "
+                                  f"single quotes ({key.strip()}=\"'...'\") ({exc})") from None
             values[key.strip()] = raw  # not YAML (a regex such as .*[qv]_proj): the text as given
     return values
 

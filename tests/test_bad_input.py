@@ -308,14 +308,18 @@ def test_a_command_that_writes_a_data_set_does_not_write_over_its_input(tmp_path
     records = [{**json.loads(line), "image": f"images/{json.loads(line)['image']}"}
                for line in path.read_text().splitlines()]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    before = files(data)
     result = CliRunner().invoke(main, [*command, "--data", str(path), "--out", str(data)])
     assert result.exit_code == 2 and f"--out {data}: " in result.output and "another folder" in result.output
-    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
-    # above the input, nothing is overwritten: allowed
-    result = CliRunner().invoke(main, [*command, "--data", str(path), "--out", str(tmp_path)])
+    assert files(data) == before
+    # above the input, nothing is overwritten: allowed (even as the parent of a folder named like an output)
+    data = data.rename(tmp_path / "data")
+    result = CliRunner().invoke(main, [*command, "--data", str(data / path.name), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+    assert files(data) == before
 
 
 @pytest.mark.parametrize("command, problem, message", [

@@ -117,8 +117,11 @@ def test_a_key_given_twice_is_an_error_naming_it_and_its_line(tmp_path):
 def test_an_override_that_is_not_yaml_is_taken_as_text():
     assert load_config(TrainConfig, overrides=["lora_target=.*[qv]_proj"]).lora_target == ".*[qv]_proj"
     assert load_config(TrainConfig, overrides=["lora_target='[qv]_proj'"]).lora_target == "[qv]_proj"
-    with pytest.raises(ConfigError, match="not a YAML list or mapping; quote text"):  # a list with a typo
+    with pytest.raises(ConfigError, match="not valid YAML; quote text"):  # a list with a typo
         load_config(TrainConfig, overrides=["lora_target=[q_proj, v_proj"])
+    with pytest.raises(ConfigError, match="not valid YAML"):  # \. is no escape in double quotes: not the text meant
+        load_config(TrainConfig, overrides=['lora_target=".*\\.(q_proj)"'])
+    assert load_config(TrainConfig, overrides=["lora_target="]).lora_target == ""  # KEY= is the empty text
     with pytest.raises(ConfigError, match="key 'b' is given twice"):
         load_config(TrainConfig, overrides=["lora_target={b: 1, b: 2}"])
 

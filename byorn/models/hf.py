@@ -147,7 +147,7 @@ class VLM:
             if length > limit:
                 problems[i] = f"{_where(sample)}: {length:,} tokens or more with its prompt, more than the " \
                               f"{limit:,} positions of the model; shorten its text or leave it out"
-        return problems
+        return dict(sorted(problems.items()))  # in the data's order
 
     def _special_text(self, sample: Sample) -> str | None:
         turns = [part for turn in sample.history for part in turn]
