@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -321,6 +320,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     from byorn.review import write_run_review
     from byorn.train import (
         CHECKPOINTS,
+        check_lora_target,
         check_reporting,
         checkpoint_step,
         finetune,
@@ -349,15 +349,9 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     dtype = torch.bfloat16 if config.bf16 and config.lora else None
     try:
         vlm = load_vlm(config.model, trust_remote_code=config.trust_remote_code, dtype=dtype)
-    except (OSError, ValueError) as exc:  # no such model
+        check_lora_target(vlm, config)  # here, not after the defense's work
+    except (OSError, ValueError) as exc:  # no such model; a lora_target that adapts nothing
         _fail(str(exc))
-    try:
-        pattern = re.compile(config.lora_target)
-    except re.error as exc:
-        _fail(f"lora_target {config.lora_target!r}: not a regular expression ({exc})")
-    if config.lora and config.lora_target and not any(pattern.fullmatch(name) for name, _ in vlm.model.named_modules()):
-        _fail(f"lora_target {config.lora_target!r}: matches no module of {config.model} (the regex must match a "
-              "module's whole name, e.g. '.*\\.(q_proj|v_proj)')")
     # before any work: training would meet a sample it cannot read only when its batch comes
     samples, unreadable = _readable(vlm, samples, on_bad_sample, Path(out_dir))
     n_skipped += unreadable

@@ -28,9 +28,13 @@ def _digits(metric: str) -> int:
     return 0 if metric.startswith("n_") else 1 if metric.endswith(("_s", "_mb")) else 3
 
 
+def _is_finite(value: object) -> bool:
+    """A number that is finite (a metric left undefined is NaN or null)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _finite(values: list) -> list[float]:
-    """The numbers among `values` that are finite (a metric left undefined is NaN or null)."""
-    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return [v for v in values if _is_finite(v)]
 
 
 def _mean_std(values: list[float], digits: int) -> str:
@@ -119,10 +123,10 @@ def cost_ratios(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
         base = none.get((row["attack"], row["poison_rate"], row["seed"]))
         if base is None or not own_cost(row):
             continue
-        if _finite([row.get("train_s")]) and _finite([base.get("train_s")]) and base["train_s"]:
+        if _is_finite(row.get("train_s")) and _is_finite(base.get("train_s")) and base["train_s"]:
             spent = (row.get("prepare_s") or 0.0) + row["train_s"]
             ratios[row["defense"]]["training"].append(spent / base["train_s"])
-        if _finite([row.get("wall_s")]) and _finite([base.get("wall_s")]) and base["wall_s"]:
+        if _is_finite(row.get("wall_s")) and _is_finite(base.get("wall_s")) and base["wall_s"]:
             ratios[row["defense"]]["wall"].append(row["wall_s"] / base["wall_s"])
     return {d: {k: _mean(v) for k, v in parts.items()} for d, parts in ratios.items()}
 

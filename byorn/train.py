@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -194,14 +195,29 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.removeprefix("checkpoint-"))
 
 
+def check_lora_target(vlm: VLM, config: TrainConfig) -> None:
+    """A lora_target that is a regular expression matching at least one module's whole name (as
+    PEFT matches it), checked before any other work; the family's default needs no check."""
+    if not (config.lora and config.lora_target):
+        return
+    try:
+        pattern = re.compile(config.lora_target)
+    except re.error as exc:
+        raise ConfigError(f"lora_target {config.lora_target!r}: not a regular expression ({exc})") from None
+    if not any(pattern.fullmatch(name) for name, _ in vlm.model.named_modules()):
+        raise ConfigError(f"lora_target {config.lora_target!r}: matches no module of {config.model} (the regex must "
+                          "match a module's whole name, e.g. '.*\\.(q_proj|v_proj)')")
+
+
 def attach_lora(vlm: VLM, config: TrainConfig) -> None:
     """Wrap the model in a PEFT LoRA model in place; the base weights are frozen."""
+    check_lora_target(vlm, config)
     target = config.lora_target or vlm.family.lora_target
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=target, bias="none")
     try:
         vlm.model = get_peft_model(vlm.model, lora)
-    except ValueError as exc:  # its message may hold a whole module's repr: the first line says enough
+    except ValueError as exc:  # it matched modules LoRA cannot adapt; the message may hold a whole module's repr
         raise ConfigError(f"lora_target {target!r}: {str(exc).splitlines()[0]}; the regex must match the whole "
                           "names of Linear layers, e.g. '.*\\.(q_proj|v_proj)'") from None
 

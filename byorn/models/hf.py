@@ -44,6 +44,12 @@ def _where(sample: Sample) -> str:
     return f"{source}: sample {sample.id!r}" if source else f"sample {sample.id!r}"
 
 
+def _too_long(sample: Sample, length: str, limit: int) -> str:
+    """Why a sample does not fit the model: `length` says how long it is, and how it was counted."""
+    return (f"{_where(sample)}: {length}, more than the {limit:,} positions of the model; shorten its text or "
+            "leave it out")
+
+
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -145,8 +151,7 @@ class VLM:
             length = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + \
                 (image_tokens - 1 if sample.has_image else 0)
             if length > limit:
-                problems[i] = f"{_where(sample)}: {length:,} tokens or more with its prompt, more than the " \
-                              f"{limit:,} positions of the model; shorten its text or leave it out"
+                problems[i] = _too_long(sample, f"{length:,} tokens or more with its prompt", limit)
         return dict(sorted(problems.items()))  # in the data's order
 
     def _special_text(self, sample: Sample) -> str | None:
@@ -164,8 +169,7 @@ class VLM:
         limit = self.max_positions
         lengths = batch["attention_mask"].sum(dim=1).tolist()
         if limit is not None and (row := next((i for i, n in enumerate(lengths) if n > limit), None)) is not None:
-            raise DataError(f"{_where(samples[row])}: {lengths[row]:,} tokens with its image and prompt, more than "
-                            f"the {limit:,} positions of the model; shorten its text or leave it out")
+            raise DataError(_too_long(samples[row], f"{lengths[row]:,} tokens with its image and prompt", limit))
         return batch
 
     @functools.cached_property
