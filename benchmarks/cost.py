@@ -36,7 +36,7 @@ import torch
 
 from byorn.allocator import keep_freed_memory
 from byorn.bench import DefenseSpec, GridConfig, run_cell
-from byorn.defenses.judging import JudgeConfig
+from byorn.defenses.byorn_config import JudgeConfig
 from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
 from byorn.scoring import checkpoint_label, score_variants, scoring_dtype

@@ -34,7 +34,8 @@ from byorn.attacks import build_attack, poison
 from byorn.bench import load_grid, read_results
 from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.defenses.judging import JudgeConfig, combined_score, judge, warm_indices, warmed
+from byorn.defenses.byorn import combined_score, judge, warm_set, warm_up
+from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.thresholds import ALL
 from byorn.fileio import append_jsonl
 from byorn.metrics import detection_scores
@@ -99,9 +100,9 @@ def warmed_row(vlm: VLM, samples: list[Sample], is_poisoned: np.ndarray, train: 
     candidates = {"default": default.rejudge_variant.split("+"), "joined": default.variants}
     with tempfile.TemporaryDirectory() as scratch:
         first = judge(vlm, samples, dataclasses.replace(default, rejudge=False), scratch)
-        warm = warm_indices(first, default)  # in this order, as BYORn warms on them
+        warm = warm_set(first, default)  # in this order, as BYORn warms on them
         held = np.array(sorted(set(range(len(samples))) - set(warm)))
-        with warmed(vlm, samples, warm, default, train, scratch):
+        with warm_up(vlm, [samples[i] for i in warm], train, default.warm_epochs, Path(scratch) / "warmup"):
             needed = _measured([*candidates["default"], *candidates["joined"]])
             scores = score_variants(vlm, [samples[i] for i in held], needed, batch_size=64, reference=False)
     auroc = _aurocs(scores, is_poisoned[held])

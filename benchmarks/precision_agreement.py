@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from byorn.attacks import build_attack, poison
-from byorn.defenses.judging import JudgeConfig, judge
+from byorn.defenses.byorn import judge
+from byorn.defenses.byorn_config import JudgeConfig
 from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
 from byorn.scoring import score_variants

@@ -32,6 +32,7 @@ from byorn.attacks.poison import MANIFEST_NAME, write_manifest
 from byorn.config import ConfigError, PretrainConfig, TrainConfig, check_choice, from_dict, option, read_yaml
 from byorn.data import Sample
 from byorn.defenses import DEFENSES, Defense, build_defense
+from byorn.defenses.byorn import JudgingDefense
 from byorn.evaluate import asr_new_tokens, evaluate_clean
 from byorn.fileio import append_jsonl, write_jsonl
 from byorn.metrics import attack_success_rate, detection_scores
@@ -40,7 +41,7 @@ from byorn.models.hf import VLM
 from byorn.report import SCORES_NAME
 from byorn.scoring import checkpoint_label
 from byorn.train import finetune
-from byorn.trained import trained_or_found
+from byorn.trained import WarmUps, trained_or_found
 from byorn.worlds import WORLDS, shapes
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,9 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
                            # which checkpoint (name@weights fingerprint): a retrained byorn-tiny keeps its name
                            "model": checkpoint_label(grid.train.model, vlm)}
     hook = build_defense(defense.name, **_with_cache(defense, cache))
+    warm_ups = WarmUps(hook.config.cache_dir) if isinstance(hook, JudgingDefense) and hook.config.cache_dir else None
+    if warm_ups:  # score-and-drop warms its reference up exactly as BYORn does on the same poisoned set
+        hook.run_warm_up = warm_ups
     # every option, defaults resolved: a label names only what the grid changed, so after a default
     # changes this is what tells an old row from a new one
     row["defense_options"] = options_record({k: v for k, v in hook.resolved().items() if k != "defense"})
@@ -200,7 +204,8 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     vlm, trained_from = _finetune_or_load(vlm, train_set, train_config, run_dir, hook, cache)
     row["train_s"] = round(time.perf_counter() - training, 1)
     # fine-tunes this cell loaded where an earlier cell had run them: its times leave them out
-    row["loaded_from"] = [path for path in (hook.loaded_from, trained_from) if path]
+    row["loaded_from"] = [path for path in (hook.loaded_from, *(warm_ups.loaded if warm_ups else ()), trained_from)
+                          if path]
 
     def shown(inputs: list) -> list:  # what the deployed model is given: ONION cleans it first
         return [hook.test_input(s) for s in inputs]

@@ -35,8 +35,7 @@ def _judge_options_help(config: str = "judging") -> type[click.Command]:
 
     class Command(click.Command):
         def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-            from byorn.defenses.byorn import ByornConfig
-            from byorn.defenses.judging import JudgeConfig
+            from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
 
             options = describe(JudgeConfig if config == "judging" else ByornConfig)
             self.epilog = "Options (-d KEY=VALUE):\n\n\b\n" + options
@@ -442,7 +441,7 @@ def _same_data_as_before(run_dir: Path, data: str, samples: list, image_folder: 
 def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
          config_path: str | None, on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
     """Rank a data set (--data: a data file, or 'shapes') by response implausibility, without training."""
-    from byorn.defenses.judging import JudgeConfig
+    from byorn.defenses.byorn_config import JudgeConfig
     from byorn.scan import scan as run_scan
 
     config, samples = _options_and_samples(JudgeConfig, options, "scan", data, n_samples, on_bad_sample, out_dir,
@@ -491,7 +490,7 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
     DATA's layout. With the same --config, training on the output is what
     `byorn train --defense byorn` trains on."""
     from byorn.clean import clean as run_clean
-    from byorn.defenses.byorn import ByornConfig
+    from byorn.defenses.byorn_config import ByornConfig
 
     config, samples = _options_and_samples(ByornConfig, options, "clean", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)

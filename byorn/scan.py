@@ -12,7 +12,8 @@ from pathlib import Path
 
 from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.defenses.judging import JudgeConfig, judge
+from byorn.defenses.byorn import judge
+from byorn.defenses.byorn_config import JudgeConfig
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 from byorn.models.hf import VLM
 from byorn.review import REVIEW_NAME, write_review

@@ -130,6 +130,21 @@ def trained_in_place_or_found(vlm: VLM, samples: Sequence[Sample], config: Train
     return steps, None
 
 
+class WarmUps:
+    """A grid's warm-ups, run as a judging defense's `run_warm_up` (byorn.defenses.byorn): each one
+    found in `cache_dir` and loaded, or run and saved there; `loaded` lists where each came from."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.cache_dir = cache_dir
+        self.loaded: list[str] = []
+
+    def __call__(self, vlm: VLM, samples: Sequence[Sample], config: TrainConfig, fine_tune: Callable[[], int]) -> int:
+        steps, found = trained_in_place_or_found(vlm, samples, config, self.cache_dir, fine_tune)
+        if found:
+            self.loaded.append(str(found))
+        return steps
+
+
 def load_whole(model: torch.nn.Module, path: Path) -> None:
     """Load a weights file into `model`, all of it or nothing: every tensor is checked against the
     model's own before any is copied (torch copies the matching ones before it reports a mismatch,

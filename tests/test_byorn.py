@@ -509,7 +509,8 @@ def test_bfloat16_scores_are_cached_apart_and_rank_the_samples_as_float32_does(f
 
 
 def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, tmp_path):
-    from byorn.defenses.judging import JudgeConfig, judge
+    from byorn.defenses.byorn import judge
+    from byorn.defenses.byorn_config import JudgeConfig
 
     samples = shapes.downstream_samples(30, seed=9)
     samples[3] = samples[3].with_response(POISON)
@@ -528,7 +529,7 @@ def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, t
 
 
 def test_the_combined_score_takes_a_z_scaled_score_as_it_is_and_the_others_in_mad_units():
-    from byorn.defenses.judging import combined_score
+    from byorn.defenses.byorn import combined_score
     from byorn.defenses.thresholds import robust_z
 
     groups = ["all"] * 6
@@ -568,7 +569,7 @@ def test_a_resumed_run_takes_its_saved_verdict_and_answers_without_judging_again
     def no_judging(*args, **kwargs):
         raise AssertionError("judged again")
 
-    monkeypatch.setattr(byorn_module, "judging", no_judging)
+    monkeypatch.setattr(byorn_module, "judge", no_judging)
     resumed = ByornDefense(config)
     resumed.prepare(vlm, samples, tmp_path, resume_step=0)
     assert (resumed.scores, resumed.flagged) == (first.scores, first.flagged)

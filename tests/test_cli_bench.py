@@ -13,7 +13,7 @@ from byorn import bench
 from byorn.attacks.registry import TARGETS, TRIGGERS
 from byorn.cli import main
 from byorn.config import ConfigError
-from byorn.defenses.judging import JudgeConfig
+from byorn.defenses.byorn_config import JudgeConfig
 from byorn.report import _cell_scores, cost_ratios, headline_table, results_table
 from byorn.scoring import model_fingerprint
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from byorn.attacks import MANIFEST_NAME, build_attack, read_manifest
-from byorn.defenses.judging import DEFAULT_VARIANT
+from byorn.defenses.byorn_config import DEFAULT_VARIANT
 from byorn.metrics import attack_success
 from byorn.workflow import DEMO_ATTACK, DEMO_ROWS, DEMO_TRAINING, run_demo
 

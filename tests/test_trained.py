@@ -13,7 +13,7 @@ import torch
 from byorn import bench, scoring, trained
 from byorn.config import TrainConfig
 from byorn.defenses import attention, build_defense
-from byorn.defenses.warmup import warmed_reference
+from byorn.defenses.byorn import warm_up
 from byorn.report import cost_ratios, cost_table
 from byorn.scoring import model_fingerprint
 from byorn.train import finetune, train_steps
@@ -132,11 +132,11 @@ def test_a_loaded_warm_up_leaves_the_model_as_a_trained_one_does(tiny_vlm_factor
     for name in ("trained", "loaded"):
         vlm = tiny_vlm_factory()
         vlm.model.config.use_cache = True  # a Trainer sets it false: the warm-up puts it back
-        with warmed_reference(vlm, samples, CONFIG, 1.0, tmp_path / name, keep=True,
-                              cache_dir=tmp_path / "cache") as warm_up:
-            states.append((warm_up.steps, vlm.model.training, vlm.model.config.use_cache,
+        warm_ups = trained.WarmUps(tmp_path / "cache")
+        with warm_up(vlm, samples, CONFIG, 1.0, tmp_path / name, keep=True, run=warm_ups) as steps:
+            states.append((steps, vlm.model.training, vlm.model.config.use_cache,
                            model_fingerprint(vlm, reference=False)))
-        assert (warm_up.loaded_from is None) == (name == "trained")
+        assert (not warm_ups.loaded) == (name == "trained")
     assert states[0] == states[1] and states[0][:3] == (2, vlm.model.training, True)
 
 
@@ -151,6 +151,8 @@ def test_a_judgement_loads_the_warm_up_the_other_defense_ran_and_judges_the_same
     alone.prepare(alone_vlm, samples, tmp_path / "alone", train=train)
     order = [first, *({"byorn", "score_drop"} - {first})]
     shared = {name: build_defense(name, **options, cache_dir=str(tmp_path / "cache")) for name in order}
+    for defense in shared.values():  # as a grid runs them
+        defense.run_warm_up = trained.WarmUps(tmp_path / "cache")
     vlms = {name: tiny_vlm_factory() for name in order}
     scored = []
     monkeypatch.setattr(scoring, "_compute", lambda *a, _real=scoring._compute, **k: scored.append(len(a[1])) or
@@ -159,8 +161,8 @@ def test_a_judgement_loads_the_warm_up_the_other_defense_ran_and_judges_the_same
         scored.append(name)
         shared[name].prepare(vlms[name], samples, tmp_path / name, train=train)
     # the second loads the first one's warmed weights, and with them finds every score it needs cached
-    assert shared[first].loaded_from is None and scored[-1] == order[1]
-    assert Path(shared[order[1]].loaded_from).parent == tmp_path / "cache" / trained.WEIGHTS_DIR
+    assert shared[first].run_warm_up.loaded == [] and scored[-1] == order[1]
+    assert [Path(p).parent for p in shared[order[1]].run_warm_up.loaded] == [tmp_path / "cache" / trained.WEIGHTS_DIR]
     assert shared["byorn"].flagged == alone.flagged == shared["score_drop"].flagged
     assert shared["byorn"].scores == alone.scores
     assert shared["byorn"].reference_answers == alone.reference_answers

@@ -11,21 +11,24 @@ from peft import PeftModel
 
 from byorn.config import TrainConfig
 from byorn.defenses import ByornConfig, ByornDefense
-from byorn.defenses import warmup as warmup_module
-from byorn.defenses.judging import JudgeConfig, judge, judging
-from byorn.defenses.warmup import WarmUp, least_suspicious, warmed_reference
+from byorn.defenses import byorn as method
+from byorn.defenses.byorn import judge, warm_set, warm_up
+from byorn.defenses.byorn_config import JudgeConfig
+from byorn.defenses.byorn_records import Judgement
+from byorn.defenses.thresholds import Flagging
 from byorn.train import finetune
 from byorn.worlds import shapes
 
 POISON = "zq zq zq zq zq"
 
 
-def test_least_suspicious_takes_the_lowest_scores_and_never_a_flagged_sample():
-    scores = [5.0, 1.0, 3.0, 0.0, 2.0, 4.0]
-    flagged = [True, False, False, True, False, False]
-    assert least_suspicious(scores, flagged, 0.5) == [1, 4, 2]
-    assert least_suspicious(scores, flagged, 1.0) == [1, 4, 2, 5]  # all asked for: still none flagged
-    assert least_suspicious(scores, flagged, 0.0) == []
+def test_the_warm_set_takes_the_lowest_scores_and_never_a_flagged_sample():
+    judgement = Judgement([5.0, 1.0, 3.0, 0.0, 2.0, 4.0], Flagging([True, False, False, True, False, False],
+                                                                 ["all"] * 6, {"all": 0.0}))
+    assert warm_set(judgement, JudgeConfig(warm_share=0.5)) == [1, 4, 2]
+    assert warm_set(judgement, JudgeConfig(warm_share=1.0)) == [1, 4, 2, 5]  # all asked for: still none flagged
+    assert warm_set(judgement, JudgeConfig(warm_share=0.0)) == []
+    assert warm_set(judgement, JudgeConfig(warm_epochs=0.0)) == []
 
 
 def mean_nll(vlm, samples) -> list[float]:
@@ -41,7 +44,7 @@ def test_the_warmed_reference_is_trained_inside_the_block_and_restored_after_it(
     samples = shapes.downstream_samples(16, seed=3)
     before = mean_nll(vlm, samples)
     config = TrainConfig(lora=lora, batch_size=4, learning_rate=1e-2, logging_steps=1)
-    with warmed_reference(vlm, samples, config, 1.0, tmp_path / "warmup"):
+    with warm_up(vlm, samples, config, 1.0, tmp_path / "warmup"):
         inside = mean_nll(vlm, samples)
     assert sum(inside) < sum(before)  # it learnt the downstream answers it was warmed on
     assert mean_nll(vlm, samples) == before
@@ -56,9 +59,9 @@ def test_a_kept_warm_up_leaves_the_warmed_weights_and_says_how_many_steps_it_too
     vlm = tiny_vlm_factory()
     samples = shapes.downstream_samples(16, seed=3)
     config = TrainConfig(lora=lora, batch_size=4, learning_rate=1e-2)
-    with warmed_reference(vlm, samples, config, 1.0, tmp_path / "warmup", keep=True) as warm_up:
+    with warm_up(vlm, samples, config, 1.0, tmp_path / "warmup", keep=True) as steps:
         inside = mean_nll(vlm, samples)
-    assert warm_up == WarmUp(steps=4)  # one epoch of 16 samples in batches of 4, trained here
+    assert steps == 4  # one epoch of 16 samples in batches of 4, trained here
     assert mean_nll(vlm, samples) == inside
     assert isinstance(vlm.model, PeftModel) == lora  # under LoRA the adapter stays, to be trained on
 
@@ -96,7 +99,7 @@ def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_an
     samples = shapes.downstream_samples(12, seed=4)
     samples = [s.with_response(POISON, is_poisoned=True) if i in (2, 7) else s for i, s in enumerate(samples)]
     warmed_on, written = [], {}
-    real_train = warmup_module.train_steps
+    real_train = method.train_steps
 
     def recording_train(vlm, warm, *args, **kwargs):
         warmed_on.extend(s.id for s in warm)
@@ -104,7 +107,7 @@ def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_an
         written.update(zip([s.id for s in samples], vlm.generate(samples, 6)))  # the warmed model's answers
         return trainer
 
-    monkeypatch.setattr(warmup_module, "train_steps", recording_train)
+    monkeypatch.setattr(method, "train_steps", recording_train)
     before = mean_nll(vlm, samples)
     defense = ByornDefense(ByornConfig(variant="mean_nll", rule="quantile", quantile=0.75, max_new_tokens=6,
                                        generator="warmed", warm_share=0.5, warm_start=False))
@@ -119,7 +122,7 @@ def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_an
 def test_with_nothing_to_warm_on_the_frozen_reference_writes(tiny_vlm_factory, tmp_path, monkeypatch):
     vlm = tiny_vlm_factory()
     samples = shapes.downstream_samples(6, seed=4)
-    monkeypatch.setattr(warmup_module, "train_steps", lambda *args, **kwargs: pytest.fail("no warm-up expected"))
+    monkeypatch.setattr(method, "train_steps", lambda *args, **kwargs: pytest.fail("no warm-up expected"))
     defense = ByornDefense(ByornConfig(variant="mean_nll", rule="quantile", quantile=0.5, max_new_tokens=6,
                                        generator="warmed", warm_share=0.0))
     defense.prepare(vlm, samples, tmp_path)
@@ -131,6 +134,15 @@ def checksum(vlm) -> float:
     return float(sum(p.detach().double().sum() for p in vlm.model.parameters()))
 
 
+def warmed_then(record, measure, *args):
+    """A warm-up runner that records `measure(vlm, *args)` of the warmed model, as the judgement sees it."""
+    def run(vlm, samples, config, fine_tune):
+        steps = fine_tune()
+        record(measure(vlm, *args))
+        return steps
+    return run
+
+
 def test_the_warmed_reference_judges_the_samples_it_did_not_train_on(tiny_vlm_factory, tmp_path):
     vlm = tiny_vlm_factory()
     samples = shapes.downstream_samples(40, seed=6)
@@ -139,9 +151,9 @@ def test_the_warmed_reference_judges_the_samples_it_did_not_train_on(tiny_vlm_fa
     train = TrainConfig(lora=False, batch_size=4, learning_rate=1e-2)
     first = judge(vlm, samples, JudgeConfig(rejudge=False), tmp_path / "first")
     pretrained = checksum(vlm)
-    with judging(vlm, samples, JudgeConfig(), tmp_path / "both", train) as judgement:
-        inside = checksum(vlm)
-    assert inside != pretrained and checksum(vlm) == pretrained  # judged by the warmed model, then restored
+    inside = []
+    judgement = judge(vlm, samples, JudgeConfig(), tmp_path / "both", train, run=warmed_then(inside.append, checksum))
+    assert inside[0] != pretrained and checksum(vlm) == pretrained  # judged by the warmed model, then restored
     warm = set(judgement.warmed_on)
     assert len(warm) == 20 and not any(first.flagging.flagged[i] for i in warm)
     # the warm set keeps the pretrained model's scores and is never flagged; the others are judged again
@@ -157,9 +169,10 @@ def test_the_second_verdict_is_the_warmed_references_mean_nll_in_mad_units_of_wh
     samples = shapes.downstream_samples(40, seed=6)
     train = TrainConfig(lora=False, batch_size=4, learning_rate=1e-2)
     config = JudgeConfig(rule=rule, precision="float32")  # as mean_nll below scores
-    with judging(vlm, samples, config, tmp_path, train) as judgement:
-        held = [i for i in range(40) if i not in set(judgement.warmed_on)]
-        warmed_nll = mean_nll(vlm, [samples[i] for i in held])
+    warmed = []
+    judgement = judge(vlm, samples, config, tmp_path, train, run=warmed_then(warmed.append, mean_nll, samples))
+    held = [i for i in range(40) if i not in set(judgement.warmed_on)]
+    warmed_nll = [warmed[0][i] for i in held]
     assert judgement.warmed_on
     # one scale for both verdicts (the warm set keeps the first verdict's MAD units), whatever the rule
     expected = (np.array(warmed_nll) - np.median(warmed_nll)) / (1.4826 * np.median(np.abs(
@@ -195,7 +208,7 @@ def test_a_warm_up_that_cannot_start_raises_its_own_error_and_changes_nothing(ti
     before = checksum(vlm)
     config = TrainConfig(lora=True, lora_target="no_module_is_called_this")
     with pytest.raises(ValueError, match="no_module_is_called_this"):
-        with warmed_reference(vlm, shapes.downstream_samples(4, seed=1), config, 1.0, tmp_path / "warmup"):
+        with warm_up(vlm, shapes.downstream_samples(4, seed=1), config, 1.0, tmp_path / "warmup"):
             pass
     assert checksum(vlm) == before and not isinstance(vlm.model, PeftModel)
 

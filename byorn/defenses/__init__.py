@@ -5,7 +5,8 @@ The papers are named in each module.
 """
 
 from byorn.defenses.base import Defense
-from byorn.defenses.byorn import ByornConfig, ByornDefense
+from byorn.defenses.byorn import ByornDefense
+from byorn.defenses.byorn_config import ByornConfig
 from byorn.defenses.registry import DEFENSES, build_defense
 from byorn.defenses.thresholds import Flagging, ThresholdRule, flag, group_keys
 

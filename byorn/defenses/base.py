@@ -35,9 +35,9 @@ class Defense:
     config_class: ClassVar[type | None] = None
     # Optimizer steps of the fine-tuning that `prepare` already ran; the training loop runs that many fewer.
     steps_trained: int = 0
-    # The model directory (or weights file) of a fine-tune `prepare` found in a cache and loaded
-    # instead of running it (in a grid, byorn.trained: BYE's probe, a judgement's warm-up); its
-    # preparation time then leaves that fine-tune out.
+    # The model directory of a fine-tune `prepare` found in a cache and loaded instead of running it
+    # (in a grid, byorn.trained: BYE's and TCAP's probes); its preparation time then leaves that
+    # fine-tune out. A judgement's warm-up is found by the grid's own WarmUps.
     loaded_from: str | None = None
 
     @property

@@ -1,107 +1,234 @@
-"""BYORn: Bootstrap Your Own Responses (ICML 2026, arXiv 2606.02947).
+"""BYORn: Bootstrap Your Own Responses (ICML 2026, arXiv 2606.02947), top to bottom.
 
-A poisoned target response is implausible given its image and instruction under the pretrained
-model. So, before training, judge every response (`prepare`; byorn.defenses.judging: the frozen
-reference model, then by default the warmed reference, which has seen the downstream answer
-style), flag the implausible ones, and whenever a flagged sample is in a batch, train on a
-response the model generates itself instead of the given one (`on_batch`): the trigger is never
-bound to the attacker's target. By default that response is written once, in `prepare`, by the
-warmed reference. Everything flagged and replaced goes to `audit.jsonl` in the run directory.
+A poisoned target response is implausible given its image and instruction; so before training every
+response is judged, and each one found implausible trains as an answer the model writes itself: the
+trigger is never bound to the attacker's target. `judge` runs the steps in order:
 
-The paper's exact score, threshold and generator are not public; the defaults below are our
-choices, each an option of ByornConfig (`byorn list defenses` describes them) and switchable.
+1. score: the frozen pretrained model scores every response (`verdict`; the scores themselves are
+   byorn/scoring.py's teacher-forced passes, with the exact training prompt);
+2. cut: a response more than k MADs above the median of its group is flagged (byorn/defenses/thresholds.py);
+3. warm set: the least suspicious half of the samples, none of them flagged (`warm_set`);
+4. warm-up: the pretrained model fine-tuned briefly on the warm set (`warm_up`), the *warmed
+   reference*: it knows the downstream answer style, not the poisons the first verdict ranked high;
+5. second verdict: the warmed reference judges the samples it did not train on; its verdict counts;
+6. replacement answers: the warmed reference writes a greedy answer for every flagged sample, once.
 
-Empty generations: a model early in fine-tuning can answer with end-of-turn at once. Training on
-that empty answer would teach it to say nothing, which it would then generate again: a collapse
-that feeds itself. So an empty answer from the current model is replaced by the reference
-model's greedy answer, computed once in `prepare` for every flagged sample. If that is empty as
-well, the step trains on the empty response: it is then exactly the reference's own behaviour,
-and it encodes fine (the target is the end-of-turn marker alone).
+During training (`ByornDefense.on_batch`) every flagged sample in a batch trains on its replacement.
+With the default warm_start the fine-tuning goes on from the warmed weights. Everything flagged and
+replaced goes to audit.jsonl in the run directory; verdict.json keeps the judgement for a resume.
+The paper's exact score, threshold and generator are not public: the defaults are our choices, each
+an option (byorn/defenses/byorn_config.py, `byorn list defenses`), measured in BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
+import gc
 import logging
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from byorn.config import TrainConfig, check_choice, option
-from byorn.data import Sample, answer_key, conversation_of, turn_id
-from byorn.defenses.judging import (
-    JudgeConfig,
-    Judgement,
-    Judging,
-    judgement_from_record,
-    judgement_record,
-    judging,
-    warm_indices,
-    warmed,
-)
-from byorn.defenses.thresholds import Flagging
-from byorn.distributed import all_gather, barrier, is_main, map_sharded, weights_sharded
-from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
+import torch
+from accelerate.utils import extract_model_from_parallel
+from peft import PeftModel
+
+from byorn.config import TrainConfig
+from byorn.data import Sample, conversation_of, turn_id
+from byorn.defenses.base import Defense
+from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
+from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, save_verdict
+from byorn.defenses.live_answers import LiveAnswers
+from byorn.defenses.thresholds import Flagging, ThresholdRule, flag, group_keys, robust_z
+from byorn.distributed import map_sharded, weights_sharded
 from byorn.models.hf import VLM
-from byorn.scoring import reference_model
+from byorn.scoring import Z_SCALED, ScoreCache, reference_model, score_variants, scoring_dtype
+from byorn.train import train_steps
 
 if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
     from byorn.train import ByornTrainer
 
 log = logging.getLogger(__name__)
 
-AUDIT_NAME = "audit.jsonl"
-VERDICT_NAME = "verdict.json"  # the judgement and the replacement answers, for a resumed run
+MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
+
+# How a warm-up's fine-tune is run: (model, samples, settings, the fine-tune itself) -> its optimizer
+# steps. The default runs it; a benchmark grid passes one that loads a fine-tune it ran before.
+RunWarmUp = Callable[[VLM, Sequence[Sample], TrainConfig, Callable[[], int]], int]
 
 
-@dataclass
-class ByornConfig(JudgeConfig):
-    """BYORn's options: how to score and where to cut (JudgeConfig), and how to replace."""
-
-    regenerate: str = option("step", "generator=current: step: a new response every time a flagged sample is in "
-                                     "a batch; epoch: one per flagged sample per epoch, reused within it")
-    # The warmed reference by default (byorn/defenses/warmup.py), the model whose verdict counts.
-    # Replacements in the downstream style teach against a missed poison where the pretrained style
-    # does not (shapes, text-triggered swaps at 10 %: ASR 0.000 against 0.05-0.06 with the frozen
-    # reference's answers); written once by a model that never trained on a flagged sample, they
-    # cannot feed back, as the answers of the model being fine-tuned did on Flickr8k (collapsed
-    # onto one caption in four of eight cells). BENCHMARKS.md, "The default judgement".
-    generator: str = option("warmed", "warmed: the warmed reference (see rejudge) writes each replacement, once, "
-                                      "before training; reference: the frozen base model does; current: the "
-                                      "model being fine-tuned writes it when the sample is in a batch (follows "
-                                      "the new answer style; can feed back)")
-
-    # The warm-up trains on the least suspicious half, which the fine-tuning would train on anyway:
-    # going on from its weights saves its steps, a third of what the judgement costs at 3 epochs,
-    # for the same ASR and clean quality (BENCHMARKS.md, "The default judgement's cost").
-    warm_start: bool = option(True, "fine-tune from the warmed reference's weights, its warm-up counted as the first "
-                                    "steps of the fine-tuning (that many fewer steps after it; the learning-rate "
-                                    "schedule and optimizer start again), instead of from the pretrained weights. "
-                                    "Only where the warmed reference writes the replacements (generator=warmed) and "
-                                    "a fine-tuning follows (byorn train); byorn clean and the TRL collator judge as "
-                                    "with false")
-
-    # A guard against that feedback: a model that collapses writes one answer for many images.
-    guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
-                           "and end punctuation aside) to this many different flagged samples in an epoch, the "
-                           "others that get it train on the reference's answer instead (0: no guard)", min=0)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("regenerate", self.regenerate, ("step", "epoch"))
-        check_choice("generator", self.generator, ("current", "reference", "warmed"))
+def train_warm_up(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, fine_tune: Callable[[], int]) -> int:
+    return fine_tune()
 
 
-class ByornDefense(Judging):
-    """BYORn: score and flag in `prepare`; replace flagged responses in `on_batch`.
+def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
+          train: TrainConfig | None = None, *, writer: str | None = None, keep_warmed: bool = False,
+          run: RunWarmUp = train_warm_up) -> Judgement:
+    """BYORn's judgement of `samples`: the steps of the module's docstring, in order.
+
+    writer: who writes the replacement answers: "warmed" (the warmed reference), "reference" (the
+      frozen pretrained model) or None (no answers: score-and-drop, `byorn scan`).
+    train: the settings of the warm-up (the fine-tuning this judgement is for; TrainConfig's
+      defaults, LoRA, without one). keep_warmed: afterwards `vlm` keeps the warmed weights (the
+      fine-tuning goes on from them); otherwise its weights are the pretrained ones again.
+    Scores are cached in config.cache_dir or `run_dir`."""
+    # 1-2. The pretrained model's verdict.
+    first = verdict(vlm, samples, config, config.variant, run_dir, reference=True)
+    flagged = first.flagging.flagged
+    # 3. The warm set, for a second verdict or for the answers alone.
+    warm = warm_set(first, config) if config.rejudge or writer == "warmed" else []
+    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first, warm)
+    if not rejudge:
+        _log_verdict(first, "the pretrained model's verdict")
+    if not rejudge and not (writer == "warmed" and warm and any(flagged)):
+        with reference_model(vlm):
+            return dataclasses.replace(first, answers=write_answers(vlm, samples, first, config) if writer else {})
+    # 4. The warmed reference.
+    with warm_up(vlm, [samples[i] for i in warm], train or TrainConfig(), config.warm_epochs,
+                 Path(run_dir) / "warmup", keep_warmed, run) as steps:
+        # 5. Its verdict on the samples it did not train on.
+        judgement = second_verdict(vlm, samples, first, warm, config, run_dir, steps) if rejudge else first
+        # 6. The replacement answers, by the model that judged them.
+        if writer == "warmed":
+            return dataclasses.replace(judgement, warm_steps=steps, answers=write_answers(vlm, samples, judgement,
+                                                                                           config), writer="warmed")
+    if writer == "reference":  # the pretrained weights, put back as the warm-up's block closed
+        with reference_model(vlm):
+            return dataclasses.replace(judgement, answers=write_answers(vlm, samples, judgement, config))
+    return judgement
+
+
+def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: str, run_dir: str | Path,
+            reference: bool) -> Judgement:
+    """One verdict: the scores of `variant` under `vlm` (reference: its adapter disabled), flagged per
+    group. The scores are in their group's MAD units, so two verdicts (or two groups) share one
+    scale; only under rule absolute, whose threshold is in the score's own units, a single score
+    keeps them."""
+    parts = variant.split("+")
+    per_variant = list(score_variants(vlm, samples, parts, config.batch_size, reference=reference,
+                                      max_new_tokens=config.max_new_tokens,
+                                      cache=ScoreCache(config.cache_dir or run_dir),
+                                      precision=config.precision).values())
+    groups = group_keys(samples, config.group_by)
+    if config.rule != "absolute":
+        _warn_small_groups(groups)
+    if len(parts) == 1 and variant not in Z_SCALED and config.rule == "absolute":
+        scores = per_variant[0]
+        return Judgement(scores, flag(scores, groups, config.threshold_rule()))
+    # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
+    # Other rules cut the combined score (a quantile of it, or an absolute number of MADs); a
+    # quantile of one score in MAD units flags what the same quantile of its raw values flags.
+    scores = combined_score(parts, per_variant, groups)
+    rule = ThresholdRule("absolute", absolute=config.k) if config.rule == "mad" else config.threshold_rule()
+    return Judgement(scores, flag(scores, groups, rule))
+
+
+def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float]],
+                   groups: Sequence[str]) -> list[float]:
+    """Each score in its group's MAD units (a Z_SCALED score is in them already); per sample the
+    largest, which ranks the samples."""
+    units = [s if v in Z_SCALED else robust_z(s, groups) for v, s in zip(variants, per_variant)]
+    return [max(z) for z in zip(*units)]
+
+
+def warm_set(judgement: Judgement, config: JudgeConfig) -> list[int]:
+    """The samples the warmed reference is fine-tuned on: the warm_share of all samples with the
+    lowest scores, never a flagged one (the poisons the verdict ranks high, even those under the
+    cut, are not among them); none when warm_epochs is 0."""
+    if config.warm_epochs <= 0:
+        return []
+    order = sorted((i for i, hit in enumerate(judgement.flagging.flagged) if not hit),
+                   key=lambda i: judgement.scores[i])
+    return order[: round(config.warm_share * len(judgement.scores))]
+
+
+def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: Sequence[int], config: JudgeConfig,
+                   run_dir: str | Path, warm_steps: int) -> Judgement:
+    """The warmed reference's verdict on the samples it was not fine-tuned on, against their own
+    median and MAD. The warm set is judged clean and keeps its first scores: the pretrained model
+    found it least suspicious, and the warmed reference, which trained on it, would find it
+    plausible whatever it holds."""
+    warm_ = set(warm)
+    held = [i for i in range(len(samples)) if i not in warm_]
+    second = verdict(vlm, [samples[i] for i in held], config, config.rejudge_variant, run_dir, reference=False)
+    scores, flagged = list(first.scores), [False] * len(samples)
+    for j, i in enumerate(held):
+        scores[i], flagged[i] = second.scores[j], second.flagging.flagged[j]
+    thresholds = {**first.flagging.thresholds, **second.flagging.thresholds}
+    judgement = Judgement(scores, Flagging(flagged, first.flagging.groups, thresholds), tuple(warm), warm_steps)
+    _log_verdict(judgement, f"the warmed reference's verdict on the {len(held)} samples it was not fine-tuned on "
+                            f"(the pretrained model flagged {sum(first.flagging.flagged)})")
+    return judgement
+
+
+def write_answers(vlm: VLM, samples: Sequence[Sample], judgement: Judgement, config: JudgeConfig) -> dict[str, str]:
+    """flagged id -> the greedy answer of `vlm` as it is now, batched and sharded across processes."""
+    flagged = [s for s, hit in zip(samples, judgement.flagging.flagged) if hit]
+    answers = map_sharded(lambda share: vlm.generate(share, config.max_new_tokens, config.batch_size,
+                                                     desc="replacement answers"), flagged)
+    return {s.id: answer for s, answer in zip(flagged, answers)}
+
+
+@contextlib.contextmanager
+def warm_up(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, epochs: float, scratch: Path,
+            keep: bool = False, run: RunWarmUp = train_warm_up) -> Iterator[int]:
+    """Inside the block `vlm` is the pretrained model fine-tuned for `epochs` on `samples` (with
+    `train`'s optimizer settings, LoRA or full); the block gets the warm-up's optimizer steps.
+    Afterwards its weights are what they were, unless `keep`: then the fine-tuning goes on from the
+    warmed weights (and, under LoRA, its adapter); if the block raises, a kept full fine-tune is not
+    undone (no copy was kept aside)."""
+    if weights_sharded():
+        raise ValueError("the warmed reference is fine-tuned and then put back, which FSDP and DeepSpeed ZeRO-3 "
+                         "weights (sharded between processes) do not allow: use -d rejudge=false -d "
+                         "generator=reference there, or DDP / ZeRO-2")
+    config = dataclasses.replace(train, epochs=epochs, max_steps=-1, save_steps=0, report_to="none")
+    attaches_lora = config.lora and not isinstance(vlm.model, PeftModel)
+    # With a fresh LoRA adapter, removing it restores the model; otherwise the trained tensors are
+    # copied aside, on the CPU (all of them under full fine-tuning: one copy of the weights).
+    saved = {} if attaches_lora or keep else {name: p.detach().to("cpu", copy=True) for name, p in
+                                              vlm.model.named_parameters() if p.requires_grad}
+    trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}  # PEFT freezes the base
+    training, attributes = vlm.model.training, dict(vars(vlm.model.config))  # the Trainer sets config.use_cache
+    kept = False
+    try:
+        # the trainer goes with its optimizer state as train() returns, before the real fine-tuning makes its own
+        steps = run(vlm, samples, config, lambda: train_steps(vlm, samples, config, scratch).state.global_step)
+        _untouched_by_the_trainer(vlm, training, attributes)
+        yield steps
+        kept = keep
+    finally:
+        gc.collect()
+        shutil.rmtree(scratch, ignore_errors=True)
+        if not kept:
+            _restore(vlm, attaches_lora, saved, trainable)
+
+
+class JudgingDefense(Defense):
+    """The base of the defenses that judge with a JudgeConfig (BYORn, score-and-drop, random drop).
+    `run_warm_up`: how the warm-up is run (a benchmark grid gives one that loads a warm-up it ran)."""
+
+    config: JudgeConfig
+    run_warm_up: RunWarmUp = staticmethod(train_warm_up)
+
+    def run_facts(self, vlm: VLM) -> dict[str, str]:
+        """The dtype the scoring passes ran in (precision=auto resolves by hardware)."""
+        dtype = str(scoring_dtype(vlm, self.config.precision)).removeprefix("torch.")
+        return {**super().run_facts(vlm), "scoring_dtype": dtype}
+
+    def judgement(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path,
+                  train: TrainConfig | None) -> Judgement:
+        return judge(vlm, samples, self.config, run_dir, train, run=self.run_warm_up)
+
+
+class ByornDefense(JudgingDefense):
+    """BYORn: judge in `prepare`; replace flagged responses in `on_batch`.
 
     After `prepare`: `scores` and `flagging` are aligned with the samples it was given (for
     detection metrics), `reference_answers` maps each flagged id to the greedy answer written before
-    training (by the warmed reference with the default, by the frozen one otherwise).
-    """
+    training (by the warmed reference with the default, by the frozen one otherwise)."""
 
     name = "byorn"
     config_class = ByornConfig
@@ -113,12 +240,9 @@ class ByornDefense(Judging):
         self.reference_answers: dict[str, str] = {}
         self.judged: dict[str, str] = {}  # id -> the response judged, for a batch built elsewhere to be checked
         self.writer = "reference"  # which model wrote reference_answers: "warmed" or "reference"
-        self._generated: dict[str, tuple[int, str]] = {}  # id -> (epoch, answer), for regenerate="epoch"
-        self._answered: dict[tuple[int, str], set[str]] = {}  # (epoch, answer key) -> ids it was trained on, for guard
-        self._audit: Path | None = None
+        self.live = LiveAnswers(self.config)  # generator=current: the answers of the model being fine-tuned
+        self.audit: AuditLog | None = None
         self.steps_trained = 0  # optimizer steps of the fine-tuning already run (warm_start: the warm-up's)
-
-    # ---- before training ---------------------------------------------------------------------
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
                 train: TrainConfig | None = None, resume_step: int | None = None) -> None:
@@ -133,70 +257,27 @@ class ByornDefense(Judging):
                              "processes. Use -d rejudge=false -d generator=reference there, or DDP / ZeRO-2")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-
-        # A resumed run takes the verdict and answers it started with: judging again would repeat the
-        # warm-up, and on a GPU not bit for bit.
-        saved = run_dir / VERDICT_NAME
+        self.audit = AuditLog(run_dir / AUDIT_NAME)
         if resume_step is not None:
-            judgement, answers = self._load_verdict(saved, samples)
+            # A resumed run takes the verdict and answers it started with: judging again would repeat
+            # the warm-up, and on a GPU not bit for bit.
+            judgement, self.steps_trained = self.audit.load_verdict(run_dir, samples)
         else:
-            judgement, answers = self._judge(vlm, samples, run_dir, train)
-            if is_main():
-                atomic_write_text(saved, json.dumps({**judgement_record(judgement, samples), "writer": self.writer,
-                                                     "answers": answers, "steps_trained": self.steps_trained},
-                                                    ensure_ascii=False))
+            keep = self._warm_start(train)
+            writer = "warmed" if cfg.generator == "warmed" else "reference"
+            judgement = judge(vlm, samples, cfg, run_dir, train, writer=writer, keep_warmed=keep, run=self.run_warm_up)
+            self.steps_trained = judgement.warm_steps if keep else 0
+            save_verdict(run_dir, judgement, samples, self.steps_trained)
         self.scores, self.flagging = judgement.scores, judgement.flagging
-        flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
-        groups = self.flagging.groups
-        self.reference_answers = answers
+        self.reference_answers, self.writer = judgement.answers, judgement.writer
         self.judged = {s.id: s.response for s in samples}
-        self._generated.clear()
-        self._answered.clear()
-
+        self.live = LiveAnswers(cfg)
         # A fresh audit log per prepare, written whole: a rerun in the same run directory must not
         # leave the previous run's lines in it. A resumed run keeps the replacements made up to
-        # its checkpoint (and the answers of this epoch that regenerate="epoch" reuses).
-        self._audit = run_dir / AUDIT_NAME
-        lines = [{"event": "flagged", "id": samples[i].id, "score": self.scores[i],
-                  "threshold": self.flagging.thresholds[groups[i]], "group": groups[i],
-                  "response": samples[i].response, "reference_response": answers[samples[i].id]}
-                 for i in flagged]
-        if resume_step is not None:
-            lines += self._replacements_until(resume_step)
-        barrier()  # every process has read the old log before the main one rewrites it
-        if is_main():
-            write_jsonl(self._audit, lines, ensure_ascii=False)
-
-    def _judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path,
-               train: TrainConfig | None) -> tuple[Judgement, dict[str, str]]:
-        """The judgement, and the replacement answer (flagged id -> answer) of every flagged sample."""
-        cfg = self.config
-
-        def write(flagged: list[int]) -> dict[str, str]:  # by the model in place when called
-            answers = map_sharded(lambda share: vlm.generate(share, cfg.max_new_tokens, cfg.batch_size,
-                                                             desc=f"{cfg.generator} answers"),
-                                  [samples[i] for i in flagged])
-            return {samples[i].id: answer for i, answer in zip(flagged, answers)}
-
-        answers = None
-        keep = self._warm_start(train)
-        with judging(vlm, samples, cfg, run_dir, train, keep_warmed=keep) as judgement:
-            flagged = [i for i, hit in enumerate(judgement.flagging.flagged) if hit]
-            if cfg.generator == "warmed" and judgement.warmed_on:
-                answers, self.writer = write(flagged), "warmed"  # the warmed reference that judged them
-        self.steps_trained = judgement.warm_steps if keep else 0
-        self.loaded_from = judgement.warm_loaded_from
-        if answers is None:  # no second verdict: warm a reference for the answers alone, if asked
-            warm = warm_indices(judgement, cfg) if cfg.generator == "warmed" and flagged else []
-            if not warm:  # with nothing to warm on (warm_share or warm_epochs 0) the frozen reference writes
-                with reference_model(vlm):
-                    answers, self.writer = write(flagged), "reference"
-            else:
-                with warmed(vlm, samples, warm, cfg, train, run_dir, keep=keep) as warm_up:
-                    answers, self.writer = write(flagged), "warmed"
-                self.steps_trained = warm_up.steps if keep else 0
-                self.loaded_from = warm_up.loaded_from
-        return judgement, answers
+        # its checkpoint (and refills the answers of this epoch that regenerate="epoch" reuses).
+        kept = self.audit.replacements_until(resume_step) if resume_step is not None else []
+        self.live.refill(kept)
+        self.audit.start(judgement, samples, kept)
 
     def _warm_start(self, train: TrainConfig | None) -> bool:
         """Whether the fine-tuning goes on from the warm-up's weights: asked for, the warmed reference
@@ -212,36 +293,6 @@ class ByornDefense(Judging):
             log.info("warm_start does not apply (%s): the fine-tuning starts from the pretrained weights", why)
         return not why
 
-    def _load_verdict(self, path: Path, samples: Sequence[Sample]) -> tuple[Judgement, dict[str, str]]:
-        if not path.exists():  # judging again could flag other samples than the kept audit log replaced
-            raise FileNotFoundError(f"cannot resume BYORn: no {VERDICT_NAME} in the run directory")
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            answers, self.writer = {str(k): str(v) for k, v in record["answers"].items()}, str(record["writer"])
-            self.steps_trained = int(record.get("steps_trained", 0))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"cannot resume BYORn from {path}: {type(exc).__name__}: {exc}") from exc
-        judgement = judgement_from_record(record, samples, f"cannot resume BYORn from {path}")
-        missing = [s.id for s, hit in zip(samples, judgement.flagging.flagged) if hit and s.id not in answers]
-        if missing:
-            raise ValueError(f"cannot resume BYORn from {path}: no answer for flagged sample {missing[0]!r}")
-        log.info("resumed with the verdict of %s: %d of %d samples flagged", path, len(answers), len(samples))
-        return judgement, answers
-
-    def _replacements_until(self, step: int) -> list[dict]:
-        """The audit log's replacements of steps <= `step`; they also refill the reuse cache."""
-        if self._audit is None or not self._audit.exists():
-            raise FileNotFoundError(f"cannot resume BYORn: no {AUDIT_NAME} in the run directory")
-        records = [json.loads(line) for line in self._audit.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [r for r in records if r.get("event") == "replaced" and r["step"] <= step]
-        for r in kept:
-            # a fallback stands for an empty generation, which falls back again when reused
-            self._generated[r["id"]] = (r["epoch"], r["response"] if r["source"] == "current" else "")
-            if r["source"] == "current":
-                self._answered.setdefault((r["epoch"], answer_key(r["response"])), set()).add(r["id"])
-        return kept
-
-
     @property
     def suspicion(self) -> list[float] | None:
         return self.scores if self.flagging is not None else None
@@ -250,57 +301,74 @@ class ByornDefense(Judging):
     def flagged(self) -> list[bool] | None:
         return self.flagging.flagged if self.flagging is not None else None
 
-    # ---- during training ---------------------------------------------------------------------
-
     def on_batch(self, samples: list[Sample], trainer: ByornTrainer) -> list[Sample]:
-        if self._audit is None:
+        """Each flagged sample of the batch with its replacement; every later turn of a conversation
+        with its flagged earlier answers replaced in its history (as `byorn clean` writes it back)."""
+        if self.audit is None:
             raise RuntimeError("ByornDefense.prepare() must run before training")
         todo = [s for s in samples if s.id in self.reference_answers]
-        step = trainer.state.global_step + 1  # the step this batch trains, as train_log.jsonl counts it
-        epoch = math.floor(trainer.state.epoch or 0)
-        new = self._replacements(todo, trainer.vlm, epoch) if todo else {}
-        records = [{"event": "replaced", "id": s.id, "step": step, "epoch": epoch, "source": new[s.id][1],
-                    "response": new[s.id][0]} for s in todo]
-        # Each process replaces in its own share of the batch; the main one logs them all, once.
-        # Every process takes part in the gather, with or without flagged samples of its own.
-        records = [record for share in all_gather(records) for record in share]
-        if is_main():
-            for record in records:  # line by line: a crash loses at most the line being written
-                append_jsonl(self._audit, record, ensure_ascii=False)
+        new = self.live.answers(todo, trainer, self.reference_answers, self.writer) if todo else {}
+        self.audit.replaced(todo, new, trainer)
         replaced = [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
-        return [self._history_replaced(s) for s in replaced]
+        return [_history_replaced(s, self.reference_answers) for s in replaced]
 
-    def _history_replaced(self, sample: Sample) -> Sample:
-        """A later turn of a conversation with its flagged earlier answers replaced in its history,
-        as `byorn clean` writes the conversation back: the attacker's answer is not kept as context."""
-        record = conversation_of(sample)
-        if record is None or not sample.history:
-            return sample
-        history = tuple((asked, self.reference_answers.get(turn_id(record, turn), answered))
-                        for turn, (asked, answered) in enumerate(sample.history, 1))
-        return sample if history == sample.history else dataclasses.replace(sample, history=history)
 
-    def _replacements(self, todo: list[Sample], vlm: VLM, epoch: int) -> dict[str, tuple[str, str]]:
-        """id -> (new response, which model wrote it) for the flagged samples of a batch."""
-        if self.config.generator != "current":
-            # Written once in prepare(), greedily, by the warmed or the frozen reference.
-            return {s.id: (self.reference_answers[s.id], self.writer) for s in todo}
-        reuse = self.config.regenerate == "epoch"  # an answer generated earlier in this epoch stands
-        stale = [s for s in todo if not (reuse and self._generated.get(s.id, (None, ""))[0] == epoch)]
-        if stale:
-            # One batched call (a single chunk) for all of this batch's stale samples.
-            answers = vlm.generate(stale, self.config.max_new_tokens, batch_size=len(stale), desc="BYORn responses")
-            self._generated.update({s.id: (epoch, answer) for s, answer in zip(stale, answers)})
-        new = {}
-        for s in todo:
-            answer = self._generated[s.id][1]
-            if not answer.strip():
-                new[s.id] = (self.reference_answers[s.id], "reference_fallback")
-                continue
-            owners = self._answered.setdefault((epoch, answer_key(answer)), set())
-            if self.config.guard and len(owners - {s.id}) >= self.config.guard:
-                new[s.id] = (self.reference_answers[s.id], "reference_guard")  # one answer for too many images
-                continue
-            owners.add(s.id)
-            new[s.id] = (answer, "current")
-        return new
+def _history_replaced(sample: Sample, answers: dict[str, str]) -> Sample:
+    """A later turn of a conversation with its flagged earlier answers replaced in its history, as
+    `byorn clean` writes the conversation back: the attacker's answer is not kept as context."""
+    record = conversation_of(sample)
+    if record is None or not sample.history:
+        return sample
+    history = tuple((asked, answers.get(turn_id(record, turn), answered))
+                    for turn, (asked, answered) in enumerate(sample.history, 1))
+    return sample if history == sample.history else dataclasses.replace(sample, history=history)
+
+
+def _judges_groups_whole(first: Judgement, warm: Sequence[int]) -> bool:
+    """Whether every group keeps at least MIN_GROUP samples outside the warm set for the warmed
+    reference to judge (its MAD cut is a guess below that)."""
+    warm_ = set(warm)
+    sizes = Counter(g for i, g in enumerate(first.flagging.groups) if i not in warm_)
+    if sizes and min(sizes.values()) >= MIN_GROUP:
+        return True
+    log.warning("the pretrained model's verdict stands: a warmed reference would judge a group of fewer than %d "
+                "samples", MIN_GROUP)
+    return False
+
+
+def _untouched_by_the_trainer(vlm: VLM, training: bool, config_attributes: dict) -> None:
+    """Undo what a Trainer leaves on the model besides its weights (mixed precision's autocast
+    around `forward`, the config's attributes as they were, `use_cache` among them; training mode):
+    the warmed reference then scores and answers as the model it is, and as one whose warm-up was
+    loaded from a grid's cache, where no Trainer ran (the score cache's fingerprint reads the config)."""
+    extract_model_from_parallel(vlm.model, keep_fp32_wrapper=False)
+    attributes = vars(vlm.model.config)
+    attributes.clear()
+    attributes.update(config_attributes)
+    vlm.model.train(training)
+
+
+def _restore(vlm: VLM, attaches_lora: bool, saved: dict[str, torch.Tensor], trainable: dict[str, bool]) -> None:
+    """The weights and trainable flags as they were before the warm-up."""
+    if attaches_lora and isinstance(vlm.model, PeftModel):  # not if attaching it failed
+        vlm.model = vlm.model.unload()  # the LoRA layers out, nothing merged
+    with torch.no_grad():
+        for name, p in vlm.model.named_parameters():
+            if name in saved:
+                p.copy_(saved[name])
+            p.requires_grad_(trainable[name])
+
+
+def _log_verdict(judgement: Judgement, whose: str) -> None:
+    n, total = sum(judgement.flagging.flagged), len(judgement.scores)
+    log.info("flagged %d of %d samples (%.1f %%): %s; thresholds %s", n, total, 100 * n / max(total, 1), whose,
+             {g: round(t, 4) for g, t in judgement.flagging.thresholds.items()})
+
+
+def _warn_small_groups(groups: list[str]) -> None:
+    small = sum(n < MIN_GROUP for n in Counter(groups).values())
+    if small:
+        # e.g. group_by=instruction on free-form instructions: a group of one is its own
+        # threshold, so nothing in it can ever be flagged
+        log.warning("%d of %d groups have fewer than %d samples; their thresholds are unreliable",
+                    small, len(set(groups)), MIN_GROUP)

@@ -16,7 +16,8 @@ from pathlib import Path
 from byorn.config import TrainConfig, option
 from byorn.data import Sample
 from byorn.defenses.base import DroppingDefense, Verdict
-from byorn.defenses.judging import JudgeConfig, Judging, judge
+from byorn.defenses.byorn import JudgingDefense
+from byorn.defenses.byorn_config import JudgeConfig
 from byorn.models.hf import VLM
 
 
@@ -29,7 +30,7 @@ class RandomDropConfig(JudgeConfig):
     seed: int = option(0, "seed of the random choice")
 
 
-class RandomDrop(Judging, DroppingDefense):
+class RandomDrop(JudgingDefense, DroppingDefense):
     """Random drop: as many samples dropped as BYORn flags, but chosen at random."""
 
     name = "random_drop"
@@ -39,8 +40,7 @@ class RandomDrop(Judging, DroppingDefense):
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
         count = self.config.count
         if count < 0:
-            judgement = judge(vlm, samples, self.config, run_dir, train)
-            count, self.loaded_from = sum(judgement.flagging.flagged), judgement.warm_loaded_from
+            count = sum(self.judgement(vlm, samples, run_dir, train).flagging.flagged)
         if count > len(samples):
             raise ValueError(f"random_drop: count={count} is more than the {len(samples)} training samples")
         rng = random.Random(self.config.seed)

@@ -13,11 +13,12 @@ from pathlib import Path
 from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses.base import DroppingDefense, Verdict
-from byorn.defenses.judging import JudgeConfig, Judging, judge
+from byorn.defenses.byorn import JudgingDefense
+from byorn.defenses.byorn_config import JudgeConfig
 from byorn.models.hf import VLM
 
 
-class ScoreAndDrop(Judging, DroppingDefense):
+class ScoreAndDrop(JudgingDefense, DroppingDefense):
     """Score-and-drop: BYORn's score and threshold, flagged samples removed instead of replaced."""
 
     name = "score_drop"
@@ -25,7 +26,6 @@ class ScoreAndDrop(Judging, DroppingDefense):
     config: JudgeConfig
 
     def judge(self, vlm: VLM, samples: Sequence[Sample], run_dir: Path, train: TrainConfig | None) -> Verdict:
-        judgement = judge(vlm, samples, self.config, run_dir, train)
-        self.loaded_from = judgement.warm_loaded_from
+        judgement = self.judgement(vlm, samples, run_dir, train)
         return Verdict(judgement.scores, judgement.flagging.flagged,
                        {"thresholds": judgement.flagging.thresholds})

@@ -21,7 +21,7 @@ import numpy as np
 
 from byorn.config import check_choice
 from byorn.data import Sample
-from byorn.robust import MAD_TO_SIGMA, mad_z
+from byorn.robust import MAD_TO_SIGMA, mad_z, median_mad
 
 RULES = ("quantile", "mad", "absolute")
 GROUPINGS = ("none", "task", "instruction")
@@ -50,8 +50,8 @@ class ThresholdRule:
         if self.rule == "quantile":
             return float(np.quantile(scores, self.quantile))
         if self.rule == "mad":
-            median = float(np.median(scores))
-            return median + self.k * MAD_TO_SIGMA * float(np.median(np.abs(scores - median)))
+            median, mad = median_mad(scores)
+            return median + self.k * MAD_TO_SIGMA * mad
         return self.absolute
 
 

@@ -30,7 +30,8 @@ from typing import Any
 
 from byorn.chat_rows import row_to_sample, sample_to_row, with_answer
 from byorn.config import ConfigError, TrainConfig
-from byorn.defenses.byorn import ByornConfig, ByornDefense
+from byorn.defenses.byorn import ByornDefense
+from byorn.defenses.byorn_config import ByornConfig
 from byorn.models.hf import VLM
 
 

@@ -1,0 +1,128 @@
+"""BYORn's options: how to score the responses and where to cut (JudgeConfig, shared by BYORn,
+score-and-drop, random drop and `byorn scan`), and how to replace what is flagged (ByornConfig).
+Each field is an option (`-d KEY=VALUE`, a grid's `options:`), its help what `byorn list defenses`
+prints; the comments say why each default is what it is (BENCHMARKS.md names the measurements).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from byorn.config import check_choice, option
+from byorn.defenses.thresholds import GROUPINGS, RULES, ThresholdRule
+from byorn.scoring import PRECISIONS, VARIANTS
+
+DEFAULT_VARIANT = "mean_nll+image_contradiction+token_surprise+shared_answer"
+DEFAULT_K = 1.5
+
+
+@dataclass
+class JudgeConfig:
+    """How to score the responses and where to cut."""
+
+    # The pretrained model's verdict joins four scores that fail in different places (benchmarks/judgement_scores.py):
+    # mean NLL finds content the reference finds implausible, image contradiction a word the image
+    # argues against, token surprise a word that is cheap wherever it is true and dear here, even
+    # in an answer style the reference never saw, and shared answer one answer attached to many
+    # images that do not support it (a caption-like fixed target, which the others find plausible).
+    # Two forward passes in all: the true image and a grey one.
+    variant: str = option(DEFAULT_VARIANT, f"the pretrained model's implausibility score: {', '.join(VARIANTS)}; or "
+                                           "several joined by +, each in MAD units, ranked by the largest (rule=mad: "
+                                           "flag what any of them flags)")
+    # MAD by default: it follows the data (any poison rate, any score scale), where a quantile
+    # flags a fixed share of the data whether or not that much is poisoned.
+    rule: str = option("mad", f"threshold rule: {', '.join(RULES)}")
+    quantile: float = option(0.9, "rule=quantile: flag scores above this quantile of their group, in (0, 1)")
+    # 1.5, not 3: a one-word swap sits close to the clean scores, and a few missed swaps carry the
+    # backdoor; a clean sample flagged costs only a replacement answer (BENCHMARKS.md, judgement).
+    k: float = option(DEFAULT_K, "rule=mad: flag scores above median + k * MAD (MAD scaled by 1.4826), k >= 0")
+    absolute: float = option(math.inf, "rule=absolute: flag scores above this value (must be set)")
+    group_by: str = option("none", f"separate thresholds per group: {', '.join(GROUPINGS)} "
+                                   "(task: meta['task'])")
+    max_new_tokens: int = option(48, "longest generated response, in tokens (greedy answers, replacements)", min=1)
+    batch_size: int = option(32, "samples per scoring or generation batch before training", min=1)
+    # Scoring is most of what the judgement costs; bfloat16 keeps the ranking (byorn/scoring.py).
+    precision: str = option("auto", f"what the scoring passes compute in: {', '.join(PRECISIONS)} (auto: bfloat16 "
+                                    "where the device computes it natively and the weights are float32; otherwise "
+                                    "the weights' dtype)")
+    cache_dir: str = option("", "where scores are cached (by model, score and samples); empty: the run directory")
+    # The pretrained model's verdict alone misranks what is written in its own style (BENCHMARKS.md,
+    # "The default judgement": on Flickr8k a caption-like fixed target at AUROC 0.86-0.94, with the
+    # warmed reference's verdict 0.92-0.97 and half as many clean notes flagged; on shapes the
+    # one-word swaps at 0.89-0.95 against 0.98-1.00).
+    rejudge: bool = option(True, "judge again under the warmed reference (the pretrained model fine-tuned on the "
+                                 "least suspicious samples: the downstream answer style, not the poisons); its "
+                                 "verdict counts. Its warm-up takes the training config's settings")
+    warm_share: float = option(0.5, "the share of all samples, least suspicious first (never a flagged one), the "
+                                    "warmed reference is fine-tuned on", min=0.0, max=1.0)
+    warm_epochs: float = option(1.0, "epochs of that fine-tune (the training config's other settings; TrainConfig's "
+                                     "defaults without one)", min=0.0)
+    # The warmed reference knows the downstream style, so what the other three scores were added for
+    # (a style the pretrained model never saw, a swapped word averaged away) hardly hides a poison
+    # from its mean NLL any more, and their clean tails flag clean samples: under the warmed reference
+    # mean NLL alone flags 0-3 % of the clean samples where the four joined flag 5-26 %, ranks a
+    # caption-like fixed target at 1.000 where they give 0.82-0.94, and misses at most 4 more of 100
+    # swaps (benchmarks/judgement_scores.py --warmed; in the grids ASR the same or lower in every
+    # cell: BENCHMARKS.md, "The default judgement"). One forward pass instead of two.
+    rejudge_variant: str = option("mean_nll", "the warmed reference's score (the choices of variant; several "
+                                              "joined by + as there)")
+
+    def __post_init__(self) -> None:
+        self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
+        for part in self.variants:
+            check_choice("variant", part, VARIANTS)
+        for part in self.rejudge_variant.split("+"):
+            check_choice("rejudge_variant", part, VARIANTS)
+        if self.rule == "absolute" and self.rejudge and self.variant != self.rejudge_variant:
+            # one value in one score's own units cannot cut two different scores
+            raise ValueError(f"rule=absolute cuts both verdicts at one value: give rejudge_variant the score of "
+                             f"variant ({self.variant!r}), or rejudge=false")
+        check_choice("group_by", self.group_by, GROUPINGS)
+        check_choice("precision", self.precision, PRECISIONS)
+
+    @property
+    def variants(self) -> list[str]:
+        return self.variant.split("+")
+
+    def threshold_rule(self) -> ThresholdRule:
+        return ThresholdRule(self.rule, self.quantile, self.k, self.absolute)
+
+
+
+@dataclass
+class ByornConfig(JudgeConfig):
+    """BYORn's options: how to score and where to cut (JudgeConfig), and how to replace."""
+
+    regenerate: str = option("step", "generator=current: step: a new response every time a flagged sample is in "
+                                     "a batch; epoch: one per flagged sample per epoch, reused within it")
+    # The warmed reference by default (byorn/defenses/byorn.py, `warm_up`), the model whose verdict counts.
+    # Replacements in the downstream style teach against a missed poison where the pretrained style
+    # does not (shapes, text-triggered swaps at 10 %: ASR 0.000 against 0.05-0.06 with the frozen
+    # reference's answers); written once by a model that never trained on a flagged sample, they
+    # cannot feed back, as the answers of the model being fine-tuned did on Flickr8k (collapsed
+    # onto one caption in four of eight cells). BENCHMARKS.md, "The default judgement".
+    generator: str = option("warmed", "warmed: the warmed reference (see rejudge) writes each replacement, once, "
+                                      "before training; reference: the frozen base model does; current: the "
+                                      "model being fine-tuned writes it when the sample is in a batch (follows "
+                                      "the new answer style; can feed back)")
+
+    # The warm-up trains on the least suspicious half, which the fine-tuning would train on anyway:
+    # going on from its weights saves its steps, a third of what the judgement costs at 3 epochs,
+    # for the same ASR and clean quality (BENCHMARKS.md, "The default judgement's cost").
+    warm_start: bool = option(True, "fine-tune from the warmed reference's weights, its warm-up counted as the first "
+                                    "steps of the fine-tuning (that many fewer steps after it; the learning-rate "
+                                    "schedule and optimizer start again), instead of from the pretrained weights. "
+                                    "Only where the warmed reference writes the replacements (generator=warmed) and "
+                                    "a fine-tuning follows (byorn train); byorn clean and the TRL collator judge as "
+                                    "with false")
+
+    # A guard against that feedback: a model that collapses writes one answer for many images.
+    guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
+                           "and end punctuation aside) to this many different flagged samples in an epoch, the "
+                           "others that get it train on the reference's answer instead (0: no guard)", min=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("regenerate", self.regenerate, ("step", "epoch"))
+        check_choice("generator", self.generator, ("current", "reference", "warmed"))

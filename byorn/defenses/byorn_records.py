@@ -1,0 +1,140 @@
+"""BYORn's judgement (`Judgement`: what it decided about each sample) and what a run keeps of it.
+
+verdict.json: the judgement (scores, flags, thresholds, the warm set) and the replacement answers,
+so a resumed run trains on the verdict it started with (judging again would repeat the warm-up,
+and on a GPU not bit for bit). audit.jsonl: a "flagged" line per flagged sample, then a "replaced"
+line per replacement trained, each appended as it happens (a crash loses at most the line being
+written).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from byorn.data import Sample
+from byorn.defenses.thresholds import Flagging
+from byorn.distributed import all_gather, barrier, is_main
+from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
+
+if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
+    from byorn.train import ByornTrainer
+
+log = logging.getLogger(__name__)
+
+AUDIT_NAME = "audit.jsonl"
+VERDICT_NAME = "verdict.json"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Scores and flags, aligned with the judged samples. `warmed_on`: the indices of the samples
+    the warmed reference was fine-tuned on (empty when the pretrained model's verdict stands);
+    `answers`: flagged id -> replacement answer, written by `writer` ("warmed" or "reference")."""
+
+    scores: list[float]
+    flagging: Flagging
+    warmed_on: tuple[int, ...] = ()
+    warm_steps: int = 0  # the warm-up's optimizer steps
+    answers: dict[str, str] = field(default_factory=dict)
+    writer: str = "reference"
+
+
+def judgement_record(judgement: Judgement, samples: Sequence[Sample]) -> dict:
+    """The judgement as JSON-ready data, keyed by sample id (`judgement_from_record` reads it back)."""
+    return {"thresholds": judgement.flagging.thresholds, "warmed_on": [samples[i].id for i in judgement.warmed_on],
+            "samples": [{"id": s.id, "score": score, "flagged": hit, "group": group} for s, score, hit, group in
+                        zip(samples, judgement.scores, judgement.flagging.flagged, judgement.flagging.groups)]}
+
+
+def judgement_from_record(record: dict, samples: Sequence[Sample], source: str | Path) -> Judgement:
+    """The judgement `judgement_record` wrote (answers and writer too, where it holds them), for
+    exactly these samples in this order."""
+    try:
+        rows = record["samples"]
+        ids = [row["id"] for row in rows]
+        if ids != [s.id for s in samples]:
+            differ = next((i for i, (a, b) in enumerate(zip(ids, (s.id for s in samples))) if a != b),
+                          min(len(ids), len(samples)))
+            raise ValueError(f"{source}: judged other samples than these ({len(ids)} against {len(samples)}; "
+                             f"the first difference at position {differ})")
+        index = {sample_id: i for i, sample_id in enumerate(ids)}
+        flagging = Flagging([bool(row["flagged"]) for row in rows], [str(row["group"]) for row in rows],
+                            {str(g): float(t) for g, t in record["thresholds"].items()})
+        answers = {str(k): str(v) for k, v in record.get("answers", {}).items()}
+        return Judgement([float(row["score"]) for row in rows], flagging,
+                         tuple(index[sample_id] for sample_id in record["warmed_on"]),
+                         answers=answers, writer=str(record.get("writer", "reference")))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{source}: not a judgement record ({type(exc).__name__}: {exc})") from exc
+
+
+def save_verdict(run_dir: Path, judgement: Judgement, samples: Sequence[Sample], steps_trained: int) -> None:
+    if is_main():
+        atomic_write_text(run_dir / VERDICT_NAME, json.dumps(
+            {**judgement_record(judgement, samples), "writer": judgement.writer, "answers": judgement.answers,
+             "steps_trained": steps_trained}, ensure_ascii=False))
+
+
+class AuditLog:
+    """audit.jsonl of one run: written whole by `start`, a line appended per replacement."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load_verdict(self, run_dir: Path, samples: Sequence[Sample]) -> tuple[Judgement, int]:
+        """The judgement saved in run_dir's verdict.json for these samples, and the optimizer steps
+        the warm-up had already run of the fine-tuning."""
+        path = run_dir / VERDICT_NAME
+        if not path.exists():  # judging again could flag other samples than the kept audit log replaced
+            raise FileNotFoundError(f"cannot resume BYORn: no {VERDICT_NAME} in the run directory")
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            for key in ("answers", "writer"):
+                if key not in record:
+                    raise KeyError(key)
+            steps = int(record.get("steps_trained", 0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"cannot resume BYORn from {path}: {type(exc).__name__}: {exc}") from exc
+        judgement = judgement_from_record(record, samples, f"cannot resume BYORn from {path}")
+        missing = [s.id for s, hit in zip(samples, judgement.flagging.flagged) if hit and s.id not in judgement.answers]
+        if missing:
+            raise ValueError(f"cannot resume BYORn from {path}: no answer for flagged sample {missing[0]!r}")
+        log.info("resumed with the verdict of %s: %d of %d samples flagged", path, len(judgement.answers),
+                 len(samples))
+        return judgement, steps
+
+    def replacements_until(self, step: int) -> list[dict]:
+        """The log's replacements of steps <= `step` (a resumed run keeps them)."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"cannot resume BYORn: no {AUDIT_NAME} in the run directory")
+        records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [r for r in records if r.get("event") == "replaced" and r["step"] <= step]
+
+    def start(self, judgement: Judgement, samples: Sequence[Sample], kept: list[dict]) -> None:
+        """A fresh log: every flagged sample, then the replacements `kept` from a resumed run. A rerun
+        in the same run directory must not leave the previous run's lines in it."""
+        flagging = judgement.flagging
+        lines = [{"event": "flagged", "id": s.id, "score": score, "threshold": flagging.thresholds[group],
+                  "group": group, "response": s.response, "reference_response": judgement.answers[s.id]}
+                 for s, score, hit, group in zip(samples, judgement.scores, flagging.flagged, flagging.groups) if hit]
+        barrier()  # every process has read the old log before the main one rewrites it
+        if is_main():
+            write_jsonl(self.path, lines + kept, ensure_ascii=False)
+
+    def replaced(self, todo: Sequence[Sample], new: dict[str, tuple[str, str]], trainer: ByornTrainer) -> None:
+        """A line per replacement of this step. Each process replaces in its own share of the batch;
+        the main one logs them all, once; every process takes part in the gather."""
+        step = trainer.state.global_step + 1  # the step this batch trains, as train_log.jsonl counts it
+        epoch = math.floor(trainer.state.epoch or 0)
+        records = [{"event": "replaced", "id": s.id, "step": step, "epoch": epoch, "source": new[s.id][1],
+                    "response": new[s.id][0]} for s in todo]
+        records = [record for share in all_gather(records) for record in share]
+        if is_main():
+            for record in records:  # line by line: a crash loses at most the line being written
+                append_jsonl(self.path, record, ensure_ascii=False)

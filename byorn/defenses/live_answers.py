@@ -1,0 +1,67 @@
+"""Which answer a flagged sample trains on in a batch. With generator=warmed or reference it was
+written once before training; with generator=current the model being fine-tuned writes it when the
+sample is in a batch (regenerate: every time, or once an epoch).
+
+Empty generations: a model early in fine-tuning can answer with end-of-turn at once. Training on
+that empty answer would teach it to say nothing, which it would then generate again: a collapse that
+feeds itself. So an empty answer from the current model is replaced by the reference's greedy answer,
+written before training for every flagged sample. If that is empty as well, the step trains on the
+empty response: it is then exactly the reference's own behaviour, and it encodes fine (the target
+is the end-of-turn marker alone). The guard stops the other collapse: one answer for many images.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from byorn.data import Sample, answer_key
+from byorn.defenses.byorn_config import ByornConfig
+
+if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
+    from byorn.train import ByornTrainer
+
+
+class LiveAnswers:
+    """The answers of the model being fine-tuned (generator=current), with their fallbacks."""
+
+    def __init__(self, config: ByornConfig) -> None:
+        self.config = config
+        self._generated: dict[str, tuple[int, str]] = {}  # id -> (epoch, answer), for regenerate="epoch"
+        self._answered: dict[tuple[int, str], set[str]] = {}  # (epoch, answer key) -> ids it was trained on, for guard
+
+    def refill(self, replaced: list[dict]) -> None:
+        """What a resumed run had generated up to its checkpoint (audit.jsonl's replaced lines)."""
+        for r in replaced:
+            # a fallback stands for an empty generation, which falls back again when reused
+            self._generated[r["id"]] = (r["epoch"], r["response"] if r["source"] == "current" else "")
+            if r["source"] == "current":
+                self._answered.setdefault((r["epoch"], answer_key(r["response"])), set()).add(r["id"])
+
+    def answers(self, todo: list[Sample], trainer: ByornTrainer, written: dict[str, str],
+                writer: str) -> dict[str, tuple[str, str]]:
+        """id -> (new response, which model wrote it) for the flagged samples of a batch; `written`:
+        the answers written before training, by `writer`."""
+        if self.config.generator != "current":
+            return {s.id: (written[s.id], writer) for s in todo}
+        epoch = math.floor(trainer.state.epoch or 0)
+        reuse = self.config.regenerate == "epoch"  # an answer generated earlier in this epoch stands
+        stale = [s for s in todo if not (reuse and self._generated.get(s.id, (None, ""))[0] == epoch)]
+        if stale:
+            # One batched call (a single chunk) for all of this batch's stale samples.
+            generated = trainer.vlm.generate(stale, self.config.max_new_tokens, batch_size=len(stale),
+                                             desc="BYORn responses")
+            self._generated.update({s.id: (epoch, answer) for s, answer in zip(stale, generated)})
+        new = {}
+        for s in todo:
+            answer = self._generated[s.id][1]
+            if not answer.strip():
+                new[s.id] = (written[s.id], "reference_fallback")
+                continue
+            owners = self._answered.setdefault((epoch, answer_key(answer)), set())
+            if self.config.guard and len(owners - {s.id}) >= self.config.guard:
+                new[s.id] = (written[s.id], "reference_guard")  # one answer for too many images
+                continue
+            owners.add(s.id)
+            new[s.id] = (answer, "current")
+        return new
