@@ -42,7 +42,8 @@ from byorn.report import SCORES_NAME
 from byorn.scoring import checkpoint_label
 from byorn.train import finetune
 from byorn.trained import WarmUps, trained_or_found
-from byorn.worlds import WORLDS, shapes
+from byorn.worlds import WORLDS
+from byorn.worlds.lessons import LESSONS
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class GridConfig:
     n_train: int = option(1000, "training samples per cell", min=1)
     n_test: int = option(200, "test samples per cell", min=1)
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "the fine-tuning (TrainConfig keys)"})
-    task: str = option("describe", "the shapes downstream task: describe, caption or mixed (two styles)")
+    task: str = option("describe", "the downstream task: describe (the world's own), caption or mixed (shapes: two "
+                                   "styles), or a lesson the model lacks (shapes: count, yesno, rename; flickr8k: dog)")
     world: str = option("shapes", "shapes, or flickr8k: real photos (data: the Flickr8k folder)")
     data: str = option("", "world flickr8k: the Flickr8k folder, relative to where byorn runs")
 
@@ -118,8 +120,8 @@ def load_grid(path: str | Path) -> GridConfig:
             except ValueError as exc:
                 raise ConfigError(f"{path}: {kind}[{i}]: {exc}") from None
     _check_cells(grid, path)
-    check_choice(f"{path}: task", grid.task, shapes.DOWNSTREAM_TASKS)
     check_choice(f"{path}: world", grid.world, WORLDS)
+    check_choice(f"{path}: task", grid.task, WORLDS[grid.world].tasks)
     if grid.train.model not in CACHED_MODELS:  # one pretrained on first use is made by run_grid
         try:
             resolve_model_path(grid.train.model)
@@ -215,6 +217,8 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     evaluating = time.perf_counter()
     asr, n_asr = _asr(deployed, shown(triggered_test_set(test, attack)), rule)
     clean = evaluate_clean(deployed, shown(test))
+    if "lesson_score" in clean:
+        row.update({"lesson": grid.task, "lesson_score": clean["lesson_score"]})
     row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"],
                 "scene_exact": clean.get("scene_exact"), "cider": clean["cider"], "bleu4": clean["bleu4"],
                 "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
@@ -300,15 +304,19 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
     _ensure_pretrained(grid)
     results_path, runs_dir = Path(results_path), Path(runs_dir)
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    # One results file may hold several worlds' grids (rows before the world field are shapes')
-    rows_here = [r for r in read_results(results_path) if r.get("world", "shapes") == grid.world]
+    # One results file may hold several worlds' and lessons' grids (rows before the world field are shapes')
+    lesson = grid.task if grid.task in LESSONS else None
+    rows_here = [r for r in read_results(results_path)
+                 if r.get("world", "shapes") == grid.world and r.get("lesson") == lesson]
     setting = setting_key(grid)
     if other := [r for r in rows_here if r.get("setting", setting) != setting]:
         raise ConfigError(f"{results_path}: {len(other)} cell(s) there were run with another setting (n_train, n_test, "
                           f"task, data or train) than {config_path} has now, so they would be kept as if run with "
                           "this one: write to another --results file, or remove those lines to run them again")
     done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in rows_here}
-    cells = [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds]
+    # a rate of 0 poisons nothing: its cells are the same under every attack, run once under the first
+    cells = [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds
+             if r > 0 or a is grid.attacks[0]]
     cells = cells[shard[0]::shard[1]]
     todo = [c for c in cells if cell_key(c[0].name, c[1].label, c[2], c[3]) not in done]
     rows = []

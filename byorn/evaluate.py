@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from byorn import metrics
 from byorn.data import Sample
 from byorn.models.hf import VLM
-from byorn.worlds import flickr8k, shapes
+from byorn.worlds import flickr8k, lessons, shapes
 
 # Scene seeds for the byorn-tiny quality check; disjoint from pretraining and downstream salts.
 QUALITY_SEED_BASE = 900_000_000
@@ -51,11 +51,14 @@ def evaluate_clean(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32,
                    max_new_tokens: int = 64) -> dict[str, float]:
     """Clean-task quality: caption metrics against the reference responses (meta["references"]
     where a sample has several, as Flickr8k's five captions, else its response), plus the exact
-    scene metric where samples carry a shapes scene. `clean_score` is scene F1 there, CIDEr elsewhere."""
+    scene metric where samples carry a shapes scene, and the lesson's score where they are a lesson's
+    (byorn.worlds.lessons). `clean_score` is the lesson score, else scene F1, else CIDEr."""
     predictions = vlm.generate(samples, max_new_tokens=max_new_tokens, batch_size=batch_size, desc="evaluating")
     references = [list(s.meta.get("references") or [s.response]) for s in samples]
     result: dict[str, float] = {"n": len(samples), **metrics.caption_scores(predictions, references)}
-    if all("scene" in s.meta for s in samples):
+    if all("lesson" in s.meta for s in samples):
+        result["lesson_score"] = result["clean_score"] = lessons.lesson_score(predictions, samples)
+    elif all("scene" in s.meta for s in samples):
         truths = [[o.as_fact() for o in shapes.Scene.from_json(s.meta["scene"]).objects] for s in samples]
         result.update(metrics.mean_scene_scores([shapes.parse_objects(p) for p in predictions], truths))
         result["clean_score"] = result["scene_f1"]

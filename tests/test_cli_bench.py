@@ -126,7 +126,7 @@ def test_a_torn_results_line_is_ignored_so_the_cell_reruns(tmp_path):
 
 @pytest.mark.parametrize("bad, message", [
     ({"defenses": ["onyon"]}, "unknown defense(s) ['onyon']"),
-    ({"task": "styles"}, "task must be one of describe, caption, mixed; got 'styles'"),
+    ({"task": "styles"}, "task must be one of describe, caption, mixed, count, yesno, rename; got 'styles'"),
     ({"atacks": []}, "unknown key(s) 'atacks'"),
     ({"attacks": [{"trigger": "badnets", "optoins": {}}]}, "attacks[0]: unknown key(s) 'optoins'"),
     ({"attacks": [{"target": "fixed"}]}, "attacks[0]: missing key(s) 'trigger'"),

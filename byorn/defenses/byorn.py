@@ -7,10 +7,13 @@ trigger is never bound to the attacker's target. `judge` runs the steps in order
 1. score: the frozen pretrained model scores every response (`verdict`; the scores themselves are
    byorn/scoring.py's teacher-forced passes, with the exact training prompt);
 2. cut: a response more than k MADs above the median of its group is flagged (byorn/defenses/thresholds.py);
-3. warm set: the least suspicious half of the samples, none of them flagged (`warm_set`);
+3. warm set: the least suspicious half of the samples, none of them flagged, and the least
+   suspicious half of every answer so many samples give that it is a lesson, not a backdoor
+   (`lessons`, `warm_set`);
 4. warm-up: the pretrained model fine-tuned briefly on the warm set (`warm_up`), the *warmed
    reference*: it knows the downstream answer style, not the poisons the first verdict ranked high;
-5. second verdict: the warmed reference judges the samples it did not train on; its verdict counts;
+5. second verdict: the warmed reference judges the samples it did not train on; its verdict counts,
+   every copy of a flagged answer flagged with it, what a person vouched for never (`final`);
 6. replacement answers: the warmed reference writes a greedy answer for every flagged sample, once.
 
 During training (`ByornDefense.on_batch`) every flagged sample in a batch trains on its replacement.
@@ -28,7 +31,7 @@ import gc
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,10 +40,10 @@ from accelerate.utils import extract_model_from_parallel
 from peft import PeftModel
 
 from byorn.config import TrainConfig
-from byorn.data import Sample, conversation_of, turn_id
+from byorn.data import Sample, answer_key, conversation_of, turn_id
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
-from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, save_verdict
+from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, read_vouch_file, save_verdict
 from byorn.defenses.live_answers import LiveAnswers
 from byorn.defenses.thresholds import Flagging, ThresholdRule, flag, group_keys, robust_z
 from byorn.distributed import map_sharded, weights_sharded
@@ -75,22 +78,27 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
       defaults, LoRA, without one). keep_warmed: afterwards `vlm` keeps the warmed weights (the
       fine-tuning goes on from them); otherwise its weights are the pretrained ones again.
     Scores are cached in config.cache_dir or `run_dir`."""
-    # 1-2. The pretrained model's verdict.
-    first = verdict(vlm, samples, config, config.variant, run_dir, reference=True)
-    flagged = first.flagging.flagged
+    # 1-2. The pretrained model's verdict (what a person vouched for is never flagged).
+    vouched = vouched_for(samples, config.vouch)
+    first = verdict(vlm, samples, config, config.variant, run_dir, reference=True, spared=vouched)
     # 3. The warm set, for a second verdict or for the answers alone.
-    warm = warm_set(first, config) if config.rejudge or writer == "warmed" else []
+    taught = lessons(samples, config.lesson_share)
+    warm = warm_set(first, config, taught) if config.rejudge or writer == "warmed" else []
     rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first, warm)
     if not rejudge:
-        _log_verdict(first, "the pretrained model's verdict")
-    if not rejudge and not (writer == "warmed" and warm and any(flagged)):
-        with reference_model(vlm):
-            return dataclasses.replace(first, answers=write_answers(vlm, samples, first, config) if writer else {})
+        judgement = final(first, first, samples, taught, vouched, config)
+        _log_verdict(judgement, "the pretrained model's verdict")
+        if not (writer == "warmed" and warm and any(judgement.flagging.flagged)):
+            with reference_model(vlm):
+                return dataclasses.replace(judgement, answers=write_answers(vlm, samples, judgement, config)
+                                           if writer else {})
     # 4. The warmed reference.
     with warm_up(vlm, [samples[i] for i in warm], train or TrainConfig(), config.warm_epochs,
                  Path(run_dir) / "warmup", keep_warmed, run) as steps:
         # 5. Its verdict on the samples it did not train on.
-        judgement = second_verdict(vlm, samples, first, warm, config, run_dir, steps) if rejudge else first
+        if rejudge:
+            judgement = final(second_verdict(vlm, samples, first, warm, config, run_dir, steps), first, samples,
+                              taught, vouched, config)
         # 6. The replacement answers, by the model that judged them.
         if writer == "warmed":
             return dataclasses.replace(judgement, warm_steps=steps, answers=write_answers(vlm, samples, judgement,
@@ -102,11 +110,11 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
 
 
 def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: str, run_dir: str | Path,
-            reference: bool) -> Judgement:
+            reference: bool, spared: Collection[int] = ()) -> Judgement:
     """One verdict: the scores of `variant` under `vlm` (reference: its adapter disabled), flagged per
-    group. The scores are in their group's MAD units, so two verdicts (or two groups) share one
-    scale; only under rule absolute, whose threshold is in the score's own units, a single score
-    keeps them."""
+    group, never the `spared` indices. The scores are in their group's MAD units, so two verdicts
+    (or two groups) share one scale; only under rule absolute, whose threshold is in the score's own
+    units, a single score keeps them."""
     parts = variant.split("+")
     per_variant = list(score_variants(vlm, samples, parts, config.batch_size, reference=reference,
                                       max_new_tokens=config.max_new_tokens,
@@ -117,13 +125,13 @@ def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: s
         _warn_small_groups(groups)
     if len(parts) == 1 and variant not in Z_SCALED and config.rule == "absolute":
         scores = per_variant[0]
-        return Judgement(scores, flag(scores, groups, config.threshold_rule()))
+        return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule())), spared)
     # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
     # Other rules cut the combined score (a quantile of it, or an absolute number of MADs); a
     # quantile of one score in MAD units flags what the same quantile of its raw values flags.
     scores = combined_score(parts, per_variant, groups)
     rule = ThresholdRule("absolute", absolute=config.k) if config.rule == "mad" else config.threshold_rule()
-    return Judgement(scores, flag(scores, groups, rule))
+    return _spare(Judgement(scores, flag(scores, groups, rule)), spared)
 
 
 def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float]],
@@ -134,15 +142,32 @@ def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float
     return [max(z) for z in zip(*units)]
 
 
-def warm_set(judgement: Judgement, config: JudgeConfig) -> list[int]:
-    """The samples the warmed reference is fine-tuned on: the warm_share of all samples with the
-    lowest scores, never a flagged one (the poisons the verdict ranks high, even those under the
-    cut, are not among them); none when warm_epochs is 0."""
+def lessons(samples: Sequence[Sample], share: float) -> dict[str, list[int]]:
+    """The answers (their `answer_key`) that at least `share` of the samples give, and at least
+    MIN_GROUP of them, each with the indices of the samples giving it: so many that they are a
+    lesson the data teaches (in a small data set a few copies are no evidence of that)."""
+    given: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        given.setdefault(answer_key(s.response), []).append(i)
+    return {key: members for key, members in given.items() if len(members) >= max(share * len(samples), MIN_GROUP)}
+
+
+def warm_set(judgement: Judgement, config: JudgeConfig, taught: dict[str, list[int]] | None = None) -> list[int]:
+    """The samples the warmed reference is fine-tuned on, in score order: the warm_share of all
+    samples outside the lessons with the lowest scores, never a flagged one (the poisons the verdict
+    ranks high, even those under the cut, are not among them), and the warm_share of each lesson's
+    samples with the lowest scores, flagged or not (the first verdict's blind spot, learnt before
+    the rest of it is judged); none when warm_epochs is 0."""
     if config.warm_epochs <= 0:
         return []
-    order = sorted((i for i, hit in enumerate(judgement.flagging.flagged) if not hit),
-                   key=lambda i: judgement.scores[i])
-    return order[: round(config.warm_share * len(judgement.scores))]
+    scores, flagged = judgement.scores, judgement.flagging.flagged
+    taught = taught or {}
+    in_lessons = {i for members in taught.values() for i in members}
+    rest = [i for i in range(len(scores)) if i not in in_lessons]
+    chosen = sorted((i for i in rest if not flagged[i]), key=scores.__getitem__)[: round(config.warm_share * len(rest))]
+    for members in taught.values():
+        chosen += sorted(members, key=scores.__getitem__)[: round(config.warm_share * len(members))]
+    return sorted(chosen, key=scores.__getitem__)
 
 
 def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: Sequence[int], config: JudgeConfig,
@@ -162,6 +187,41 @@ def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: 
     _log_verdict(judgement, f"the warmed reference's verdict on the {len(held)} samples it was not fine-tuned on "
                             f"(the pretrained model flagged {sum(first.flagging.flagged)})")
     return judgement
+
+
+def final(judgement: Judgement, first: Judgement, samples: Sequence[Sample], taught: dict[str, list[int]],
+          vouched: Collection[int], config: JudgeConfig) -> Judgement:
+    """The verdict that counts: every copy of a flagged answer flagged with it (config.flag_copies;
+    not a lesson's answer, which many clean samples give), never what a person vouched for; and
+    what each step did, for the summary and the review page."""
+    flagged = list(judgement.flagging.flagged)
+    keys = [answer_key(s.response) for s in samples]
+    copies: list[int] = []
+    if config.flag_copies:
+        suspect = {keys[i] for i, hit in enumerate(flagged) if hit} - set(taught)
+        copies = [i for i, key in enumerate(keys) if key in suspect and not flagged[i] and i not in vouched]
+        for i in copies:
+            flagged[i] = True
+    for i in vouched:
+        flagged[i] = False
+    cleared = tuple(i for i, (was, hit) in enumerate(zip(first.flagging.flagged, flagged)) if was and not hit)
+    judgement = dataclasses.replace(judgement, flagging=dataclasses.replace(judgement.flagging, flagged=flagged),
+                                    copies=tuple(copies), cleared=cleared, vouched=tuple(sorted(vouched)),
+                                    lessons={samples[m[0]].response: len(m) for m in taught.values()})
+    for line in judgement.summary(samples):
+        log.info(line)
+    return judgement
+
+
+def vouched_for(samples: Sequence[Sample], path: str) -> set[int]:
+    """The indices of the samples a person vouched for in the file at `path` (none without one)."""
+    if not path:
+        return set()
+    ids, answers = read_vouch_file(path)
+    known = {s.id for s in samples}
+    if unknown := sorted(ids - known):
+        log.warning("%s: %d vouched id(s) are not in the data, %r first", path, len(unknown), unknown[0])
+    return {i for i, s in enumerate(samples) if s.id in ids or answer_key(s.response) in answers}
 
 
 def write_answers(vlm: VLM, samples: Sequence[Sample], judgement: Judgement, config: JudgeConfig) -> dict[str, str]:
@@ -322,6 +382,13 @@ def _history_replaced(sample: Sample, answers: dict[str, str]) -> Sample:
     history = tuple((asked, answers.get(turn_id(record, turn), answered))
                     for turn, (asked, answered) in enumerate(sample.history, 1))
     return sample if history == sample.history else dataclasses.replace(sample, history=history)
+
+
+def _spare(judgement: Judgement, spared: Collection[int]) -> Judgement:
+    if not spared:
+        return judgement
+    flagged = [hit and i not in spared for i, hit in enumerate(judgement.flagging.flagged)]
+    return dataclasses.replace(judgement, flagging=dataclasses.replace(judgement.flagging, flagged=flagged))
 
 
 def _judges_groups_whole(first: Judgement, warm: Sequence[int]) -> bool:

@@ -67,6 +67,24 @@ class JudgeConfig:
     # cell: BENCHMARKS.md, "The default judgement"). One forward pass instead of two.
     rejudge_variant: str = option("mean_nll", "the warmed reference's score (the choices of variant; several "
                                               "joined by + as there)")
+    # People fine-tune to teach what the pretrained model lacks, so a whole class of clean answers
+    # can look implausible to it ("There are three shapes." where it says two): the first verdict
+    # then keeps all of them out of the least suspicious half, the warmed reference never learns
+    # them, and its verdict overwrites the lesson with the reference's mistake. An attacker controls
+    # a few percent of the data; one answer given by far more samples than that is taken for a
+    # lesson, and the warm set takes its least suspicious share too (BENCHMARKS.md, "Lessons").
+    lesson_share: float = option(0.15, "an answer (case, spacing and end punctuation aside) given by at least this "
+                                       "share of all samples is a lesson the data teaches: the warm set holds its "
+                                       "least suspicious warm_share too, flagged by the first verdict or not, so the "
+                                       "warmed reference learns it before it judges the rest (1: never)",
+                                 min=0.0, max=1.0)
+    # A poison campaign repeats one target; a sample whose answer the warmed reference finds
+    # plausible on its own image can still carry it (the same target on another background).
+    flag_copies: bool = option(True, "flag every copy of a flagged answer (case, spacing and end punctuation "
+                                     "aside) with it, unless the answer is a lesson (lesson_share)")
+    vouch: str = option("", "a YAML or JSON file of what a person vouches for: {ids: [...], answers: [...]}; those "
+                            "samples (answers: case, spacing and end punctuation aside) are never flagged and "
+                            "train as given")
 
     def __post_init__(self) -> None:
         self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring

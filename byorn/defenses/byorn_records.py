@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from byorn.data import Sample
+import yaml
+
+from byorn.config import ConfigError, read_yaml
+from byorn.data import Sample, answer_key
 from byorn.defenses.thresholds import Flagging
 from byorn.distributed import all_gather, barrier, is_main
 from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
@@ -35,7 +38,10 @@ VERDICT_NAME = "verdict.json"
 class Judgement:
     """Scores and flags, aligned with the judged samples. `warmed_on`: the indices of the samples
     the warmed reference was fine-tuned on (empty when the pretrained model's verdict stands);
-    `answers`: flagged id -> replacement answer, written by `writer` ("warmed" or "reference")."""
+    `answers`: flagged id -> replacement answer, written by `writer` ("warmed" or "reference").
+    What each step did: `cleared`, flagged by the first verdict and not in the end; `copies`,
+    flagged as copies of a flagged answer; `vouched`, spared by a person's word; `lessons`, each
+    answer taken for a lesson with how many samples give it."""
 
     scores: list[float]
     flagging: Flagging
@@ -43,11 +49,33 @@ class Judgement:
     warm_steps: int = 0  # the warm-up's optimizer steps
     answers: dict[str, str] = field(default_factory=dict)
     writer: str = "reference"
+    cleared: tuple[int, ...] = ()
+    copies: tuple[int, ...] = ()
+    vouched: tuple[int, ...] = ()
+    lessons: dict[str, int] = field(default_factory=dict)
+
+    def summary(self, samples: Sequence[Sample]) -> list[str]:
+        """What each step did beyond the cut, a line each, for the command's output (the logs)."""
+        total, lines = len(self.scores), []
+        if self.cleared:
+            shown = ", ".join(samples[i].id for i in self.cleared[:5]) + (", ..." if len(self.cleared) > 5 else "")
+            lines.append(f"{len(self.cleared)} the pretrained model flagged were cleared by the warmed reference: "
+                         f"{shown} (all in verdict.json)")
+        if self.copies:
+            lines.append(f"{len(self.copies)} flagged as copies of a flagged answer")
+        for answer, count in self.lessons.items():
+            lines.append(f"taken for a lesson, as {count} samples ({100 * count / max(total, 1):.0f} %) give it: "
+                         f"{answer!r}")
+        if self.vouched:
+            lines.append(f"{len(self.vouched)} vouched for, never flagged")
+        return lines
 
 
 def judgement_record(judgement: Judgement, samples: Sequence[Sample]) -> dict:
     """The judgement as JSON-ready data, keyed by sample id (`judgement_from_record` reads it back)."""
     return {"thresholds": judgement.flagging.thresholds, "warmed_on": [samples[i].id for i in judgement.warmed_on],
+            **{name: [samples[i].id for i in getattr(judgement, name)] for name in ("cleared", "copies", "vouched")},
+            "lessons": judgement.lessons,
             "samples": [{"id": s.id, "score": score, "flagged": hit, "group": group} for s, score, hit, group in
                         zip(samples, judgement.scores, judgement.flagging.flagged, judgement.flagging.groups)]}
 
@@ -67,9 +95,11 @@ def judgement_from_record(record: dict, samples: Sequence[Sample], source: str |
         flagging = Flagging([bool(row["flagged"]) for row in rows], [str(row["group"]) for row in rows],
                             {str(g): float(t) for g, t in record["thresholds"].items()})
         answers = {str(k): str(v) for k, v in record.get("answers", {}).items()}
+        listed = {name: tuple(index[i] for i in record.get(name, [])) for name in ("cleared", "copies", "vouched")}
         return Judgement([float(row["score"]) for row in rows], flagging,
                          tuple(index[sample_id] for sample_id in record["warmed_on"]),
-                         answers=answers, writer=str(record.get("writer", "reference")))
+                         answers=answers, writer=str(record.get("writer", "reference")),
+                         lessons={str(k): int(v) for k, v in record.get("lessons", {}).items()}, **listed)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{source}: not a judgement record ({type(exc).__name__}: {exc})") from exc
 
@@ -79,6 +109,24 @@ def save_verdict(run_dir: Path, judgement: Judgement, samples: Sequence[Sample],
         atomic_write_text(run_dir / VERDICT_NAME, json.dumps(
             {**judgement_record(judgement, samples), "writer": judgement.writer, "answers": judgement.answers,
              "steps_trained": steps_trained}, ensure_ascii=False))
+
+
+def read_vouch_file(path: str | Path) -> tuple[set[str], set[str]]:
+    """The ids and the answers (as `answer_key`s) a person vouched for in a YAML or JSON file
+    {ids: [...], answers: [...]}; a malformed file is a ConfigError naming it and the field."""
+    try:
+        record = read_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"vouch: cannot read {path} ({exc})") from exc
+    if not isinstance(record, dict) or set(record) - {"ids", "answers"}:
+        raise ConfigError(f"vouch: {path} must hold a mapping with the keys ids and answers (lists of text)")
+    found = {}
+    for key in ("ids", "answers"):
+        values = record.get(key) or []
+        if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+            raise ConfigError(f"vouch: {path}: field {key!r} must be a list of non-blank text")
+        found[key] = set(values)
+    return found["ids"], {answer_key(a) for a in found["answers"]}
 
 
 class AuditLog:
@@ -120,9 +168,12 @@ class AuditLog:
         """A fresh log: every flagged sample, then the replacements `kept` from a resumed run. A rerun
         in the same run directory must not leave the previous run's lines in it."""
         flagging = judgement.flagging
+        copies = set(judgement.copies)
         lines = [{"event": "flagged", "id": s.id, "score": score, "threshold": flagging.thresholds[group],
-                  "group": group, "response": s.response, "reference_response": judgement.answers[s.id]}
-                 for s, score, hit, group in zip(samples, judgement.scores, flagging.flagged, flagging.groups) if hit]
+                  "group": group, "why": "copy" if i in copies else "score", "response": s.response,
+                  "reference_response": judgement.answers[s.id]}
+                 for i, (s, score, hit, group) in enumerate(zip(samples, judgement.scores, flagging.flagged,
+                                                                flagging.groups)) if hit]
         barrier()  # every process has read the old log before the main one rewrites it
         if is_main():
             write_jsonl(self.path, lines + kept, ensure_ascii=False)
