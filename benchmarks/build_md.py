@@ -41,6 +41,9 @@ from byorn.report import cost_ratios, cost_table, headline_table, results_table,
 from byorn.scoring import checkpoint_label
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+# the grids that chose the settings (the standard setting, the threshold), beside those that make the tables
+EXPLORE = BENCHMARKS / "explore"
 RESULTS = ROOT / "benchmarks" / "results"
 PLOTS = ROOT / "benchmarks" / "plots"
 FINDINGS = ROOT / "benchmarks" / "findings"
@@ -70,9 +73,11 @@ class Section:
     table: str = "results"  # how its rows are laid out: results (one per cell), probe, cost (benchmarks/cost.py)
 
 
-def bench_command(grid: str) -> str:
-    """How a section's grid reruns: benchmarks/GRID.yaml into benchmarks/results/GRID.jsonl."""
-    return f"byorn bench benchmarks/{grid}.yaml --out runs/{grid} --results benchmarks/results/{grid}.jsonl"
+def bench_command(grid: str, folder: Path = BENCHMARKS) -> str:
+    """How a section's grid reruns: benchmarks/GRID.yaml (or benchmarks/explore/GRID.yaml) into
+    benchmarks/results/GRID.jsonl."""
+    return (f"byorn bench {(folder / grid).relative_to(ROOT).as_posix()}.yaml --out runs/{grid} "
+            f"--results benchmarks/results/{grid}.jsonl")
 
 
 # The grids whose undefended cells chose the standard setting (benchmarks/standard.yaml): it first.
@@ -139,15 +144,16 @@ SECTIONS = [
              "n_flagged", "prepare_s", "train_s", "eval_s", "wall_s"],
             "baselines.md", costs=True),
     Section("Choosing the standard setting: where the attacks implant, undefended", SETTINGS,
-            "byorn bench benchmarks/GRID.yaml --out runs/GRID --results benchmarks/results/GRID.jsonl for each GRID "
-            "named in the table (--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
+            "byorn bench benchmarks/explore/GRID.yaml --out runs/GRID --results benchmarks/results/GRID.jsonl "
+            "for each GRID named in the table (standard and standard_low: benchmarks/GRID.yaml; --shard 0/2 and 1/2 beside it, "
+            "OMP_NUM_THREADS=1 each)",
             [], "standard_setting.md", table="settings"),
     Section("Attacks, undefended (byorn-tiny x shapes downstream task)", ["attacks"],
             bench_command("attacks"),
             ["asr", "clean_score", "one_modality_asr", "image_only_asr", "text_only_asr", "wall_s", "peak_rss_mb"],
             "attacks.md"),
     Section("Can byorn-tiny see the trigger? (a linear probe on its image features)", ["trigger_probe"],
-            "python benchmarks/trigger_probe.py", ["probe_accuracy"],
+            "python benchmarks/explore/trigger_probe.py", ["probe_accuracy"],
             "trigger_probe.md", table="probe"),
     Section("BYORn with the injection and refusal targets", ["byorn_targets"],
             bench_command("byorn_targets"),
@@ -168,7 +174,7 @@ SECTIONS = [
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_recall", "n_flagged", "wall_s"],
             "flickr8k.md", costs=True),
     Section("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
-            bench_command("sweep"),
+            bench_command("sweep", EXPLORE),
             ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
             "sweep.md"),
 ]
@@ -335,11 +341,18 @@ def clean_table(rows: list[dict], metrics: list[str]) -> str:
                                f"{r['clean_score']:.3f} | {r['seconds']:.1f} | {r.get('trained', '')} |" for r in rows])
 
 
+def grid_path(grid: str) -> Path:
+    """benchmarks/GRID.yaml, or benchmarks/explore/GRID.yaml for a grid that chose a setting."""
+    for folder in (BENCHMARKS, EXPLORE):
+        if (path := folder / f"{grid}.yaml").exists():
+            return path
+    raise SystemExit(f"benchmarks/{grid}.yaml: the grid of benchmarks/results/{grid}.jsonl is missing "
+                     "(looked in benchmarks/ and benchmarks/explore/)")
+
+
 def grid_setting(grid: str) -> str:
-    """'samples, epochs, lr' of benchmarks/GRID.yaml."""
-    path = ROOT / "benchmarks" / f"{grid}.yaml"
-    if not path.exists():
-        raise SystemExit(f"{path}: the grid of benchmarks/results/{grid}.jsonl is missing")
+    """'samples, epochs, lr' of the grid GRID."""
+    path = grid_path(grid)
     setting = load_grid(path)
     return f"{setting.n_train}, {setting.train.epochs:g}, {setting.train.learning_rate:g}"
 
