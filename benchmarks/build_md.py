@@ -145,8 +145,8 @@ SECTIONS = [
             "baselines.md", costs=True),
     Section("Choosing the standard setting: where the attacks implant, undefended", SETTINGS,
             "byorn bench benchmarks/explore/GRID.yaml --out runs/GRID --results benchmarks/results/GRID.jsonl "
-            "for each GRID named in the table (standard and standard_low: benchmarks/GRID.yaml; --shard 0/2 and 1/2 beside it, "
-            "OMP_NUM_THREADS=1 each)",
+            "for each GRID named in the table (standard and standard_low: benchmarks/GRID.yaml; "
+            "--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
             [], "standard_setting.md", table="settings"),
     Section("Attacks, undefended (byorn-tiny x shapes downstream task)", ["attacks"],
             bench_command("attacks"),
