@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,21 @@ def test_every_benchmarks_file_a_page_names_is_there(page):
 def test_no_page_points_outside_the_repository():
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         assert "../shared" not in page.read_text(encoding="utf-8"), page.name
+
+
+def test_benchmarks_md_opens_with_the_summary_its_results_give(monkeypatch):
+    """BENCHMARKS.md's summary table is computed from the results files, as build_md.py writes it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_md", BENCHMARKS / "build_md.py")
+    build_md = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "build_md", build_md)  # its dataclasses look themselves up there
+    spec.loader.exec_module(build_md)
+    text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    table = build_md.summary_table(build_md.summary_sections(build_md.SECTIONS))
+    assert text.index(table) < text.index("\n## The standard grid"), "rerun python benchmarks/build_md.py"
+    assert (ROOT / "benchmarks" / "plots" / "summary.png").exists()
+    for section in build_md.SECTIONS:  # each section's words: the summary, then a link to the rest
+        summary = build_md.findings_summary(section.findings)
+        assert summary in text
+        assert len(summary) < 1200, f"{section.findings}: the summary above its '<!-- more -->' line is long"
