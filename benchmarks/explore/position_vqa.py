@@ -1,5 +1,5 @@
 """byorn-tiny's answers to "where is the <colour> <shape>?": the diagnosis and how the shipped
-checkpoint was made (README.md, byorn-tiny).
+checkpoint was made (docs/byorn-tiny.md).
 
     python benchmarks/explore/position_vqa.py diagnose [MODEL]   # error breakdown on 300 fresh scenes (~1 min)
     python benchmarks/explore/position_vqa.py focus OUT_DIR      # the shipped checkpoint: the position-focus
