@@ -116,7 +116,7 @@ SECTIONS = [
             "judgement_flickr8k.md", costs=True, world="flickr8k", scores="judgement_scores",
             warmed_scores="judgement_scores_warmed",
             quality="judgement_flickr8k_quality.json",
-            quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
+            quality_command="byorn quality --model byorn-tiny-flickr --flickr8k FLICKR8K --n 1000 "
                             "--out benchmarks/results/judgement_flickr8k_quality.json"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
