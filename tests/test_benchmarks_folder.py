@@ -96,3 +96,13 @@ def test_benchmarks_md_opens_with_the_summary_its_results_give(monkeypatch):
         summary = build_md.findings_summary(section.findings)
         assert summary in text
         assert len(summary) < 1200, f"{section.findings}: the summary above its '<!-- more -->' line is long"
+
+
+@pytest.mark.parametrize("grid", sorted(BENCHMARKS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(BENCHMARKS)))
+def test_every_grid_loads(grid):
+    from byorn.bench import load_grid
+
+    data = yaml.safe_load(grid.read_text(encoding="utf-8")).get("data")
+    if data and not Path(data).is_dir():
+        pytest.skip(f"its data folder {data} is not here")
+    load_grid(grid)

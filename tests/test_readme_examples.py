@@ -128,3 +128,12 @@ def test_every_shell_command_of_the_docs_parses(page, code, monkeypatch):
             assert (ROOT / args[0]).is_file(), f"{page.name}: {' '.join(words)}: no such script"
         else:
             assert program == "huggingface-cli" and args[0] == "download", f"{page.name}: {' '.join(words)}"
+
+
+def test_the_readme_is_a_front_door():
+    """Short, with the reader's own data early, and written for users, not for the project's own work."""
+    readme = TEXT[ROOT / "README.md"]
+    lines = readme.splitlines()
+    assert len(lines) <= 300
+    assert any(line.startswith("byorn scan --data") for line in lines[:60]), "own-data commands within 60 lines"
+    assert not re.findall(r"\b(issues?|releases?|probes?)\b", readme, flags=re.IGNORECASE)
