@@ -3,10 +3,10 @@
     python benchmarks/build_md.py
 
 Figures come from the results; words come from Markdown files under benchmarks/findings/, one per
-section (plus intro.md), so that no measured figure is typed into this
-script. BENCHMARKS.md prints a findings file's words up to a line `<!-- more -->` (its summary) and
-links the file for the rest. A findings file's first line names every file under benchmarks/results/ whose figures its
-words quote or draw on, each with the first 12 hex digits of its sha256 (`sha256sum FILE | cut -c1-12`):
+section (plus intro.md), so that no measured figure is typed into this script; the summary
+table at the top and its plot (benchmarks/plots/summary.png) are computed from the results. A
+findings file's first line names every file under benchmarks/results/ whose figures its words
+quote or draw on, each with the first 12 hex digits of its sha256 (`sha256sum FILE | cut -c1-12`):
 
     written on: attacks.jsonl sha256=0123456789ab byorn.jsonl sha256=ba9876543210
 
@@ -17,7 +17,8 @@ quote no measured figure (a pure legend, the introduction) say so explicitly, an
 
     written on: no results
 
-The rest of the file is copied into BENCHMARKS.md as it stands.
+BENCHMARKS.md prints the rest of the file up to its `<!-- more -->` line (the section's summary) and
+links the file for the words after it; a file without that line is printed whole.
 
 Every figure describes what ships: a row measured on another checkpoint than the one installed
 here, or one that recorded other defaults than today's for an option its label leaves out, stops
