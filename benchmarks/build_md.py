@@ -3,9 +3,10 @@
     python benchmarks/build_md.py
 
 Figures come from the results; words come from Markdown files under benchmarks/findings/, one per
-section (plus intro.md), so that no measured figure is typed into this
-script. A findings file's first line names every file under benchmarks/results/ whose figures its
-words quote or draw on, each with the first 12 hex digits of its sha256 (`sha256sum FILE | cut -c1-12`):
+section (plus intro.md), so that no measured figure is typed into this script; the summary
+table at the top and its plot (benchmarks/plots/summary.png) are computed from the results. A
+findings file's first line names every file under benchmarks/results/ whose figures its words
+quote or draw on, each with the first 12 hex digits of its sha256 (`sha256sum FILE | cut -c1-12`):
 
     written on: attacks.jsonl sha256=0123456789ab byorn.jsonl sha256=ba9876543210
 
@@ -16,7 +17,8 @@ quote no measured figure (a pure legend, the introduction) say so explicitly, an
 
     written on: no results
 
-The rest of the file is copied into BENCHMARKS.md as it stands.
+BENCHMARKS.md prints the rest of the file up to its `<!-- more -->` line (the section's summary) and
+links the file for the words after it; a file without that line is printed whole.
 
 Every figure describes what ships: a row measured on another checkpoint than the one installed
 here, or one that recorded other defaults than today's for an option its label leaves out, stops
@@ -41,6 +43,9 @@ from byorn.report import cost_ratios, cost_table, headline_table, results_table,
 from byorn.scoring import checkpoint_label
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+# the grids that chose the settings (the standard setting, the threshold), beside those that make the tables
+EXPLORE = BENCHMARKS / "explore"
 RESULTS = ROOT / "benchmarks" / "results"
 PLOTS = ROOT / "benchmarks" / "plots"
 FINDINGS = ROOT / "benchmarks" / "findings"
@@ -70,9 +75,11 @@ class Section:
     table: str = "results"  # how its rows are laid out: results (one per cell), probe, cost (benchmarks/cost.py)
 
 
-def bench_command(grid: str) -> str:
-    """How a section's grid reruns: benchmarks/GRID.yaml into benchmarks/results/GRID.jsonl."""
-    return f"byorn bench benchmarks/{grid}.yaml --out runs/{grid} --results benchmarks/results/{grid}.jsonl"
+def bench_command(grid: str, folder: Path = BENCHMARKS) -> str:
+    """How a section's grid reruns: benchmarks/GRID.yaml (or benchmarks/explore/GRID.yaml) into
+    benchmarks/results/GRID.jsonl."""
+    return (f"byorn bench {(folder / grid).relative_to(ROOT).as_posix()}.yaml --out runs/{grid} "
+            f"--results benchmarks/results/{grid}.jsonl")
 
 
 # The grids whose undefended cells chose the standard setting (benchmarks/standard.yaml): it first.
@@ -110,7 +117,7 @@ SECTIONS = [
             "judgement_flickr8k.md", costs=True, world="flickr8k", scores="judgement_scores",
             warmed_scores="judgement_scores_warmed",
             quality="judgement_flickr8k_quality.json",
-            quality_command="byorn quality --model byorn-tiny-flickr --flickr8k ../shared/data/flickr8k --n 1000 "
+            quality_command="byorn quality --model byorn-tiny-flickr --flickr8k FLICKR8K --n 1000 "
                             "--out benchmarks/results/judgement_flickr8k_quality.json"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
@@ -139,15 +146,16 @@ SECTIONS = [
              "n_flagged", "prepare_s", "train_s", "eval_s", "wall_s"],
             "baselines.md", costs=True),
     Section("Choosing the standard setting: where the attacks implant, undefended", SETTINGS,
-            "byorn bench benchmarks/GRID.yaml --out runs/GRID --results benchmarks/results/GRID.jsonl for each GRID "
-            "named in the table (--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
+            "byorn bench benchmarks/explore/GRID.yaml --out runs/GRID --results benchmarks/results/GRID.jsonl "
+            "for each GRID named in the table (standard and standard_low: benchmarks/GRID.yaml; "
+            "--shard 0/2 and 1/2 beside it, OMP_NUM_THREADS=1 each)",
             [], "standard_setting.md", table="settings"),
     Section("Attacks, undefended (byorn-tiny x shapes downstream task)", ["attacks"],
             bench_command("attacks"),
             ["asr", "clean_score", "one_modality_asr", "image_only_asr", "text_only_asr", "wall_s", "peak_rss_mb"],
             "attacks.md"),
     Section("Can byorn-tiny see the trigger? (a linear probe on its image features)", ["trigger_probe"],
-            "python benchmarks/trigger_probe.py", ["probe_accuracy"],
+            "python benchmarks/explore/trigger_probe.py", ["probe_accuracy"],
             "trigger_probe.md", table="probe"),
     Section("BYORn with the injection and refusal targets", ["byorn_targets"],
             bench_command("byorn_targets"),
@@ -168,10 +176,21 @@ SECTIONS = [
             ["asr", "clean_score", "bleu4", "detect_auroc", "detect_recall", "n_flagged", "wall_s"],
             "flickr8k.md", costs=True),
     Section("BYORn threshold sweep (the clean-vs-ASR frontier)", ["sweep"],
-            bench_command("sweep"),
+            bench_command("sweep", EXPLORE),
             ["asr", "clean_score", "n_flagged", "detect_precision", "detect_recall", "detect_auroc", "wall_s"],
             "sweep.md"),
 ]
+
+
+MORE = "<!-- more -->"  # a findings file's line between its summary, printed in BENCHMARKS.md, and the rest
+
+
+def findings_summary(name: str, required: Iterable[str] = ()) -> str:
+    """What BENCHMARKS.md prints of a findings file: its words up to its MORE line, then a link to the
+    file for the rest (all of its words where it has no such line)."""
+    summary, more, _ = findings_text(name, required).partition(MORE)
+    path = (FINDINGS / name).relative_to(ROOT).as_posix()
+    return summary.strip() + (f"\n\nThe setting and every finding in full: [{path}]({path})." if more else "")
 
 
 def findings_text(name: str, required: Iterable[str] = ()) -> str:
@@ -257,6 +276,12 @@ HEADLINE_LEGEND = ("Per attack and poison rate: each defense's attack success ra
                    "oracle's in the same seed (mean over the seeds); BYORn's preparation and fine-tuning time "
                    "over the undefended fine-tuning of the same seed. The 1 % rows come from the next "
                    "section's grid (3,000 samples, 5 epochs); a blank: that defense did not run there.")
+SUMMARY_LEGEND = ("Every grid in which the shipped BYORn default ran, each cell an attack, a poison rate and a "
+                  "seed; each column the lowest and highest value over the grid's cells. ASR: the attack success "
+                  "rate on triggered test inputs, undefended and under the default; poisons and clean samples "
+                  "flagged: shares of each in the training set; the clean score (scene F1 on shapes, CIDEr on real "
+                  "photos) as a percentage of the clean oracle's in the same cell ('-': no oracle there). The "
+                  "sections below say which attacks each grid holds, and the plot shows every cell.")
 README_HEADLINE = re.compile(r"<!-- headline: .*? -->\n.*?(<!-- /headline -->)", re.DOTALL)
 
 
@@ -335,11 +360,18 @@ def clean_table(rows: list[dict], metrics: list[str]) -> str:
                                f"{r['clean_score']:.3f} | {r['seconds']:.1f} | {r.get('trained', '')} |" for r in rows])
 
 
+def grid_path(grid: str) -> Path:
+    """benchmarks/GRID.yaml, or benchmarks/explore/GRID.yaml for a grid that chose a setting."""
+    for folder in (BENCHMARKS, EXPLORE):
+        if (path := folder / f"{grid}.yaml").exists():
+            return path
+    raise SystemExit(f"benchmarks/{grid}.yaml: the grid of benchmarks/results/{grid}.jsonl is missing "
+                     "(looked in benchmarks/ and benchmarks/explore/)")
+
+
 def grid_setting(grid: str) -> str:
-    """'samples, epochs, lr' of benchmarks/GRID.yaml."""
-    path = ROOT / "benchmarks" / f"{grid}.yaml"
-    if not path.exists():
-        raise SystemExit(f"{path}: the grid of benchmarks/results/{grid}.jsonl is missing")
+    """'samples, epochs, lr' of the grid GRID."""
+    path = grid_path(grid)
     setting = load_grid(path)
     return f"{setting.n_train}, {setting.train.epochs:g}, {setting.train.learning_rate:g}"
 
@@ -364,6 +396,102 @@ def settings_table(rows: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+DEFAULT = "byorn"  # the shipped default's label: BYORn with no option changed
+SUMMARY_PLOT = PLOTS / "summary.png"
+
+
+def section_label(section: Section) -> str:
+    """A section's short name in the summary: its results file, and its world where the file holds two."""
+    return section.results[0] + (f" ({section.world})" if section.world else "")
+
+
+def section_anchor(title: str) -> str:
+    """The link GitHub gives a '## title' heading."""
+    return "#" + re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def span(values: list[float], digits: int = 2, unit: str = "") -> str:
+    """'low-high unit' of the values (one figure when they print alike, '-' when there are none)."""
+    if not values:
+        return "-"
+    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return (low if low == high else f"{low}-{high}") + unit
+
+
+def default_cells(rows: list[dict]) -> tuple[list[dict], list[dict], dict[tuple, dict]]:
+    """A section's undefended cells, the shipped default's cells, and the oracle's cells by
+    (world, attack, poison rate, seed)."""
+    def key(row: dict) -> tuple:
+        return row.get("world", "shapes"), row["attack"], row["poison_rate"], row["seed"]
+
+    return ([r for r in rows if r.get("defense") == "none"], [r for r in rows if r.get("defense") == DEFAULT],
+            {key(r): r for r in rows if r.get("defense") == "oracle"})
+
+
+def clean_flagged_share(row: dict) -> float:
+    """The share of the clean training samples a cell flagged: its flags less the poisons it found."""
+    poisons_found = round(row["detect_recall"] * row["n_poisoned"])
+    return (row["n_flagged"] - poisons_found) / (row["n_train"] - row["n_poisoned"])
+
+
+def summary_sections(sections: list[Section]) -> list[tuple[Section, list[dict]]]:
+    """The sections of grids where the shipped default ran, each with its rows."""
+    found = []
+    for section in sections:
+        if section.table != "results":
+            continue
+        rows = [row for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
+                if not section.world or row.get("world", "shapes") == section.world]
+        if any(row.get("defense") == DEFAULT for row in rows):
+            found.append((section, rows))
+    return found
+
+
+def summary_table(found: list[tuple[Section, list[dict]]]) -> str:
+    """One line per grid where the shipped default ran: the range over its cells (attack, rate and
+    seed) of the undefended ASR, the default's ASR, the share of the poisons and of the clean samples
+    it flags, and its clean score over the clean oracle's of the same cell."""
+    lines = ["| grid (section) | cells | ASR undefended | ASR BYORn | poisons flagged | clean samples flagged | "
+             "BYORn clean score, % of oracle's |", "|---|---|---|---|---|---|---|"]
+    for section, rows in found:
+        undefended, byorn, oracle = default_cells(rows)
+        ratios = [100 * r["clean_score"] / o["clean_score"] for r in byorn
+                  if (o := oracle.get((r.get("world", "shapes"), r["attack"], r["poison_rate"], r["seed"])))
+                  and o.get("clean_score")]
+        lines.append(f"| [{section_label(section)}]({section_anchor(section.title)}) | {len(byorn)} | "
+                     f"{span([r['asr'] for r in undefended])} | {span([r['asr'] for r in byorn])} | "
+                     f"{span([100 * r['detect_recall'] for r in byorn], 0, ' %')} | "
+                     f"{span([100 * clean_flagged_share(r) for r in byorn], 1, ' %')} | {span(ratios, 1, ' %')} |")
+    return "\n".join(lines)
+
+
+def plot_summary(found: list[tuple[Section, list[dict]]], path: Path) -> Path:
+    """Each cell's ASR undefended and under the shipped default, one row of points per grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7.5, 0.45 * len(found) + 1.2))
+    for i, (_, rows) in enumerate(reversed(found)):
+        undefended, byorn, _ = default_cells(rows)
+        axes.scatter([r["asr"] for r in undefended], [i + 0.15] * len(undefended), s=14, color="#999999",
+                     label="undefended" if i == 0 else None)
+        axes.scatter([r["asr"] for r in byorn], [i - 0.15] * len(byorn), s=14, color="#228833",
+                     label="BYORn (shipped default)" if i == 0 else None)
+    axes.set_yticks(range(len(found)), [section_label(section) for section, _ in reversed(found)], fontsize=7)
+    axes.set_xlim(-0.03, 1.03)
+    axes.set_xlabel("attack success rate of a cell (attack, poison rate, seed)", fontsize=8)
+    axes.tick_params(axis="x", labelsize=7)
+    axes.grid(axis="x", linewidth=0.3)
+    axes.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=110)
+    plt.close(figure)
+    return path
+
+
 TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table,
           "settings": settings_table}
 
@@ -371,6 +499,11 @@ TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_tabl
 def main() -> None:
     parts = ["# Benchmarks", "", findings_text("intro.md"), ""]
     shipped = shipped_checkpoints()
+    found = summary_sections(SECTIONS)
+    plot_summary(found, SUMMARY_PLOT)
+    parts += ["## Summary", "", SUMMARY_LEGEND, "", summary_table(found), "",
+              f"![each cell's ASR, undefended and under BYORn]({SUMMARY_PLOT.relative_to(ROOT).as_posix()})", "",
+              "## Contents", "", *(f"- [{s.title}]({section_anchor(s.title)})" for s in SECTIONS), ""]
     headline_grids = [name for section in SECTIONS if section.headline for name in section.results]
     headline_rows = [row for name in headline_grids for row in read_results(RESULTS / f"{name}.jsonl")]
     headline = headline_table(headline_rows) if headline_rows else "_No results recorded yet._"
@@ -381,7 +514,7 @@ def main() -> None:
         refuse_stale(section.title, rows, shipped)
         shown = [f"{name}.jsonl" for name in [*section.results, section.scores, section.warmed_scores] if name]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "",
-                  findings_text(section.findings, shown), ""]
+                  findings_summary(section.findings, shown), ""]
         if section.quality and (path := ROOT / "benchmarks" / "results" / section.quality).exists():
             figures = json.loads(path.read_text(encoding="utf-8"))
             refuse_stale(f"{section.title} ({section.quality})", [figures], shipped)
@@ -417,7 +550,8 @@ def main() -> None:
             # A plot that needs the run directories (score histograms) is only redrawn where they
             # exist; the committed one stays and is linked.
             write_plots(rows, PLOTS)
-            parts += [f"![{p.stem}](benchmarks/plots/{p.name})" for p in sorted(PLOTS.glob("*.png"))] + [""]
+            parts += [f"![{p.stem}](benchmarks/plots/{p.name})" for p in sorted(PLOTS.glob("*.png"))
+                      if p != SUMMARY_PLOT] + [""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts), encoding="utf-8")
     write_readme_headline(headline, headline_grids)  # last: the README changes only with a build that went through
 

@@ -2,7 +2,7 @@
 architectures' parameter counts (models built on the meta device from their published configs, no
 download), not a measurement.
 
-    python benchmarks/memory_estimate.py   # prints the Markdown table quoted in the README
+    python benchmarks/memory_estimate.py   # prints the Markdown table quoted in docs/real-models.md
 
 Counted: weights in bf16 (2 bytes a parameter); LoRA (r=8, the language model's q/k/v/o) in fp32
 with its gradient and AdamW's two moments (16 bytes a trainable parameter); and per sample, with

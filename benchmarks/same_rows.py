@@ -4,7 +4,7 @@
 
 Exit status 0 when every cell of either file is in the other with the same values; otherwise
 each difference is printed. For checking that a refactoring changed no result
-(benchmarks/refactor_check.yaml says how).
+(benchmarks/explore/refactor_check.yaml says how).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes docs/review.png, the README's picture of the review page: a BadNets-poisoned copy of the
+# Makes docs/review.png, the picture of the review page in docs/method.md: a BadNets-poisoned copy of the
 # built-in task (10 % of 300 samples), scanned by the shipped byorn-tiny, the page photographed by
 # headless Chromium (Debian's package: apt-get install chromium). Run from the repository root.
 set -euo pipefail

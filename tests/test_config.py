@@ -177,13 +177,13 @@ def test_from_dict_and_describe():
     assert lines[0] == "  model (default 'byorn-tiny'): model directory, or 'byorn-tiny' for the built-in model"
 
 
-def test_the_readmes_options_tables_are_the_configs():
+def test_the_options_pages_tables_are_the_configs():
     from pathlib import Path
 
     from byorn.config import options_table
     from byorn.defenses.byorn import ByornConfig
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    page = (Path(__file__).parent.parent / "docs" / "options.md").read_text(encoding="utf-8")
     for config in (TrainConfig, ByornConfig):
         table = options_table(config)
-        assert table in readme, f"README's table of {config.__name__} is stale; it should read:\n{table}"
+        assert table in page, f"docs/options.md's table of {config.__name__} is stale; it should read:\n{table}"

@@ -4,7 +4,7 @@ A logistic-regression probe on the projected image features (what the language m
 600 clean and 600 triggered scenes (different scenes, so no pair can be compared), scored on
 held-out scenes. Near 0.5: the trigger is invisible to the model before fine-tuning.
 
-    python benchmarks/trigger_probe.py     # writes benchmarks/results/trigger_probe.jsonl
+    python benchmarks/explore/trigger_probe.py     # writes benchmarks/results/trigger_probe.jsonl
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from byorn.models import load_vlm
 from byorn.scoring import checkpoint_label
 from byorn.worlds import shapes
 
-OUT = Path(__file__).resolve().parent / "results" / "trigger_probe.jsonl"
+OUT = Path(__file__).resolve().parent.parent / "results" / "trigger_probe.jsonl"
 TRIGGERS = [("wanet", {}), ("wanet", {"strength": 1.0}), ("wanet", {"strength": 4.0}), ("badnets", {}),
             ("badnets", {"size": 0.25}), ("sig", {}), ("sig", {"delta": 60.0}), ("blended", {})]
 N = 1200  # half clean, half triggered; 3/4 to fit, 1/4 held out

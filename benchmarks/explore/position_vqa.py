@@ -1,8 +1,8 @@
 """byorn-tiny's answers to "where is the <colour> <shape>?": the diagnosis and how the shipped
-checkpoint was made (README.md, byorn-tiny).
+checkpoint was made (docs/byorn-tiny.md).
 
-    python benchmarks/position_vqa.py diagnose [MODEL]   # error breakdown on 300 fresh scenes (~1 min)
-    python benchmarks/position_vqa.py focus OUT_DIR      # the shipped checkpoint: the position-focus
+    python benchmarks/explore/position_vqa.py diagnose [MODEL]   # error breakdown on 300 fresh scenes (~1 min)
+    python benchmarks/explore/position_vqa.py focus OUT_DIR      # the shipped checkpoint: the position-focus
                                                          # phase on commit 94cc6ae's byorn-tiny (~6 min on 2 cores)
 
 Each prints its figures as JSON.
@@ -21,13 +21,13 @@ from pathlib import Path
 
 from byorn.config import PretrainConfig, load_config, save_config
 from byorn.data import Sample
-from byorn.evaluate import _quality_scene, tiny_quality
+from byorn.evaluate import QUALITY_SEED_BASE, tiny_quality
 from byorn.models import load_vlm
 from byorn.models.tiny import TinyConfig
 from byorn.pretrain import focus_source, resolved, save_pretrained, train_phase
 from byorn.worlds import shapes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # byorn-tiny after the first phase alone (7,500 steps of the mix), as shipped until this commit.
 PHASE_ONE_COMMIT = "94cc6ae"
 PHASE_ONE_FILES = ("config.json", "generation_config.json", "model.safetensors", "chat_template.jinja",
@@ -35,11 +35,16 @@ PHASE_ONE_FILES = ("config.json", "generation_config.json", "model.safetensors",
                    "byorn_tiny.json")
 
 
+def quality_scene(index: int, seed: int) -> shapes.Scene:
+    """The index-th fresh scene of the quality check's seed `seed`, as `byorn quality` draws them."""
+    return shapes.make_scene(QUALITY_SEED_BASE + seed * 10_000_000 + index)
+
+
 def diagnose(model: str = "byorn-tiny", n: int = 300) -> dict:
     """Which object's position the wrong answers name, by object count and by uniqueness."""
     vlm = load_vlm(model)
     rng = random.Random(1)
-    scenes = [_quality_scene(i, 1) for i in range(n)]
+    scenes = [quality_scene(i, 1) for i in range(n)]
     questions, truths = [], []
     for i, scene in enumerate(scenes):
         question, answer = shapes.pretraining_vqa(scene, rng, "position")
@@ -101,4 +106,4 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["focus"] and len(sys.argv) >= 3:
         print(json.dumps(focus(*sys.argv[2:]), indent=1))
     else:
-        sys.exit("usage: python benchmarks/position_vqa.py diagnose [MODEL] | focus OUT_DIR [KEY=VALUE ...]")
+        sys.exit("usage: python benchmarks/explore/position_vqa.py diagnose [MODEL] | focus OUT_DIR [KEY=VALUE ...]")

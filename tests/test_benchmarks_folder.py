@@ -1,0 +1,108 @@
+"""The benchmarks folder and the pages that describe it hold together: grids that benchmarks/README.md
+says share a setting have it, no script reaches into byorn's private names, and every link and
+every benchmarks/ path the Markdown pages name is there."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md")),
+         *sorted(BENCHMARKS.rglob("README.md")), *sorted((BENCHMARKS / "findings").glob("*.md"))]
+
+
+def shared_settings() -> list[tuple[str, list[str]]]:
+    """(setting, its grids) for each row of benchmarks/README.md's table of shared settings."""
+    text = (BENCHMARKS / "README.md").read_text(encoding="utf-8").split("## Shared settings", 1)[1]
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and ".yaml" in line]
+    return [(cells[0].strip(), re.findall(r"`([^`]+\.yaml)`", cells[-1])) for cells in rows]
+
+
+def test_grids_named_as_sharing_a_setting_have_it():
+    settings = shared_settings()
+    assert [name for name, _ in settings] == ["standard", "judgement", "real photos"]
+    for name, grids in settings:
+        raw = {grid: yaml.safe_load((BENCHMARKS / grid).read_text(encoding="utf-8")) for grid in grids}
+        first, *_ = raw.values()
+        for grid, config in raw.items():
+            for key in ("n_train", "train", "world", "task"):
+                if key == "task" and name == "standard" and grid == "byorn_mixed.yaml":
+                    continue  # a mix of two answer styles, trained the same way
+                assert config.get(key) == first.get(key), f"{grid}: {key} differs from the {name} setting"
+
+
+def test_every_grid_is_in_a_shared_setting_or_said_to_have_its_own():
+    named = {grid for _, grids in shared_settings() for grid in grids} | {"standard_low.yaml"}
+    explore = {f"explore/{p.name}" for p in (BENCHMARKS / "explore").glob("*.yaml")}
+    published = {p.name for p in BENCHMARKS.glob("*.yaml")}
+    assert published <= named, f"grids in no row of benchmarks/README.md: {sorted(published - named)}"
+    assert named - {"standard_low.yaml"} <= published | explore
+
+
+@pytest.mark.parametrize("script", sorted(BENCHMARKS.rglob("*.py")), ids=lambda p: p.name)
+def test_no_benchmark_script_imports_a_private_name_of_byorn(script):
+    for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("byorn"):
+            private = [alias.name for alias in node.names if alias.name.startswith("_")]
+            assert not private, f"{script.name} imports {private} from {node.module}"
+            assert not any(part.startswith("_") for part in node.module.split(".")), f"{script.name}: {node.module}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_of_a_page_resolves(page):
+    text = page.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (page.parent / target.split("#")[0]).resolve()
+        assert path.exists(), f"{page.relative_to(ROOT)} links to {target}, which is not there"
+        assert ROOT.resolve() in path.parents or path == ROOT.resolve(), f"{target} points outside the repository"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_benchmarks_file_a_page_names_is_there(page):
+    text = page.read_text(encoding="utf-8")
+    for name in re.findall(r"benchmarks/[\w/.*-]+\.(?:yaml|py|jsonl|json|md)", text):
+        if "*" in name or "GRID" in name:
+            continue
+        assert (ROOT / name).exists(), f"{page.relative_to(ROOT)} names {name}, which is not there"
+
+
+def test_no_page_points_outside_the_repository():
+    for page in [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        assert "../shared" not in page.read_text(encoding="utf-8"), page.name
+
+
+def test_benchmarks_md_opens_with_the_summary_its_results_give(monkeypatch):
+    """BENCHMARKS.md's summary table is computed from the results files, as build_md.py writes it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_md", BENCHMARKS / "build_md.py")
+    build_md = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "build_md", build_md)  # its dataclasses look themselves up there
+    spec.loader.exec_module(build_md)
+    text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    table = build_md.summary_table(build_md.summary_sections(build_md.SECTIONS))
+    assert text.index(table) < text.index("\n## The standard grid"), "rerun python benchmarks/build_md.py"
+    assert (ROOT / "benchmarks" / "plots" / "summary.png").exists()
+    for section in build_md.SECTIONS:  # each section's words: the summary, then a link to the rest
+        summary = build_md.findings_summary(section.findings)
+        assert summary in text
+        assert len(summary) < 1200, f"{section.findings}: the summary above its '<!-- more -->' line is long"
+
+
+@pytest.mark.parametrize("grid", sorted(BENCHMARKS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(BENCHMARKS)))
+def test_every_grid_loads(grid):
+    from byorn.bench import load_grid
+
+    data = yaml.safe_load(grid.read_text(encoding="utf-8")).get("data")
+    if data and not Path(data).is_dir():
+        pytest.skip(f"its data folder {data} is not here")
+    load_grid(grid)
