@@ -181,7 +181,7 @@ def test_the_options_pages_tables_are_the_configs():
     from pathlib import Path
 
     from byorn.config import options_table
-    from byorn.defenses.byorn import ByornConfig
+    from byorn.defenses.byorn_config import ByornConfig
 
     page = (Path(__file__).parent.parent / "docs" / "options.md").read_text(encoding="utf-8")
     for config in (TrainConfig, ByornConfig):
