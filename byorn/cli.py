@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -14,7 +13,7 @@ from pathlib import Path
 import click
 
 from byorn.allocator import keep_freed_memory
-from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config, parse_overrides, read_yaml
+from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config, parse_overrides
 from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
 from byorn.worlds import WORLDS
 
@@ -318,15 +317,8 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     from byorn.distributed import is_main, shut_down
     from byorn.models import load_vlm
     from byorn.review import write_run_review
-    from byorn.train import (
-        CHECKPOINTS,
-        check_lora_target,
-        check_reporting,
-        checkpoint_step,
-        finetune,
-        latest_checkpoint,
-        training_arguments,
-    )
+    from byorn.run import CHECKPOINTS, Run, RunError
+    from byorn.train import check_lora_target, check_reporting, finetune_in, training_arguments
 
     try:
         config = load_config(TrainConfig, config_path, overrides)
@@ -335,13 +327,12 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         check_reporting(training_arguments(config, Path(out_dir) / CHECKPOINTS))
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    checkpoint = None
-    if resume:
-        checkpoint = latest_checkpoint(out_dir)
-        if checkpoint is None:
-            _fail(f"{out_dir}: no complete checkpoint to resume from (train with save_steps > 0 first)")
-        _check_same_run(Path(out_dir), config, hook)
-        click.echo(f"resuming from {checkpoint}")
+    try:  # a resume of another run stops here, before the data and the model are loaded
+        run = Run.resumed(out_dir, config, hook) if resume else Run(out_dir, config, hook)
+    except RunError as exc:
+        _fail(str(exc))
+    if run.checkpoint is not None:
+        click.echo(f"resuming from {run.checkpoint}")
     samples, n_skipped = _load_samples(data, n=n_train, seed=config.seed, split="train", on_bad=on_bad_sample,
                                        image_folder=image_folder,
                                        report_dir=Path(out_dir))
@@ -355,9 +346,12 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     # before any work: training would meet a sample it cannot read only when its batch comes
     samples, unreadable = _readable(vlm, samples, on_bad_sample, Path(out_dir))
     n_skipped += unreadable
-    _same_data_as_before(Path(out_dir), data, samples, image_folder, resuming=checkpoint is not None)
+    try:  # the samples the defense judges: a resumed run's must be those it started with
+        run.admit(samples, source=data, image_root=_image_root(data, image_folder))
+    except RunError as exc:
+        _fail(str(exc))
     try:
-        hook.prepare(vlm, samples, out_dir, train=config, resume_step=checkpoint and checkpoint_step(checkpoint))
+        hook.prepare(vlm, samples, out_dir, train=config, resume_step=run.resume_step)
         training_set = hook.training_set(samples)
     except ValueError as exc:  # e.g. the oracle on data without poison labels, random_drop count > data
         _fail(f"--defense {defense}: {exc}")
@@ -365,7 +359,7 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         click.echo(f"note: {defense} acts when the model answers (byorn bench, Defense.deployed); the model "
                    f"saved here is fine-tuned without it", err=True)
     try:
-        finetune(vlm, training_set, config, out_dir, hook=hook, resume_from=checkpoint)
+        finetune_in(run, vlm, training_set)
     except (DataError, ConfigError) as exc:  # a sample longer than the model's context; a batch that does not split
         _fail(str(exc))
     if is_main() and (page := write_run_review(out_dir, samples, hook)) is not None:
@@ -378,47 +372,11 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
         click.echo(f"trained without {n_skipped} bad record(s), listed in {Path(out_dir) / SKIPPED_NAME}", err=True)
 
 
-def _check_same_run(run_dir: Path, config: TrainConfig, defense) -> None:
-    """A resumed run must be the run that was interrupted: same training config and defense."""
-    import yaml
-
-    # A training option added since the run started counts as having had its default then. A defense
-    # option does not: a new default may change what the defense does (rejudge), so a run whose
-    # defense.yaml lacks it is resumed only with the byorn that started it.
-    for name, now, defaults in (("config.yaml", dataclasses.asdict(config), dataclasses.asdict(TrainConfig())),
-                                ("defense.yaml", defense.resolved(), {})):
-        path = run_dir / name
-        before = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
-        before = {**defaults, **before} if before is not None else None
-        if before is not None and before != now:
-            changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
-            _fail(f"{path}: the run was started with other settings ({', '.join(changed)}); resume it with the "
-                  "same ones")
-
-
-DATA_RECORD = "data.yaml"  # which samples a run trains on: checked when it is resumed
-
-
-def _same_data_as_before(run_dir: Path, data: str, samples: list, image_folder: str | None, resuming: bool) -> None:
-    """Record which samples a fresh run trains on; stop a resumed run given others (it would go on
-    from a checkpoint of one data set on another)."""
-    import yaml
-
-    from byorn.distributed import is_main
-    from byorn.train import data_key, discard_checkpoints
-
+def _image_root(data: str, image_folder: str | None) -> Path:
+    """The folder the data's image paths are relative to, as the loader takes them: a data set moved
+    elsewhere whole keeps its fingerprint."""
     source = Path(data)
-    root = Path(image_folder) if image_folder else source if source.is_dir() else source.parent
-    record = {"data": data, "samples": len(samples), "sha256": data_key(samples, root)}
-    path = run_dir / DATA_RECORD
-    before = read_yaml(path.read_text(encoding="utf-8")) if resuming and path.exists() else None
-    if isinstance(before, dict) and before.get("sha256") != record["sha256"]:
-        _fail(f"{path}: the run was started on other samples ({before.get('data')}, {before.get('samples')} "
-              f"samples; now {data}, {len(samples)}); resume it with the same data")
-    if not resuming and is_main():
-        discard_checkpoints(run_dir)  # before the record of this run's samples: they are another run's
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+    return Path(image_folder) if image_folder else source if source.is_dir() else source.parent
 
 
 @main.command(cls=_judge_options_help())
