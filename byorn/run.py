@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS = "trainer"  # the run directory's folder of checkpoint-<step> folders
 DATA_RECORD = "data.yaml"
+# what defense.yaml says of a run trained without a hook: what byorn.defenses' NoDefense resolves to,
+# so that `finetune` without one and `byorn train --defense none` are the same run
+NO_DEFENSE = {"defense": "none"}
 
 
 class RunError(ValueError):
@@ -124,14 +127,13 @@ class Run:
         # A training option added since the run started counts as having had its default then. A defense
         # option does not: a new default may change what the defense does (rejudge), so a run whose
         # defense.yaml lacks it is resumed only with the byorn that started it.
-        now_defense = self.defense.resolved() if self.defense is not None else None
         for name, now, defaults in (("config.yaml", dataclasses.asdict(self.config), dataclasses.asdict(TrainConfig())),
-                                    ("defense.yaml", now_defense, {})):
+                                    ("defense.yaml", self._defense_record(), {})):
             path = self.dir / name
             before = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
             if before is None:
                 continue
-            before, now = {**defaults, **before}, now or {}
+            before = {**defaults, **before}
             if before != now:
                 changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
                 raise RunError(f"{path}: the run was started with other settings ({', '.join(changed)}); resume it "
@@ -165,7 +167,7 @@ class Run:
             raise RuntimeError("Run.admit() the run's samples before it trains")
         self.dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.dir / "config.yaml")
-        if self.defense is not None:
-            atomic_write_text(self.dir / "defense.yaml", yaml.safe_dump(self.defense.resolved(), sort_keys=False))
-        else:  # an earlier run's, which a resume of this one would be checked against
-            (self.dir / "defense.yaml").unlink(missing_ok=True)
+        atomic_write_text(self.dir / "defense.yaml", yaml.safe_dump(self._defense_record(), sort_keys=False))
+
+    def _defense_record(self) -> dict:
+        return self.defense.resolved() if self.defense is not None else NO_DEFENSE

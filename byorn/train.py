@@ -182,8 +182,8 @@ def write_log(trainer: Trainer, path: Path) -> None:
 
 def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: str | Path,
              hook: BatchHook | None = None, resume_from: Path | None = None) -> ByornTrainer:
-    """Fine-tune `vlm` in place on `samples`; writes config.yaml, defense.yaml (with a hook),
-    data.yaml, train_log.jsonl and the adapter/model to run_dir (`byorn.run.Run`).
+    """Fine-tune `vlm` in place on `samples`; writes config.yaml, defense.yaml (the hook's
+    `resolved()`, or none), data.yaml, train_log.jsonl and the adapter/model to run_dir (`byorn.run.Run`).
 
     resume_from: a checkpoint of this run (`byorn.run.latest_checkpoint`) to continue from; refused
     (RunError) unless config, hook and samples are those the run started with. A defense hook

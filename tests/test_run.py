@@ -46,18 +46,20 @@ def test_a_resume_with_another_config_or_defense_is_refused(tiny_vlm_factory, st
     faster = TrainConfig(**{**vars(CONFIG), "learning_rate": 1e-2})
     with pytest.raises(RunError, match=r"config.yaml: the run was started with other settings \(learning_rate\)"):
         finetune(tiny_vlm_factory(), samples, faster, run_dir, resume_from=latest_checkpoint(run_dir))
-    # the run started without a defense: resumed with one, it would train on what that defense keeps
-    (run_dir / "defense.yaml").write_text("defense: none\n")
-    with pytest.raises(RunError, match="defense.yaml: the run was started with other settings"):
-        finetune(tiny_vlm_factory(), samples, CONFIG, run_dir, resume_from=latest_checkpoint(run_dir))
+    # the run started without a defense (as `byorn train --defense none` records it): resumed with one, it
+    # would train on what that defense keeps
+    assert (run_dir / "defense.yaml").read_text() == "defense: none\n"
+    with pytest.raises(RunError, match=r"defense.yaml: the run was started with other settings \(.*defense"):
+        finetune(tiny_vlm_factory(), samples, CONFIG, run_dir, hook=build_defense("random_drop"),
+                 resume_from=latest_checkpoint(run_dir))
 
 
 def test_a_fresh_run_removes_an_earlier_runs_checkpoints_and_records(tiny_vlm_factory, started):
     run_dir, _ = started
-    (run_dir / "defense.yaml").write_text("defense: none\n")  # another run's, with a defense
+    (run_dir / "defense.yaml").write_text("defense: random_drop\n")  # another run's, with a defense
     finetune(tiny_vlm_factory(), shapes.downstream_samples(4, seed=1), TrainConfig(**{**vars(CONFIG), "save_steps": 0}),
              run_dir)
-    assert latest_checkpoint(run_dir) is None and not (run_dir / "defense.yaml").exists()
+    assert latest_checkpoint(run_dir) is None and (run_dir / "defense.yaml").read_text() == "defense: none\n"
     assert "samples: 4\n" in (run_dir / "data.yaml").read_text()
 
 
