@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from byorn.fileio import append_jsonl, write_jsonl
 from byorn.worlds import WORLDS
+
+if TYPE_CHECKING:  # the models pull in torch and transformers, seconds that `byorn --help` should not pay
+    from byorn.data import Sample
+    from byorn.models.hf import VLM
+
+Decorator = Callable[[Callable], Callable]
 
 DATA_HELP = ("'shapes' for the built-in downstream task (a fresh seeded split), 'flickr8k:FOLDER' for the "
              "Flickr8k archive-note task on real photos, or a data file: LLaVA conversation .json, .jsonl with "
@@ -32,7 +39,7 @@ on_bad_sample = click.option(
          "error, or skip it, count it and list it in skipped.jsonl")
 
 
-def renamed(param: str, *old: str, multiple: bool = False):
+def renamed(param: str, *old: str, multiple: bool = False) -> Decorator:
     """Keep old option spellings working, hidden from --help, for one release: their value goes to
     `param` (the new option's parameter); repeated options add up."""
     dest = f"renamed_{param}"
@@ -51,7 +58,7 @@ def renamed(param: str, *old: str, multiple: bool = False):
     return decorate
 
 
-def data_option(required: bool = False):
+def data_option(required: bool = False) -> Decorator:
     """--data, the same on every command; DATA as a positional argument still works (the old spelling)."""
     def decorate(command):
         @functools.wraps(command)
@@ -75,7 +82,7 @@ bf16 = click.option("--bf16", is_flag=True,
                     help="load the model's weights in bfloat16 (half the memory; GPUs that have it, slow on a CPU)")
 
 
-def loaded_model(model: str, *, bf16: bool, adapter: str | None = None):
+def loaded_model(model: str, *, bf16: bool, adapter: str | None = None) -> VLM:
     """The model for a command that only runs it (no training), in bfloat16 when asked."""
     import torch
 
@@ -91,7 +98,7 @@ image_folder = click.option(
 
 
 def load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, report_dir: Path | None,
-                 image_folder: str | None = None):
+                 image_folder: str | None = None) -> tuple[list[Sample], int]:
     """The samples of --data and how many bad records were skipped; those are counted on stderr
     and listed in report_dir."""
     from byorn.data import DataError
@@ -117,7 +124,7 @@ def load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repor
     return samples, len(skipped or ())
 
 
-def readable(vlm, samples: list, on_bad: str, report_dir: Path) -> tuple[list, int]:
+def readable(vlm: VLM, samples: list[Sample], on_bad: str, report_dir: Path) -> tuple[list[Sample], int]:
     """The samples the model can read as given (no special-token text, none longer than its
     positions), checked before any work; the others stop the command, or with --on-bad-sample skip
     are left out, counted and listed in report_dir beside the loader's skipped records."""
@@ -140,7 +147,7 @@ def readable(vlm, samples: list, on_bad: str, report_dir: Path) -> tuple[list, i
 LAYOUT_FILES = {"llava": "data.json", "jsonl": "data.jsonl", "parquet": "data.parquet", "rows": "data"}
 
 
-def refuse_writing_over(data: str, samples: list, out_dir: str, written_name: str) -> None:
+def refuse_writing_over(data: str, samples: list[Sample], out_dir: str, written_name: str) -> None:
     """Stop a command that writes a data set (clean, poison: OUT/`written_name` and OUT/images/)
     before it would write over what it reads: the input's data file or any of its images, which the
     rewritten set would replace. A built-in world (shapes) has no file to overwrite."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,10 @@ from byorn.cli.common import (
     renamed,
 )
 from byorn.config import ConfigError, TrainConfig, describe, load_config, parse_overrides
+
+if TYPE_CHECKING:  # the models pull in torch and transformers, seconds that `byorn --help` should not pay
+    from byorn.data import Sample
+    from byorn.models.hf import VLM
 
 
 def _judge_options_help(config: str = "judging") -> type[click.Command]:
@@ -59,8 +64,8 @@ def _options_and_samples(config_class: type, options: tuple[str, ...], command: 
     return config, samples
 
 
-def _judge_of(model: str | None, config_path: str | None, bf16: bool, samples: list, on_bad: str,
-              out_dir: str) -> tuple:
+def _judge_of(model: str | None, config_path: str | None, bf16: bool, samples: list[Sample], on_bad: str,
+              out_dir: str) -> tuple[TrainConfig, VLM, list[Sample]]:
     """The training config the data is meant for (the warm-up's settings), the model that judges
     (--model, else that config's) and the samples it can read."""
     try:
