@@ -8,28 +8,24 @@ right after the hook.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
-import os
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import torch
-import yaml
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Trainer, TrainingArguments
 from transformers.integrations import get_reporting_integration_callbacks
 
-from byorn.config import ConfigError, TrainConfig, save_config
+from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
 from byorn.distributed import sum_over_processes, world_size
-from byorn.fileio import atomic_write_text, remove_if_empty, write_jsonl
+from byorn.fileio import remove_if_empty, write_jsonl
 from byorn.models.hf import IGNORE_INDEX, VLM
+from byorn.run import CHECKPOINTS, Run
 
 log = logging.getLogger(__name__)
 
@@ -153,48 +149,6 @@ def _checkpointing(enabled: bool) -> dict:
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
-CHECKPOINTS = "trainer"  # the run directory's folder of checkpoint-<step> folders
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None. Complete: the Trainer writes
-    trainer_state.json last, so a folder without it was cut off mid-save (and is ignored)."""
-    folder = Path(run_dir) / CHECKPOINTS
-    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()
-                and p.name.removeprefix("checkpoint-").isdigit()]
-    return max(complete, key=checkpoint_step, default=None)
-
-
-def data_key(samples: Sequence[Sample], image_root: Path) -> str:
-    """sha256 hex of which samples a run trains on, for a resumed run to check it has the same:
-    ids, texts, and each image as its path relative to `image_root` (a data set moved elsewhere
-    whole keeps its key; files are not read again) or, decoded in memory, its pixels."""
-    digest = hashlib.sha256()
-    root = image_root.resolve()
-    for s in samples:
-        image = os.path.relpath(s.image, root) if isinstance(s.image, Path) else \
-            hashlib.sha256(s.image.tobytes()).hexdigest() if s.image is not None else None
-        digest.update(json.dumps([s.id, s.instruction, s.response, image, s.history]).encode())
-    return digest.hexdigest()
-
-
-def discard_checkpoints(run_dir: str | Path) -> None:
-    """Remove an earlier run's checkpoints (its checkpoint-<step> folders, nothing else) from a run
-    directory a fresh run starts in: a later --resume of this run must not find them and go on
-    from another run's weights."""
-    folder = Path(run_dir) / CHECKPOINTS
-    earlier = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
-    for checkpoint in earlier:
-        shutil.rmtree(checkpoint)
-    remove_if_empty(folder)
-    if earlier:
-        log.info("a fresh run: discarded %d checkpoint(s) of an earlier run in %s", len(earlier), folder)
-
-
-def checkpoint_step(checkpoint: Path) -> int:
-    return int(checkpoint.name.removeprefix("checkpoint-"))
-
-
 def check_lora_target(vlm: VLM, config: TrainConfig) -> None:
     """A lora_target that is a regular expression matching at least one module's whole name (as
     PEFT matches it), checked before any other work; the family's default needs no check."""
@@ -228,18 +182,25 @@ def write_log(trainer: Trainer, path: Path) -> None:
 
 def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: str | Path,
              hook: BatchHook | None = None, resume_from: Path | None = None) -> ByornTrainer:
-    """Fine-tune `vlm` in place; writes config.yaml, train_log.jsonl and the adapter/model to run_dir.
+    """Fine-tune `vlm` in place on `samples`; writes config.yaml, defense.yaml (the hook's
+    `resolved()`, or none), data.yaml, train_log.jsonl and the adapter/model to run_dir (`byorn.run.Run`).
 
-    resume_from: a checkpoint of this run (`latest_checkpoint`) to continue from; a defense hook
+    resume_from: a checkpoint of this run (`byorn.run.latest_checkpoint`) to continue from; refused
+    (RunError) unless config, hook and samples are those the run started with. A defense hook
     must have been prepared with the same checkpoint's step (`Defense.prepare(resume_step=...)`).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    if hook is not None:
-        atomic_write_text(run_dir / "defense.yaml", yaml.safe_dump(hook.resolved(), sort_keys=False))
-    trainer = train_steps(vlm, samples, config, run_dir / CHECKPOINTS, hook, resume_from)
-    out = saved_model_dir(run_dir, config)
+    run = Run(run_dir, config, hook, resume_from=resume_from)
+    run.admit(samples)
+    return finetune_in(run, vlm, samples)
+
+
+def finetune_in(run: Run, vlm: VLM, samples: Sequence[Sample]) -> ByornTrainer:
+    """`finetune` in a run whose samples are admitted already (with its defense as the hook): those
+    a defense judged, when `samples` is what it left of them (`Defense.training_set`)."""
+    run.record_settings()
+    config = run.config
+    trainer = train_steps(vlm, samples, config, run.dir / CHECKPOINTS, run.defense, run.checkpoint)
+    out = saved_model_dir(run.dir, config)
     trainer.save_model(str(out))  # every process takes part (FSDP gathers shards); the main one writes
     if trainer.is_world_process_zero():
         # The Trainer pickles its arguments beside the weights; config.yaml has them as text, and a
@@ -247,8 +208,8 @@ def finetune(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, run_dir: 
         (out / "training_args.bin").unlink(missing_ok=True)
         if not config.lora:
             vlm.processor.save_pretrained(str(out))
-        write_log(trainer, run_dir / "train_log.jsonl")
-        remove_if_empty(run_dir / CHECKPOINTS)  # without checkpoints, the Trainer's empty scratch folder
+        write_log(trainer, run.dir / "train_log.jsonl")
+        remove_if_empty(run.dir / CHECKPOINTS)  # without checkpoints, the Trainer's empty scratch folder
     return trainer
 
 

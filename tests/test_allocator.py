@@ -31,6 +31,9 @@ def faults_of_a_later_scoring_pass(mode: str) -> tuple[bool, int]:
     return kept == "True", int(faults)
 
 
+# slow: two fresh processes that each load the model; and the page-fault ratio depends on what else
+# the machine runs meanwhile, so a busy machine can fail it
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_a_later_scoring_pass_reuses_the_memory_the_first_freed():
     kept, faults = faults_of_a_later_scoring_pass("keep")

@@ -27,12 +27,13 @@ def shared_settings() -> list[tuple[str, list[str]]]:
 
 def test_grids_named_as_sharing_a_setting_have_it():
     settings = shared_settings()
-    assert [name for name, _ in settings] == ["standard", "judgement", "real photos"]
+    assert [name for name, _ in settings] == ["standard", "judgement", "lessons", "real photos"]
     for name, grids in settings:
         raw = {grid: yaml.safe_load((BENCHMARKS / grid).read_text(encoding="utf-8")) for grid in grids}
         first, *_ = raw.values()
         for grid, config in raw.items():
-            for key in ("n_train", "train", "world", "task"):
+            # each lesson is a task of its own, with the samples it needs
+            for key in ("train", "world") if name == "lessons" else ("n_train", "train", "world", "task"):
                 if key == "task" and name == "standard" and grid == "byorn_mixed.yaml":
                     continue  # a mix of two answer styles, trained the same way
                 assert config.get(key) == first.get(key), f"{grid}: {key} differs from the {name} setting"

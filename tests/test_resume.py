@@ -121,14 +121,15 @@ def test_a_run_on_a_data_set_moved_elsewhere_whole_resumes(tmp_path):
 def test_a_run_whose_defense_yaml_lacks_an_option_is_not_resumed_with_its_new_default(tmp_path):
     import yaml
 
-    from byorn.cli import _check_same_run
     from byorn.config import TrainConfig
     from byorn.defenses import build_defense
+    from byorn.run import Run, RunError
 
     defense = build_defense("byorn")
+    checkpoint = tmp_path / "trainer" / "checkpoint-3"
     (tmp_path / "defense.yaml").write_text(yaml.safe_dump(defense.resolved()))
-    _check_same_run(tmp_path, TrainConfig(), defense)  # the same settings: resumed
+    Run(tmp_path, TrainConfig(), defense, resume_from=checkpoint)  # the same settings: resumed
     older = {k: v for k, v in defense.resolved().items() if k != "rejudge"}  # written before rejudge existed
     (tmp_path / "defense.yaml").write_text(yaml.safe_dump(older))
-    with pytest.raises(SystemExit):
-        _check_same_run(tmp_path, TrainConfig(), defense)
+    with pytest.raises(RunError):
+        Run(tmp_path, TrainConfig(), defense, resume_from=checkpoint)

@@ -3,6 +3,7 @@ write, where LoRA attaches, and that a batch hook's output is what gets encoded 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -194,14 +195,36 @@ def test_batch_size_is_per_optimizer_step_over_all_processes(monkeypatch, tmp_pa
     assert training_arguments(TrainConfig(batch_size=8), tmp_path).per_device_train_batch_size == 8
 
 
+# The options byorn uses itself, not the Trainer: which model to load and whether its own code may
+# run (load_vlm), and LoRA's, which go to PEFT's LoraConfig (attach_lora; the LoRA tests above).
+NOT_THE_TRAINERS = {"model", "trust_remote_code", "lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target"}
+# Every other option: a value other than its default, where TrainingArguments has it, and what it is there
+# (batch_size is the global batch: 8 over 2 accumulation steps is 4 a step).
+TRAINERS = {
+    "epochs": (2.5, lambda a: a.num_train_epochs, 2.5),
+    "max_steps": (7, lambda a: a.max_steps, 7),
+    "batch_size": (8, lambda a: a.per_device_train_batch_size, 4),
+    "gradient_accumulation_steps": (2, lambda a: a.gradient_accumulation_steps, 2),
+    "learning_rate": (3e-4, lambda a: a.learning_rate, 3e-4),
+    "warmup": (2, lambda a: a.warmup_steps, 2),
+    "weight_decay": (0.1, lambda a: a.weight_decay, 0.1),
+    "seed": (5, lambda a: (a.seed, a.data_seed), (5, 5)),
+    "logging_steps": (3, lambda a: a.logging_steps, 3),
+    "save_steps": (6, lambda a: a.save_steps, 6),
+    "bf16": (True, lambda a: a.bf16, True),
+    "gradient_checkpointing": (True, lambda a: a.gradient_checkpointing, True),
+    "report_to": ("tensorboard", lambda a: a.report_to, ["tensorboard"]),
+}
+
+
 def test_every_training_option_reaches_the_trainers_arguments(tmp_path):
     from byorn.train import training_arguments
 
-    config = TrainConfig(epochs=2.5, max_steps=7, batch_size=8, gradient_accumulation_steps=2, learning_rate=3e-4,
-                         warmup=2, weight_decay=0.1, seed=5, logging_steps=3, save_steps=6, gradient_checkpointing=True,
-                         report_to="tensorboard")
-    args = training_arguments(config, tmp_path)
-    assert (args.num_train_epochs, args.max_steps, args.per_device_train_batch_size, args.gradient_accumulation_steps,
-            args.learning_rate, args.warmup_steps, args.weight_decay, args.seed, args.data_seed, args.logging_steps,
-            args.save_steps, args.gradient_checkpointing, args.report_to) == \
-        (2.5, 7, 4, 2, 3e-4, 2, 0.1, 5, 5, 3, 6, True, ["tensorboard"])
+    # an option added to TrainConfig fails here until it is in one of the two
+    assert TRAINERS.keys() | NOT_THE_TRAINERS == {f.name for f in dataclasses.fields(TrainConfig)}
+    args = training_arguments(TrainConfig(**{name: value for name, (value, _, _) in TRAINERS.items()}), tmp_path)
+    assert {name: read(args) for name, (_, read, _) in TRAINERS.items()} == \
+        {name: expected for name, (_, _, expected) in TRAINERS.items()}
+    # each value shows in the arguments only because it was given: the defaults' arguments differ in every one
+    defaults = training_arguments(TrainConfig(), tmp_path)
+    assert [name for name, (_, read, expected) in TRAINERS.items() if read(defaults) == expected] == []
