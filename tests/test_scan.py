@@ -79,3 +79,25 @@ def test_scan_csv_keeps_untrusted_text_from_running_as_a_spreadsheet_formula(tmp
         cells = {row["id"]: row for row in csv.DictReader(handle)}
     assert cells[samples[4].id]["response"] == "'" + samples[4].response
     assert cells[samples[0].id]["response"] == samples[0].response  # ordinary text as it is
+
+
+def test_scan_with_the_training_settings_flags_what_byorn_train_will_and_says_when_it_has_none(tmp_path):
+    from byorn.config import TrainConfig
+    from byorn.defenses import ByornConfig, ByornDefense
+    from byorn.models import load_vlm
+
+    samples = shapes.downstream_samples(40, seed=3)
+    samples = [s.with_response(PLANTED) if i % 10 == 4 else s for i, s in enumerate(samples)]
+    data = save_jsonl(samples, tmp_path / "data")
+    settings = ["lora=false", "learning_rate=0.01", "batch_size=4"]
+    result = CliRunner().invoke(main, ["scan", "--data", str(data), "--out", str(tmp_path / "scan"), *settings])
+    assert result.exit_code == 0, result.output
+    assert "no training settings given" not in result.output
+    scanned = {r["id"] for r in map(json.loads, (tmp_path / "scan" / "scan.jsonl").read_text().splitlines())
+               if r["flagged"]}
+    defense = ByornDefense(ByornConfig())  # as byorn train --defense byorn judges with those settings
+    defense.prepare(load_vlm("byorn-tiny"), samples, tmp_path / "train",
+                    train=TrainConfig(lora=False, learning_rate=0.01, batch_size=4))
+    assert scanned == {s.id for s, hit in zip(samples, defense.flagged) if hit}
+    bare = CliRunner().invoke(main, ["scan", "--data", str(data), "--n", "40", "--out", str(tmp_path / "bare")])
+    assert "no training settings given" in bare.output

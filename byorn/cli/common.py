@@ -58,20 +58,29 @@ def renamed(param: str, *old: str, multiple: bool = False) -> Decorator:
     return decorate
 
 
-def data_option(required: bool = False) -> Decorator:
-    """--data, the same on every command; DATA as a positional argument still works (the old spelling)."""
+def data_option(required: bool = False, overrides: bool = False) -> Decorator:
+    """--data, the same on every command; DATA as a positional argument still works (the old spelling).
+    overrides: the command also takes KEY=VALUE training settings as arguments (`overrides`)."""
     def decorate(command):
         @functools.wraps(command)
         def with_positional(*args, **kwargs):
-            positional = kwargs.pop("positional_data")
-            if positional and kwargs["data"]:
-                fail(f"data given twice: --data {kwargs['data']} and {positional}")
-            kwargs["data"] = kwargs["data"] or positional
+            given = kwargs.pop("positional")
+            settings = tuple(a for a in given if "=" in a)
+            positional = [a for a in given if "=" not in a]
+            if settings and not overrides:
+                fail(f"unexpected argument {settings[0]!r}: this command takes no KEY=VALUE settings")
+            named = [f"--data {kwargs['data']}"] if kwargs["data"] else []
+            if len(named + positional) > 1:
+                fail(f"data given twice: {' and '.join(named + positional)}")
+            kwargs["data"] = kwargs["data"] or (positional[0] if positional else None)
             if required and not kwargs["data"]:
                 fail("--data is required")
+            if overrides:
+                kwargs["overrides"] = settings
             return command(*args, **kwargs)
 
-        with_argument = click.argument("positional_data", required=False, metavar="")(with_positional)
+        metavar = "[KEY=VALUE]..." if overrides else ""
+        with_argument = click.argument("positional", nargs=-1, metavar=metavar)(with_positional)
         return click.option("--data", default=None if required else "shapes", show_default=not required,
                             help=DATA_HELP)(with_argument)
 

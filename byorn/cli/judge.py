@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,10 +44,14 @@ def _judge_options_help(config: str = "judging") -> type[click.Command]:
     return Command
 
 
-warm_up_config = click.option(
-    "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-    help="the training config (YAML, as `byorn train --config`) the data is meant for: the warmed reference's "
-         "short fine-tune uses its settings (default: `byorn train`'s defaults)")
+def warm_up_config(command: Callable) -> Callable:
+    """--config (and the KEY=VALUE settings data_option(overrides=True) passes): the training
+    settings the data is meant for, as `byorn train` takes them."""
+    return click.option(
+        "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+        help="the training config (YAML, as `byorn train --config`; KEY=VALUE arguments override it) the data is "
+             "meant for: the warmed reference's short fine-tune uses its settings, so the judgement is the one "
+             "`byorn train --defense byorn` makes with them (default: `byorn train`'s defaults)")(command)
 
 
 def _options_and_samples(config_class: type, options: tuple[str, ...], command: str, data: str, n: int, on_bad: str,
@@ -63,12 +68,17 @@ def _options_and_samples(config_class: type, options: tuple[str, ...], command: 
     return config, samples
 
 
-def _judge_of(model: str | None, config_path: str | None, bf16: bool, samples: list[Sample], on_bad: str,
-              out_dir: str) -> tuple[TrainConfig, VLM, list[Sample]]:
+def _judge_of(model: str | None, config_path: str | None, overrides: tuple[str, ...], bf16: bool,
+              samples: list[Sample], on_bad: str, out_dir: str) -> tuple[TrainConfig, VLM, list[Sample]]:
     """The training config the data is meant for (the warm-up's settings), the model that judges
     (--model, else that config's) and the samples it can read."""
+    if config_path is None and not overrides:
+        # the warm-up fine-tunes with the training's settings: other settings warm another reference
+        click.echo("byorn: no training settings given: the warm-up uses byorn train's defaults; give the settings "
+                   "you will train with (--config FILE or KEY=VALUE, as byorn train takes them) to judge as "
+                   "byorn train --defense byorn will", err=True)
     try:
-        train = load_config(TrainConfig, config_path, ())
+        train = load_config(TrainConfig, config_path, overrides)
         vlm = loaded_model(model or train.model, bf16=bf16)
     except (OSError, ValueError) as exc:  # a bad config; no such model
         fail(str(exc))
@@ -92,17 +102,18 @@ def _judge_of(model: str | None, config_path: str | None, bf16: bool, samples: l
 @on_bad_sample
 @image_folder
 @bf16
-@data_option(required=True)
+@data_option(required=True, overrides=True)
 @renamed("options", "--option", "-o", multiple=True)
 def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tuple[str, ...], top: int,
-         config_path: str | None, on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
+         config_path: str | None, overrides: tuple[str, ...], on_bad_sample: str, image_folder: str | None,
+         bf16: bool) -> None:
     """Rank a data set (--data: a data file, or 'shapes') by response implausibility, without training."""
     from byorn.defenses.byorn_config import JudgeConfig
     from byorn.scan import scan as run_scan
 
     config, samples = _options_and_samples(JudgeConfig, options, "scan", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
-    train, vlm, samples = _judge_of(model, config_path, bf16, samples, on_bad_sample, out_dir)
+    train, vlm, samples = _judge_of(model, config_path, overrides, bf16, samples, on_bad_sample, out_dir)
     try:
         rows = run_scan(vlm, samples, config, out_dir, train)
     except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit
@@ -132,10 +143,11 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
 @on_bad_sample
 @image_folder
 @bf16
-@data_option(required=True)
+@data_option(required=True, overrides=True)
 @renamed("options", "--option", "-o", multiple=True)
 def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool, config_path: str | None,
-          options: tuple[str, ...], on_bad_sample: str, image_folder: str | None, bf16: bool) -> None:
+          overrides: tuple[str, ...], options: tuple[str, ...], on_bad_sample: str, image_folder: str | None,
+          bf16: bool) -> None:
     """BYORn before training, for any trainer: judge DATA as BYORn does, replace each
     flagged response with the answer BYORn trains on (or drop the sample), and write the set back in
     DATA's layout. With the same --config, training on the output is what
@@ -148,7 +160,7 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
     layout = ("jsonl" if data.lower().endswith(".jsonl") else "parquet" if data.lower().endswith(".parquet")
               else "rows" if Path(data).is_dir() else "llava")
     refuse_writing_over(data, samples, out_dir, LAYOUT_FILES[layout])
-    train, vlm, samples = _judge_of(model, config_path, bf16, samples, on_bad_sample, out_dir)
+    train, vlm, samples = _judge_of(model, config_path, overrides, bf16, samples, on_bad_sample, out_dir)
     try:
         cleaned = run_clean(vlm, samples, config, out_dir, layout=layout, drop=drop, train=train)
     except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit
