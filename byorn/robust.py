@@ -10,14 +10,8 @@ import numpy as np
 MAD_TO_SIGMA = 1.4826  # 1.4826 x MAD estimates the standard deviation of normal data
 
 
-def median_mad(values: Sequence[float]) -> tuple[float, float]:
-    """The median and the median absolute deviation from it (unscaled)."""
-    values = np.asarray(values, dtype=float)
-    median = float(np.median(values))
-    return median, float(np.median(np.abs(values - median)))
-
-
 def mad_z(values: Sequence[float]) -> np.ndarray:
     """(value - median) / (1.4826 * MAD): robust z-scores; no spread (MAD 0) divides by a tiny number."""
-    median, mad = median_mad(values)
-    return (np.asarray(values, dtype=float) - median) / max(MAD_TO_SIGMA * mad, 1e-12)
+    values = np.asarray(values, dtype=float)
+    median = np.median(values)
+    return (values - median) / max(MAD_TO_SIGMA * float(np.median(np.abs(values - median))), 1e-12)

@@ -19,6 +19,8 @@ from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
 from byorn.defenses import ByornConfig, ByornDefense, ThresholdRule, build_defense, flag, group_keys
 from byorn.defenses.base import NoDefense
+from byorn.defenses.byorn_config import JudgeConfig
+from byorn.defenses.thresholds import robust_z
 from byorn.distributed import weights_sharded
 from byorn.models.hf import IGNORE_INDEX, VLM
 from byorn.review import write_run_review
@@ -253,13 +255,14 @@ def test_quantile_rule_flags_above_the_interpolated_quantile():
     assert result.flagged == [False] * 8 + [True, True]
 
 
-def test_mad_rule_uses_the_scaled_median_absolute_deviation():
+def test_the_mad_rule_flags_scores_more_than_k_scaled_mads_above_their_groups_median():
+    # as the defense cuts: each score in its group's MAD units, then the absolute rule at k
     scores = [1.0, 2.0, 3.0, 4.0, 100.0]  # median 3, absolute deviations 2 1 0 1 97 -> MAD 1
-    result = flag(scores, ["all"] * 5, ThresholdRule("mad", k=3.0))
-    assert result.thresholds["all"] == pytest.approx(3 + 3 * 1.4826)
-    assert result.flagged == [False, False, False, False, True]
-    # above the median
-    assert flag(scores, ["all"] * 5, ThresholdRule("mad", k=0.0)).flagged == [False] * 3 + [True] * 2
+    z = robust_z(scores, ["all"] * 5)
+    assert z == pytest.approx([(x - 3) / 1.4826 for x in scores])
+    result = flag(z, ["all"] * 5, JudgeConfig(k=3.0).threshold_rule())
+    assert result.thresholds == {"all": 3.0} and result.flagged == [False, False, False, False, True]
+    assert flag(z, ["all"] * 5, JudgeConfig(k=0.0).threshold_rule()).flagged == [False] * 3 + [True] * 2
 
 
 def test_absolute_rule_flags_strictly_above_the_value():
@@ -269,14 +272,15 @@ def test_absolute_rule_flags_strictly_above_the_value():
 def test_each_group_gets_its_own_threshold():
     scores = [1.0, 2.0, 3.0, 4.0, 20.0, 50.0, 51.0, 52.0, 53.0, 54.0]
     groups = ["a"] * 5 + ["b"] * 5
-    rule = ThresholdRule("mad", k=3.0)
-    # One global threshold (median 35, MAD 18.5) flags nothing; per group the outlier of "a" stands out
+    rule = JudgeConfig(k=3.0).threshold_rule()
+    # One global scale (median 35, MAD 18.5) flags nothing; per group the outlier of "a" stands out
     # and the uniformly high but unremarkable "b" is left alone.
-    assert flag(scores, ["all"] * 10, rule).flagged == [False] * 10
-    result = flag(scores, groups, rule)
+    assert flag(robust_z(scores, ["all"] * 10), ["all"] * 10, rule).flagged == [False] * 10
+    result = flag(robust_z(scores, groups), groups, rule)
     assert result.flagged == [False] * 4 + [True] + [False] * 5
-    assert result.thresholds == {"a": pytest.approx(3 + 3 * 1.4826), "b": pytest.approx(52 + 3 * 1.4826)}
     assert result.groups == groups
+    # a quantile cuts each group at its own quantile
+    assert flag(scores, groups, ThresholdRule("quantile", quantile=0.5)).thresholds == {"a": 3.0, "b": 52.0}
 
 
 def test_group_keys_by_task_or_instruction():
@@ -297,7 +301,7 @@ def test_group_keys_by_task_or_instruction():
 ])
 def test_bad_rule_parameters_name_the_field(changes, field):
     with pytest.raises(ValueError, match=f"^{field} "):
-        ThresholdRule(**changes)
+        JudgeConfig(**changes)
     with pytest.raises(ValueError, match=f"^{field} "):
         ByornConfig(**changes)
 
@@ -510,7 +514,6 @@ def test_bfloat16_scores_are_cached_apart_and_rank_the_samples_as_float32_does(f
 
 def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, tmp_path):
     from byorn.defenses.byorn import judge
-    from byorn.defenses.byorn_config import JudgeConfig
 
     samples = shapes.downstream_samples(30, seed=9)
     samples[3] = samples[3].with_response(POISON)
@@ -530,7 +533,6 @@ def test_combined_variants_flag_the_union_of_each_scores_own_mad_cut(tiny_vlm, t
 
 def test_the_combined_score_takes_a_z_scaled_score_as_it_is_and_the_others_in_mad_units():
     from byorn.defenses.byorn import combined_score
-    from byorn.defenses.thresholds import robust_z
 
     groups = ["all"] * 6
     nll = [1.0, 1.1, 0.9, 1.2, 0.8, 1.0]

@@ -45,7 +45,7 @@ from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, read_vouch_file, save_verdict
 from byorn.defenses.live_answers import LiveAnswers
-from byorn.defenses.thresholds import Flagging, ThresholdRule, flag, group_keys, robust_z
+from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z
 from byorn.distributed import map_sharded, weights_sharded
 from byorn.models.hf import VLM
 from byorn.scoring import Z_SCALED, ScoreCache, reference_model, score_variants, scoring_dtype
@@ -130,8 +130,7 @@ def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: s
     # Other rules cut the combined score (a quantile of it, or an absolute number of MADs); a
     # quantile of one score in MAD units flags what the same quantile of its raw values flags.
     scores = combined_score(parts, per_variant, groups)
-    rule = ThresholdRule("absolute", absolute=config.k) if config.rule == "mad" else config.threshold_rule()
-    return _spare(Judgement(scores, flag(scores, groups, rule)), spared)
+    return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule())), spared)
 
 
 def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float]],

@@ -10,11 +10,12 @@ import math
 from dataclasses import dataclass
 
 from byorn.config import check_choice, option
-from byorn.defenses.thresholds import GROUPINGS, RULES, ThresholdRule
+from byorn.defenses.thresholds import GROUPINGS, ThresholdRule
 from byorn.scoring import PRECISIONS, VARIANTS
 
 DEFAULT_VARIANT = "mean_nll+image_contradiction+token_surprise+shared_answer"
 DEFAULT_K = 1.5
+RULES = ("quantile", "mad", "absolute")  # mad: the absolute rule on scores in MAD units, at k
 
 
 @dataclass
@@ -104,7 +105,15 @@ class JudgeConfig:
         return self.variant.split("+")
 
     def threshold_rule(self) -> ThresholdRule:
-        return ThresholdRule(self.rule, self.quantile, self.k, self.absolute)
+        """The cut of the verdict's scores: rule mad cuts them in MAD units, at k."""
+        check_choice("rule", self.rule, RULES)
+        if not self.k >= 0.0:  # also rejects nan
+            raise ValueError(f"k must be >= 0; got {self.k!r}")
+        if not 0.0 < self.quantile < 1.0:  # whichever rule is chosen: a bad value fails when it is given
+            raise ValueError(f"quantile must be in (0, 1); got {self.quantile!r}")
+        if self.rule == "mad":
+            return ThresholdRule("absolute", absolute=self.k)
+        return ThresholdRule(self.rule, self.quantile, self.absolute)
 
 
 

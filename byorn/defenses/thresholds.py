@@ -1,8 +1,8 @@
 """Which scores are too high: a threshold rule applied within groups of samples.
 
-Rules: "quantile" (above the q-th quantile), "mad" (above median + k * MAD, the MAD scaled by
-1.4826 so it estimates the standard deviation of normal data), "absolute" (above a fixed value).
-A sample is flagged when its score is strictly above its group's threshold.
+Rules: "quantile" (above the q-th quantile of the group's scores), "absolute" (above a fixed value).
+A sample is flagged when its score is strictly above its group's threshold. BYORn's MAD rule is the
+absolute rule on scores in their group's MAD units (`robust_z`: above k MADs over the median).
 
 Groups exist because plausibility depends on the task: a data set that mixes a familiar and an
 unfamiliar answer style gives two clusters of clean scores, and a subtle poison that stands out
@@ -21,9 +21,9 @@ import numpy as np
 
 from byorn.config import check_choice
 from byorn.data import Sample
-from byorn.robust import MAD_TO_SIGMA, mad_z, median_mad
+from byorn.robust import mad_z
 
-RULES = ("quantile", "mad", "absolute")
+RULES = ("quantile", "absolute")
 GROUPINGS = ("none", "task", "instruction")
 ALL = "all"  # the one group when samples are not grouped
 
@@ -32,26 +32,20 @@ ALL = "all"  # the one group when samples are not grouped
 class ThresholdRule:
     """A rule and its parameters; invalid values fail here, naming the field."""
 
-    rule: str = "mad"
+    rule: str = "quantile"
     quantile: float = 0.9
-    k: float = 3.0
     absolute: float = math.inf
 
     def __post_init__(self) -> None:
         check_choice("rule", self.rule, RULES)
         if not 0.0 < self.quantile < 1.0:
             raise ValueError(f"quantile must be in (0, 1); got {self.quantile!r}")
-        if not self.k >= 0.0:  # also rejects nan
-            raise ValueError(f"k must be >= 0; got {self.k!r}")
         if self.rule == "absolute" and not math.isfinite(self.absolute):
             raise ValueError(f"absolute must be a finite number with rule='absolute'; got {self.absolute!r}")
 
     def threshold(self, scores: np.ndarray) -> float:
         if self.rule == "quantile":
             return float(np.quantile(scores, self.quantile))
-        if self.rule == "mad":
-            median, mad = median_mad(scores)
-            return median + self.k * MAD_TO_SIGMA * mad
         return self.absolute
 
 
