@@ -16,6 +16,7 @@ import click
 from byorn.allocator import keep_freed_memory
 from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config, parse_overrides, read_yaml
 from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
+from byorn.text import inert
 from byorn.worlds import WORLDS
 
 # No run-time downloads: models and data come from local directories or our own code.
@@ -46,7 +47,7 @@ def _judge_options_help(config: str = "judging") -> type[click.Command]:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {inert(message, keep=chr(10))}", err=True)  # byorn.text: the data's text stays text
     sys.exit(2)
 
 
@@ -206,7 +207,7 @@ class _EchoHandler(logging.Handler):
     """byorn's own log lines (a defense's "flagged N of M samples") on whatever stderr is now."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"byorn: {self.format(record)}", err=True)
+        click.echo(f"byorn: {inert(self.format(record))}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -461,7 +462,7 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
     for row in rows[:top]:
         mark = "FLAG" if row.flagged else "    "
-        click.echo(f"{row.rank:>5} {mark} {row.score:7.3f}  {row.id}  {row.response[:70]!r}")
+        click.echo(f"{row.rank:>5} {mark} {row.score:7.3f}  {inert(row.id)}  {row.response[:70]!r}")
     click.echo(f"written to {out_dir}/scan.jsonl, scan.csv, scores.png; review what was flagged: "
                f"{out_dir}/review.html")
 

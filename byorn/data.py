@@ -14,9 +14,17 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from byorn.text import inert
+
 
 class DataError(ValueError):
-    """Bad input data. The message names the file, the record (line or index) and the field."""
+    """Bad input data. The message names the file, the record (line or index) and the field.
+
+    It is one line, whatever the data holds: the ids, paths and texts it quotes are made inert
+    (byorn.text), so a newline or an escape sequence in them cannot forge or hide a line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(inert(message))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -48,7 +48,7 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS)
     writer.writeheader()
-    writer.writerows({k: _inert(v) for k, v in vars(r).items()} for r in rows)
+    writer.writerows({k: _spreadsheet_text(v) for k, v in vars(r).items()} for r in rows)
     atomic_write_text(out_dir / "scan.csv", buffer.getvalue())
     score = f"{config.variant}, then {config.rejudge_variant} (MAD units)" if config.rejudge else config.variant
     plot_histogram(scores, flagging.thresholds, score, out_dir / "scores.png")
@@ -57,10 +57,16 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     return rows
 
 
-def _inert(value: object) -> object:
-    """A cell a spreadsheet shows as text: untrusted text starting with =, +, -, @ (or a tab or
-    carriage return) would be run as a formula when scan.csv is opened; a quote in front stops it."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+# what a spreadsheet reads as the start of a formula, in ASCII and full width (Excel and others
+# fold ＝ to =)
+FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def _spreadsheet_text(value: object) -> object:
+    """A cell a spreadsheet shows as text: untrusted text starting with =, +, -, @ (full width
+    too, and after leading spaces, tabs or line breaks, which spreadsheets skip) would be run as a
+    formula when scan.csv is opened; a quote in front stops it."""
+    if isinstance(value, str) and (value[:1] in ("\t", "\r") or value.lstrip().startswith(FORMULA_STARTS)):
         return "'" + value
     return value
 
