@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def plot_histogram(scores: Sequence[float], thresholds: dict[str, float], varian
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 3.5))
-    axes.hist(scores, bins=50, color="#4477aa")
+    axes.hist(scores, bins=_bins(scores), color="#4477aa")
     for group, value in thresholds.items():
         axes.axvline(value, color="#cc3311", linestyle="--", label=f"threshold {group}: {value:.2f}")
     axes.set_xlabel(f"implausibility ({variant})")
@@ -87,3 +88,13 @@ def plot_histogram(scores: Sequence[float], thresholds: dict[str, float], varian
     figure.tight_layout()
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
     plt.close(figure)
+
+
+def _bins(scores: Sequence[float]) -> int | list[float]:
+    """50 bins, or one bin around scores too close together to split: matplotlib cannot cut a
+    range of a few ulps into 50 ("Too many bins for data range")."""
+    finite = [s for s in scores if math.isfinite(s)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    if high - low > 1e-9 * max(1.0, abs(low), abs(high)):
+        return 50
+    return [low - 0.5, high + 0.5]
