@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -48,7 +48,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(path: Path, where: str) -> Image.Image:
-    """Open and fully decode an image file as RGB; any failure is a DataError naming the file.
+    """Open and fully decode an image file as RGB; any failure is a DataError naming the file."""
+    return decode_pixels(path, f"{path}: {where}")
+
+
+def decode_pixels(source: Path | IO[bytes], where: str) -> Image.Image:
+    """Fully decode an image (a file, or bytes a data set holds) as RGB; any failure is a DataError
+    that begins with `where`.
 
     Pillow's decompression-bomb guard stays on and is strict: an image over
     `PIL.Image.MAX_IMAGE_PIXELS` is an error, not the warning Pillow gives below twice that.
@@ -56,17 +62,17 @@ def decode_image(path: Path, where: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 opened.load()
                 # a camera's JPEG stores its pixels as the sensor saw them and says in EXIF how
                 # to turn them; every viewer (and transformers' load_image) shows them turned
                 return to_rgb(ImageOps.exif_transpose(opened))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: {where}: image too large, over Pillow's decompression-bomb limit of "
+        raise DataError(f"{where}: image too large, over Pillow's decompression-bomb limit of "
                         f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS only for "
                         "files you trust") from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: {where}: cannot decode image ({exc})") from exc
+        raise DataError(f"{where}: cannot decode image ({exc})") from exc
 
 
 def turn_id(record: str, turn: int) -> str:

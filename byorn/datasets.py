@@ -16,6 +16,7 @@ instructions, responses, meta and pixels; a sample without `meta["source"]` gain
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
@@ -28,7 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from byorn.chat_rows import row_to_sample, sample_to_row
-from byorn.data import DataError, Sample, conversation_of, decode_image, turn_id
+from byorn.data import DataError, Sample, conversation_of, decode_image, decode_pixels, turn_id
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -322,41 +323,31 @@ def _hf_datasets(path: Path):
 def load_rows(path: str | Path, checks: LoadChecks = LoadChecks(),
               image_root: str | Path | None = None) -> list[Sample]:
     """A Hugging Face data set of conversational rows (byorn.chat_rows: id, images, messages): a
-    `save_to_disk` folder or a Parquet file; images come decoded by `datasets`."""
+    `save_to_disk` folder or a Parquet file.
+
+    The rows are read raw, never decoded by `datasets`: it would open an image given as a path
+    (and no bytes) wherever the path points. byorn decodes an image's bytes itself, and holds an
+    image given as a path to the checks of the file formats (inside the image root, a file that
+    decodes). A Parquet file is read into memory, so nothing is written to the `datasets` cache."""
     path = Path(path)
-    datasets = _hf_datasets(path)
-    try:
-        table = datasets.load_from_disk(str(path)) if path.is_dir() else \
-            datasets.load_dataset("parquet", data_files=str(path), split="train")
-    except (OSError, ValueError, FileNotFoundError) as exc:
-        raise DataError(f"{path}: cannot read a Hugging Face data set ({exc})") from exc
-    if isinstance(table, datasets.DatasetDict):
-        raise DataError(f"{path}: a DatasetDict with splits {list(table)}; point at one split's folder")
+    rows = _raw_rows(path)
     # where an image given as a path lies: the data set's folder unless said; an absolute path is
     # taken if it lies there (the rows of a `datasets` folder often hold them)
     root = Path(image_root if image_root is not None else path if path.is_dir() else path.parent).resolve()
     samples, seen = [], {}
-    for index in range(len(table)):
+    for index in range(rows.num_rows):
         loc = f"{path}: row {index}"
         try:
             try:
-                row = table[index]  # `datasets` decodes the row's image here
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise DataError(f"{loc}, field 'images': cannot decode the image ({exc})") from exc
-            try:
-                sample = row_to_sample(row, index)
+                sample = row_to_sample(rows.slice(index, 1).to_pylist()[0], index)
             except DataError as exc:  # it names the row and field; the file goes in front
                 raise DataError(f"{path}: {exc}") from exc
-            # the checks of the file formats: texts, id, and an image given as a path (relative to the data set)
-            image = sample.image
-            if isinstance(image, str) and Path(image).is_absolute() and root in Path(image).resolve().parents:
-                image = str(Path(image).resolve().relative_to(root))
+            image = _row_image(sample.image, loc, root)
             fields = {"id": sample.id, "instruction": sample.instruction, "response": sample.response,
                       "image": None if isinstance(image, Image.Image) else image}
             checked = _to_sample(fields, loc, f"row {index}", root, seen, checks, labels=ROW_FIELDS)
-            if isinstance(sample.image, Image.Image):
-                _check_pixels(sample.image, loc)
-                checked.image = sample.image
+            if isinstance(image, Image.Image):
+                checked.image = image
             samples.append(checked)
         except DataError as error:
             checks.handle(error)
@@ -366,11 +357,54 @@ def load_rows(path: str | Path, checks: LoadChecks = LoadChecks(),
 ROW_FIELDS = {"instruction": "messages", "response": "messages", "image": "images"}  # where a row keeps them
 
 
-def _check_pixels(image: Image.Image, loc: str) -> None:
-    """A decoded image under Pillow's decompression-bomb limit, as `decode_image` holds files to."""
-    if image.width * image.height > Image.MAX_IMAGE_PIXELS:
-        raise DataError(f"{loc}, field 'images': image too large, {image.width}x{image.height} pixels, over Pillow's "
-                        f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,}")
+def _raw_rows(path: Path):
+    """The rows of a Parquet file or a `save_to_disk` folder as an Arrow table, undecoded."""
+    datasets = _hf_datasets(path)
+    import pyarrow.parquet
+
+    try:
+        if not path.is_dir():
+            return pyarrow.parquet.read_table(path)
+        _check_saved_files(path)
+        return datasets.load_from_disk(str(path)).with_format("arrow")[:]
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: cannot read a Hugging Face data set ({exc})") from exc
+
+
+def _check_saved_files(path: Path) -> None:
+    """A `save_to_disk` folder names its Arrow files in state.json, and `datasets` opens them as
+    named: each must lie inside the folder (a `../../elsewhere.arrow` would be read)."""
+    if (path / "dataset_dict.json").exists():
+        raise DataError(f"{path}: a DatasetDict (dataset_dict.json lists its splits); point at one split's folder")
+    state = path / "state.json"
+    if not state.is_file():
+        raise DataError(f"{path}: no state.json: not a folder written by datasets' save_to_disk")
+    named = _parse_json(_read_text(state), state)
+    for key in ("_data_files", "_indices_data_files"):
+        files = named.get(key, []) if isinstance(named, dict) else None
+        if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("filename"), str)
+                                                  for f in files):
+            raise DataError(f"{state}: field {key!r}: must be a list of {{'filename': ...}}")
+        for i, file in enumerate(files):
+            target = (path / file["filename"]).resolve()
+            if not target.is_relative_to(path.resolve()):
+                raise DataError(f"{state}: field '{key}[{i}].filename': {file['filename']!r} resolves to {target}, "
+                                f"outside the data set folder {path.resolve()}")
+
+
+def _row_image(image: Any, loc: str, root: Path) -> Image.Image | str | None:
+    """A raw row's image as the loader takes it: bytes decoded here (with the decompression-bomb
+    guard); a path (a string, or a {bytes: None, path} image) given back for the path checks, made
+    relative when it is absolute inside the image root; None for a text-only row."""
+    if isinstance(image, dict):
+        if image.get("bytes") is not None:
+            return decode_pixels(io.BytesIO(image["bytes"]), f"{loc}, field 'images'")
+        if not isinstance(image.get("path"), str):
+            raise DataError(f"{loc}, field 'images': an image with neither bytes nor a path")
+        image = image["path"]
+    if isinstance(image, str) and Path(image).is_absolute() and Path(image).resolve().is_relative_to(root):
+        return str(Path(image).resolve().relative_to(root))
+    return image
 
 
 def save_rows(samples: Sequence[Sample], out_dir: str | Path, parquet: bool = False) -> Path:
