@@ -58,11 +58,20 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
         flagged_records = {conversation_of(s) or s.id for s in samples if s.id in answers}
         kept = [s for s in samples if (conversation_of(s) or s.id) not in flagged_records]
     else:
-        kept = [s.with_response(answers[s.id], replaced=True, original_response=s.response) if s.id in answers else s
-                for s in samples]
+        kept = [_replaced(s, answers) for s in samples]
     data = SAVERS[layout](kept, out_dir)
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
                  replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()},
                  title=f"byorn clean: {out_dir.name}")
     return Cleaned(data, list(answers), len(samples), len(kept))
+
+
+def _replaced(sample: Sample, answers: dict[str, str]) -> Sample:
+    """`sample` with its flagged answer replaced, and the flagged answers of its conversation's
+    earlier turns replaced in its history (a later turn must not read the attacker's answer)."""
+    if sample.id in answers:
+        sample = sample.with_response(answers[sample.id], replaced=True, original_response=sample.response)
+    earlier = sample.turn.earlier if sample.turn is not None else ()
+    history = tuple((asked, answers.get(id, answered)) for id, (asked, answered) in zip(earlier, sample.history))
+    return dataclasses.replace(sample, history=history) if history != sample.history else sample

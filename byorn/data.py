@@ -80,12 +80,24 @@ def turn_id(record: str, turn: int) -> str:
     return f"{record}#{turn}"
 
 
+@dataclass(frozen=True)
+class Turn:
+    """Where a sample stands in a conversation, as the data's layout says (a LLaVA record's turns;
+    JSONL lines whose histories continue one another), never as its meta says: meta is the data
+    author's, and keys there must not join, split or rename conversations.
+
+    earlier: the ids of the samples whose answers this one's history holds, turn by turn."""
+
+    record: str  # the conversation's id
+    number: int  # from 1
+    count: int  # the conversation's turns
+    earlier: tuple[str, ...] = ()
+
+
 def conversation_of(sample: Sample) -> str | None:
-    """The id of the conversation the LLaVA loader made `sample` from, one turn of it (meta record,
-    turn and turns); None for a sample of its own. A user's own meta["record"] alone is not one."""
-    meta = sample.meta
-    marked = meta.get("record") is not None and isinstance(meta.get("turn"), int) and isinstance(meta.get("turns"), int)
-    return meta["record"] if marked else None
+    """The id of the conversation `sample` is one turn of, as its loader found it; None for a
+    sample of its own. Nothing in meta makes a sample a turn."""
+    return sample.turn.record if sample.turn is not None else None
 
 
 def answer_key(response: str) -> str:
@@ -112,6 +124,7 @@ class Sample:
     response: str
     meta: dict[str, Any] = field(default_factory=dict)
     history: tuple[tuple[str, str], ...] = ()
+    turn: Turn | None = None  # set by a loader from the layout: byorn.data.Turn
 
     @property
     def has_image(self) -> bool:
@@ -127,4 +140,4 @@ class Sample:
 
     def with_response(self, response: str, **meta: Any) -> Sample:
         """A copy with another response (and extra meta), leaving this sample untouched."""
-        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history)
+        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history, self.turn)

@@ -15,7 +15,6 @@ instructions, responses, meta and pixels; a sample without `meta["source"]` gain
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -29,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from byorn.chat_rows import row_to_sample, sample_to_row
-from byorn.data import DataError, Sample, conversation_of, decode_image, decode_pixels, turn_id
+from byorn.data import DataError, Sample, Turn, conversation_of, decode_image, decode_pixels, turn_id
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -152,10 +151,13 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None,
     record), instruction, response, optional meta, optional history (the conversation's earlier
     turns as [instruction, response] pairs).
 
-    image_root defaults to the file's folder; blank lines are skipped.
+    image_root defaults to the file's folder; blank lines are skipped. A conversation is one line
+    per answer, each with the turns before it as its history: every answer in a history must be
+    the response of a line of its own (with the same image), so that it is judged there; the lines
+    are linked into conversations by those histories (byorn.data.Turn), never by their meta.
     """
     path = Path(path)
-    root, samples, seen = _image_root(path, image_root), [], {}
+    root, samples, seen, lines_of = _image_root(path, image_root), [], {}, {}
     # split("\n"), not splitlines(): U+2028 and friends may stand unescaped inside JSON strings.
     lines = _read_text(path).split("\n")
     for number, line in enumerate(tqdm(lines, desc=f"reading {path.name}", disable=None, leave=False), 1):
@@ -168,9 +170,54 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None,
                 raise DataError(f"{loc}: record must be a JSON object, got {type(record).__name__}")
             _check_image_key(record, loc)
             samples.append(_to_sample(record, loc, loc, root, seen, checks))
+            lines_of[samples[-1].id] = loc
         except DataError as error:
             checks.handle(error)
-    return samples
+    return _jsonl_conversations(samples, lines_of, checks)
+
+
+def _said(sample: Sample, history: tuple[tuple[str, str], ...], pair: tuple[str, str]) -> tuple:
+    """What identifies one answer of a JSONL conversation: the image, the turns before it, the turn."""
+    return str(sample.image), history, pair
+
+
+def _jsonl_conversations(samples: list[Sample], lines_of: dict[str, str], checks: LoadChecks) -> list[Sample]:
+    """Each JSONL line linked to the lines whose answers its history holds (Sample.turn), so an
+    answer is judged where it is a line's response and, if flagged, replaced in the later lines'
+    histories too; a line whose history holds an answer no line gives is an error (that answer
+    would go unjudged into training)."""
+    said: dict[tuple, str] = {}
+    for sample in samples:
+        said.setdefault(_said(sample, sample.history, (sample.instruction, sample.response)), sample.id)
+    earlier_of: dict[str, tuple[str, ...]] = {}
+    for sample in samples:
+        earlier = [said.get(_said(sample, sample.history[:k], pair)) for k, pair in enumerate(sample.history)]
+        if None in earlier:
+            k = earlier.index(None)
+            checks.handle(DataError(
+                f"{lines_of[sample.id]}: field 'history[{k}]': this earlier answer is not the response of any line "
+                "with this image and the turns before it, so byorn cannot judge it; give each turn of a "
+                "conversation a line of its own (its instruction, response, and the turns before it as history)"))
+            continue
+        earlier_of[sample.id] = tuple(earlier)
+    kept = [s for s in samples if s.id in earlier_of]
+    root = {s.id: (earlier_of[s.id] or (s.id,))[0] for s in kept}
+    turns = {}  # conversation root -> its number of turns (the longest line's)
+    for sample in kept:
+        if earlier_of[sample.id]:
+            turns[root[sample.id]] = max(turns.get(root[sample.id], 1), len(sample.history) + 1)
+    for sample in kept:
+        if (first := root[sample.id]) in turns:
+            chain = (*earlier_of[sample.id], sample.id)
+            sample.turn = Turn(_record_id(chain), len(chain), turns[first], earlier_of[sample.id])
+    return kept
+
+
+def _record_id(chain: tuple[str, ...]) -> str:
+    """A JSONL conversation's id: X where its lines are X#1, X#2, ... (as byorn writes a LLaVA
+    record's turns), else its first line's id."""
+    record = chain[0].removesuffix("#1")
+    return record if all(id == turn_id(record, n) for n, id in enumerate(chain, 1)) else chain[0]
 
 
 def _first_pair(record: dict[str, Any], loc: str, multi_turn: str) -> tuple[int, int]:
@@ -207,10 +254,10 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
     its response. A record without "image" is text-only (no placeholder); a placeholder without an
     image, several placeholders, or one after the first turn is an error. A conversation of
     several turns gives, with multi_turn="each", one sample per answer, "ID#1", "ID#2", ..., each
-    with the turns before it as its history and meta["record"], ["turn"] and ["turns"]
-    (save_llava_json puts them back together); "first" keeps the first pair and records the number
-    of dropped turns in meta["extra_turns"]; "error" refuses them. image_root defaults to the
-    file's folder.
+    with the turns before it as its history and its place in the conversation as `Sample.turn`
+    (save_llava_json puts them back together; the record's meta is each turn's, untouched);
+    "first" keeps the first pair and records the number of dropped turns in meta["extra_turns"];
+    "error" refuses them. image_root defaults to the file's folder.
     """
     if multi_turn not in ("each", "first", "error"):
         raise ValueError(f"multi_turn must be 'each', 'first' or 'error', got {multi_turn!r}")
@@ -273,11 +320,11 @@ def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], mul
         fields["response"] = turns[j + 1]["value"]
         if len(pairs) > 1:
             fields["id"] = turn_id(record["id"], number)
-            fields["meta"] = {**record.get("meta", {}), "record": record.get("id"), "turn": number,
-                              "turns": len(pairs)} if isinstance(record.get("meta", {}), dict) else record["meta"]
         labels = {"instruction": f"conversations[{j}].value", "response": f"conversations[{j + 1}].value"}
         sample = _to_sample(fields, loc, where, root, seen, checks, labels)
         sample.history = tuple(history)
+        if len(pairs) > 1:  # the record's layout, not its meta, makes the turns one conversation
+            sample.turn = Turn(record["id"], number, len(pairs), tuple(s.id for s in samples))
         history.append((sample.instruction, sample.response))
         samples.append(sample)
     if extra and multi_turn == "first":
@@ -420,21 +467,19 @@ def save_rows(samples: Sequence[Sample], out_dir: str | Path, parquet: bool = Fa
     return out_dir / "data"
 
 
-def _image_name(sample_id: str, taken: set[str]) -> str:
-    """A file name from an id; a hash of the id is appended when characters were replaced or the
-    name would clash on a case-insensitive file system, so distinct ids never share a file."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id).lstrip(".")[:100]
-    if name != sample_id or name.lower() in taken:
-        name = f"{name}-{hashlib.sha1(sample_id.encode()).hexdigest()[:10]}"
-    taken.add(name.lower())
-    return name + ".png"
+def _image_name(position: int, sample_id: str) -> str:
+    """The file name of the `position`-th image written: unique by construction (no two positions
+    share a prefix, on a case-insensitive file system too), whatever the ids are crafted to look
+    like; the id's safe characters follow, for a person browsing the folder."""
+    return f"{position:06d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', sample_id)[:80]}.png"
 
 
 def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str | None]:
     """Save every image as PNG and return the relative paths (None for a text-only sample); check
     what the loaders would reject."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    paths, ids, taken = [], set(), set()
+    paths, ids = [], set()
+    shared: dict[tuple, str] = {}  # (conversation, image) -> its file: one a conversation, as JSONL links its turns
     for sample in samples:
         if sample.id in ids:
             raise DataError(f"sample {sample.id!r}, field 'id': duplicate id among the samples to save")
@@ -446,10 +491,17 @@ def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str | None]:
         if not sample.has_image:
             paths.append(None)
             continue
-        relative = f"images/{_image_name(sample.id, taken)}"
+        image = sample.image if isinstance(sample.image, Path) else id(sample.image)  # PIL images: the same object
+        key = (sample.turn.record, image) if sample.turn is not None else None
+        if key in shared:
+            paths.append(shared[key])
+            continue
+        relative = f"images/{_image_name(len(paths), sample.id)}"
         pil = sample.pil()  # decode even path images: the output must not point back at the input
         atomic_write(out_dir / relative, lambda file, image=pil: image.save(file, format="PNG"))
         paths.append(relative)
+        if key is not None:
+            shared[key] = relative
     return paths
 
 
@@ -478,15 +530,14 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
     return out_dir / name
 
 
-# what the LLaVA loader adds to a turn's meta and the writer leaves out (it puts the conversation
-# back instead); turns before the first human one are not kept, so nothing is left to count
-_TURN_KEYS = ("record", "turn", "turns")
+# what the LLaVA loader adds to a record's first sample's meta and the writer leaves out: turns
+# before the first human one are not kept, so nothing is left to count
 _HEAD_ONLY_KEYS = ("turns_before_first_human",)
 
 
 def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:
     """The samples grouped into the conversations they came from: consecutive turns of one
-    meta["record"]; any other sample alone."""
+    conversation (Sample.turn, as the loader found it); any other sample alone."""
     groups: list[list[Sample]] = []
     started: set[str] = set()
     for sample in samples:
@@ -507,11 +558,10 @@ def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:
 
 
 def _next_turn(last: Sample, sample: Sample) -> bool:
-    """Whether `sample` is the turn after `last` in one conversation as the LLaVA loader marks it
-    (record, turn, turns): a user's own meta["record"] alone does not join records."""
-    before, now = last.meta, sample.meta
-    return (conversation_of(last) is not None and conversation_of(sample) == conversation_of(last)
-            and now["turns"] == before["turns"] and now["turn"] == before["turn"] + 1)
+    """Whether `sample` is the turn after `last` in one conversation as its loader found it."""
+    before, now = last.turn, sample.turn
+    return (before is not None and now is not None and now.record == before.record and now.count == before.count
+            and now.number == before.number + 1)
 
 
 def _llava_out(turns: list[Sample], image: str | None) -> dict:
@@ -521,10 +571,10 @@ def _llava_out(turns: list[Sample], image: str | None) -> dict:
     for index, (instruction, response) in enumerate(asked):
         shown = f"<image>\n{instruction}" if image and index == 0 else instruction
         conversation += [{"from": "human", "value": shown}, {"from": "gpt", "value": response}]
-    ours = (*_TURN_KEYS, *_HEAD_ONLY_KEYS) if conversation_of(head) else _HEAD_ONLY_KEYS
-    meta = {k: v for k, v in head.meta.items() if k not in ours}
+    meta = {k: v for k, v in head.meta.items() if k not in _HEAD_ONLY_KEYS}
     if len(asked) > 1:
-        meta["turns_meta"] = [{k: v for k, v in t.meta.items() if k not in (*ours, "source")} for t in turns]
+        meta["turns_meta"] = [{k: v for k, v in t.meta.items() if k not in (*_HEAD_ONLY_KEYS, "source")}
+                              for t in turns]
     return {"id": conversation_of(head) or head.id, **({"image": image} if image else {}),
             "conversations": conversation, "meta": meta}
 
