@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,6 +108,9 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
     meta = fields.get("meta", {})
     if not isinstance(meta, dict):
         fail("meta", f"must be a JSON object, got {type(meta).__name__}")
+    if (where_nan := _non_finite(meta, "meta")) is not None:
+        fail("meta", f"{where_nan} is NaN or Infinity, which strict JSON has not (the cleaned set would not be JSON "
+                     "other tools read); write null or a string")
     if fields["id"] in seen:
         fail("id", f"duplicate id {fields['id']!r} (first at {seen[fields['id']]})")
 
@@ -143,6 +147,16 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
     seen[fields["id"]] = where
     return Sample(fields["id"], image, fields["instruction"], fields["response"],
                   {**meta, "source": meta.get("source", where)}, history)
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """Where in `value` (a JSON value) a NaN or an infinity stands, or None. Python's json reads
+    them, but they are not JSON: a file written back with them is not read by strict parsers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for key, item in items if (found := _non_finite(item, f"{where}[{key!r}]")) is not None),
+                None)
 
 
 def load_jsonl(path: str | Path, image_root: str | Path | None = None,
@@ -485,7 +499,7 @@ def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str | None]:
             raise DataError(f"sample {sample.id!r}, field 'id': duplicate id among the samples to save")
         ids.add(sample.id)
         try:
-            json.dumps(sample.meta)
+            json.dumps(sample.meta, allow_nan=False)  # strict JSON: NaN and Infinity are not
         except (TypeError, ValueError) as exc:
             raise DataError(f"sample {sample.id!r}, field 'meta': not JSON-serialisable ({exc})") from exc
         if not sample.has_image:
@@ -525,7 +539,7 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
     conversations = _conversations(samples)
     images = _write_images([turns[0] for turns in conversations], out_dir)
     records = [_llava_out(turns, image) for turns, image in zip(conversations, images)]
-    text = json.dumps(records, ensure_ascii=False, indent=1) + "\n"
+    text = json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False) + "\n"
     atomic_write_text(out_dir / name, text)
     return out_dir / name
 
