@@ -18,13 +18,17 @@ from typing import Literal
 from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample, conversation_of
 from byorn.datasets import save_jsonl, save_llava_json, save_rows
-from byorn.defenses.byorn import ByornConfig, ByornDefense
+from byorn.defenses.byorn import AUDIT_NAME, VERDICT_NAME, ByornConfig, ByornDefense
 from byorn.models.hf import VLM
+from byorn.outdir import finish_output, start_output
 from byorn.review import REVIEW_NAME, Replacement, write_review
 
 Layout = Literal["llava", "jsonl", "rows", "parquet"]
 SAVERS = {"llava": save_llava_json, "jsonl": save_jsonl, "rows": save_rows,
           "parquet": lambda samples, out_dir: save_rows(samples, out_dir, parquet=True)}
+DATA_NAMES = {"llava": "data.json", "jsonl": "data.jsonl", "rows": "data", "parquet": "data.parquet"}
+# what `clean` writes in OUT besides the data set, each replaced whole by a new run
+WRITTEN = ("images", AUDIT_NAME, VERDICT_NAME, REVIEW_NAME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +52,7 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     if config.generator == "current":
         raise ConfigError("clean writes the replacements before any training: generator=current (the model being "
                           "fine-tuned writes them) exists only in `byorn train --defense byorn`")
-    out_dir = Path(out_dir)
+    out_dir = _start(out_dir, layout, samples)
     # No fine-tuning follows to go on from the warm-up: the pretrained weights stay. The verdict and
     # the answers are those of a run with warm_start (it changes only what the fine-tuning starts from).
     defense = ByornDefense(dataclasses.replace(config, warm_start=False))
@@ -64,7 +68,21 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
                  replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()},
                  title=f"byorn clean: {out_dir.name}")
+    finish_output(out_dir)
     return Cleaned(data, list(answers), len(samples), len(kept))
+
+
+def _start(out_dir: str | Path, layout: Layout, samples: Sequence[Sample]) -> Path:
+    """Mark OUT unfinished and clear what an earlier run wrote there; refuse a folder that holds a
+    data set of another layout (an earlier run's, or the user's: it would sit beside this one)."""
+    out_dir = Path(out_dir)
+    # a folder named data counts only as a saved data set: the input may lie in one (OUT/data/x.json)
+    written = (n for k, n in DATA_NAMES.items() if k != layout)
+    if other := next((n for n in written if (out_dir / n).is_file() or (out_dir / n / "state.json").is_file()), None):
+        raise ValueError(f"{out_dir} holds {other}, a data set this clean (layout {layout}: "
+                         f"{DATA_NAMES[layout]}) does not write; clean into an empty folder")
+    reads = [s.image for s in samples if isinstance(s.image, Path)]
+    return start_output(out_dir, "clean", (DATA_NAMES[layout], *WRITTEN), reads)
 
 
 def _replaced(sample: Sample, answers: dict[str, str]) -> Sample:

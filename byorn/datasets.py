@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from byorn.chat_rows import row_to_sample, sample_to_row
 from byorn.data import DataError, Sample, Turn, conversation_of, decode_image, decode_pixels, turn_id
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
+from byorn.outdir import refuse_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None,
     are linked into conversations by those histories (byorn.data.Turn), never by their meta.
     """
     path = Path(path)
+    refuse_unfinished(path)
     root, samples, seen, lines_of = _image_root(path, image_root), [], {}, {}
     # split("\n"), not splitlines(): U+2028 and friends may stand unescaped inside JSON strings.
     lines = _read_text(path).split("\n")
@@ -276,6 +278,7 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
     if multi_turn not in ("each", "first", "error"):
         raise ValueError(f"multi_turn must be 'each', 'first' or 'error', got {multi_turn!r}")
     path = Path(path)
+    refuse_unfinished(path)
     records = _parse_json(_read_text(path), path)
     if not isinstance(records, list):
         raise DataError(f"{path}: top level must be a list of records, got {type(records).__name__}")
@@ -391,6 +394,7 @@ def load_rows(path: str | Path, checks: LoadChecks = LoadChecks(),
     image given as a path to the checks of the file formats (inside the image root, a file that
     decodes). A Parquet file is read into memory, so nothing is written to the `datasets` cache."""
     path = Path(path)
+    refuse_unfinished(path)
     rows = _raw_rows(path)
     # where an image given as a path lies: the data set's folder unless said; an absolute path is
     # taken if it lies there (the rows of a `datasets` folder often hold them)

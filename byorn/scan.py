@@ -16,8 +16,10 @@ from byorn.data import Sample
 from byorn.defenses.judging import JudgeConfig, judge
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 from byorn.models.hf import VLM
+from byorn.outdir import finish_output, start_output
 from byorn.review import REVIEW_NAME, write_review
 
+WRITTEN = ("scan.jsonl", "scan.csv", "scores.png", REVIEW_NAME)  # each replaced whole by a new run
 FIELDS = ("rank", "id", "score", "flagged", "threshold", "group", "instruction", "response")
 
 
@@ -38,8 +40,7 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     """Score, flag and rank; writes scan.jsonl, scan.csv, scores.png and review.html (the page to
     review what was flagged, byorn.review) to `out_dir`. train: the warm-up's settings (the
     fine-tuning the data is for; TrainConfig's defaults if None)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = start_output(out_dir, "scan", WRITTEN, [s.image for s in samples if isinstance(s.image, Path)])
     scores, flagging = (judgement := judge(vlm, samples, config, out_dir, train)).scores, judgement.flagging
     groups = flagging.groups
     order = sorted(range(len(samples)), key=lambda i: -scores[i])
@@ -55,6 +56,7 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     plot_histogram(scores, flagging.thresholds, score, out_dir / "scores.png")
     write_review(out_dir / REVIEW_NAME, samples, scores, flagging.flagged, groups=groups,
                  thresholds=flagging.thresholds, title=f"byorn scan: {out_dir.name}")
+    finish_output(out_dir)
     return rows
 
 
