@@ -5,7 +5,6 @@ put live control text on a terminal or a page. docs/untrusted-data.md says what 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -301,17 +300,6 @@ def test_the_histogram_draws_scores_that_differ_in_the_last_digit(tmp_path):
     plot_histogram([1.0, math.nextafter(1.0, 2.0), 1.0], {"all": 1.0}, "mean_nll", tmp_path / "scores.png")
     plot_histogram([2.5] * 4, {}, "mean_nll", tmp_path / "same.png")
     assert Image.open(tmp_path / "scores.png").size[0] > 0 and (tmp_path / "same.png").exists()
-
-
-def test_scan_csv_of_a_run_holds_quoted_cells(tmp_path):
-    samples = shapes.downstream_samples(8, seed=1)
-    samples[2] = samples[2].with_response(" =HYPERLINK(\"http://x\")")
-    data = save_jsonl(samples, tmp_path / "set")
-    result = CliRunner().invoke(main, ["scan", "--data", str(data), "--out", str(tmp_path / "scan")])
-    assert result.exit_code == 0, result.output
-    with open(tmp_path / "scan" / "scan.csv", newline="", encoding="utf-8") as file:
-        responses = [row["response"] for row in csv.DictReader(file)]
-    assert "' =HYPERLINK(\"http://x\")" in responses
 
 
 # ---- an output folder is finished and consistent, or visibly unfinished -----------------------------
