@@ -276,6 +276,15 @@ def test_a_control_sequence_in_an_image_name_reaches_the_terminal_as_text(tmp_pa
     assert sum(line.startswith("error:") for line in result.output.splitlines()) == 1
 
 
+def test_scan_prints_an_id_holding_control_sequences_as_text(tmp_path):
+    samples = shapes.downstream_samples(6, seed=1)
+    samples[0] = Sample(f"title{CONTROLS}", samples[0].image, samples[0].instruction, samples[0].response)
+    data = save_jsonl(samples, tmp_path / "set")
+    result = CliRunner().invoke(main, ["scan", "--data", str(data), "--out", str(tmp_path / "scan")])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\u202e" not in result.output and "title\\x1b]0;pwned" in result.output
+
+
 def test_review_page_shows_a_bidi_override_as_an_escape(tmp_path):
     from byorn.review import write_review
 
