@@ -339,12 +339,12 @@ def test_a_killed_clean_leaves_a_folder_every_command_can_tell_is_unfinished(shi
     monkeypatch.setattr(byorn.clean, "write_review", _killed_at("review.html"))
     with pytest.raises(Killed):
         clean(shipped, load_dataset(other), ByornConfig(), out)
-    assert (out / UNFINISHED).is_file() and "byorn clean" in (out / UNFINISHED).read_text()
+    assert (out / UNFINISHED).is_file() and "byorn clean" in json.loads((out / UNFINISHED).read_text())["unfinished"]
     assert not (out / "review.html").exists()  # A's page is gone, not shown beside B's data
-    with pytest.raises(DataError, match="unfinished byorn output folder"):
+    with pytest.raises(DataError, match="data.json: written by a byorn run that did not finish"):
         load_dataset(out / "data.json")
     result = CliRunner().invoke(main, ["scan", "--data", str(out / "data.json"), "--out", str(tmp_path / "scan")])
-    assert result.exit_code == 2 and "unfinished byorn output folder" in result.output
+    assert result.exit_code == 2 and "written by a byorn run that did not finish" in result.output
     monkeypatch.undo()
     again = clean(shipped, load_dataset(other), ByornConfig(), out)  # a rerun clears and finishes
     assert not (out / UNFINISHED).exists() and len(load_dataset(again.data)) == 20
@@ -364,3 +364,9 @@ def test_a_killed_scan_is_marked_and_a_rerun_clears_the_earlier_runs_files(tmp_p
         CliRunner().invoke(main, scan, catch_exceptions=False)
     assert (tmp_path / "scan" / UNFINISHED).is_file() and (tmp_path / "scan" / "scan.csv").exists()
     assert not (tmp_path / "scan" / "review.html").exists() and not (tmp_path / "scan" / "scores.png").exists()
+    beside = ["scan", "--data", str(data), "--out", str(data.parent)]  # a scan written into its input's folder
+    with pytest.raises(Killed):
+        CliRunner().invoke(main, beside, catch_exceptions=False)
+    assert (data.parent / UNFINISHED).is_file() and load_dataset(data)  # the input is no output of the run
+    monkeypatch.undo()
+    assert CliRunner().invoke(main, beside).exit_code == 0 and not (data.parent / UNFINISHED).exists()
