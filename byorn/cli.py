@@ -47,7 +47,7 @@ def _judge_options_help(config: str = "judging") -> type[click.Command]:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {inert(message, keep=chr(10))}", err=True)  # byorn.text: the data's text stays text
+    click.echo("error: " + inert(message, keep="\n"), err=True)  # byorn.text: the data's text stays text
     sys.exit(2)
 
 

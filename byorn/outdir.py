@@ -32,7 +32,8 @@ def start_output(out_dir: str | Path, command: str, outputs: Sequence[str], read
     stale = [out_dir / name for name in outputs if (out_dir / name).exists() or (out_dir / name).is_symlink()]
     for path in (Path(p).resolve() for p in reads):
         if any(path == s.resolve() or s.resolve() in path.parents for s in stale):
-            raise ValueError(f"{out_dir}: byorn {command} would clear {path}, which it reads; write to another folder")
+            raise ValueError(f"{out_dir}: byorn {command} would clear {str(path)!r}, which it reads; write to another "
+                             "folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     note = (f"byorn {command} started writing this folder at {started} and has not finished: the files it writes "

@@ -370,3 +370,15 @@ def test_a_killed_scan_is_marked_and_a_rerun_clears_the_earlier_runs_files(tmp_p
     assert (data.parent / UNFINISHED).is_file() and load_dataset(data)  # the input is no output of the run
     monkeypatch.undo()
     assert CliRunner().invoke(main, beside).exit_code == 0 and not (data.parent / UNFINISHED).exists()
+
+
+def test_clean_refuses_to_clear_files_it_still_reads_or_another_layouts_data_set(shipped, tmp_path):
+    from byorn.clean import clean
+    from byorn.defenses.byorn import ByornConfig
+
+    data = save_jsonl(shapes.downstream_samples(4, seed=2), tmp_path / "out")  # its images are OUT/images/*
+    with pytest.raises(ValueError, match=r"would clear '.*images.*', which it reads"):
+        clean(shipped, load_dataset(data), ByornConfig(), tmp_path / "out", layout="jsonl")
+    assert len(load_dataset(data)) == 4  # nothing cleared
+    with pytest.raises(ValueError, match=r"holds data\.jsonl, a data set this clean \(layout llava"):
+        clean(shipped, shapes.downstream_samples(4, seed=2), ByornConfig(), tmp_path / "out")
