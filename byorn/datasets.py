@@ -217,23 +217,23 @@ def _jsonl_conversations(samples: list[Sample], lines_of: dict[str, str], checks
             continue
         earlier_of[sample.id] = tuple(earlier)
     kept = [s for s in samples if s.id in earlier_of]
-    root = {s.id: (earlier_of[s.id] or (s.id,))[0] for s in kept}
-    turns = {}  # conversation root -> its number of turns (the longest line's)
+    lines: dict[str, list[Sample]] = {}  # a conversation's first line -> its lines; a line alone: itself
     for sample in kept:
-        if earlier_of[sample.id]:
-            turns[root[sample.id]] = max(turns.get(root[sample.id], 1), len(sample.history) + 1)
-    for sample in kept:
-        if (first := root[sample.id]) in turns:
-            chain = (*earlier_of[sample.id], sample.id)
-            sample.turn = Turn(_record_id(chain), len(chain), turns[first], earlier_of[sample.id])
+        lines.setdefault((earlier_of[sample.id] or (sample.id,))[0], []).append(sample)
+    for first, conversation in lines.items():
+        if len(conversation) == 1:
+            continue  # a line of its own
+        record, count = _record_id(first, conversation), max(len(s.history) for s in conversation) + 1
+        for sample in conversation:
+            sample.turn = Turn(record, len(sample.history) + 1, count, earlier_of[sample.id])
     return kept
 
 
-def _record_id(chain: tuple[str, ...]) -> str:
-    """A JSONL conversation's id: X where its lines are X#1, X#2, ... (as byorn writes a LLaVA
-    record's turns), else its first line's id."""
-    record = chain[0].removesuffix("#1")
-    return record if all(id == turn_id(record, n) for n, id in enumerate(chain, 1)) else chain[0]
+def _record_id(first: str, conversation: list[Sample]) -> str:
+    """A JSONL conversation's id: X where its lines are X#1, X#2, ... by their turn (as byorn
+    writes a LLaVA record's turns), else its first line's id."""
+    record = first.removesuffix("#1")
+    return record if all(s.id == turn_id(record, len(s.history) + 1) for s in conversation) else first
 
 
 def _first_pair(record: dict[str, Any], loc: str, multi_turn: str) -> tuple[int, int]:

@@ -207,6 +207,20 @@ def test_an_answer_in_a_jsonl_history_that_no_line_gives_is_an_error_not_unjudge
     assert [s.turn.earlier if s.turn else None for s in load_dataset(fixed)] == [(), ("a",)]
 
 
+def test_jsonl_lines_that_continue_one_another_are_one_conversation_whatever_their_ids(tmp_path):
+    png(tmp_path / "set" / "img.png")
+    first = ["What is shown?", "A square."]
+    data = write_set(tmp_path / "set", "jsonl", [
+        record("q"), record("q-more", instruction="And?", response="Small.", history=[first]),
+        record("c#1", instruction="Colour?", response="Red."),
+        record("c#2", instruction="Sure?", response="Yes.", history=[["Colour?", "Red."]])])
+    turns = {s.id: s.turn for s in load_dataset(data)}
+    assert turns == {"q": Turn("q", 1, 2), "q-more": Turn("q", 2, 2, ("q",)), "c#1": Turn("c", 1, 2),
+                     "c#2": Turn("c", 2, 2, ("c#1",))}
+    records = json.loads(save_llava_json(load_dataset(data), tmp_path / "out").read_text())
+    assert [(r["id"], len(r["conversations"])) for r in records] == [("q", 4), ("c", 4)]
+
+
 # ---- what is written is what was judged: one file per image, whatever the ids ----------------------
 
 @pytest.mark.parametrize("save", [save_llava_json, save_jsonl])
