@@ -16,6 +16,7 @@ import click
 from byorn.allocator import keep_freed_memory
 from byorn.config import ConfigError, PretrainConfig, TrainConfig, describe, load_config, parse_overrides, read_yaml
 from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
+from byorn.outdir import mark_before_loading
 from byorn.text import inert
 from byorn.worlds import WORLDS
 
@@ -198,6 +199,7 @@ def _options_and_samples(config_class: type, options: tuple[str, ...], command: 
         config = from_dict(config_class, parse_overrides(options, "--option"), f"{command} options")
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
+    mark_before_loading(Path(out_dir), command, data, [SKIPPED_NAME])  # byorn.outdir: the run is unfinished
     samples, _ = _load_samples(data, n=n, seed=0, split="train", on_bad=on_bad, report_dir=Path(out_dir),
                                image_folder=image_folder)
     return config, samples

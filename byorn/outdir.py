@@ -23,6 +23,24 @@ from byorn.fileio import atomic_write_text
 UNFINISHED = "UNFINISHED"
 
 
+def mark_unfinished(out_dir: Path, command: str, outputs: Sequence[str]) -> None:
+    """Mark `out_dir` (made if missing) unfinished: `command` writes `outputs` there."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    note = (f"byorn {command} started writing this folder at {started} and has not finished: the files it writes "
+            "may be missing or an earlier run's. Run the command again (it clears them) or delete them.")
+    atomic_write_text(out_dir / UNFINISHED, json.dumps({"unfinished": note, "writes": list(outputs)}, indent=1) + "\n")
+
+
+def mark_before_loading(out_dir: Path, command: str, data: str, outputs: Sequence[str]) -> None:
+    """Mark OUT unfinished before the first thing a command writes there while it loads the data
+    (`outputs`: the list of skipped records), unless the data lies in OUT itself: there the mark
+    waits for start_output, after the command has checked it writes over nothing it reads."""
+    source = Path(data).resolve()
+    if out_dir.resolve() not in (source, source.parent):
+        mark_unfinished(out_dir, command, outputs)
+
+
 def start_output(out_dir: str | Path, command: str, outputs: Sequence[str], reads: Iterable[Path] = ()) -> Path:
     """Mark `out_dir` (made if missing) unfinished and remove the `outputs` (names of files and
     folders in it that `command` writes) an earlier run left, so that none of them outlives this
@@ -34,11 +52,7 @@ def start_output(out_dir: str | Path, command: str, outputs: Sequence[str], read
         if any(path == s.resolve() or s.resolve() in path.parents for s in stale):
             raise ValueError(f"{out_dir}: byorn {command} would clear {str(path)!r}, which it reads; write to another "
                              "folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    note = (f"byorn {command} started writing this folder at {started} and has not finished: the files it writes "
-            "may be missing or an earlier run's. Run the command again (it clears them) or delete them.")
-    atomic_write_text(out_dir / UNFINISHED, json.dumps({"unfinished": note, "writes": list(outputs)}, indent=1) + "\n")
+    mark_unfinished(out_dir, command, outputs)
     for path in stale:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -396,3 +396,18 @@ def test_clean_refuses_to_clear_files_it_still_reads_or_another_layouts_data_set
     assert len(load_dataset(data)) == 4  # nothing cleared
     with pytest.raises(ValueError, match=r"holds data\.jsonl, a data set this clean \(layout llava"):
         clean(shipped, shapes.downstream_samples(4, seed=2), ByornConfig(), tmp_path / "out")
+
+
+def test_a_scan_killed_while_it_loads_marks_the_folder_before_its_list_of_skipped_records(tmp_path, monkeypatch):
+    import byorn.cli
+    from byorn.outdir import UNFINISHED
+
+    data = save_jsonl(shapes.downstream_samples(6, seed=1), tmp_path / "set")
+    scan = ["scan", "--data", str(data), "--out", str(tmp_path / "scan"), "--on-bad-sample", "skip"]
+    assert CliRunner().invoke(main, scan).exit_code == 0  # a finished run
+    with data.open("a") as file:
+        file.write('{"id": "bad"}\n')  # a record to skip: the next run lists it before it judges
+    monkeypatch.setattr(byorn.cli, "_loaded", _killed_at("the model"))
+    with pytest.raises(Killed):
+        CliRunner().invoke(main, scan, catch_exceptions=False)
+    assert (tmp_path / "scan" / "skipped.jsonl").exists() and (tmp_path / "scan" / UNFINISHED).is_file()
