@@ -119,14 +119,16 @@ def test_a_saved_data_set_whose_state_names_a_file_outside_its_folder_is_refused
         load_dataset(data)
 
 
-def test_parquet_input_writes_nothing_to_the_datasets_cache(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["rows", "parquet"])
+def test_a_hugging_face_data_set_is_read_without_writing_a_cache_anywhere(tmp_path, monkeypatch, layout):
     datasets = pytest.importorskip("datasets")
-    png(tmp_path / "set" / "img.png")
-    data = write_set(tmp_path / "set", "parquet", [record("a")])
+    data = write_set(tmp_path / "set", layout, [record("a")])
+    png((data if data.is_dir() else data.parent) / "img.png")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "set").rglob("*"))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
     assert [s.id for s in load_dataset(data)] == ["a"]
-    assert not (tmp_path / "cache").exists() and sorted(p.name for p in (tmp_path / "set").iterdir()) == \
-        ["data.parquet", "img.png"]
+    assert not (tmp_path / "cache").exists() and sorted(p.relative_to(tmp_path) for p in
+                                                        (tmp_path / "set").rglob("*")) == before
 
 
 # ---- conversations come from the layout, never from meta ---------------------------------------
