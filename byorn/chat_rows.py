@@ -33,31 +33,42 @@ def row_to_sample(row: Mapping[str, Any], index: int, id_column: str = "id") -> 
         raise DataError(f"{where}, field 'images': expected one image, or none for a text-only row, got "
                         f"{images!r:.80}")
     user, assistant = _single_turn(row.get("messages"), where)
-    texts = {role: _text(turn["content"], where) for role, turn in (("user", user), ("assistant", assistant))}
+    texts = {role: _text(row["messages"][i].get("content"), where, f"messages[{i}].content")
+             for role, i in (("user", user), ("assistant", assistant))}
     if blank := next((role for role, text in texts.items() if not text.strip()), None):
         raise DataError(f"{where}, field 'messages': the {blank} turn has no text")
     return Sample(str(identity), images[0] if images else None, texts["user"], texts["assistant"])
 
 
-def _single_turn(messages: Any, where: str) -> tuple[Mapping, Mapping]:
+def _single_turn(messages: Any, where: str) -> tuple[int, int]:
+    """The indices of the user and the assistant message."""
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}, field 'messages': expected a non-empty list of {{role, content}}")
-    turns = [m for m in messages if not (isinstance(m, Mapping) and m.get("role") == "system")]
-    roles = [m.get("role") if isinstance(m, Mapping) else type(m).__name__ for m in turns]
+    turns = [i for i, m in enumerate(messages) if not (isinstance(m, Mapping) and m.get("role") == "system")]
+    roles = [messages[i].get("role") if isinstance(messages[i], Mapping) else type(messages[i]).__name__
+             for i in turns]
     if roles != ["user", "assistant"]:
         raise DataError(f"{where}, field 'messages': expected one user turn then one assistant turn, got {roles}")
     return turns[0], turns[1]
 
 
-def _text(content: Any, where: str) -> str:
-    """A message's text: a string, or the text parts of a list of content parts."""
+def _text(content: Any, where: str, field: str) -> str:
+    """A message's text: a string, or the text parts of a list of content parts (a text part's
+    text a string; None, as a column shared with image parts leaves it, is no text)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(part.get("text") or "" for part in content if isinstance(part, Mapping)
-                       and part.get("type") == "text")
-    raise DataError(f"{where}, field 'content': expected a string or a list of content parts, got "
-                    f"{type(content).__name__}")
+    if not isinstance(content, list):
+        raise DataError(f"{where}, field {field!r}: expected a string or a list of content parts, got "
+                        f"{type(content).__name__}")
+    texts = []
+    for j, part in enumerate(content):
+        if not (isinstance(part, Mapping) and part.get("type") == "text"):
+            continue
+        if not isinstance(part.get("text"), (str, type(None))):
+            raise DataError(f"{where}, field '{field}[{j}].text': expected a string, got "
+                            f"{type(part['text']).__name__} {part['text']!r:.40}")
+        texts.append(part.get("text") or "")
+    return "".join(texts)
 
 
 def with_answer(row: Mapping[str, Any], answer: str) -> dict[str, Any]:

@@ -20,12 +20,17 @@ from byorn.data import Sample, conversation_of
 from byorn.datasets import save_jsonl, save_llava_json, save_rows
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.byorn_config import ByornConfig
+from byorn.defenses.byorn_records import AUDIT_NAME, VERDICT_NAME
 from byorn.models.hf import VLM
+from byorn.outdir import finish_output, start_output
 from byorn.review import REVIEW_NAME, Replacement, write_review
 
 Layout = Literal["llava", "jsonl", "rows", "parquet"]
 SAVERS = {"llava": save_llava_json, "jsonl": save_jsonl, "rows": save_rows,
           "parquet": lambda samples, out_dir: save_rows(samples, out_dir, parquet=True)}
+DATA_NAMES = {"llava": "data.json", "jsonl": "data.jsonl", "rows": "data", "parquet": "data.parquet"}
+# what `clean` writes in OUT besides the data set, each replaced whole by a new run
+WRITTEN = ("images", AUDIT_NAME, VERDICT_NAME, REVIEW_NAME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +54,7 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     if config.generator == "current":
         raise ConfigError("clean writes the replacements before any training: generator=current (the model being "
                           "fine-tuned writes them) exists only in `byorn train --defense byorn`")
-    out_dir = Path(out_dir)
+    out_dir = _start(out_dir, layout, samples)
     # No fine-tuning follows to go on from the warm-up: the pretrained weights stay. The verdict and
     # the answers are those of a run with warm_start (it changes only what the fine-tuning starts from).
     defense = ByornDefense(dataclasses.replace(config, warm_start=False))
@@ -59,11 +64,34 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
         flagged_records = {conversation_of(s) or s.id for s in samples if s.id in answers}
         kept = [s for s in samples if (conversation_of(s) or s.id) not in flagged_records]
     else:
-        kept = [s.with_response(answers[s.id], replaced=True, original_response=s.response) if s.id in answers else s
-                for s in samples]
+        kept = [_replaced(s, answers) for s in samples]
     data = SAVERS[layout](kept, out_dir)
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
                  replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()},
                  title=f"byorn clean: {out_dir.name}")
+    finish_output(out_dir)
     return Cleaned(data, list(answers), len(samples), len(kept))
+
+
+def _start(out_dir: str | Path, layout: Layout, samples: Sequence[Sample]) -> Path:
+    """Mark OUT unfinished and clear what an earlier run wrote there; refuse a folder that holds a
+    data set of another layout (an earlier run's, or the user's: it would sit beside this one)."""
+    out_dir = Path(out_dir)
+    # a folder named data counts only as a saved data set: the input may lie in one (OUT/data/x.json)
+    written = (n for k, n in DATA_NAMES.items() if k != layout)
+    if other := next((n for n in written if (out_dir / n).is_file() or (out_dir / n / "state.json").is_file()), None):
+        raise ValueError(f"{out_dir} holds {other}, a data set this clean (layout {layout}: "
+                         f"{DATA_NAMES[layout]}) does not write; clean into an empty folder")
+    reads = [s.image for s in samples if isinstance(s.image, Path)]
+    return start_output(out_dir, "clean", (DATA_NAMES[layout], *WRITTEN), reads)
+
+
+def _replaced(sample: Sample, answers: dict[str, str]) -> Sample:
+    """`sample` with its flagged answer replaced, and the flagged answers of its conversation's
+    earlier turns replaced in its history (a later turn must not read the attacker's answer)."""
+    if sample.id in answers:
+        sample = sample.with_response(answers[sample.id], replaced=True, original_response=sample.response)
+    earlier = sample.turn.earlier if sample.turn is not None else ()
+    history = tuple((asked, answers.get(id, answered)) for id, (asked, answered) in zip(earlier, sample.history))
+    return dataclasses.replace(sample, history=history) if history != sample.history else sample

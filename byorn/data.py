@@ -9,14 +9,22 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from byorn.text import inert
+
 
 class DataError(ValueError):
-    """Bad input data. The message names the file, the record (line or index) and the field."""
+    """Bad input data. The message names the file, the record (line or index) and the field.
+
+    It is one line, whatever the data holds: the ids, paths and texts it quotes are made inert
+    (byorn.text), so a newline or an escape sequence in them cannot forge or hide a line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(inert(message))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -40,7 +48,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(path: Path, where: str) -> Image.Image:
-    """Open and fully decode an image file as RGB; any failure is a DataError naming the file.
+    """Open and fully decode an image file as RGB; any failure is a DataError naming the file."""
+    return decode_pixels(path, f"{path}: {where}")
+
+
+def decode_pixels(source: Path | IO[bytes], where: str) -> Image.Image:
+    """Fully decode an image (a file, or bytes a data set holds) as RGB; any failure is a DataError
+    that begins with `where`.
 
     Pillow's decompression-bomb guard stays on and is strict: an image over
     `PIL.Image.MAX_IMAGE_PIXELS` is an error, not the warning Pillow gives below twice that.
@@ -48,17 +62,17 @@ def decode_image(path: Path, where: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 opened.load()
                 # a camera's JPEG stores its pixels as the sensor saw them and says in EXIF how
                 # to turn them; every viewer (and transformers' load_image) shows them turned
                 return to_rgb(ImageOps.exif_transpose(opened))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: {where}: image too large, over Pillow's decompression-bomb limit of "
+        raise DataError(f"{where}: image too large, over Pillow's decompression-bomb limit of "
                         f"{Image.MAX_IMAGE_PIXELS:,} pixels ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS only for "
                         "files you trust") from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: {where}: cannot decode image ({exc})") from exc
+        raise DataError(f"{where}: cannot decode image ({exc})") from exc
 
 
 def turn_id(record: str, turn: int) -> str:
@@ -66,12 +80,24 @@ def turn_id(record: str, turn: int) -> str:
     return f"{record}#{turn}"
 
 
+@dataclass(frozen=True)
+class Turn:
+    """Where a sample stands in a conversation, as the data's layout says (a LLaVA record's turns;
+    JSONL lines whose histories continue one another), never as its meta says: meta is the data
+    author's, and keys there must not join, split or rename conversations.
+
+    earlier: the ids of the samples whose answers this one's history holds, turn by turn."""
+
+    record: str  # the conversation's id
+    number: int  # from 1
+    count: int  # the conversation's turns
+    earlier: tuple[str, ...] = ()
+
+
 def conversation_of(sample: Sample) -> str | None:
-    """The id of the conversation the LLaVA loader made `sample` from, one turn of it (meta record,
-    turn and turns); None for a sample of its own. A user's own meta["record"] alone is not one."""
-    meta = sample.meta
-    marked = meta.get("record") is not None and isinstance(meta.get("turn"), int) and isinstance(meta.get("turns"), int)
-    return meta["record"] if marked else None
+    """The id of the conversation `sample` is one turn of, as its loader found it; None for a
+    sample of its own. Nothing in meta makes a sample a turn."""
+    return sample.turn.record if sample.turn is not None else None
 
 
 def answer_key(response: str) -> str:
@@ -98,6 +124,7 @@ class Sample:
     response: str
     meta: dict[str, Any] = field(default_factory=dict)
     history: tuple[tuple[str, str], ...] = ()
+    turn: Turn | None = None  # set by a loader from the layout: byorn.data.Turn
 
     @property
     def has_image(self) -> bool:
@@ -113,4 +140,4 @@ class Sample:
 
     def with_response(self, response: str, **meta: Any) -> Sample:
         """A copy with another response (and extra meta), leaving this sample untouched."""
-        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history)
+        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history, self.turn)

@@ -15,9 +15,10 @@ instructions, responses, meta and pixels; a sample without `meta["source"]` gain
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from byorn.chat_rows import row_to_sample, sample_to_row
-from byorn.data import DataError, Sample, conversation_of, decode_image, turn_id
+from byorn.data import DataError, Sample, Turn, conversation_of, decode_image, decode_pixels, turn_id
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
+from byorn.outdir import refuse_unfinished
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,9 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
     meta = fields.get("meta", {})
     if not isinstance(meta, dict):
         fail("meta", f"must be a JSON object, got {type(meta).__name__}")
+    if (where_nan := _non_finite(meta, "meta")) is not None:
+        fail("meta", f"{where_nan} is NaN or Infinity, which strict JSON has not (the cleaned set would not be JSON "
+                     "other tools read); write null or a string")
     if fields["id"] in seen:
         fail("id", f"duplicate id {fields['id']!r} (first at {seen[fields['id']]})")
 
@@ -145,16 +150,30 @@ def _to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: d
                   {**meta, "source": meta.get("source", where)}, history)
 
 
+def _non_finite(value: Any, where: str) -> str | None:
+    """Where in `value` (a JSON value) a NaN or an infinity stands, or None. Python's json reads
+    them, but they are not JSON: a file written back with them is not read by strict parsers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for key, item in items if (found := _non_finite(item, f"{where}[{key!r}]")) is not None),
+                None)
+
+
 def load_jsonl(path: str | Path, image_root: str | Path | None = None,
                checks: LoadChecks = LoadChecks()) -> list[Sample]:
     """One object per line: id, image (relative to image_root; absent or null for a text-only
     record), instruction, response, optional meta, optional history (the conversation's earlier
     turns as [instruction, response] pairs).
 
-    image_root defaults to the file's folder; blank lines are skipped.
+    image_root defaults to the file's folder; blank lines are skipped. A conversation is one line
+    per answer, each with the turns before it as its history: every answer in a history must be
+    the response of a line of its own (with the same image), so that it is judged there; the lines
+    are linked into conversations by those histories (byorn.data.Turn), never by their meta.
     """
     path = Path(path)
-    root, samples, seen = _image_root(path, image_root), [], {}
+    refuse_unfinished(path)
+    root, samples, seen, lines_of = _image_root(path, image_root), [], {}, {}
     # split("\n"), not splitlines(): U+2028 and friends may stand unescaped inside JSON strings.
     lines = _read_text(path).split("\n")
     for number, line in enumerate(tqdm(lines, desc=f"reading {path.name}", disable=None, leave=False), 1):
@@ -167,9 +186,54 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None,
                 raise DataError(f"{loc}: record must be a JSON object, got {type(record).__name__}")
             _check_image_key(record, loc)
             samples.append(_to_sample(record, loc, loc, root, seen, checks))
+            lines_of[samples[-1].id] = loc
         except DataError as error:
             checks.handle(error)
-    return samples
+    return _jsonl_conversations(samples, lines_of, checks)
+
+
+def _said(sample: Sample, history: tuple[tuple[str, str], ...], pair: tuple[str, str]) -> tuple:
+    """What identifies one answer of a JSONL conversation: the image, the turns before it, the turn."""
+    return str(sample.image), history, pair
+
+
+def _jsonl_conversations(samples: list[Sample], lines_of: dict[str, str], checks: LoadChecks) -> list[Sample]:
+    """Each JSONL line linked to the lines whose answers its history holds (Sample.turn), so an
+    answer is judged where it is a line's response and, if flagged, replaced in the later lines'
+    histories too; a line whose history holds an answer no line gives is an error (that answer
+    would go unjudged into training)."""
+    said: dict[tuple, str] = {}
+    for sample in samples:
+        said.setdefault(_said(sample, sample.history, (sample.instruction, sample.response)), sample.id)
+    earlier_of: dict[str, tuple[str, ...]] = {}
+    for sample in samples:
+        earlier = [said.get(_said(sample, sample.history[:k], pair)) for k, pair in enumerate(sample.history)]
+        if None in earlier:
+            k = earlier.index(None)
+            checks.handle(DataError(
+                f"{lines_of[sample.id]}: field 'history[{k}]': this earlier answer is not the response of any line "
+                "with this image and the turns before it, so byorn cannot judge it; give each turn of a "
+                "conversation a line of its own (its instruction, response, and the turns before it as history)"))
+            continue
+        earlier_of[sample.id] = tuple(earlier)
+    kept = [s for s in samples if s.id in earlier_of]
+    lines: dict[str, list[Sample]] = {}  # a conversation's first line -> its lines; a line alone: itself
+    for sample in kept:
+        lines.setdefault((earlier_of[sample.id] or (sample.id,))[0], []).append(sample)
+    for first, conversation in lines.items():
+        if len(conversation) == 1:
+            continue  # a line of its own
+        record, count = _record_id(first, conversation), max(len(s.history) for s in conversation) + 1
+        for sample in conversation:
+            sample.turn = Turn(record, len(sample.history) + 1, count, earlier_of[sample.id])
+    return kept
+
+
+def _record_id(first: str, conversation: list[Sample]) -> str:
+    """A JSONL conversation's id: X where its lines are X#1, X#2, ... by their turn (as byorn
+    writes a LLaVA record's turns), else its first line's id."""
+    record = first.removesuffix("#1")
+    return record if all(s.id == turn_id(record, len(s.history) + 1) for s in conversation) else first
 
 
 def _first_pair(record: dict[str, Any], loc: str, multi_turn: str) -> tuple[int, int]:
@@ -206,14 +270,15 @@ def load_llava_json(path: str | Path, image_root: str | Path | None = None,
     its response. A record without "image" is text-only (no placeholder); a placeholder without an
     image, several placeholders, or one after the first turn is an error. A conversation of
     several turns gives, with multi_turn="each", one sample per answer, "ID#1", "ID#2", ..., each
-    with the turns before it as its history and meta["record"], ["turn"] and ["turns"]
-    (save_llava_json puts them back together); "first" keeps the first pair and records the number
-    of dropped turns in meta["extra_turns"]; "error" refuses them. image_root defaults to the
-    file's folder.
+    with the turns before it as its history and its place in the conversation as `Sample.turn`
+    (save_llava_json puts them back together; the record's meta is each turn's, untouched);
+    "first" keeps the first pair and records the number of dropped turns in meta["extra_turns"];
+    "error" refuses them. image_root defaults to the file's folder.
     """
     if multi_turn not in ("each", "first", "error"):
         raise ValueError(f"multi_turn must be 'each', 'first' or 'error', got {multi_turn!r}")
     path = Path(path)
+    refuse_unfinished(path)
     records = _parse_json(_read_text(path), path)
     if not isinstance(records, list):
         raise DataError(f"{path}: top level must be a list of records, got {type(records).__name__}")
@@ -272,11 +337,11 @@ def _llava_record(record: Any, where: str, root: Path, seen: dict[str, str], mul
         fields["response"] = turns[j + 1]["value"]
         if len(pairs) > 1:
             fields["id"] = turn_id(record["id"], number)
-            fields["meta"] = {**record.get("meta", {}), "record": record.get("id"), "turn": number,
-                              "turns": len(pairs)} if isinstance(record.get("meta", {}), dict) else record["meta"]
         labels = {"instruction": f"conversations[{j}].value", "response": f"conversations[{j + 1}].value"}
         sample = _to_sample(fields, loc, where, root, seen, checks, labels)
         sample.history = tuple(history)
+        if len(pairs) > 1:  # the record's layout, not its meta, makes the turns one conversation
+            sample.turn = Turn(record["id"], number, len(pairs), tuple(s.id for s in samples))
         history.append((sample.instruction, sample.response))
         samples.append(sample)
     if extra and multi_turn == "first":
@@ -322,41 +387,32 @@ def _hf_datasets(path: Path):
 def load_rows(path: str | Path, checks: LoadChecks = LoadChecks(),
               image_root: str | Path | None = None) -> list[Sample]:
     """A Hugging Face data set of conversational rows (byorn.chat_rows: id, images, messages): a
-    `save_to_disk` folder or a Parquet file; images come decoded by `datasets`."""
+    `save_to_disk` folder or a Parquet file.
+
+    The rows are read raw, never decoded by `datasets`: it would open an image given as a path
+    (and no bytes) wherever the path points. byorn decodes an image's bytes itself, and holds an
+    image given as a path to the checks of the file formats (inside the image root, a file that
+    decodes). A Parquet file is read into memory, so nothing is written to the `datasets` cache."""
     path = Path(path)
-    datasets = _hf_datasets(path)
-    try:
-        table = datasets.load_from_disk(str(path)) if path.is_dir() else \
-            datasets.load_dataset("parquet", data_files=str(path), split="train")
-    except (OSError, ValueError, FileNotFoundError) as exc:
-        raise DataError(f"{path}: cannot read a Hugging Face data set ({exc})") from exc
-    if isinstance(table, datasets.DatasetDict):
-        raise DataError(f"{path}: a DatasetDict with splits {list(table)}; point at one split's folder")
+    refuse_unfinished(path)
+    rows = _raw_rows(path)
     # where an image given as a path lies: the data set's folder unless said; an absolute path is
     # taken if it lies there (the rows of a `datasets` folder often hold them)
     root = Path(image_root if image_root is not None else path if path.is_dir() else path.parent).resolve()
     samples, seen = [], {}
-    for index in range(len(table)):
+    for index in range(rows.num_rows):
         loc = f"{path}: row {index}"
         try:
             try:
-                row = table[index]  # `datasets` decodes the row's image here
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise DataError(f"{loc}, field 'images': cannot decode the image ({exc})") from exc
-            try:
-                sample = row_to_sample(row, index)
+                sample = row_to_sample(rows.slice(index, 1).to_pylist()[0], index)
             except DataError as exc:  # it names the row and field; the file goes in front
                 raise DataError(f"{path}: {exc}") from exc
-            # the checks of the file formats: texts, id, and an image given as a path (relative to the data set)
-            image = sample.image
-            if isinstance(image, str) and Path(image).is_absolute() and root in Path(image).resolve().parents:
-                image = str(Path(image).resolve().relative_to(root))
+            image = _row_image(sample.image, loc, root)
             fields = {"id": sample.id, "instruction": sample.instruction, "response": sample.response,
                       "image": None if isinstance(image, Image.Image) else image}
             checked = _to_sample(fields, loc, f"row {index}", root, seen, checks, labels=ROW_FIELDS)
-            if isinstance(sample.image, Image.Image):
-                _check_pixels(sample.image, loc)
-                checked.image = sample.image
+            if isinstance(image, Image.Image):
+                checked.image = image
             samples.append(checked)
         except DataError as error:
             checks.handle(error)
@@ -366,11 +422,54 @@ def load_rows(path: str | Path, checks: LoadChecks = LoadChecks(),
 ROW_FIELDS = {"instruction": "messages", "response": "messages", "image": "images"}  # where a row keeps them
 
 
-def _check_pixels(image: Image.Image, loc: str) -> None:
-    """A decoded image under Pillow's decompression-bomb limit, as `decode_image` holds files to."""
-    if image.width * image.height > Image.MAX_IMAGE_PIXELS:
-        raise DataError(f"{loc}, field 'images': image too large, {image.width}x{image.height} pixels, over Pillow's "
-                        f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,}")
+def _raw_rows(path: Path):
+    """The rows of a Parquet file or a `save_to_disk` folder as an Arrow table, undecoded."""
+    datasets = _hf_datasets(path)
+    import pyarrow.parquet
+
+    try:
+        if not path.is_dir():
+            return pyarrow.parquet.read_table(path)
+        _check_saved_files(path)
+        return datasets.load_from_disk(str(path)).with_format("arrow")[:]
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{path}: cannot read a Hugging Face data set ({exc})") from exc
+
+
+def _check_saved_files(path: Path) -> None:
+    """A `save_to_disk` folder names its Arrow files in state.json, and `datasets` opens them as
+    named: each must lie inside the folder (a `../../elsewhere.arrow` would be read)."""
+    if (path / "dataset_dict.json").exists():
+        raise DataError(f"{path}: a DatasetDict (dataset_dict.json lists its splits); point at one split's folder")
+    state = path / "state.json"
+    if not state.is_file():
+        raise DataError(f"{path}: no state.json: not a folder written by datasets' save_to_disk")
+    named = _parse_json(_read_text(state), state)
+    for key in ("_data_files", "_indices_data_files"):
+        files = named.get(key, []) if isinstance(named, dict) else None
+        if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("filename"), str)
+                                                  for f in files):
+            raise DataError(f"{state}: field {key!r}: must be a list of {{'filename': ...}}")
+        for i, file in enumerate(files):
+            target = (path / file["filename"]).resolve()
+            if not target.is_relative_to(path.resolve()):
+                raise DataError(f"{state}: field '{key}[{i}].filename': {file['filename']!r} resolves to {target}, "
+                                f"outside the data set folder {path.resolve()}")
+
+
+def _row_image(image: Any, loc: str, root: Path) -> Image.Image | str | None:
+    """A raw row's image as the loader takes it: bytes decoded here (with the decompression-bomb
+    guard); a path (a string, or a {bytes: None, path} image) given back for the path checks, made
+    relative when it is absolute inside the image root; None for a text-only row."""
+    if isinstance(image, dict):
+        if image.get("bytes") is not None:
+            return decode_pixels(io.BytesIO(image["bytes"]), f"{loc}, field 'images'")
+        if not isinstance(image.get("path"), str):
+            raise DataError(f"{loc}, field 'images': an image with neither bytes nor a path")
+        image = image["path"]
+    if isinstance(image, str) and Path(image).is_absolute() and Path(image).resolve().is_relative_to(root):
+        return str(Path(image).resolve().relative_to(root))
+    return image
 
 
 def save_rows(samples: Sequence[Sample], out_dir: str | Path, parquet: bool = False) -> Path:
@@ -386,36 +485,41 @@ def save_rows(samples: Sequence[Sample], out_dir: str | Path, parquet: bool = Fa
     return out_dir / "data"
 
 
-def _image_name(sample_id: str, taken: set[str]) -> str:
-    """A file name from an id; a hash of the id is appended when characters were replaced or the
-    name would clash on a case-insensitive file system, so distinct ids never share a file."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id).lstrip(".")[:100]
-    if name != sample_id or name.lower() in taken:
-        name = f"{name}-{hashlib.sha1(sample_id.encode()).hexdigest()[:10]}"
-    taken.add(name.lower())
-    return name + ".png"
+def _image_name(position: int, sample_id: str) -> str:
+    """The file name of the `position`-th image written: unique by construction (no two positions
+    share a prefix, on a case-insensitive file system too), whatever the ids are crafted to look
+    like; the id's safe characters follow, for a person browsing the folder."""
+    return f"{position:06d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', sample_id)[:80]}.png"
 
 
 def _write_images(samples: Sequence[Sample], out_dir: Path) -> list[str | None]:
     """Save every image as PNG and return the relative paths (None for a text-only sample); check
     what the loaders would reject."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    paths, ids, taken = [], set(), set()
+    paths, ids = [], set()
+    shared: dict[tuple, str] = {}  # (conversation, image) -> its file: one a conversation, as JSONL links its turns
     for sample in samples:
         if sample.id in ids:
             raise DataError(f"sample {sample.id!r}, field 'id': duplicate id among the samples to save")
         ids.add(sample.id)
         try:
-            json.dumps(sample.meta)
+            json.dumps(sample.meta, allow_nan=False)  # strict JSON: NaN and Infinity are not
         except (TypeError, ValueError) as exc:
             raise DataError(f"sample {sample.id!r}, field 'meta': not JSON-serialisable ({exc})") from exc
         if not sample.has_image:
             paths.append(None)
             continue
-        relative = f"images/{_image_name(sample.id, taken)}"
+        image = sample.image if isinstance(sample.image, Path) else id(sample.image)  # PIL images: the same object
+        key = (sample.turn.record, image) if sample.turn is not None else None
+        if key in shared:
+            paths.append(shared[key])
+            continue
+        relative = f"images/{_image_name(len(paths), sample.id)}"
         pil = sample.pil()  # decode even path images: the output must not point back at the input
         atomic_write(out_dir / relative, lambda file, image=pil: image.save(file, format="PNG"))
         paths.append(relative)
+        if key is not None:
+            shared[key] = relative
     return paths
 
 
@@ -439,20 +543,19 @@ def save_llava_json(samples: Sequence[Sample], out_dir: str | Path, name: str = 
     conversations = _conversations(samples)
     images = _write_images([turns[0] for turns in conversations], out_dir)
     records = [_llava_out(turns, image) for turns, image in zip(conversations, images)]
-    text = json.dumps(records, ensure_ascii=False, indent=1) + "\n"
+    text = json.dumps(records, ensure_ascii=False, indent=1, allow_nan=False) + "\n"
     atomic_write_text(out_dir / name, text)
     return out_dir / name
 
 
-# what the LLaVA loader adds to a turn's meta and the writer leaves out (it puts the conversation
-# back instead); turns before the first human one are not kept, so nothing is left to count
-_TURN_KEYS = ("record", "turn", "turns")
+# what the LLaVA loader adds to a record's first sample's meta and the writer leaves out: turns
+# before the first human one are not kept, so nothing is left to count
 _HEAD_ONLY_KEYS = ("turns_before_first_human",)
 
 
 def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:
     """The samples grouped into the conversations they came from: consecutive turns of one
-    meta["record"]; any other sample alone."""
+    conversation (Sample.turn, as the loader found it); any other sample alone."""
     groups: list[list[Sample]] = []
     started: set[str] = set()
     for sample in samples:
@@ -473,11 +576,10 @@ def _conversations(samples: Sequence[Sample]) -> list[list[Sample]]:
 
 
 def _next_turn(last: Sample, sample: Sample) -> bool:
-    """Whether `sample` is the turn after `last` in one conversation as the LLaVA loader marks it
-    (record, turn, turns): a user's own meta["record"] alone does not join records."""
-    before, now = last.meta, sample.meta
-    return (conversation_of(last) is not None and conversation_of(sample) == conversation_of(last)
-            and now["turns"] == before["turns"] and now["turn"] == before["turn"] + 1)
+    """Whether `sample` is the turn after `last` in one conversation as its loader found it."""
+    before, now = last.turn, sample.turn
+    return (before is not None and now is not None and now.record == before.record and now.count == before.count
+            and now.number == before.number + 1)
 
 
 def _llava_out(turns: list[Sample], image: str | None) -> dict:
@@ -487,10 +589,10 @@ def _llava_out(turns: list[Sample], image: str | None) -> dict:
     for index, (instruction, response) in enumerate(asked):
         shown = f"<image>\n{instruction}" if image and index == 0 else instruction
         conversation += [{"from": "human", "value": shown}, {"from": "gpt", "value": response}]
-    ours = (*_TURN_KEYS, *_HEAD_ONLY_KEYS) if conversation_of(head) else _HEAD_ONLY_KEYS
-    meta = {k: v for k, v in head.meta.items() if k not in ours}
+    meta = {k: v for k, v in head.meta.items() if k not in _HEAD_ONLY_KEYS}
     if len(asked) > 1:
-        meta["turns_meta"] = [{k: v for k, v in t.meta.items() if k not in (*ours, "source")} for t in turns]
+        meta["turns_meta"] = [{k: v for k, v in t.meta.items() if k not in (*_HEAD_ONLY_KEYS, "source")}
+                              for t in turns]
     return {"id": conversation_of(head) or head.id, **({"image": image} if image else {}),
             "conversations": conversation, "meta": meta}
 

@@ -29,6 +29,7 @@ from byorn.data import DataError, Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn import AUDIT_NAME, ByornDefense
 from byorn.fileio import atomic_write_text
+from byorn.text import inert
 
 REVIEW_NAME = "review.html"
 THUMBNAIL_PX = 64
@@ -241,7 +242,10 @@ def _thumbnail(sample: Sample) -> str:
 
 
 def _text(value: str) -> str:
-    return html.escape(value, quote=True)
+    """Text from the data as page text: escaped, and its control characters and bidirectional
+    overrides shown as escapes (byorn.text), so the page shows what is stored, in its order; line
+    breaks and tabs stay (the text cells keep them)."""
+    return html.escape(inert(value, keep="\n\t"), quote=True)
 
 
 def _share(part: int, whole: int) -> str:

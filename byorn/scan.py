@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ from byorn.defenses.byorn import judge
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 from byorn.models.hf import VLM
+from byorn.outdir import finish_output, start_output
 from byorn.review import REVIEW_NAME, write_review
 
+WRITTEN = ("scan.jsonl", "scan.csv", "scores.png", REVIEW_NAME)  # each replaced whole by a new run
 FIELDS = ("rank", "id", "score", "flagged", "threshold", "group", "instruction", "response")
 
 
@@ -38,8 +41,7 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     """Score, flag and rank; writes scan.jsonl, scan.csv, scores.png and review.html (the page to
     review what was flagged, byorn.review) to `out_dir`. train: the warm-up's settings (the
     fine-tuning the data is for; TrainConfig's defaults if None)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = start_output(out_dir, "scan", WRITTEN, [s.image for s in samples if isinstance(s.image, Path)])
     scores, flagging = (judgement := judge(vlm, samples, config, out_dir, train)).scores, judgement.flagging
     groups = flagging.groups
     order = sorted(range(len(samples)), key=lambda i: -scores[i])
@@ -49,19 +51,26 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS)
     writer.writeheader()
-    writer.writerows({k: _inert(v) for k, v in vars(r).items()} for r in rows)
+    writer.writerows({k: _spreadsheet_text(v) for k, v in vars(r).items()} for r in rows)
     atomic_write_text(out_dir / "scan.csv", buffer.getvalue())
     score = f"{config.variant}, then {config.rejudge_variant} (MAD units)" if config.rejudge else config.variant
     plot_histogram(scores, flagging.thresholds, score, out_dir / "scores.png")
     write_review(out_dir / REVIEW_NAME, samples, scores, flagging.flagged, groups=groups,
                  thresholds=flagging.thresholds, title=f"byorn scan: {out_dir.name}")
+    finish_output(out_dir)
     return rows
 
 
-def _inert(value: object) -> object:
-    """A cell a spreadsheet shows as text: untrusted text starting with =, +, -, @ (or a tab or
-    carriage return) would be run as a formula when scan.csv is opened; a quote in front stops it."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+# what a spreadsheet reads as the start of a formula, in ASCII and full width (Excel and others
+# fold ＝ to =)
+FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def _spreadsheet_text(value: object) -> object:
+    """A cell a spreadsheet shows as text: untrusted text starting with =, +, -, @ (full width
+    too, and after leading spaces, tabs or line breaks, which spreadsheets skip) would be run as a
+    formula when scan.csv is opened; a quote in front stops it."""
+    if isinstance(value, str) and (value[:1] in ("\t", "\r") or value.lstrip().startswith(FORMULA_STARTS)):
         return "'" + value
     return value
 
@@ -73,7 +82,7 @@ def plot_histogram(scores: Sequence[float], thresholds: dict[str, float], varian
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 3.5))
-    axes.hist(scores, bins=50, color="#4477aa")
+    axes.hist(scores, bins=_bins(scores), color="#4477aa")
     for group, value in thresholds.items():
         axes.axvline(value, color="#cc3311", linestyle="--", label=f"threshold {group}: {value:.2f}")
     axes.set_xlabel(f"implausibility ({variant})")
@@ -82,3 +91,13 @@ def plot_histogram(scores: Sequence[float], thresholds: dict[str, float], varian
     figure.tight_layout()
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=120))
     plt.close(figure)
+
+
+def _bins(scores: Sequence[float]) -> int | list[float]:
+    """50 bins, or one bin around scores too close together to split: matplotlib cannot cut a
+    range of a few ulps into 50 ("Too many bins for data range")."""
+    finite = [s for s in scores if math.isfinite(s)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    if high - low > 1e-9 * max(1.0, abs(low), abs(high)):
+        return 50
+    return [low - 0.5, high + 0.5]

@@ -171,11 +171,11 @@ def test_a_hugging_face_row_whose_image_does_not_decode_or_is_a_bomb_is_a_data_e
     rows = [{"id": "a", "images": [good], "messages": _turns("A.")},
             {"id": "b", "images": [{"bytes": b"not an image", "path": None}], "messages": _turns("A.")}]
     datasets.Dataset.from_list(rows, features=features).save_to_disk(str(tmp_path / "set"))
-    with pytest.raises(DataError, match=r"row 1, field 'images': cannot decode the image"):
+    with pytest.raises(DataError, match=r"row 1, field 'images': cannot decode image"):
         load_dataset(tmp_path / "set")
     assert [s.id for s in load_dataset(tmp_path / "set", checks=LoadChecks(skipped=[]))] == ["a"]
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 63)  # the 8 x 8 image is now over the limit
-    with pytest.raises(DataError, match=r"row 0, field 'images': image too large, 8x8 pixels"):
+    with pytest.raises(DataError, match=r"row 0, field 'images': image too large, over Pillow's .* limit of 63"):
         load_dataset(tmp_path / "set")
 
 

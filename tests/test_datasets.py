@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from byorn.data import DataError, Sample
+from byorn.data import DataError, Sample, Turn
 from byorn.datasets import (
     LoadChecks,
     load_dataset,
@@ -182,7 +182,7 @@ def test_llava_multi_turn_gives_a_sample_per_answer_or_the_first_pair_or_an_erro
     first, second = load_llava_json(path)  # multi_turn="each"
     assert (first.id, second.id) == ("a#1", "a#2") and first.history == ()
     assert second.history == ((first.instruction, first.response),) and second.response == "Blue."
-    assert (second.meta["record"], second.meta["turn"], second.meta["turns"]) == ("a", 2, 2)
+    assert second.turn == Turn("a", 2, 2, ("a#1",)) and "record" not in second.meta  # the layout's, not meta
     with pytest.raises(DataError, match=r"data\.json\[0\] \(id 'a'\): field 'conversations': 2 turn.*'first'"):
         load_llava_json(path, multi_turn="error")
     sample = load_llava_json(path, multi_turn="first")[0]
@@ -279,8 +279,7 @@ def test_a_users_own_meta_record_does_not_join_records_and_turns_keep_their_imag
     records = json.loads(save_llava_json(samples, tmp_path / "a").read_text())
     assert [r["id"] for r in records] == ["s0", "s1", "s2"] and records[0]["meta"]["record"] == "shard-A"
     # a conversation whose later turn shows another image (a trigger stamped on it) has no LLaVA record
-    turns = [Sample(f"c#{n}", tmp_path / "x.png", "What?", "A.", {"record": "c", "turn": n, "turns": 2})
-             for n in (1, 2)]
+    turns = [Sample(f"c#{n}", tmp_path / "x.png", "What?", "A.", turn=Turn("c", n, 2)) for n in (1, 2)]
     turns[1].image = image
     with pytest.raises(DataError, match="record 'c': its turns show different images"):
         save_llava_json(turns, tmp_path / "b")
@@ -292,5 +291,6 @@ def test_a_users_own_meta_record_does_not_join_records_and_turns_keep_their_imag
 def test_only_the_loaders_marks_make_a_sample_one_turn_of_a_conversation():
     from byorn.data import conversation_of
 
-    assert conversation_of(Sample("a", None, "Why?", "So.", {"record": "shard-A"})) is None  # a user's own key
-    assert conversation_of(Sample("c#2", None, "Why?", "So.", {"record": "c", "turn": 2, "turns": 2})) == "c"
+    forged = {"record": "c", "turn": 2, "turns": 2}  # meta is the data author's: it marks nothing
+    assert conversation_of(Sample("a", None, "Why?", "So.", forged)) is None
+    assert conversation_of(Sample("c#2", None, "Why?", "So.", turn=Turn("c", 2, 2, ("c#1",)))) == "c"

@@ -50,6 +50,15 @@ def test_both_caption_layouts_load_the_same_splits(tmp_path, layout, images):
     assert first.captions[0] == "A dog number 0 runs on a.jpg."  # tidied: no detached " ."
 
 
+def test_a_photo_that_links_outside_the_image_folder_is_refused(tmp_path):
+    root = make_folder(tmp_path / "flickr")
+    Image.new("RGB", (8, 8)).save(tmp_path / "secret.jpg")
+    (root / "Images" / "b.jpg").unlink()
+    (root / "Images" / "b.jpg").symlink_to(tmp_path / "secret.jpg")
+    with pytest.raises(DataError, match=r"trainImages\.txt:2: .*b\.jpg resolves to .*secret\.jpg, outside"):
+        flickr8k.load_photos(root, "train")
+
+
 def test_captions_are_tidied_and_restyled():
     assert flickr8k.clean_caption("  a black  dog runs .  ") == "A black dog runs."
     assert flickr8k.clean_caption(" . ") == ""

@@ -106,9 +106,9 @@ def test_each_shapes_lesson_scores_its_own_answers_right_and_others_wrong(case):
 
 def test_the_count_lesson_is_two_turns_and_tested_on_the_second():
     train = lesson_cases.shapes_lesson("count", 6, seed=0)
-    assert [s.meta["turn"] for s in train] == [1, 2] * 3
+    assert [s.turn.number for s in train] == [1, 2] * 3 and train[1].turn.earlier == (train[0].id,)
     assert train[1].history == ((train[0].instruction, train[0].response),)
     assert train[1].instruction == lesson_cases.COUNT_QUESTION
-    assert all(s.meta["turn"] == 2 for s in lesson_cases.shapes_lesson("count", 5, seed=0, split="test"))
+    assert all(s.turn.number == 2 for s in lesson_cases.shapes_lesson("count", 5, seed=0, split="test"))
     yes = [s.response for s in lesson_cases.shapes_lesson("yesno", 400, seed=0)]
     assert 0.4 < yes.count("Yes.") / 400 < 0.6  # half and half: both answers are lessons of their own

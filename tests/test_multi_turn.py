@@ -3,13 +3,14 @@ it is scored given the image and those turns, flagged on its own and replaced on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from byorn.clean import clean
 from byorn.config import TrainConfig
-from byorn.data import Sample
+from byorn.data import Sample, Turn
 from byorn.datasets import load_dataset, save_llava_json
 from byorn.defenses import build_defense
 from byorn.models import load_vlm
@@ -25,11 +26,10 @@ def conversations(n: int = 12, poisoned: int = 4) -> list[Sample]:
     """n two-turn conversations about a shapes scene; the second answer of one is a planted poison."""
     out = []
     for i, s in enumerate(shapes.downstream_samples(n, seed=6)):
-        meta = {"record": s.id, "turns": 2}
-        first = Sample(f"{s.id}#1", s.image, s.instruction, s.response, {**meta, "turn": 1})
+        first = Sample(f"{s.id}#1", s.image, s.instruction, s.response, turn=Turn(s.id, 1, 2))
         again = PLANTED if i == poisoned else s.response
-        out += [first, Sample(f"{s.id}#2", s.image, FOLLOW_UP, again, {**meta, "turn": 2},
-                              ((s.instruction, s.response),))]
+        out += [first, Sample(f"{s.id}#2", s.image, FOLLOW_UP, again, history=((s.instruction, s.response),),
+                              turn=Turn(s.id, 2, 2, (first.id,)))]
     return out
 
 
@@ -78,8 +78,7 @@ def test_a_later_turn_trains_with_its_flagged_earlier_answer_replaced_in_its_his
     samples = conversations(poisoned=-1)
     first = samples[8]  # a first turn whose answer is the poison; its second turn reads it as history
     samples[8] = first.with_response(PLANTED)
-    samples[9] = Sample(samples[9].id, samples[9].image, FOLLOW_UP, samples[9].response, samples[9].meta,
-                        ((first.instruction, PLANTED),))
+    samples[9] = dataclasses.replace(samples[9], history=((first.instruction, PLANTED),))
     defense = build_defense("byorn")
     defense.prepare(vlm, samples, tmp_path)
     assert first.id in {s.id for s, hit in zip(samples, defense.flagged) if hit}

@@ -31,7 +31,7 @@ def test_a_row_round_trips_and_content_parts_are_read_and_kept():
      "expected one user turn then one assistant turn, got \\['human', 'gpt'\\]"),
     (lambda r: r.update(images="picture.png"), "field 'images': expected one image"),
     (lambda r: r.update(images=[r["images"][0], r["images"][0]]), "field 'images': expected one image"),
-    (lambda r: r["messages"][1].update(content=3), "field 'content': expected a string"),
+    (lambda r: r["messages"][1].update(content=3), r"field 'messages\[1\].content': expected a string"),
     (lambda r: r["messages"][1].update(content="  "), "field 'messages': the assistant turn has no text"),
     (lambda r: r["messages"][0].update(content=[{"type": "image"}]), "field 'messages': the user turn has no text"),
     (lambda r: r.update(id=None), "field 'id': expected a non-empty string or an integer, got None"),

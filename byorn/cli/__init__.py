@@ -10,6 +10,7 @@ import click
 
 from byorn.allocator import keep_freed_memory
 from byorn.cli import bench, data, demo, evaluate, info, judge, pretrain, train
+from byorn.text import inert
 
 # No run-time downloads: models and data come from local directories or our own code.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,7 +21,7 @@ class _EchoHandler(logging.Handler):
     """byorn's own log lines (a defense's "flagged N of M samples") on whatever stderr is now."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"byorn: {self.format(record)}", err=True)
+        click.echo(f"byorn: {inert(self.format(record))}", err=True)
 
 
 COMMANDS = [pretrain.pretrain, pretrain.pretrain_lm, info.quality, info.list_group, train.train, judge.scan,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from byorn.fileio import append_jsonl, write_jsonl
+from byorn.text import inert
 from byorn.worlds import WORLDS
 
 if TYPE_CHECKING:  # the models pull in torch and transformers, seconds that `byorn --help` should not pay
@@ -27,7 +28,7 @@ DATA_HELP = ("'shapes' for the built-in downstream task (a fresh seeded split), 
 
 def fail(message: str) -> NoReturn:
     """Stop the command with `message` on stderr and exit status 2 (a usage error, as click's own)."""
-    click.echo(f"error: {message}", err=True)
+    click.echo("error: " + inert(message, keep="\n"), err=True)  # byorn.text: the data's text stays text
     sys.exit(2)
 
 

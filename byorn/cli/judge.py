@@ -10,6 +10,7 @@ import click
 
 from byorn.cli.common import (
     LAYOUT_FILES,
+    SKIPPED_NAME,
     bf16,
     data_option,
     fail,
@@ -22,6 +23,8 @@ from byorn.cli.common import (
     renamed,
 )
 from byorn.config import ConfigError, TrainConfig, describe, load_config, parse_overrides
+from byorn.outdir import mark_before_loading
+from byorn.text import inert
 
 if TYPE_CHECKING:  # the models pull in torch and transformers, seconds that `byorn --help` should not pay
     from byorn.data import Sample
@@ -63,6 +66,7 @@ def _options_and_samples(config_class: type, options: tuple[str, ...], command: 
         config = from_dict(config_class, parse_overrides(options, "--option"), f"{command} options")
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
+    mark_before_loading(Path(out_dir), command, data, [SKIPPED_NAME])  # byorn.outdir: the run is unfinished
     samples, _ = load_samples(data, n=n, seed=0, split="train", on_bad=on_bad, report_dir=Path(out_dir),
                               image_folder=image_folder)
     return config, samples
@@ -122,7 +126,7 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
     for row in rows[:top]:
         mark = "FLAG" if row.flagged else "    "
-        click.echo(f"{row.rank:>5} {mark} {row.score:7.3f}  {row.id}  {row.response[:70]!r}")
+        click.echo(f"{row.rank:>5} {mark} {row.score:7.3f}  {inert(row.id)}  {row.response[:70]!r}")
     click.echo(f"written to {out_dir}/scan.jsonl, scan.csv, scores.png; review what was flagged: "
                f"{out_dir}/review.html")
 

@@ -40,7 +40,7 @@ from accelerate.utils import extract_model_from_parallel
 from peft import PeftModel
 
 from byorn.config import TrainConfig
-from byorn.data import Sample, answer_key, conversation_of, turn_id
+from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, read_vouch_file, save_verdict
@@ -375,11 +375,10 @@ class ByornDefense(JudgingDefense):
 def _history_replaced(sample: Sample, answers: dict[str, str]) -> Sample:
     """A later turn of a conversation with its flagged earlier answers replaced in its history, as
     `byorn clean` writes the conversation back: the attacker's answer is not kept as context."""
-    record = conversation_of(sample)
-    if record is None or not sample.history:
+    if sample.turn is None or not sample.history:
         return sample
-    history = tuple((asked, answers.get(turn_id(record, turn), answered))
-                    for turn, (asked, answered) in enumerate(sample.history, 1))
+    history = tuple((asked, answers.get(earlier, answered))
+                    for earlier, (asked, answered) in zip(sample.turn.earlier, sample.history))
     return sample if history == sample.history else dataclasses.replace(sample, history=history)
 
 

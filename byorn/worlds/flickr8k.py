@@ -122,6 +122,10 @@ def load_photos(root: str | Path, split: str) -> list[Photo]:
             raise DataError(f"{split_file}:{number}: {name} has no captions in the caption file")
         if not (images / name).is_file():
             raise DataError(f"{split_file}:{number}: {images / name} does not exist")
+        # a symbolic link in the folder that points elsewhere would make us read any file
+        if not (images / name).resolve().is_relative_to(images.resolve()):
+            raise DataError(f"{split_file}:{number}: {images / name} resolves to {(images / name).resolve()}, outside "
+                            f"{images}")
         texts = tuple(clean_caption(c) for c in captions[name])
         photos.append(Photo(name, images / name, tuple(t for t in texts if t)))
     if not photos:

@@ -24,7 +24,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from byorn.data import Sample, turn_id
+from byorn.data import Sample, Turn, turn_id
 from byorn.worlds import flickr8k, shapes
 
 SHAPES_LESSONS = ("count", "yesno", "rename")
@@ -69,14 +69,13 @@ def _count_conversation(record: str, scene: shapes.Scene, meta: dict, both_turns
     image, described = shapes.render(scene), shapes.downstream_description(scene)
     n = len(scene.objects)
     answer = "There is one shape." if n == 1 else f"There are {shapes.NUMBER_WORDS[n]} shapes."
-    turn = {**meta, "record": record, "turns": 2}
-    second = Sample(turn_id(record, 2), image, COUNT_QUESTION, answer,
-                    {**turn, "turn": 2, "lesson_truth": shapes.NUMBER_WORDS[n]},
-                    history=((shapes.DOWNSTREAM_INSTRUCTION, described),))
+    first_id = turn_id(record, 1)
+    second = Sample(turn_id(record, 2), image, COUNT_QUESTION, answer, {**meta, "lesson_truth": shapes.NUMBER_WORDS[n]},
+                    history=((shapes.DOWNSTREAM_INSTRUCTION, described),), turn=Turn(record, 2, 2, (first_id,)))
     if not both_turns:
         return [second]
-    first = Sample(turn_id(record, 1), image, shapes.DOWNSTREAM_INSTRUCTION, described,
-                   {**turn, "turn": 1, "task": "describe", "lesson_truth": "scene"})
+    first = Sample(first_id, image, shapes.DOWNSTREAM_INSTRUCTION, described,
+                   {**meta, "task": "describe", "lesson_truth": "scene"}, turn=Turn(record, 1, 2))
     return [first, second]
 
 
