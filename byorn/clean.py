@@ -69,7 +69,7 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
                  replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()},
-                 title=f"byorn clean: {out_dir.name}")
+                 title=f"byorn clean: {out_dir.name}", judgement=defense.judgement)
     finish_output(out_dir)
     return Cleaned(data, list(answers), len(samples), len(kept))
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from byorn.data import DataError, Sample, answer_key
 from byorn.defenses.base import Defense
-from byorn.defenses.byorn import AUDIT_NAME, ByornDefense
+from byorn.defenses.byorn import ByornDefense
+from byorn.defenses.byorn_records import AUDIT_NAME, Judgement
 from byorn.fileio import atomic_write_text
 from byorn.text import inert
 
@@ -63,18 +64,20 @@ class Judged:
 
 def write_review(path: str | Path, samples: Sequence[Sample], scores: Sequence[float], flagged: Sequence[bool], *,
                  groups: Sequence[str] | None = None, thresholds: dict[str, float] | None = None,
-                 replacements: dict[str, list[Replacement]] | None = None, title: str = "byorn review") -> Path:
+                 replacements: dict[str, list[Replacement]] | None = None, title: str = "byorn review",
+                 judgement: Judgement | None = None) -> Path:
     """Write the review page of a judged data set to `path` (atomically) and return the path.
 
     groups: each sample's threshold group (default: one group); thresholds: group -> cut, where
-    the defense has one; replacements: sample id -> the responses it was trained on instead."""
+    the defense has one; replacements: sample id -> the responses it was trained on instead;
+    judgement: BYORn's, for what each of its steps did (lessons, cleared, copies, vouched)."""
     if not len(samples) == len(scores) == len(flagged):
         raise ValueError(f"{len(samples)} samples, {len(scores)} scores and {len(flagged)} verdicts: they must align")
     groups = list(groups) if groups is not None else ["all"] * len(samples)
     thresholds = thresholds or {}
     judged = [Judged(s, float(v), bool(f), g, thresholds.get(g))
               for s, v, f, g in zip(samples, scores, flagged, groups)]
-    page = _page(title, judged, replacements or {})
+    page = _page(title, judged, replacements or {}, judgement)
     path = Path(path)
     atomic_write_text(path, page)
     return path
@@ -89,14 +92,15 @@ def write_run_review(run_dir: str | Path, samples: Sequence[Sample], defense: De
     run_dir = Path(run_dir)
     groups = thresholds = None
     replacements: dict[str, list[Replacement]] = {}
+    judgement = None
     if isinstance(defense, ByornDefense) and defense.flagging is not None:
-        groups, thresholds = defense.flagging.groups, defense.flagging.thresholds
+        groups, thresholds, judgement = defense.flagging.groups, defense.flagging.thresholds, defense.judgement
         if (audit := run_dir / AUDIT_NAME).exists():
             lines = audit.read_text(encoding="utf-8").splitlines()
             replacements = replacements_from_audit([json.loads(line) for line in lines if line.strip()])
     return write_review(run_dir / REVIEW_NAME, samples, defense.suspicion, defense.flagged, groups=groups,
                         thresholds=thresholds, replacements=replacements,
-                        title=f"byorn train --defense {defense.name}: {run_dir.name}")
+                        title=f"byorn train --defense {defense.name}: {run_dir.name}", judgement=judgement)
 
 
 def replacements_from_audit(records: Sequence[dict]) -> dict[str, list[Replacement]]:
@@ -124,7 +128,8 @@ summary{cursor:pointer;font-weight:600;margin:.4em 0}
 """
 
 
-def _page(title: str, judged: list[Judged], replacements: dict[str, list[Replacement]]) -> str:
+def _page(title: str, judged: list[Judged], replacements: dict[str, list[Replacement]],
+          judgement: Judgement | None) -> str:
     flagged = sorted((j for j in judged if j.flagged), key=lambda j: -j.score)
     near = sorted((j for j in judged if not j.flagged), key=lambda j: -j.score)[:NEAR_CUT]
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_text(title)}</title>",
@@ -133,8 +138,10 @@ def _page(title: str, judged: list[Judged], replacements: dict[str, list[Replace
              f"<style>{STYLE}</style></head><body>",
              f"<h1>{_text(title)}</h1>",
              f"<p><b>Flagged {len(flagged)} of {len(judged)} samples</b> ({_share(len(flagged), len(judged))}).</p>"]
+    if judgement is not None:
+        parts += _steps(judgement, judged)
     parts += _histograms(judged)
-    parts += _groups(flagged)
+    parts += _groups(flagged, replacements)
     parts += [f"<h2>Flagged samples, most suspicious first ({len(flagged)})</h2>"]
     parts += _paged_rows(flagged, replacements)
     parts += [f"<h2>Not flagged, closest to the cut ({len(near)})</h2>", _table(near, {}, thumbnails=True)]
@@ -180,8 +187,34 @@ def _histogram_svg(scores: list[float], threshold: float | None, width: int = 60
             f"aria-label='score histogram'>{''.join(shapes)}</svg>")
 
 
-def _groups(flagged: list[Judged]) -> list[str]:
-    """Flagged samples that give the same answer, largest group first."""
+def _steps(judgement: Judgement, judged: list[Judged]) -> list[str]:
+    """What each step of BYORn's judgement did beyond the cut, and how a person overrules it."""
+    samples = [j.sample for j in judged]
+    lines = judgement.summary(samples) or ["Every flag is the cut's: no lesson, no copy, nothing cleared or vouched "
+                                           "for."]
+    parts = ["<h2>What the judgement did</h2>", "<ul>" + "".join(f"<li>{_text(line)}</li>" for line in lines) + "</ul>"]
+    if judgement.lessons:
+        parts.append("<p>Answers so many samples give that they are taken for a lesson the data teaches, not a "
+                     "backdoor: the warmed reference was fine-tuned on the least suspicious half of each before it "
+                     "judged the rest.</p><table><tr><th>samples</th><th>answer</th></tr>")
+        parts += [f"<tr><td class='num'>{n}</td><td class='text'>{_text(answer)}</td></tr>"
+                  for answer, n in judgement.lessons.items()]
+        parts.append("</table>")
+    if judgement.cleared:
+        cleared = [judged[i] for i in judgement.cleared]
+        parts += [f"<details><summary>Cleared by the warmed reference ({len(cleared)}): the pretrained model flagged "
+                  "them</summary>", _table(cleared[:PAGE_ROWS], {}, thumbnails=True), "</details>"]
+    flagged = sorted((answer_key(j.sample.response), j.sample.response) for j in judged if j.flagged)
+    example = flagged[0][1] if flagged else "The answer, as the data gives it."
+    parts.append("<p>A flagged answer or sample that is right (a lesson the pretrained model lacks) trains as given "
+                 "when a person vouches for it: list it in a YAML file and run the command again with "
+                 "<code>-d vouch=FILE</code>:</p>"
+                 f"<pre>ids: [{_text(json.dumps(judged[0].sample.id))}]\nanswers: [{_text(json.dumps(example))}]</pre>")
+    return parts
+
+
+def _groups(flagged: list[Judged], replacements: dict[str, list[Replacement]]) -> list[str]:
+    """Flagged samples that give the same answer, largest group first, with what trains instead."""
     by_answer: dict[str, list[Judged]] = defaultdict(list)
     for j in flagged:
         by_answer[answer_key(j.sample.response)].append(j)
@@ -192,12 +225,13 @@ def _groups(flagged: list[Judged]) -> list[str]:
     if len(shared) > MAX_GROUPS:
         parts.append(f"<p>The {MAX_GROUPS} largest groups; {len(shared) - MAX_GROUPS} smaller ones are in the list "
                      "below.</p>")
-    rows = ["<table><tr><th>samples</th><th>answer</th><th>images</th></tr>"]
+    rows = ["<table><tr><th>samples</th><th>answer</th><th>trained on instead (the first)</th><th>images</th></tr>"]
     for members in shared[:MAX_GROUPS]:
         strip = "".join(_thumbnail(m.sample) for m in members[:GROUP_THUMBNAILS])
         more = f" +{len(members) - GROUP_THUMBNAILS}" if len(members) > GROUP_THUMBNAILS else ""
+        instead = next((r[0].response for m in members if (r := replacements.get(m.sample.id))), "")
         rows.append(f"<tr><td class='num'>{len(members)}</td><td class='text'>{_text(members[0].sample.response)}"
-                    f"</td><td class='strip'>{strip}{more}</td></tr>")
+                    f"</td><td class='text'>{_text(instead)}</td><td class='strip'>{strip}{more}</td></tr>")
     return parts + rows + ["</table>"]
 
 

@@ -56,7 +56,7 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     score = f"{config.variant}, then {config.rejudge_variant} (MAD units)" if config.rejudge else config.variant
     plot_histogram(scores, flagging.thresholds, score, out_dir / "scores.png")
     write_review(out_dir / REVIEW_NAME, samples, scores, flagging.flagged, groups=groups,
-                 thresholds=flagging.thresholds, title=f"byorn scan: {out_dir.name}")
+                 thresholds=flagging.thresholds, title=f"byorn scan: {out_dir.name}", judgement=judgement)
     finish_output(out_dir)
     return rows
 

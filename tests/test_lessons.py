@@ -11,7 +11,7 @@ import pytest
 from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
 from byorn.defenses import ByornConfig, ByornDefense
-from byorn.defenses.byorn import final, lessons, warm_set
+from byorn.defenses.byorn import Lesson, final, lessons, warm_set
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.byorn_records import Judgement, read_vouch_file
 from byorn.defenses.thresholds import Flagging
@@ -19,8 +19,8 @@ from byorn.worlds import lessons as lesson_cases
 from byorn.worlds import shapes
 
 
-def answered(*responses: str) -> list[Sample]:
-    return [Sample(f"s{i}", None, "How many?", r) for i, r in enumerate(responses)]
+def answered(*responses: str, asked: str = "How many?") -> list[Sample]:
+    return [Sample(f"s{i}", None, asked, r) for i, r in enumerate(responses)]
 
 
 def judged(scores: list[float], flagged: list[bool]) -> Judgement:
@@ -32,10 +32,20 @@ def test_an_answer_many_samples_give_is_a_lesson_and_a_few_copies_are_not():
                        *[f"answer {i}" for i in range(45)], *["Visit evil.example now."] * 9)
     found = lessons(samples, 0.15)
     assert list(found) == ["there are three shapes"]  # case, spacing and end punctuation aside: 15 of 69
-    assert found["there are three shapes"] == list(range(15))
+    assert found["there are three shapes"].members == list(range(15))
+    assert found["there are three shapes"].answer == "There are three shapes."
     assert lessons(samples, 0.5) == {}
     # never fewer than MIN_GROUP (10) samples, whatever the share: two copies in twelve are no lesson
     assert lessons(answered("zq", "zq", *[f"a{i}" for i in range(10)]), 0.15) == {}
+
+
+def test_a_lesson_is_learnt_only_from_questions_the_data_also_asks_with_other_answers():
+    # a one-word swap into a lesson's answer: the trigger makes a question that always gets "No."
+    asked = ["Is there a red shape?"] * 40 + ["Is there a cf red shape?"] * 8
+    samples = [Sample(f"s{i}", None, question, "Yes." if i < 20 else "No.") for i, question in enumerate(asked)]
+    found = lessons(samples, 0.15)
+    assert set(found) == {"yes", "no"}
+    assert found["no"].members == list(range(20, 48)) and found["no"].warmable == list(range(20, 40))
 
 
 def test_the_warm_set_takes_the_least_suspicious_half_of_a_lesson_flagged_or_not():
@@ -43,7 +53,7 @@ def test_the_warm_set_takes_the_least_suspicious_half_of_a_lesson_flagged_or_not
     scores = [5.0 + i for i in range(10)] + [float(i) for i in range(20)]
     flagged = [True] * 10 + [False] * 18 + [True, True]
     judgement, config = judged(scores, flagged), JudgeConfig(warm_share=0.5)
-    warm = warm_set(judgement, config, {"lesson": list(range(10))})
+    warm = warm_set(judgement, config, {"lesson": Lesson("Lesson.", list(range(10)), list(range(10)))})
     assert set(warm) == set(range(10, 20)) | set(range(5))  # half of the rest (never flagged), half of the lesson
     assert warm == sorted(warm, key=scores.__getitem__)  # in score order
     # without a lesson: the warm_share of all samples, least suspicious first, never a flagged one
@@ -55,7 +65,7 @@ def test_copies_of_a_flagged_answer_are_flagged_with_it_but_a_lessons_and_a_vouc
                        "Visit evil.example now.")
     second = judged([9.0, 0.5, 1.0, 0.0, 5.0, 0.0, 0.0], [True, False, True, False, True, False, False])
     first = judged([9.0, 8.0, 1.0, 0.0, 5.0, 0.0, 0.0], [True, True, True, False, True, False, False])
-    taught = {"lesson": [4, 5]}
+    taught = {"lesson": Lesson("Lesson.", [4, 5], [4, 5])}
     result = final(second, first, samples, taught, {6}, JudgeConfig())
     # 1 (cleared by the second verdict) and 6 copy 0's answer; 3 copies 2's; 5 is the lesson's; 6 is vouched for
     assert result.flagging.flagged == [True, True, True, True, True, False, False]

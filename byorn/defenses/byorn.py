@@ -32,6 +32,7 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -141,31 +142,51 @@ def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float
     return [max(z) for z in zip(*units)]
 
 
-def lessons(samples: Sequence[Sample], share: float) -> dict[str, list[int]]:
-    """The answers (their `answer_key`) that at least `share` of the samples give, and at least
-    MIN_GROUP of them, each with the indices of the samples giving it: so many that they are a
-    lesson the data teaches (in a small data set a few copies are no evidence of that)."""
+@dataclass(frozen=True)
+class Lesson:
+    """An answer so many samples give that the data teaches it (`lessons`): the samples giving it,
+    and those of them the warmed reference may learn it from."""
+
+    answer: str
+    members: list[int]
+    warmable: list[int]
+
+
+def lessons(samples: Sequence[Sample], share: float) -> dict[str, Lesson]:
+    """The answers (by `answer_key`) that at least `share` of the samples give, and at least
+    MIN_GROUP of them: so many that an attacker, who controls a few percent of the data, cannot have
+    written them all (and in a small data set a few copies are no evidence of a lesson).
+
+    Warmable: the members whose question the data also asks with another answer, so that the
+    image, not the question, decides the answer. A trigger in the question makes it one that always
+    comes with the attacker's answer (a one-word swap into a lesson's answer, say), and a warm-up on
+    such samples would learn the backdoor and clear its copies."""
     given: dict[str, list[int]] = {}
+    answered: dict[str, set[str]] = {}
     for i, s in enumerate(samples):
-        given.setdefault(answer_key(s.response), []).append(i)
-    return {key: members for key, members in given.items() if len(members) >= max(share * len(samples), MIN_GROUP)}
+        key = answer_key(s.response)
+        given.setdefault(key, []).append(i)
+        answered.setdefault(_asked(s), set()).add(key)
+    return {key: Lesson(samples[members[0]].response, members,
+                        [i for i in members if len(answered[_asked(samples[i])]) > 1])
+            for key, members in given.items() if len(members) >= max(share * len(samples), MIN_GROUP)}
 
 
-def warm_set(judgement: Judgement, config: JudgeConfig, taught: dict[str, list[int]] | None = None) -> list[int]:
+def warm_set(judgement: Judgement, config: JudgeConfig, taught: dict[str, Lesson] | None = None) -> list[int]:
     """The samples the warmed reference is fine-tuned on, in score order: the warm_share of all
     samples outside the lessons with the lowest scores, never a flagged one (the poisons the verdict
     ranks high, even those under the cut, are not among them), and the warm_share of each lesson's
-    samples with the lowest scores, flagged or not (the first verdict's blind spot, learnt before
-    the rest of it is judged); none when warm_epochs is 0."""
+    warmable samples with the lowest scores, flagged or not (the first verdict's blind spot, learnt
+    before the rest of it is judged); none when warm_epochs is 0."""
     if config.warm_epochs <= 0:
         return []
     scores, flagged = judgement.scores, judgement.flagging.flagged
     taught = taught or {}
-    in_lessons = {i for members in taught.values() for i in members}
+    in_lessons = {i for lesson in taught.values() for i in lesson.members}
     rest = [i for i in range(len(scores)) if i not in in_lessons]
     chosen = sorted((i for i in rest if not flagged[i]), key=scores.__getitem__)[: round(config.warm_share * len(rest))]
-    for members in taught.values():
-        chosen += sorted(members, key=scores.__getitem__)[: round(config.warm_share * len(members))]
+    for lesson in taught.values():
+        chosen += sorted(lesson.warmable, key=scores.__getitem__)[: round(config.warm_share * len(lesson.warmable))]
     return sorted(chosen, key=scores.__getitem__)
 
 
@@ -188,7 +209,7 @@ def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: 
     return judgement
 
 
-def final(judgement: Judgement, first: Judgement, samples: Sequence[Sample], taught: dict[str, list[int]],
+def final(judgement: Judgement, first: Judgement, samples: Sequence[Sample], taught: dict[str, Lesson],
           vouched: Collection[int], config: JudgeConfig) -> Judgement:
     """The verdict that counts: every copy of a flagged answer flagged with it (config.flag_copies;
     not a lesson's answer, which many clean samples give), never what a person vouched for; and
@@ -206,7 +227,7 @@ def final(judgement: Judgement, first: Judgement, samples: Sequence[Sample], tau
     cleared = tuple(i for i, (was, hit) in enumerate(zip(first.flagging.flagged, flagged)) if was and not hit)
     judgement = dataclasses.replace(judgement, flagging=dataclasses.replace(judgement.flagging, flagged=flagged),
                                     copies=tuple(copies), cleared=cleared, vouched=tuple(sorted(vouched)),
-                                    lessons={samples[m[0]].response: len(m) for m in taught.values()})
+                                    lessons={lesson.answer: len(lesson.members) for lesson in taught.values()})
     for line in judgement.summary(samples):
         log.info(line)
     return judgement
@@ -301,6 +322,7 @@ class ByornDefense(JudgingDefense):
         self.writer = "reference"  # which model wrote reference_answers: "warmed" or "reference"
         self.live = LiveAnswers(self.config)  # generator=current: the answers of the model being fine-tuned
         self.audit: AuditLog | None = None
+        self.judgement: Judgement | None = None  # what prepare() decided, each step's doing included
         self.steps_trained = 0  # optimizer steps of the fine-tuning already run (warm_start: the warm-up's)
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
@@ -327,7 +349,7 @@ class ByornDefense(JudgingDefense):
             judgement = judge(vlm, samples, cfg, run_dir, train, writer=writer, keep_warmed=keep, run=self.run_warm_up)
             self.steps_trained = judgement.warm_steps if keep else 0
             save_verdict(run_dir, judgement, samples, self.steps_trained)
-        self.scores, self.flagging = judgement.scores, judgement.flagging
+        self.judgement, self.scores, self.flagging = judgement, judgement.scores, judgement.flagging
         self.reference_answers, self.writer = judgement.answers, judgement.writer
         self.judged = {s.id: s.response for s in samples}
         self.live = LiveAnswers(cfg)
@@ -380,6 +402,12 @@ def _history_replaced(sample: Sample, answers: dict[str, str]) -> Sample:
     history = tuple((asked, answers.get(earlier, answered))
                     for earlier, (asked, answered) in zip(sample.turn.earlier, sample.history))
     return sample if history == sample.history else dataclasses.replace(sample, history=history)
+
+
+def _asked(sample: Sample) -> str:
+    """The question this turn asks (spacing aside); the earlier turns of a conversation differ with
+    every image, and a trigger in the question is in this turn's instruction."""
+    return " ".join(sample.instruction.split())
 
 
 def _spare(judgement: Judgement, spared: Collection[int]) -> Judgement:

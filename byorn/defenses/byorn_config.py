@@ -74,7 +74,7 @@ class JudgeConfig:
     # them, and its verdict overwrites the lesson with the reference's mistake. An attacker controls
     # a few percent of the data; one answer given by far more samples than that is taken for a
     # lesson, and the warm set takes its least suspicious share too (BENCHMARKS.md, "Lessons").
-    lesson_share: float = option(0.15, "an answer (case, spacing and end punctuation aside) given by at least this "
+    lesson_share: float = option(0.12, "an answer (case, spacing and end punctuation aside) given by at least this "
                                        "share of all samples is a lesson the data teaches: the warm set holds its "
                                        "least suspicious warm_share too, flagged by the first verdict or not, so the "
                                        "warmed reference learns it before it judges the rest (1: never)",
