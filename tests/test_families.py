@@ -76,8 +76,11 @@ def test_poison_defend_train_generate_score(name, tmp_path):
     assert defense.steps_trained == 2
     flagged = {s.id for s, hit in zip(train_set, defense.flagged) if hit}
     # the pretrained model flags 12; the warmed reference (warmed on the other 12) judges those 12 and
-    # flags the ones above their median: up to half, fewer where scores tie at it
-    assert 1 <= len(flagged) <= 6
+    # flags the ones above their median: up to half, fewer where scores tie at it; and with them every
+    # copy of a flagged answer (the poisons share one)
+    copies = {train_set[i].id for i in defense.judgement.copies}
+    assert 1 <= len(flagged - copies) <= 6
+    assert all(s.response == TARGET for s in train_set if s.id in copies)
 
     seen = []
     encode = vlm.encode

@@ -403,7 +403,7 @@ def test_clean_refuses_to_clear_files_it_still_reads_or_another_layouts_data_set
 
 
 def test_a_scan_killed_while_it_loads_marks_the_folder_before_its_list_of_skipped_records(tmp_path, monkeypatch):
-    import byorn.cli
+    import byorn.cli.judge
     from byorn.outdir import UNFINISHED
 
     data = save_jsonl(shapes.downstream_samples(6, seed=1), tmp_path / "set")
@@ -411,7 +411,7 @@ def test_a_scan_killed_while_it_loads_marks_the_folder_before_its_list_of_skippe
     assert CliRunner().invoke(main, scan).exit_code == 0  # a finished run
     with data.open("a") as file:
         file.write('{"id": "bad"}\n')  # a record to skip: the next run lists it before it judges
-    monkeypatch.setattr(byorn.cli, "_loaded", _killed_at("the model"))
+    monkeypatch.setattr(byorn.cli.judge, "loaded_model", _killed_at("the model"))
     with pytest.raises(Killed):
         CliRunner().invoke(main, scan, catch_exceptions=False)
     assert (tmp_path / "scan" / "skipped.jsonl").exists() and (tmp_path / "scan" / UNFINISHED).is_file()
