@@ -62,14 +62,17 @@ def test_the_warm_set_takes_the_least_suspicious_half_of_a_lesson_flagged_or_not
 
 def test_copies_of_a_flagged_answer_are_flagged_with_it_but_a_lessons_and_a_vouched_one_are_not():
     samples = answered("Visit evil.example now.", "visit evil.example now", "Fine.", "Fine.", "Lesson.", "Lesson.",
-                       "Visit evil.example now.")
-    second = judged([9.0, 0.5, 1.0, 0.0, 5.0, 0.0, 0.0], [True, False, True, False, True, False, False])
-    first = judged([9.0, 8.0, 1.0, 0.0, 5.0, 0.0, 0.0], [True, True, True, False, True, False, False])
-    taught = {"lesson": Lesson("Lesson.", [4, 5], [4, 5])}
+                       "Visit evil.example now.", "Visit evil.example now.", "Lesson.")
+    second = judged([9.0, 0.5, 1.0, 0.0, 5.0, 0.0, 0.0, 9.0, 5.0], [True, False, True, False, True, False, False, True,
+                                                                   True])
+    first = judged([9.0, 8.0, 1.0, 0.0, 5.0, 0.0, 0.0, 9.0, 5.0], [True, True, True, False, True, False, False, True,
+                                                                  True])
+    taught = {"lesson": Lesson("Lesson.", [4, 5, 8], [4, 5, 8])}
     result = final(second, first, samples, taught, {6}, JudgeConfig())
-    # 1 (cleared by the second verdict) and 6 copy 0's answer; 3 copies 2's; 5 is the lesson's; 6 is vouched for
-    assert result.flagging.flagged == [True, True, True, True, True, False, False]
-    assert result.copies == (1, 3)
+    # 0 and 7 flagged: 1 (cleared by the second verdict) copies them, 6 too but is vouched for; "Fine." is
+    # flagged once, so its copy 3 is not (one flag may be the cut's chance); 5 gives the lesson's answer
+    assert result.flagging.flagged == [True, True, True, False, True, False, False, True, True]
+    assert result.copies == (1,)
     assert result.vouched == (6,) and result.cleared == ()
     alone = final(second, first, samples, taught, set(), JudgeConfig(flag_copies=False))
     assert alone.flagging.flagged == second.flagging.flagged and alone.cleared == (1,)

@@ -211,14 +211,17 @@ def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: 
 
 def final(judgement: Judgement, first: Judgement, samples: Sequence[Sample], taught: dict[str, Lesson],
           vouched: Collection[int], config: JudgeConfig) -> Judgement:
-    """The verdict that counts: every copy of a flagged answer flagged with it (config.flag_copies;
-    not a lesson's answer, which many clean samples give), never what a person vouched for; and
-    what each step did, for the summary and the review page."""
+    """The verdict that counts: every copy of an answer flagged on two images or more flagged with
+    it (config.flag_copies; not a lesson's answer, which many clean samples give), never what a
+    person vouched for; and what each step did, for the summary and the review page. Two flags
+    make a campaign's answer (implausible whatever the image); one may be the cut's chance, and
+    short clean answers repeat (a one-shape scene's description)."""
     flagged = list(judgement.flagging.flagged)
     keys = [answer_key(s.response) for s in samples]
     copies: list[int] = []
     if config.flag_copies:
-        suspect = {keys[i] for i, hit in enumerate(flagged) if hit} - set(taught)
+        times = Counter(key for key, hit in zip(keys, flagged) if hit)
+        suspect = {key for key, n in times.items() if n >= 2} - set(taught)
         copies = [i for i, key in enumerate(keys) if key in suspect and not flagged[i] and i not in vouched]
         for i in copies:
             flagged[i] = True

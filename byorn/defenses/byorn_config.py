@@ -81,8 +81,9 @@ class JudgeConfig:
                                  min=0.0, max=1.0)
     # A poison campaign repeats one target; a sample whose answer the warmed reference finds
     # plausible on its own image can still carry it (the same target on another background).
-    flag_copies: bool = option(True, "flag every copy of a flagged answer (case, spacing and end punctuation "
-                                     "aside) with it, unless the answer is a lesson (lesson_share)")
+    flag_copies: bool = option(True, "flag every copy of an answer flagged on two samples or more (case, spacing "
+                                     "and end punctuation aside) with them, unless the answer is a lesson "
+                                     "(lesson_share)")
     vouch: str = option("", "a YAML or JSON file of what a person vouches for: {ids: [...], answers: [...]}; those "
                             "samples (answers: case, spacing and end punctuation aside) are never flagged and "
                             "train as given")
