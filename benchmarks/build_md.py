@@ -119,6 +119,12 @@ SECTIONS = [
             quality="judgement_flickr8k_quality.json",
             quality_command="byorn quality --model byorn-tiny-flickr --flickr8k FLICKR8K --n 1000 "
                             "--out benchmarks/results/judgement_flickr8k_quality.json"),
+    Section("Lessons the pretrained model lacks: kept, and the backdoor still ended", ["lessons"],
+            "byorn bench benchmarks/lessons_count.yaml --out runs/lessons_count --results "
+            "benchmarks/results/lessons.jsonl, then the same with lessons_yesno.yaml and lessons_rename.yaml "
+            "(OMP_NUM_THREADS=1 each; two side by side); the images unlike the shapes world: "
+            "OMP_NUM_THREADS=1 python benchmarks/unlike_shapes.py --out benchmarks/results/unlike_shapes.jsonl",
+            ["asr", "lesson_score"], "lessons.md", table="lessons"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
@@ -228,6 +234,21 @@ def shipped_checkpoints() -> dict[str, str]:
     return found
 
 
+# Options the default judgement gained after rows were published (keeping lessons: byorn_config.py).
+# A row that records none of them ran with the judgement before them: its section says so, in place
+# of refusing it, until its grid is rerun on the shipped default.
+ADDED_SINCE = ("lesson_share", "flag_copies", "vouch")
+BEFORE_LESSONS = ("**Measured before lessons:** this section's BYORn rows ran with the judgement before "
+                  "`lesson_share`, `flag_copies` and `vouch` (they record none of them); rerun its grid for the "
+                  "shipped default. [docs/method.md](docs/method.md#lessons) says what those options change.")
+
+
+def before_lessons(row: dict) -> bool:
+    """Whether `row` is a judging defense's row from before the ADDED_SINCE options existed."""
+    recorded = row.get("defense_options")
+    return isinstance(recorded, dict) and "k" in recorded and not any(k in recorded for k in ADDED_SINCE)
+
+
 def stale(row: dict, shipped: dict[str, str]) -> str:
     """Why `row` cannot stand in a section about the shipped checkpoint and defaults ('' if it can)."""
     model = row.get("model", "")
@@ -244,7 +265,7 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
     today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
     # cache_dir is where a grid shares scores and fine-tunes, not how it judges
     changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir"
-                     and row["defense_options"].get(k) != v)
+                     and row["defense_options"].get(k) != v and not (before_lessons(row) and k in ADDED_SINCE))
     return f"its label leaves out {', '.join(changed)}, whose defaults have changed since" if changed else ""
 
 
@@ -492,8 +513,45 @@ def plot_summary(found: list[tuple[Section, list[dict]]], path: Path) -> Path:
     return path
 
 
+def lessons_table(rows: list[dict], metrics: list[str]) -> str:
+    """Per lesson, attack and poison rate: each defense's ASR and lesson score (mean over the seeds
+    that ran, with their count), and whether the shipped default keeps the lesson (at least 95 % of
+    the undefended score on clean data, of the oracle's under attack, seed by seed) and ends the
+    backdoor (ASR at most 0.02 above the oracle's, seed by seed)."""
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    lines = ["| lesson | attack | poison rate | seeds | " + " | ".join(f"{d}: ASR / lesson" for d in defenses)
+             + " | default keeps the lesson | default ends the backdoor |",
+             "|---|---|---|---|" + "---|" * (len(defenses) + 2)]
+    cells: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for row in rows:
+        cells.setdefault((row["lesson"], row["attack"], row["poison_rate"]), {}).setdefault(
+            row["defense"], {})[row["seed"]] = row
+    for (lesson, attack, rate), by_defense in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        shown = []
+        for defense in defenses:
+            mine = list(by_defense.get(defense, {}).values())
+            shown.append(f"{sum(r['asr'] for r in mine) / len(mine):.2f} / "
+                         f"{sum(r['lesson_score'] for r in mine) / len(mine):.3f}" if mine else "")
+        default = by_defense.get(DEFAULT, {})
+        against = by_defense.get("none" if rate == 0 else "oracle", {})
+        paired = [(row, against[seed]) for seed, row in default.items() if seed in against]
+        keeps = "" if not paired else ("yes" if all(r["lesson_score"] >= 0.95 * a["lesson_score"] for r, a in paired)
+                                       else "no: " + ", ".join(f"seed {r['seed']} {r['lesson_score']:.3f} against "
+                                                               f"{a['lesson_score']:.3f}" for r, a in paired
+                                                               if r["lesson_score"] < 0.95 * a["lesson_score"]))
+        oracle = by_defense.get("oracle", {})
+        ended = [(row, oracle[seed]) for seed, row in default.items() if seed in oracle]
+        ends = "" if rate == 0 or not ended else ("yes" if all(r["asr"] <= o["asr"] + 0.02 for r, o in ended)
+                                                  else "no: " + ", ".join(f"seed {r['seed']} ASR {r['asr']:.2f}"
+                                                                          for r, o in ended
+                                                                          if r["asr"] > o["asr"] + 0.02))
+        seeds = len({seed for by_seed in by_defense.values() for seed in by_seed})
+        lines.append(f"| {lesson} | {attack} | {rate:g} | {seeds} | " + " | ".join(shown) + f" | {keeps} | {ends} |")
+    return "\n".join(lines)
+
+
 TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table,
-          "settings": settings_table}
+          "settings": settings_table, "lessons": lessons_table}
 
 
 def main() -> None:
@@ -515,6 +573,8 @@ def main() -> None:
         shown = [f"{name}.jsonl" for name in [*section.results, section.scores, section.warmed_scores] if name]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "",
                   findings_summary(section.findings, shown), ""]
+        if any(before_lessons(row) for row in rows):
+            parts += [BEFORE_LESSONS, ""]
         if section.quality and (path := ROOT / "benchmarks" / "results" / section.quality).exists():
             figures = json.loads(path.read_text(encoding="utf-8"))
             refuse_stale(f"{section.title} ({section.quality})", [figures], shipped)
