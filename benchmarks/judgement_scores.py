@@ -34,10 +34,11 @@ from byorn.attacks import build_attack, poison
 from byorn.bench import load_grid, read_results
 from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.defenses.byorn import combined_score, judge, warm_set, warm_up
+from byorn.defenses.byorn import combined_score, judge, warm_set
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.thresholds import ALL
 from byorn.fileio import append_jsonl
+from byorn.in_place import warm_up
 from byorn.metrics import detection_scores
 from byorn.models import load_vlm
 from byorn.models.hf import VLM

@@ -131,7 +131,7 @@ def trained_in_place_or_found(vlm: VLM, samples: Sequence[Sample], config: Train
 
 
 class WarmUps:
-    """A grid's warm-ups, run as a judging defense's `run_warm_up` (byorn.defenses.byorn): each one
+    """A grid's warm-ups, run as a judging defense's `run_warm_up` (byorn.in_place.RunWarmUp): each one
     found in `cache_dir` and loaded, or run and saved there; `loaded` lists where each came from."""
 
     def __init__(self, cache_dir: str | Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from byorn import bench, scoring, trained
 from byorn.config import TrainConfig
 from byorn.defenses import attention, build_defense
-from byorn.defenses.byorn import warm_up
+from byorn.in_place import warm_up
 from byorn.report import cost_ratios, cost_table
 from byorn.scoring import model_fingerprint
 from byorn.train import finetune, train_steps

@@ -9,13 +9,14 @@ import pytest
 import torch
 from peft import PeftModel
 
+from byorn import in_place
 from byorn.config import TrainConfig
 from byorn.defenses import ByornConfig, ByornDefense
-from byorn.defenses import byorn as method
-from byorn.defenses.byorn import judge, warm_set, warm_up
+from byorn.defenses.byorn import judge, warm_set
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.byorn_records import Judgement
 from byorn.defenses.thresholds import Flagging
+from byorn.in_place import warm_up
 from byorn.train import finetune
 from byorn.worlds import shapes
 
@@ -99,7 +100,7 @@ def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_an
     samples = shapes.downstream_samples(12, seed=4)
     samples = [s.with_response(POISON, is_poisoned=True) if i in (2, 7) else s for i, s in enumerate(samples)]
     warmed_on, written = [], {}
-    real_train = method.train_steps
+    real_train = in_place.train_steps
 
     def recording_train(vlm, warm, *args, **kwargs):
         warmed_on.extend(s.id for s in warm)
@@ -107,7 +108,7 @@ def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_an
         written.update(zip([s.id for s in samples], vlm.generate(samples, 6)))  # the warmed model's answers
         return trainer
 
-    monkeypatch.setattr(method, "train_steps", recording_train)
+    monkeypatch.setattr(in_place, "train_steps", recording_train)
     before = mean_nll(vlm, samples)
     defense = ByornDefense(ByornConfig(variant="mean_nll", rule="quantile", quantile=0.75, max_new_tokens=6,
                                        generator="warmed", warm_share=0.5, warm_start=False))
@@ -122,7 +123,7 @@ def test_byorn_warms_the_reference_on_unflagged_samples_and_replaces_with_its_an
 def test_with_nothing_to_warm_on_the_frozen_reference_writes(tiny_vlm_factory, tmp_path, monkeypatch):
     vlm = tiny_vlm_factory()
     samples = shapes.downstream_samples(6, seed=4)
-    monkeypatch.setattr(method, "train_steps", lambda *args, **kwargs: pytest.fail("no warm-up expected"))
+    monkeypatch.setattr(in_place, "train_steps", lambda *args, **kwargs: pytest.fail("no warm-up expected"))
     defense = ByornDefense(ByornConfig(variant="mean_nll", rule="quantile", quantile=0.5, max_new_tokens=6,
                                        generator="warmed", warm_share=0.0))
     defense.prepare(vlm, samples, tmp_path)

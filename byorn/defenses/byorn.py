@@ -10,7 +10,7 @@ trigger is never bound to the attacker's target. `judge` runs the steps in order
 3. warm set: the least suspicious half of the samples, none of them flagged, and the least
    suspicious half of every answer so many samples give that it is a lesson, not a backdoor
    (`lessons`, `warm_set`);
-4. warm-up: the pretrained model fine-tuned briefly on the warm set (`warm_up`), the *warmed
+4. warm-up: the pretrained model fine-tuned briefly on the warm set (byorn/in_place.py), the *warmed
    reference*: it knows the downstream answer style, not the poisons the first verdict ranked high;
 5. second verdict: the warmed reference judges the samples it did not train on; its verdict counts,
    every copy of a flagged answer flagged with it, what a person vouched for never (`final`);
@@ -25,20 +25,13 @@ an option (byorn/defenses/byorn_config.py, `byorn list defenses`), measured in B
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import logging
-import shutil
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import torch
-from accelerate.utils import extract_model_from_parallel
-from peft import PeftModel
 
 from byorn.config import TrainConfig
 from byorn.data import Sample, answer_key
@@ -48,9 +41,9 @@ from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, read_v
 from byorn.defenses.live_answers import LiveAnswers
 from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z
 from byorn.distributed import map_sharded, weights_sharded
+from byorn.in_place import RunWarmUp, train_warm_up, warm_up
 from byorn.models.hf import VLM
 from byorn.scoring import Z_SCALED, ScoreCache, reference_model, score_variants, scoring_dtype
-from byorn.train import train_steps
 
 if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
     from byorn.train import ByornTrainer
@@ -58,15 +51,6 @@ if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is
 log = logging.getLogger(__name__)
 
 MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
-
-# How a warm-up's fine-tune is run: (model, samples, settings, the fine-tune itself) -> its optimizer
-# steps. The default runs it; a benchmark grid passes one that loads a fine-tune it ran before.
-RunWarmUp = Callable[[VLM, Sequence[Sample], TrainConfig, Callable[[], int]], int]
-
-
-def train_warm_up(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, fine_tune: Callable[[], int]) -> int:
-    return fine_tune()
-
 
 def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
           train: TrainConfig | None = None, *, writer: str | None = None, keep_warmed: bool = False,
@@ -255,40 +239,6 @@ def write_answers(vlm: VLM, samples: Sequence[Sample], judgement: Judgement, con
     return {s.id: answer for s, answer in zip(flagged, answers)}
 
 
-@contextlib.contextmanager
-def warm_up(vlm: VLM, samples: Sequence[Sample], train: TrainConfig, epochs: float, scratch: Path,
-            keep: bool = False, run: RunWarmUp = train_warm_up) -> Iterator[int]:
-    """Inside the block `vlm` is the pretrained model fine-tuned for `epochs` on `samples` (with
-    `train`'s optimizer settings, LoRA or full); the block gets the warm-up's optimizer steps.
-    Afterwards its weights are what they were, unless `keep`: then the fine-tuning goes on from the
-    warmed weights (and, under LoRA, its adapter); if the block raises, a kept full fine-tune is not
-    undone (no copy was kept aside)."""
-    if weights_sharded():
-        raise ValueError("the warmed reference is fine-tuned and then put back, which FSDP and DeepSpeed ZeRO-3 "
-                         "weights (sharded between processes) do not allow: use -d rejudge=false -d "
-                         "generator=reference there, or DDP / ZeRO-2")
-    config = dataclasses.replace(train, epochs=epochs, max_steps=-1, save_steps=0, report_to="none")
-    attaches_lora = config.lora and not isinstance(vlm.model, PeftModel)
-    # With a fresh LoRA adapter, removing it restores the model; otherwise the trained tensors are
-    # copied aside, on the CPU (all of them under full fine-tuning: one copy of the weights).
-    saved = {} if attaches_lora or keep else {name: p.detach().to("cpu", copy=True) for name, p in
-                                              vlm.model.named_parameters() if p.requires_grad}
-    trainable = {name: p.requires_grad for name, p in vlm.model.named_parameters()}  # PEFT freezes the base
-    training, attributes = vlm.model.training, dict(vars(vlm.model.config))  # the Trainer sets config.use_cache
-    kept = False
-    try:
-        # the trainer goes with its optimizer state as train() returns, before the real fine-tuning makes its own
-        steps = run(vlm, samples, config, lambda: train_steps(vlm, samples, config, scratch).state.global_step)
-        _untouched_by_the_trainer(vlm, training, attributes)
-        yield steps
-        kept = keep
-    finally:
-        gc.collect()
-        shutil.rmtree(scratch, ignore_errors=True)
-        if not kept:
-            _restore(vlm, attaches_lora, saved, trainable)
-
-
 class JudgingDefense(Defense):
     """The base of the defenses that judge with a JudgeConfig (BYORn, score-and-drop, random drop).
     `run_warm_up`: how the warm-up is run (a benchmark grid gives one that loads a warm-up it ran)."""
@@ -430,29 +380,6 @@ def _judges_groups_whole(first: Judgement, warm: Sequence[int]) -> bool:
     log.warning("the pretrained model's verdict stands: a warmed reference would judge a group of fewer than %d "
                 "samples", MIN_GROUP)
     return False
-
-
-def _untouched_by_the_trainer(vlm: VLM, training: bool, config_attributes: dict) -> None:
-    """Undo what a Trainer leaves on the model besides its weights (mixed precision's autocast
-    around `forward`, the config's attributes as they were, `use_cache` among them; training mode):
-    the warmed reference then scores and answers as the model it is, and as one whose warm-up was
-    loaded from a grid's cache, where no Trainer ran (the score cache's fingerprint reads the config)."""
-    extract_model_from_parallel(vlm.model, keep_fp32_wrapper=False)
-    attributes = vars(vlm.model.config)
-    attributes.clear()
-    attributes.update(config_attributes)
-    vlm.model.train(training)
-
-
-def _restore(vlm: VLM, attaches_lora: bool, saved: dict[str, torch.Tensor], trainable: dict[str, bool]) -> None:
-    """The weights and trainable flags as they were before the warm-up."""
-    if attaches_lora and isinstance(vlm.model, PeftModel):  # not if attaching it failed
-        vlm.model = vlm.model.unload()  # the LoRA layers out, nothing merged
-    with torch.no_grad():
-        for name, p in vlm.model.named_parameters():
-            if name in saved:
-                p.copy_(saved[name])
-            p.requires_grad_(trainable[name])
 
 
 def _log_verdict(judgement: Judgement, whose: str) -> None:
