@@ -37,8 +37,8 @@ from byorn.config import TrainConfig
 from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
-from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, read_vouch_file, save_verdict
-from byorn.defenses.live_answers import LiveAnswers
+from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, save_verdict, vouched_for
+from byorn.defenses.live_answers import LiveAnswers, history_replaced
 from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z
 from byorn.distributed import map_sharded, weights_sharded
 from byorn.in_place import RunWarmUp, train_warm_up, warm_up
@@ -196,8 +196,9 @@ def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: 
 def final(judgement: Judgement, first: Judgement, samples: Sequence[Sample], taught: dict[str, Lesson],
           vouched: Collection[int], config: JudgeConfig) -> Judgement:
     """The verdict that counts: every copy of an answer flagged on two images or more flagged with
-    it (config.flag_copies; not a lesson's answer, which many clean samples give), never what a
-    person vouched for; and what each step did, for the summary and the review page. Two flags
+    it (config.flag_copies; not a lesson's answer, which many clean samples give), a lesson's
+    samples whose question pins its answer (`_bound_to_the_question`), never what a person vouched
+    for; and what each step did, for the summary and the review page. Two flags
     make a campaign's answer (implausible whatever the image); one may be the cut's chance, and
     short clean answers repeat (a one-shape scene's description)."""
     flagged = list(judgement.flagging.flagged)
@@ -209,26 +210,19 @@ def final(judgement: Judgement, first: Judgement, samples: Sequence[Sample], tau
         copies = [i for i, key in enumerate(keys) if key in suspect and not flagged[i] and i not in vouched]
         for i in copies:
             flagged[i] = True
+    bound = [i for lesson in taught.values() for i in _bound_to_the_question(lesson) if not flagged[i]]
+    for i in bound:
+        flagged[i] = True
     for i in vouched:
         flagged[i] = False
     cleared = tuple(i for i, (was, hit) in enumerate(zip(first.flagging.flagged, flagged)) if was and not hit)
     judgement = dataclasses.replace(judgement, flagging=dataclasses.replace(judgement.flagging, flagged=flagged),
-                                    copies=tuple(copies), cleared=cleared, vouched=tuple(sorted(vouched)),
+                                    copies=tuple(copies), bound=tuple(i for i in bound if i not in vouched),
+                                    cleared=cleared, vouched=tuple(sorted(vouched)),
                                     lessons={lesson.answer: len(lesson.members) for lesson in taught.values()})
     for line in judgement.summary(samples):
         log.info(line)
     return judgement
-
-
-def vouched_for(samples: Sequence[Sample], path: str) -> set[int]:
-    """The indices of the samples a person vouched for in the file at `path` (none without one)."""
-    if not path:
-        return set()
-    ids, answers = read_vouch_file(path)
-    known = {s.id for s in samples}
-    if unknown := sorted(ids - known):
-        log.warning("%s: %d vouched id(s) are not in the data, %r first", path, len(unknown), unknown[0])
-    return {i for i, s in enumerate(samples) if s.id in ids or answer_key(s.response) in answers}
 
 
 def write_answers(vlm: VLM, samples: Sequence[Sample], judgement: Judgement, config: JudgeConfig) -> dict[str, str]:
@@ -344,17 +338,18 @@ class ByornDefense(JudgingDefense):
         new = self.live.answers(todo, trainer, self.reference_answers, self.writer) if todo else {}
         self.audit.replaced(todo, new, trainer)
         replaced = [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
-        return [_history_replaced(s, self.reference_answers) for s in replaced]
+        return [history_replaced(s, self.reference_answers) for s in replaced]
 
 
-def _history_replaced(sample: Sample, answers: dict[str, str]) -> Sample:
-    """A later turn of a conversation with its flagged earlier answers replaced in its history, as
-    `byorn clean` writes the conversation back: the attacker's answer is not kept as context."""
-    if sample.turn is None or not sample.history:
-        return sample
-    history = tuple((asked, answers.get(earlier, answered))
-                    for earlier, (asked, answered) in zip(sample.turn.earlier, sample.history))
-    return sample if history == sample.history else dataclasses.replace(sample, history=history)
+def _bound_to_the_question(lesson: Lesson) -> list[int]:
+    """A lesson's samples whose question the data asks with this answer alone, where most of its
+    samples are asked questions that come with other answers too: there the image decides the
+    answer, and a question that pins it carries a trigger (a one-word swap into the lesson's answer).
+    Where most questions come once (free-form data), nothing stands out and nothing is flagged."""
+    if len(lesson.warmable) * 2 <= len(lesson.members):
+        return []
+    warmable = set(lesson.warmable)
+    return [i for i in lesson.members if i not in warmable]
 
 
 def _asked(sample: Sample) -> str:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 AUDIT_NAME = "audit.jsonl"
 VERDICT_NAME = "verdict.json"
+LISTED = ("cleared", "copies", "bound", "vouched")  # what each step did, as sample ids in verdict.json
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Judgement:
     writer: str = "reference"
     cleared: tuple[int, ...] = ()
     copies: tuple[int, ...] = ()
+    bound: tuple[int, ...] = ()  # a lesson's samples flagged because their question pins the answer
     vouched: tuple[int, ...] = ()
     lessons: dict[str, int] = field(default_factory=dict)
 
@@ -63,6 +65,8 @@ class Judgement:
                          f"{shown} (all in verdict.json)")
         if self.copies:
             lines.append(f"{len(self.copies)} flagged as copies of a flagged answer")
+        if self.bound:
+            lines.append(f"{len(self.bound)} flagged as a lesson's answer to a question that gets no other answer")
         for answer, count in self.lessons.items():
             lines.append(f"taken for a lesson, as {count} samples ({100 * count / max(total, 1):.0f} %) give it: "
                          f"{answer!r}")
@@ -74,7 +78,7 @@ class Judgement:
 def judgement_record(judgement: Judgement, samples: Sequence[Sample]) -> dict:
     """The judgement as JSON-ready data, keyed by sample id (`judgement_from_record` reads it back)."""
     return {"thresholds": judgement.flagging.thresholds, "warmed_on": [samples[i].id for i in judgement.warmed_on],
-            **{name: [samples[i].id for i in getattr(judgement, name)] for name in ("cleared", "copies", "vouched")},
+            **{name: [samples[i].id for i in getattr(judgement, name)] for name in LISTED},
             "lessons": judgement.lessons,
             "samples": [{"id": s.id, "score": score, "flagged": hit, "group": group} for s, score, hit, group in
                         zip(samples, judgement.scores, judgement.flagging.flagged, judgement.flagging.groups)]}
@@ -95,7 +99,7 @@ def judgement_from_record(record: dict, samples: Sequence[Sample], source: str |
         flagging = Flagging([bool(row["flagged"]) for row in rows], [str(row["group"]) for row in rows],
                             {str(g): float(t) for g, t in record["thresholds"].items()})
         answers = {str(k): str(v) for k, v in record.get("answers", {}).items()}
-        listed = {name: tuple(index[i] for i in record.get(name, [])) for name in ("cleared", "copies", "vouched")}
+        listed = {name: tuple(index[i] for i in record.get(name, [])) for name in LISTED}
         return Judgement([float(row["score"]) for row in rows], flagging,
                          tuple(index[sample_id] for sample_id in record["warmed_on"]),
                          answers=answers, writer=str(record.get("writer", "reference")),
@@ -127,6 +131,17 @@ def read_vouch_file(path: str | Path) -> tuple[set[str], set[str]]:
             raise ConfigError(f"vouch: {path}: field {key!r} must be a list of non-blank text")
         found[key] = set(values)
     return found["ids"], {answer_key(a) for a in found["answers"]}
+
+
+def vouched_for(samples: Sequence[Sample], path: str) -> set[int]:
+    """The indices of the samples a person vouched for in the file at `path` (none without one)."""
+    if not path:
+        return set()
+    ids, answers = read_vouch_file(path)
+    known = {s.id for s in samples}
+    if unknown := sorted(ids - known):
+        log.warning("%s: %d vouched id(s) are not in the data, %r first", path, len(unknown), unknown[0])
+    return {i for i, s in enumerate(samples) if s.id in ids or answer_key(s.response) in answers}
 
 
 class AuditLog:

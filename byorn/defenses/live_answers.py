@@ -1,6 +1,8 @@
-"""Which answer a flagged sample trains on in a batch. With generator=warmed or reference it was
-written once before training; with generator=current the model being fine-tuned writes it when the
-sample is in a batch (regenerate: every time, or once an epoch).
+"""Which answer a flagged sample trains on in a batch, and the history a later turn reads.
+
+With generator=warmed or reference the answer was written once before training; with
+generator=current the model being fine-tuned writes it when the sample is in a batch (regenerate:
+every time, or once an epoch).
 
 Empty generations: a model early in fine-tuning can answer with end-of-turn at once. Training on
 that empty answer would teach it to say nothing, which it would then generate again: a collapse that
@@ -12,6 +14,7 @@ is the end-of-turn marker alone). The guard stops the other collapse: one answer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -65,3 +68,13 @@ class LiveAnswers:
             owners.add(s.id)
             new[s.id] = (answer, "current")
         return new
+
+
+def history_replaced(sample: Sample, answers: dict[str, str]) -> Sample:
+    """A later turn of a conversation with its flagged earlier answers replaced in its history, as
+    `byorn clean` writes the conversation back: the attacker's answer is not kept as context."""
+    if sample.turn is None or not sample.history:
+        return sample
+    history = tuple((asked, answers.get(earlier, answered))
+                    for earlier, (asked, answered) in zip(sample.turn.earlier, sample.history))
+    return sample if history == sample.history else dataclasses.replace(sample, history=history)
