@@ -17,10 +17,10 @@ from typing import Literal
 
 from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample, conversation_of
-from byorn.datasets import save_jsonl, save_llava_json, save_rows
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.byorn_config import ByornConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, VERDICT_NAME
+from byorn.formats import save_jsonl, save_llava_json, save_rows
 from byorn.models.hf import VLM
 from byorn.outdir import finish_output, start_output
 from byorn.review import REVIEW_NAME, Replacement, write_review

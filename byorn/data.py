@@ -1,12 +1,13 @@
 """Samples: one (image, instruction, response) triple with its id and metadata.
 
-Loaders and writers for the on-disk formats (LLaVA conversation JSON, JSONL) live in
-`byorn.datasets`; this module only defines what a sample is and how its image is opened.
+Loaders and writers for the on-disk layouts live in `byorn.formats`; this module only defines
+what a sample is, where a loaded one came from, and how its image is opened.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -94,6 +95,30 @@ class Turn:
     earlier: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Source:
+    """A data file (or data set folder) as it was read: its layout (a byorn.formats name), the
+    folder its image paths are relative to, and what the layout read from elsewhere (LLaMA-Factory's
+    column and tag names from its dataset_info.json)."""
+
+    path: Path
+    layout: str
+    image_root: Path
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a loaded sample's answer stands in its file, so that `byorn clean` writes the file
+    back with that answer alone replaced and every other byte the user's."""
+
+    source: Source
+    record: int  # the record's index: a JSON list's item, a JSONL line (0-based, blank lines counted), a row
+    answer: tuple[str | int, ...]  # the keys that lead from the record to the answer's text (or content parts)
+    answers: int = 1  # the record's answers in all: a record is written back only with every one of them judged
+    image: str | None = None  # the image reference as the record gives it (relative to source.image_root)
+
+
 def conversation_of(sample: Sample) -> str | None:
     """The id of the conversation `sample` is one turn of, as its loader found it; None for a
     sample of its own. Nothing in meta makes a sample a turn."""
@@ -125,6 +150,7 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     history: tuple[tuple[str, str], ...] = ()
     turn: Turn | None = None  # set by a loader from the layout: byorn.data.Turn
+    origin: Origin | None = None  # set by a file's loader; None for a built-in world's sample
 
     @property
     def has_image(self) -> bool:
@@ -140,4 +166,5 @@ class Sample:
 
     def with_response(self, response: str, **meta: Any) -> Sample:
         """A copy with another response (and extra meta), leaving this sample untouched."""
-        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history, self.turn)
+        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history, self.turn,
+                      self.origin)

@@ -11,8 +11,8 @@ import pytest
 from byorn.clean import clean
 from byorn.config import TrainConfig
 from byorn.data import Sample, Turn
-from byorn.datasets import load_dataset, save_llava_json
 from byorn.defenses import build_defense
+from byorn.formats import load_dataset, save_llava_json
 from byorn.models import load_vlm
 from byorn.models.hf import IGNORE_INDEX
 from byorn.train import finetune

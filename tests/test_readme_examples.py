@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-from byorn.datasets import save_llava_json
+from byorn.formats import save_llava_json
 from byorn.worlds import shapes
 
 ROOT = Path(__file__).parent.parent

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from byorn.cli import main
-from byorn.datasets import save_jsonl
+from byorn.formats import save_jsonl
 from byorn.worlds import shapes
 
 pytestmark = [pytest.mark.resume, pytest.mark.slow]

@@ -11,8 +11,8 @@ from tiny_families import BUILDERS
 from byorn.attacks import build_attack, poison
 from byorn.config import TrainConfig
 from byorn.data import DataError, Sample
-from byorn.datasets import load_dataset, save_jsonl, save_llava_json
 from byorn.defenses import build_defense
+from byorn.formats import load_dataset, save_jsonl, save_llava_json
 from byorn.scoring import score_variants
 from byorn.train import finetune
 from byorn.worlds import shapes

@@ -16,7 +16,7 @@ from PIL import Image
 
 from byorn.cli import main
 from byorn.data import DataError, Sample, Turn
-from byorn.datasets import LoadChecks, load_dataset, save_jsonl, save_llava_json
+from byorn.formats import LoadChecks, load_dataset, save_jsonl, save_llava_json
 from byorn.worlds import shapes
 
 LAYOUTS = ["llava", "jsonl", "rows", "parquet"]

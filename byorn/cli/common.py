@@ -153,7 +153,7 @@ def readable(vlm: VLM, samples: list[Sample], on_bad: str, report_dir: Path) -> 
     return [s for i, s in enumerate(samples) if i not in problems], len(problems)
 
 
-# what `byorn clean` and `byorn poison` write in OUT for each layout (byorn.datasets' savers)
+# what `byorn clean` and `byorn poison` write in OUT for each layout (byorn.formats.DATA_NAMES)
 LAYOUT_FILES = {"llava": "data.json", "jsonl": "data.jsonl", "parquet": "data.parquet", "rows": "data"}
 
 

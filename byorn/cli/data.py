@@ -51,7 +51,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     from byorn.attacks.poison import poison as run_poison
     from byorn.attacks.targets import ReferenceAwareTarget
     from byorn.data import DataError, conversation_of
-    from byorn.datasets import save_llava_json
+    from byorn.formats import save_llava_json
 
     if not 0.0 <= rate <= 1.0:
         fail(f"--rate {rate}: must be between 0 and 1")
