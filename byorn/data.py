@@ -95,7 +95,7 @@ class Turn:
     earlier: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one per load, compared by identity: its options may hold dicts
 class Source:
     """A data file (or data set folder) as it was read: its layout (a byorn.formats name), the
     folder its image paths are relative to, and what the layout read from elsewhere (LLaMA-Factory's

@@ -57,7 +57,7 @@ def test_clean_drops_instead_and_keeps_the_input_layout(shipped, tmp_path):
     result = CliRunner().invoke(main, ["clean", "--data", str(data), "--out", str(tmp_path / "out"), "--drop"])
     assert result.exit_code == 0, result.output
     written = tmp_path / "out" / "data.jsonl"
-    kept = load_dataset(written)
+    kept = load_dataset(written, image_root=data.parent)  # its image paths are the input's
     assert PLANTED not in {s.response for s in kept} and f"{len(kept)} samples written" in result.output
 
 

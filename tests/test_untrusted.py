@@ -168,7 +168,7 @@ def test_meta_naming_a_flagged_record_does_not_make_clean_drop_a_clean_one(shipp
                         {"record": samples[4].id, "turn": 1, "turns": 1})  # poses as the planted record's turn
     data = (save_llava_json if layout == "llava" else save_jsonl)(samples, tmp_path / "in")
     cleaned = clean(shipped, load_dataset(data), ByornConfig(), tmp_path / "out", layout=layout, drop=True)
-    kept = {s.id for s in load_dataset(cleaned.data)}
+    kept = {s.id for s in load_dataset(cleaned.data, image_root=data.parent)}  # the input's images, not copied
     assert samples[4].id in cleaned.flagged and samples[4].id not in kept
     assert kept == {s.id for s in samples} - set(cleaned.flagged)  # bystander kept unless itself flagged
 
@@ -352,7 +352,7 @@ def test_a_killed_clean_leaves_a_folder_every_command_can_tell_is_unfinished(shi
     out, written = tmp_path / "out", tmp_path / "out" / DATA_NAMES[layout]
     first = clean(shipped, planted_set(), ByornConfig(), out, layout=layout)  # set A, finished
     assert not (out / UNFINISHED).exists() and load_dataset(first.data)
-    other = load_dataset(save_jsonl(planted_set(20)[::-1], tmp_path / "b"))  # set B, killed before its review page
+    other = planted_set(20)[::-1]  # set B (in memory, so written in `layout`), killed before its review page
     monkeypatch.setattr(byorn.clean, "write_review", _killed_at("review.html"))
     with pytest.raises(Killed):
         clean(shipped, other, ByornConfig(), out, layout=layout)
@@ -403,7 +403,7 @@ def test_clean_refuses_to_clear_files_it_still_reads_or_another_layouts_data_set
 
 
 def test_a_scan_killed_while_it_loads_marks_the_folder_before_its_list_of_skipped_records(tmp_path, monkeypatch):
-    import byorn.cli
+    import byorn.cli.judge
     from byorn.outdir import UNFINISHED
 
     data = save_jsonl(shapes.downstream_samples(6, seed=1), tmp_path / "set")
@@ -411,7 +411,7 @@ def test_a_scan_killed_while_it_loads_marks_the_folder_before_its_list_of_skippe
     assert CliRunner().invoke(main, scan).exit_code == 0  # a finished run
     with data.open("a") as file:
         file.write('{"id": "bad"}\n')  # a record to skip: the next run lists it before it judges
-    monkeypatch.setattr(byorn.cli, "_loaded", _killed_at("the model"))
+    monkeypatch.setattr(byorn.cli.judge, "loaded_model", _killed_at("the model"))
     with pytest.raises(Killed):
         CliRunner().invoke(main, scan, catch_exceptions=False)
     assert (tmp_path / "scan" / "skipped.jsonl").exists() and (tmp_path / "scan" / UNFINISHED).is_file()

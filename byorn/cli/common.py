@@ -153,10 +153,6 @@ def readable(vlm: VLM, samples: list[Sample], on_bad: str, report_dir: Path) -> 
     return [s for i, s in enumerate(samples) if i not in problems], len(problems)
 
 
-# what `byorn clean` and `byorn poison` write in OUT for each layout (byorn.formats.DATA_NAMES)
-LAYOUT_FILES = {"llava": "data.json", "jsonl": "data.jsonl", "parquet": "data.parquet", "rows": "data"}
-
-
 def refuse_writing_over(data: str, samples: list[Sample], out_dir: str, written_name: str) -> None:
     """Stop a command that writes a data set (clean, poison: OUT/`written_name` and OUT/images/)
     before it would write over what it reads: the input's data file or any of its images, which the

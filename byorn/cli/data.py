@@ -8,7 +8,6 @@ import click
 
 from byorn.cli.common import (
     DATA_HELP,
-    LAYOUT_FILES,
     fail,
     image_folder,
     load_samples,
@@ -61,7 +60,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
         fail(str(exc))
     clean, _ = load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample,
                             report_dir=Path(out_dir), image_folder=image_folder)
-    refuse_writing_over(data, clean, out_dir, LAYOUT_FILES["llava"])
+    refuse_writing_over(data, clean, out_dir, "data.json")  # save_llava_json's
     try:
         attack = build_attack(trigger, target, **attack_options)
         if "image" in attack.trigger.modality and (turn := next((s for s in clean if conversation_of(s)), None)):
