@@ -26,6 +26,7 @@ class DataError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(inert(message))
+        self.in_record = False  # set where a loader meets it in one record: skipping that record would help
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

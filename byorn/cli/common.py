@@ -75,7 +75,10 @@ def data_option(required: bool = False, overrides: bool = False) -> Decorator:
                 fail(f"data given twice: {' and '.join(named + positional)}")
             kwargs["data"] = kwargs["data"] or (positional[0] if positional else None)
             if required and not kwargs["data"]:
-                fail("--data is required")
+                fail("--data is required: a data file or data set folder, or a built-in task (shapes, "
+                     "flickr8k:FOLDER)")
+            if kwargs["data"] and kwargs["data"].partition(":")[0] not in WORLDS and not Path(kwargs["data"]).exists():
+                fail(f"--data {kwargs['data']}: no such file or folder")  # here, before any slow import
             if overrides:
                 kwargs["overrides"] = settings
             return command(*args, **kwargs)
@@ -117,8 +120,8 @@ def load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repor
     skipped: list[str] | None = [] if on_bad == "skip" else None
     try:
         samples = resolve_data(data, n=n, seed=seed, split=split, skipped=skipped, image_folder=image_folder)
-    except DataError as exc:
-        fail(f"{exc}\n(--on-bad-sample skip skips bad records and lists them)")
+    except DataError as exc:  # the hint only where skipping would help: a bad record, not a bad file
+        fail(f"{exc}\n(--on-bad-sample skip skips bad records and lists them)" if exc.in_record else str(exc))
     except ValueError as exc:  # e.g. more samples asked than a split has
         fail(str(exc))
     if skipped:

@@ -31,6 +31,7 @@ class LoadChecks:
     skipped: list[str] | None = None  # None: fail on the first bad record; a list: skip, append why
 
     def handle(self, error: DataError) -> None:
+        error.in_record = True
         if self.skipped is None:
             raise error
         self.skipped.append(str(error))
