@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from byorn.config import ConfigError, TrainConfig
-from byorn.data import Sample, conversation_of
+from byorn.data import Sample, Source, conversation_of
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.byorn_config import ByornConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, VERDICT_NAME
@@ -70,7 +70,7 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
                          "samples made in memory")
     layout = source.layout if source is not None else layout or "llava"
     copied = _copied_folders(samples) if copy_images else ()
-    out_dir = _start(out_dir, layout, samples, copied)
+    out_dir = _start(out_dir, layout, samples, copied, source)
     # No fine-tuning follows to go on from the warm-up: the pretrained weights stay. The verdict and
     # the answers are those of a run with warm_start (it changes only what the fine-tuning starts from).
     defense = ByornDefense(dataclasses.replace(config, warm_start=False))
@@ -81,9 +81,9 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
         flagged_records = {conversation_of(s) or s.id for s in samples if s.id in answers}
         kept = [s for s in samples if (conversation_of(s) or s.id) not in flagged_records]
     if source is not None:
-        data = write_back(kept, {} if drop else answers, out_dir)
-        if copy_images:
-            copy_image_files(kept, out_dir)
+        data = write_back(source, kept, {} if drop else answers, out_dir)
+        if copy_images:  # into the written set's image folder: a data set folder is its own
+            copy_image_files(kept, data if data.is_dir() else out_dir)
     else:
         data = SAVERS[layout]([_replaced(s, answers) for s in kept], out_dir)
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
@@ -100,7 +100,8 @@ def _copied_folders(samples: Sequence[Sample]) -> set[str]:
             if s.origin is not None and s.origin.image is not None and Path(s.origin.image).parts}
 
 
-def _start(out_dir: str | Path, layout: str, samples: Sequence[Sample], copied: Iterable[str] = ()) -> Path:
+def _start(out_dir: str | Path, layout: str, samples: Sequence[Sample], copied: Iterable[str] = (),
+           source: Source | None = None) -> Path:
     """Mark OUT unfinished and clear what an earlier run wrote there (the copied images'
     folders too); refuse a folder that holds a data set of another layout (an earlier run's, or
     the user's: it would sit beside this one)."""
@@ -110,7 +111,8 @@ def _start(out_dir: str | Path, layout: str, samples: Sequence[Sample], copied: 
     if other := next((n for n in written if (out_dir / n).is_file() or (out_dir / n / "state.json").is_file()), None):
         raise ValueError(f"{out_dir} holds {other}, a data set this clean (layout {layout}: "
                          f"{DATA_NAMES[layout]}) does not write; clean into an empty folder")
-    reads = [s.image for s in samples if isinstance(s.image, Path)]
+    # the images, and the data file itself: it is read again to be written back
+    reads = [s.image for s in samples if isinstance(s.image, Path)] + ([source.path] if source else [])
     return start_output(out_dir, "clean", (DATA_NAMES[layout], *WRITTEN, *sorted(set(copied) - set(WRITTEN))), reads)
 
 

@@ -6,6 +6,7 @@ output with the input."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -148,3 +149,24 @@ def test_trl_rows_keep_content_parts_system_turns_extra_columns_and_several_exch
     places = [(i, "messages", 2 * turn, "content", 0, "text") for i, turn in flagged]
     assert after == replaced_at(table.to_list(), after, places)
     assert all(after[i]["messages"][2 * turn]["content"][0]["text"] != PLANTED for i, turn in flagged)
+
+
+def test_only_the_files_own_samples_are_written_back_and_copies_stay_inside_out(tmp_path):
+    from byorn.data import DataError
+    from byorn.formats import write_back
+    from byorn.formats.images import copy_images
+
+    scenes = pictures(tmp_path / "set")
+    data = tmp_path / "set" / "train.jsonl"
+    data.write_text("".join(json.dumps({"id": f"r{i}", "image": s["image"], "instruction": s["question"],
+                                        "response": s["answer"]}) + "\n" for i, s in enumerate(scenes[:3])))
+    loaded = load_dataset(data)
+    stranger = shapes.downstream_samples(1, seed=0)[0]
+    with pytest.raises(DataError, match=f"sample {stranger.id!r} was not loaded from .*train.jsonl"):
+        write_back(loaded[0].origin.source, [*loaded, stranger], {}, tmp_path)
+    (tmp_path / "out").mkdir()
+    assert write_back(loaded[0].origin.source, loaded[1:], {}, tmp_path / "out").read_text() == \
+        "".join(data.read_text().splitlines(keepends=True)[1:])  # the left-out record's line alone is gone
+    loaded[0].origin = dataclasses.replace(loaded[0].origin, image="../set/pics/0.jpg")  # the root allows it
+    with pytest.raises(DataError, match=r"'\.\./set/pics/0\.jpg' would be copied outside"):
+        copy_images(loaded[:1], tmp_path / "out")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from byorn.data import DataError, Sample
+from byorn.data import DataError, Sample, Source
 from byorn.formats import llamafactory
 from byorn.formats.answers import rewrite_json_list, whole_records
 from byorn.formats.checks import DEFAULT_CHECKS, MAX_CHARS, LoadChecks, image_root_of
@@ -37,7 +37,7 @@ def load_dataset(path: str | Path, image_root: str | Path | None = None,
     suffix = path.suffix.lower()
     if suffix == ".json":
         def names_of(records: list):
-            return llamafactory.names_of(path, records) if llamafactory.is_llamafactory(path, records) else (LLAVA, {})
+            return llamafactory.names_of(path, records) or (LLAVA, {})
 
         return load_conversations(path, image_root_of(path, image_root), names_of, "each", checks)
     if suffix == ".jsonl":
@@ -49,14 +49,13 @@ def load_dataset(path: str | Path, image_root: str | Path | None = None,
                     "(TRL's rows)")
 
 
-def write_back(samples: Sequence[Sample], answers: Mapping[str, str], out_dir: Path) -> Path:
-    """Write the file the samples were loaded from to `out_dir`/DATA_NAMES[its layout]: the
-    records all of whose answers are among `samples`, each answer in `answers` replaced, and
-    nothing else changed (its image references included: they name the user's own files, relative
-    to the same image folder). Returns the file written."""
-    source, records = whole_records(samples)
+def write_back(source: Source, samples: Sequence[Sample], answers: Mapping[str, str], out_dir: Path) -> Path:
+    """Write the file `source` (which the samples were loaded from) to `out_dir`/DATA_NAMES[its
+    layout]: the records all of whose answers are among `samples`, each answer in `answers`
+    replaced, and nothing else changed (its image references included: they name the user's own
+    files, relative to the same image folder). Returns the file written."""
     target = out_dir / DATA_NAMES[source.layout]
-    _REWRITERS[source.layout](source, records, answers, target)
+    _REWRITERS[source.layout](source, whole_records(source, samples), answers, target)
     return target
 
 

@@ -20,21 +20,17 @@ from byorn.fileio import atomic_write_text
 from byorn.formats.checks import parse_json, read_text
 
 
-def whole_records(samples: Sequence[Sample]) -> tuple[Source, dict[int, list[Sample]]]:
-    """The one source the samples were loaded from, and its records whose every answer is among
-    the samples (by record index, in file order). A record with an answer left out (a skipped
-    turn, a dropped conversation) is left out whole: written back, that answer would go unjudged
-    into training."""
-    sources = {s.origin.source for s in samples if s.origin is not None}
-    if len(sources) != 1 or any(s.origin is None for s in samples):
-        raise DataError("the samples to write back must all come from one data file (as loaded by byorn.formats); "
-                        f"they come from {len(sources)} file(s)" + (" and memory" if any(s.origin is None for s in
-                                                                                       samples) else ""))
+def whole_records(source: Source, samples: Sequence[Sample]) -> dict[int, list[Sample]]:
+    """The records of `source` whose every answer is among the samples (by record index, in file
+    order). A record with an answer left out (a skipped turn, a dropped conversation) is left out
+    whole: written back, that answer would go unjudged into training."""
+    if stray := next((s for s in samples if s.origin is None or s.origin.source is not source), None):
+        raise DataError(f"sample {stray.id!r} was not loaded from {source.path}: only that file's samples are written "
+                        "back into it")
     records: dict[int, list[Sample]] = {}
     for sample in samples:
         records.setdefault(sample.origin.record, []).append(sample)
-    whole = {index: turns for index, turns in sorted(records.items()) if len(turns) == turns[0].origin.answers}
-    return sources.pop(), whole
+    return {index: turns for index, turns in sorted(records.items()) if len(turns) == turns[0].origin.answers}
 
 
 def replace_answers(record: Any, samples: Sequence[Sample], answers: Mapping[str, str]) -> None:

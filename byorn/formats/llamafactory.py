@@ -46,18 +46,15 @@ def entry_for(path: Path) -> tuple[str, dict] | None:
     return found[0] if found else None
 
 
-def is_llamafactory(path: Path, records: list) -> bool:
-    """Whether a JSON list of records is LLaMA-Factory's: registered beside it, or shaped as its is."""
-    first = next((r for r in records if isinstance(r, dict)), {})
-    return entry_for(path) is not None or "messages" in first or "images" in first
-
-
-def names_of(path: Path, records: list) -> tuple[Names, dict[str, Any]]:
+def names_of(path: Path, records: list) -> tuple[Names, dict[str, Any]] | None:
     """The names LLaMA-Factory's layout gives this file's parts, and what clean needs to register
-    the cleaned file (Source.options)."""
+    the cleaned file (Source.options); None for a file that is not LLaMA-Factory's (neither
+    registered beside it nor shaped as its are)."""
     found = entry_for(path)
     if found is None:
         first = next((r for r in records if isinstance(r, dict)), {})
+        if "messages" not in first and "images" not in first:
+            return None
         column = "messages" if "messages" in first else "conversations"
         turns = first.get(column) if isinstance(first.get(column), list) else []
         openai = any(isinstance(t, dict) and "role" in t for t in turns)
