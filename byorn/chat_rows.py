@@ -8,7 +8,7 @@ LLaVA record's turns are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from byorn.data import DataError, Sample, Turn, turn_id
@@ -94,11 +94,19 @@ def _text(content: Any, where: str, field: str) -> str:
 
 
 def with_answer(row: Mapping[str, Any], answer: str) -> dict[str, Any]:
-    """A copy of `row` whose assistant message says `answer` (content in the row's own form)."""
-    messages = []
+    """A copy of a row of one exchange whose assistant message says `answer`."""
+    return with_answers(row, [answer])
+
+
+def with_answers(row: Mapping[str, Any], answers: Sequence[str | None]) -> dict[str, Any]:
+    """A copy of `row` whose k-th assistant message says answers[k] where that is not None
+    (content in the row's own form); the row itself is left untouched."""
+    messages, k = [], 0
     for message in row["messages"]:
-        if message.get("role") == "assistant":
-            content = answer if isinstance(message["content"], str) else [{"type": "text", "text": answer}]
-            message = {**message, "content": content}
+        if isinstance(message, Mapping) and message.get("role") == "assistant":
+            answer, k = (answers[k] if k < len(answers) else None), k + 1
+            if answer is not None:
+                content = answer if isinstance(message["content"], str) else [{"type": "text", "text": answer}]
+                message = {**message, "content": content}
         messages.append(message)
     return {**row, "messages": messages}
