@@ -37,7 +37,7 @@ Layout = Literal["llava", "jsonl", "rows", "parquet"]  # how a built-in world's 
 SAVERS = {"llava": save_llava_json, "jsonl": save_jsonl, "rows": save_rows,
           "parquet": lambda samples, out_dir: save_rows(samples, out_dir, parquet=True)}
 # what `clean` writes in OUT besides the data set, each replaced whole by a new run
-WRITTEN = ("images", DATASET_INFO, AUDIT_NAME, VERDICT_NAME, REVIEW_NAME)
+WRITTEN = ("images", AUDIT_NAME, VERDICT_NAME, REVIEW_NAME)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +111,15 @@ def _start(out_dir: str | Path, layout: str, samples: Sequence[Sample], copied: 
     if other := next((n for n in written if (out_dir / n).is_file() or (out_dir / n / "state.json").is_file()), None):
         raise ValueError(f"{out_dir} holds {other}, a data set this clean (layout {layout}: "
                          f"{DATA_NAMES[layout]}) does not write; clean into an empty folder")
-    # the images, and the data file itself: it is read again to be written back
-    reads = [s.image for s in samples if isinstance(s.image, Path)] + ([source.path] if source else [])
-    return start_output(out_dir, "clean", (DATA_NAMES[layout], *WRITTEN, *sorted(set(copied) - set(WRITTEN))), reads)
+    # the images, and the data file itself (it is read again to be written back) with the
+    # dataset_info.json that registers it, which a cleaned LLaMA-Factory file's own must not replace
+    reads = [s.image for s in samples if isinstance(s.image, Path)]
+    registered = source is not None and bool(source.options.get("dataset"))
+    if source is not None:
+        reads += [source.path, source.path.parent / DATASET_INFO]
+    outputs = (DATA_NAMES[layout], *WRITTEN, *((DATASET_INFO,) if registered else ()),
+               *sorted(set(copied) - set(WRITTEN)))
+    return start_output(out_dir, "clean", outputs, reads)
 
 
 def _replaced(sample: Sample, answers: dict[str, str]) -> Sample:

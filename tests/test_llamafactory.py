@@ -98,3 +98,11 @@ def test_it_scans_cleans_and_comes_back_as_it_went_registered_for_llamafactory(s
     info = json.loads((tmp_path / "out" / "dataset_info.json").read_text())
     assert info == {"mllm_demo": {**entry, "file_name": "data.json"}}
     assert len(load_dataset(cleaned.data, image_root=tmp_path / "data")) == 33  # LLaMA-Factory's media_dir: data/
+
+
+def test_clean_never_replaces_the_dataset_info_json_that_registers_its_input(shipped, tmp_path):
+    demo(tmp_path / "data")
+    before = (tmp_path / "data" / "dataset_info.json").read_text()
+    with pytest.raises(ValueError, match=r"would clear '.*dataset_info\.json', which it reads"):
+        clean(shipped, load_dataset(tmp_path / "data" / "mllm_demo.json"), ByornConfig(), tmp_path / "data")
+    assert (tmp_path / "data" / "dataset_info.json").read_text() == before
