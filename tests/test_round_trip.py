@@ -170,3 +170,39 @@ def test_only_the_files_own_samples_are_written_back_and_copies_stay_inside_out(
     loaded[0].origin = dataclasses.replace(loaded[0].origin, image="../set/pics/0.jpg")  # the root allows it
     with pytest.raises(DataError, match=r"'\.\./set/pics/0\.jpg' would be copied outside"):
         copy_images(loaded[:1], tmp_path / "out")
+
+
+@pytest.mark.parametrize("style", [{"separators": (",", ":")}, {"indent": "\t", "ensure_ascii": True}, {"indent": 4}])
+def test_a_json_file_keeps_its_own_style_and_one_no_dumps_style_writes_parses_the_same(tmp_path, style):
+    from byorn.formats import write_back
+
+    scenes = pictures(tmp_path)
+    records = [{"id": f"r{i}", "image": s["image"], "conversations": [
+        {"from": "human", "value": f"<image>\n{s['question']} é"}, {"from": "gpt", "value": s["answer"]}]}
+        for i, s in enumerate(scenes[:3])]
+    (tmp_path / "out").mkdir()
+    for text in (json.dumps(records, **style) + "\n", json.dumps(records, indent=3)):  # a style byorn does not try
+        data = tmp_path / "train.json"
+        data.write_text(text, encoding="utf-8")
+        loaded = load_dataset(data)
+        written = write_back(loaded[0].origin.source, loaded, {loaded[1].id: "A blue disc."}, tmp_path / "out")
+        expected = copy.deepcopy(records)
+        expected[1]["conversations"][1]["value"] = "A blue disc."
+        assert json.loads(written.read_text(encoding="utf-8")) == expected
+        if text.endswith("\n"):  # a style json.dumps writes: the same bytes
+            assert written.read_text(encoding="utf-8") == json.dumps(expected, **style) + "\n"
+
+
+def test_a_crlf_jsonl_file_keeps_its_line_endings(tmp_path):
+    from byorn.formats import write_back
+
+    scenes = pictures(tmp_path)
+    lines = [json.dumps({"id": f"r{i}", "image": s["image"], "instruction": s["question"], "response": s["answer"]})
+             for i, s in enumerate(scenes[:3])]
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    loaded = load_dataset(data)
+    (tmp_path / "out").mkdir()
+    written = write_back(loaded[0].origin.source, loaded, {"r1": "A blue disc."}, tmp_path / "out").read_bytes()
+    assert written.count(b"\r\n") == 3 and written.split(b"\r\n")[0] == lines[0].encode()
+    assert json.loads(written.split(b"\r\n")[1])["response"] == "A blue disc."

@@ -60,11 +60,14 @@ def dump_json_like(records: Any, text: str, original: Any) -> str:
     """`records` as JSON in the style the file's `text` (which parsed as `original`) was written
     in, found by trying the usual ones (json.dumps' indents and separators, ASCII or not), so an
     unchanged file comes out byte for byte; another style falls back to an indent of 2."""
-    styles = [{"indent": indent, "ensure_ascii": ascii_only} for indent in (None, 1, 2, 4, "\t")
+    styles = [{"indent": indent, "ensure_ascii": ascii_only, **({"separators": (",", ":")} if compact else {})}
+              for indent, compact in ((None, False), (None, True), (1, False), (2, False), (4, False), ("\t", False))
               for ascii_only in (False, True)]
-    styles.insert(2, {"indent": None, "ensure_ascii": False, "separators": (",", ":")})
     body, tail = text.rstrip(), text[len(text.rstrip()):]
-    style = next((s for s in styles if json.dumps(original, **s) == body), None)
+    # a style is tried on the first record before the whole file: a LLaVA-scale file is a gigabyte
+    fits = (s for s in styles if body.startswith(json.dumps(original[:1], **s).rstrip("]").rstrip())
+            and json.dumps(original, **s) == body)
+    style = next(fits, None)
     if style is None:
         return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
     return json.dumps(records, **style) + tail

@@ -134,5 +134,6 @@ def rewrite_jsonl(source: Source, records: Mapping[int, Sequence[Sample]], answe
         changed = [(keys, answers[id]) for keys, id in changed if id in answers]
         for keys, answer in changed:
             set_text(record, keys, answer)
-        kept.append(json.dumps(record, ensure_ascii=False) if changed else line)
+        # a changed line keeps the file's line ending (a CRLF file's "\r" stays before each "\n")
+        kept.append(json.dumps(record, ensure_ascii=False) + "\r" * line.endswith("\r") if changed else line)
     atomic_write_text(target, "\n".join(kept))
