@@ -105,6 +105,8 @@ def stopped(args: list[str], tmp_path) -> tuple[str, str]:
     (["train", "--out", "run"], "error: --data is required: a data file or data set folder, or a built-in task"),
     (["train", "--data", "missing.json", "--out", "run"], "error: --data missing.json: no such file or folder"),
     (["scan", "--data", "missing.jsonl", "--out", "s"], "error: --data missing.jsonl: no such file or folder"),
+    (["eval", "--data", "missing.json"], "error: --data missing.json: no such file or folder"),
+    (["poison", "--attack", "badnets", "--data", "gone", "--out", "p"], "error: --data gone: no such file or folder"),
     (["train", "--data", "shapes", "--out", "run", "num_train_epochs=1"],
      "num_train_epochs is Hugging Face's name; byorn's is epochs"),
     (["train", "--data", "shapes", "--out", "run", "per_device_train_batch_size=4"],

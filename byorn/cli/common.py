@@ -59,6 +59,14 @@ def renamed(param: str, *old: str, multiple: bool = False) -> Decorator:
     return decorate
 
 
+def existing_data(ctx: click.Context | None, param: click.Parameter | None, data: str | None) -> str | None:
+    """--data as given, once a data file or folder it names is found to exist (a built-in world
+    needs none): checked as the command line is read, before any slow import."""
+    if data and data.partition(":")[0] not in WORLDS and not Path(data).exists():
+        fail(f"--data {data}: no such file or folder")
+    return data
+
+
 def data_option(required: bool = False, overrides: bool = False) -> Decorator:
     """--data, the same on every command; DATA as a positional argument still works (the old spelling).
     overrides: the command also takes KEY=VALUE training settings as arguments (`overrides`)."""
@@ -77,8 +85,7 @@ def data_option(required: bool = False, overrides: bool = False) -> Decorator:
             if required and not kwargs["data"]:
                 fail("--data is required: a data file or data set folder, or a built-in task (shapes, "
                      "flickr8k:FOLDER)")
-            if kwargs["data"] and kwargs["data"].partition(":")[0] not in WORLDS and not Path(kwargs["data"]).exists():
-                fail(f"--data {kwargs['data']}: no such file or folder")  # here, before any slow import
+            existing_data(None, None, kwargs["data"])
             if overrides:
                 kwargs["overrides"] = settings
             return command(*args, **kwargs)

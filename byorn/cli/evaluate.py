@@ -8,14 +8,24 @@ from pathlib import Path
 
 import click
 
-from byorn.cli.common import DATA_HELP, bf16, fail, image_folder, load_samples, loaded_model, on_bad_sample, renamed
+from byorn.cli.common import (
+    DATA_HELP,
+    bf16,
+    existing_data,
+    fail,
+    image_folder,
+    load_samples,
+    loaded_model,
+    on_bad_sample,
+    renamed,
+)
 from byorn.fileio import atomic_write_text
 
 
 @click.command(name="eval")
 @click.option("--model", default="byorn-tiny", show_default=True, help="base model directory or 'byorn-tiny'")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="LoRA adapter directory from train")
-@click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
+@click.option("--data", default="shapes", show_default=True, help=DATA_HELP, callback=existing_data)
 @click.option("--n", "n_test", default=200, show_default=True,
               help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--seed", default=0, show_default=True, help="seed of the built-in test samples (--data shapes)")
