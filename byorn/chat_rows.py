@@ -1,5 +1,6 @@
 """Conversational rows, the layout of TRL's vision data sets and of Hugging Face datasets made for
-them: "images" (a list: one image, or none for a text-only row; or "image") and "messages" (user
+them: "images" (a list: one image, several for the families that take them, or none for a
+text-only row; or "image") and "messages" (user
 and assistant turns in turn, one exchange or several, system turns allowed; content a string or a
 list of parts), plus an id column. Converted to and from byorn's Samples, with errors that name the
 row and the field: each assistant turn is a sample, judged given the exchanges before it, as a
@@ -16,7 +17,7 @@ from byorn.data import DataError, Sample, Turn, turn_id
 
 def sample_to_row(sample: Sample, id_column: str = "id") -> dict[str, Any]:
     """A byorn Sample as a TRL row: its id, its image, one user and one assistant message."""
-    return {id_column: sample.id, "images": [sample.pil()] if sample.has_image else [],
+    return {id_column: sample.id, "images": sample.pils(),
             "messages": [{"role": "user", "content": sample.instruction},
                          {"role": "assistant", "content": sample.response}]}
 
@@ -42,8 +43,8 @@ def row_to_samples(row: Mapping[str, Any], index: int, id_column: str = "id") ->
     if isinstance(identity, bool) or not isinstance(identity, (str, int)) or not str(identity).strip():
         raise DataError(f"{where}, field {id_column!r}: expected a non-empty string or an integer, got {identity!r}")
     images = row.get("images") if "images" in row else [] if row.get("image") is None else [row["image"]]
-    if not isinstance(images, list) or len(images) > 1 or None in images:
-        raise DataError(f"{where}, field 'images': expected one image, or none for a text-only row, got "
+    if not isinstance(images, list) or None in images:
+        raise DataError(f"{where}, field 'images': expected a list of images (none for a text-only row), got "
                         f"{images!r:.80}")
     pairs = exchanges(row.get("messages"), where)
     samples: list[Sample] = []
@@ -56,7 +57,8 @@ def row_to_samples(row: Mapping[str, Any], index: int, id_column: str = "id") ->
         turn = Turn(str(identity), number, len(pairs), tuple(s.id for s in samples)) if several else None
         samples.append(Sample(turn_id(str(identity), number) if several else str(identity),
                               images[0] if images else None, texts["user"], texts["assistant"],
-                              history=tuple((s.instruction, s.response) for s in samples), turn=turn))
+                              history=tuple((s.instruction, s.response) for s in samples), turn=turn,
+                              more_images=tuple(images[1:])))
     return samples
 
 

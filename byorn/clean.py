@@ -96,8 +96,8 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
 
 def _copied_folders(samples: Sequence[Sample]) -> set[str]:
     """The top folders (or files) under OUT that copying the samples' images writes."""
-    return {Path(s.origin.image).parts[0] for s in samples
-            if s.origin is not None and s.origin.image is not None and Path(s.origin.image).parts}
+    return {Path(reference).parts[0] for s in samples if s.origin is not None
+            for reference in s.origin.images if reference and Path(reference).parts}
 
 
 def _start(out_dir: str | Path, layout: str, samples: Sequence[Sample], copied: Iterable[str] = (),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -117,7 +117,8 @@ class Origin:
     record: int  # the record's index: a JSON list's item, a JSONL line (0-based, blank lines counted), a row
     answer: tuple[str | int, ...]  # the keys that lead from the record to the answer's text (or content parts)
     answers: int = 1  # the record's answers in all: a record is written back only with every one of them judged
-    image: str | None = None  # the image reference as the record gives it (relative to source.image_root)
+    # the image references as the record gives them (relative to source.image_root; None: bytes it holds)
+    images: tuple[str | None, ...] = ()
 
 
 def conversation_of(sample: Sample) -> str | None:
@@ -152,10 +153,24 @@ class Sample:
     history: tuple[tuple[str, str], ...] = ()
     turn: Turn | None = None  # set by a loader from the layout: byorn.data.Turn
     origin: Origin | None = None  # set by a file's loader; None for a built-in world's sample
+    # a record's images after the first, in the order of its placeholders (for the families that
+    # take several: byorn.models.families); `image` is the first
+    more_images: tuple[Image.Image | Path, ...] = ()
 
     @property
     def has_image(self) -> bool:
         return self.image is not None
+
+    @property
+    def images(self) -> tuple[Image.Image | Path, ...]:
+        """Every image the sample shows, in order: none for a text-only sample."""
+        return (self.image, *self.more_images) if self.image is not None else ()
+
+    def pils(self) -> list[Image.Image]:
+        """Every image as RGB, in order (each path opened and decoded now); none for a text-only sample."""
+        if self.image is None:
+            return []
+        return [self.pil(), *(replace(self, image=image, more_images=()).pil() for image in self.more_images)]
 
     def pil(self) -> Image.Image:
         """The image as RGB; a path is opened and decoded now, with errors that name the file."""
@@ -168,4 +183,4 @@ class Sample:
     def with_response(self, response: str, **meta: Any) -> Sample:
         """A copy with another response (and extra meta), leaving this sample untouched."""
         return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history, self.turn,
-                      self.origin)
+                      self.origin, self.more_images)

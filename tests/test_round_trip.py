@@ -167,7 +167,7 @@ def test_only_the_files_own_samples_are_written_back_and_copies_stay_inside_out(
     (tmp_path / "out").mkdir()
     assert write_back(loaded[0].origin.source, loaded[1:], {}, tmp_path / "out").read_text() == \
         "".join(data.read_text().splitlines(keepends=True)[1:])  # the left-out record's line alone is gone
-    loaded[0].origin = dataclasses.replace(loaded[0].origin, image="../set/pics/0.jpg")  # the root allows it
+    loaded[0].origin = dataclasses.replace(loaded[0].origin, images=("../set/pics/0.jpg",))  # the root allows it
     with pytest.raises(DataError, match=r"'\.\./set/pics/0\.jpg' would be copied outside"):
         copy_images(loaded[:1], tmp_path / "out")
 

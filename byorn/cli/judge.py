@@ -178,7 +178,7 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
     action = "dropped" if drop else "replaced"
     click.echo(f"{len(cleaned.flagged)} of {cleaned.n_in} flagged and {action}; {cleaned.n_out} samples written to "
                f"{cleaned.data}; audit.jsonl and review.html beside it")
-    if source is not None and any(s.origin.image for s in samples):
+    if source is not None and any(s.origin.images for s in samples):
         folder = (cleaned.data if cleaned.data.is_dir() else cleaned.data.parent) if copy_images else source.image_root
         click.echo(f"its image paths are as in {data}: train with {folder} as the image folder "
                    "(LLaVA's --image_folder, LLaMA-Factory's media_dir)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -106,30 +107,40 @@ def to_sample(fields: dict[str, Any], loc: str, where: str, root: Path, seen: di
         seen[fields["id"]] = where
         return Sample(fields["id"], None, fields["instruction"], fields["response"],
                       {**meta, "source": meta.get("source", where)}, history)
-    if re.match(r"[a-z][a-z0-9+.-]*://", fields["image"], re.IGNORECASE):
-        fail("image", f"{fields['image']!r} is a URL; byorn reads local image files (nothing is downloaded): "
-                      "fetch the images first and give their paths")
-    relative = Path(fields["image"])
-    if relative.is_absolute():
-        fail("image", f"must be a path relative to the image root {root} (--image-folder), got {fields['image']!r}")
-    try:
-        image = (root / relative).resolve()
-    except (OSError, ValueError) as exc:
-        fail("image", f"bad path {fields['image']!r} ({exc})")
-    # resolve() follows symlinks, so a link inside the root that points outside is caught as well
-    # as `..`: a data set from an untrusted source must not make us read arbitrary files.
-    if not image.is_relative_to(root):
-        fail("image", f"{fields['image']!r} resolves to {image}, outside the image root {root}")
-    if image.is_dir():
-        fail("image", f"{image} is a folder, not an image file")
-    if not image.is_file():
-        fail("image", f"image file not found: {image}")
-    if checks.check_images:
-        decode_image(image, f"{loc}: field {'image'!r}")
-
+    image = image_path(fields["image"], root, checks, fail, f"{loc}: field {'image'!r}")
     seen[fields["id"]] = where
     return Sample(fields["id"], image, fields["instruction"], fields["response"],
                   {**meta, "source": meta.get("source", where)}, history)
+
+
+def image_path(reference: Any, root: Path, checks: LoadChecks, fail: Callable[[str, str], NoReturn],
+               where: str, field: str = "image") -> Path:
+    """The image file a record names (`reference`, relative to the image root), checked: a local
+    path inside the root, an existing file that decodes (unless check_images is off). `fail(field,
+    problem)` raises the record's error; `where` begins a decoding error's message."""
+    if not isinstance(reference, str) or not reference.strip():
+        fail(field, f"must be a non-empty string, got {reference!r:.80}")
+    if re.match(r"[a-z][a-z0-9+.-]*://", reference, re.IGNORECASE):
+        fail(field, f"{reference!r} is a URL; byorn reads local image files (nothing is downloaded): "
+                    "fetch the images first and give their paths")
+    relative = Path(reference)
+    if relative.is_absolute():
+        fail(field, f"must be a path relative to the image root {root} (--image-folder), got {reference!r}")
+    try:
+        image = (root / relative).resolve()
+    except (OSError, ValueError) as exc:
+        fail(field, f"bad path {reference!r} ({exc})")
+    # resolve() follows symlinks, so a link inside the root that points outside is caught as well
+    # as `..`: a data set from an untrusted source must not make us read arbitrary files.
+    if not image.is_relative_to(root):
+        fail(field, f"{reference!r} resolves to {image}, outside the image root {root}")
+    if image.is_dir():
+        fail(field, f"{image} is a folder, not an image file")
+    if not image.is_file():
+        fail(field, f"image file not found: {image}")
+    if checks.check_images:
+        decode_image(image, where)
+    return image
 
 
 def _non_finite(value: Any, where: str) -> str | None:

@@ -17,12 +17,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from tqdm.auto import tqdm
 
 from byorn.data import DataError, Origin, Sample, Source, Turn, turn_id
-from byorn.formats.checks import LoadChecks, check_image_key, parse_json, read_text, to_sample
+from byorn.formats.checks import LoadChecks, check_image_key, image_path, parse_json, read_text, to_sample
 from byorn.outdir import refuse_unfinished
 
 log = logging.getLogger(__name__)
@@ -106,19 +106,40 @@ def _turn_pairs(turns: list[dict], first: int, loc: str, names: Names) -> list[i
     return list(range(first, len(turns), 2))
 
 
-def _image_of(record: dict, loc: str, names: Names) -> str | None:
-    """The record's image path as it gives it, or None (text-only)."""
+def _images_of(record: dict, loc: str, names: Names) -> list:
+    """The record's image paths as it gives them, in order: LLaVA's "image" one path or a list
+    (as LLaVA-OneVision's data has it), LLaMA-Factory's a list; none for a text-only record."""
     if names.images is None:
         check_image_key(record, loc)
-        return record.get("image")
-    images = record.get(names.images, [])
+    key = names.images or "image"
+    images = record.get(key)
     if images is None:
-        return None
+        return []
+    if names.images is None and not isinstance(images, list):
+        return [images]  # one path (checked as the image field)
     if not isinstance(images, list):
-        raise DataError(f"{loc}: field {names.images!r}: must be a list of image paths, got {images!r:.80}")
-    if len(images) > 1:
-        raise DataError(f"{loc}: field {names.images!r}: {len(images)} images; byorn reads one image per record")
-    return images[0] if images else None
+        raise DataError(f"{loc}: field {key!r}: must be a list of image paths, got {images!r:.80}")
+    return images
+
+
+def _check_placeholders(turns: list[dict], human: int, images: list, loc: str, names: Names) -> None:
+    """Each image has its <image> placeholder, all in the first human turn (byorn shows a
+    conversation's images there, in order); one image may go without (LLaVA's scripts add it)."""
+    text, key, field = names.content, names.messages, names.images or "image"
+    placeholders = [j for j, turn in enumerate(turns) if "<image>" in turn[text]]
+    count = sum(turns[j][text].count("<image>") for j in placeholders)
+    if placeholders and placeholders[0] != human or len(placeholders) > 1:
+        later = next(j for j in placeholders if j != human)
+        raise DataError(f"{loc}: field '{key}[{later}].{text}': the <image> placeholder must be in the first human "
+                        "turn")
+    if count and not images:
+        raise DataError(f"{loc}: field {field!r}: the human turn has an <image> placeholder but the record no image")
+    if count > len(images):
+        raise DataError(f"{loc}: field {key!r}: {count} <image> placeholders for {len(images)} image(s); each "
+                        "image has one placeholder, in order")
+    if len(images) > max(count, 1):
+        raise DataError(f"{loc}: field {field!r}: {len(images)} images but {count} <image> placeholder(s) in the "
+                        "human turn; each image needs its placeholder, in order")
 
 
 def _record(record: Any, index: int, where: str, root: Path, seen: dict[str, str], names: Names, multi_turn: str,
@@ -128,7 +149,7 @@ def _record(record: Any, index: int, where: str, root: Path, seen: dict[str, str
     if not names.ids_required and "id" not in record:
         record = {**record, "id": str(index)}  # LLaMA-Factory's records need no id: the index names it
     loc = where + (f" (id {record['id']!r})" if isinstance(record.get("id"), str) else "")
-    image = _image_of(record, loc, names)
+    images = _images_of(record, loc, names)
     human, extra = _first_pair(record, loc, names, "first" if multi_turn == "each" else multi_turn)
     turns = record[names.messages]
     pairs = _turn_pairs(turns, human, loc, names) if multi_turn == "each" else [human]
@@ -139,31 +160,24 @@ def _record(record: Any, index: int, where: str, root: Path, seen: dict[str, str
             raise DataError(f"{loc}: field 'id': duplicate id {record['id']!r} (first at {seen[record['id']]})")
         seen[record["id"]] = where
     text, key = names.content, names.messages
-    placeholders = [j for j, turn in enumerate(turns) if "<image>" in turn[text]]
-    if sum(turns[j][text].count("<image>") for j in placeholders) > 1:
-        raise DataError(f"{loc}: field {key!r}: several <image> placeholders; byorn reads one image per record")
-    if placeholders and placeholders[0] != human:
-        raise DataError(f"{loc}: field '{key}[{placeholders[0]}].{text}': the <image> placeholder must be in the "
-                        "first human turn")
-    if placeholders and image is None:
-        raise DataError(f"{loc}: field {names.images or 'image'!r}: the human turn has an <image> placeholder but the "
-                        "record no image")
+    _check_placeholders(turns, human, images, loc, names)
     samples, history = [], []
     labels = {"image": names.images or "image"}
+    more = _more_images(images[1:], loc, root, checks, names.images or "image")
     for number, j in enumerate(pairs, 1):
         fields = {key: record[key] for key in ("id", "meta") if key in record}
-        fields["image"] = image
+        fields["image"] = images[0] if images else None
         fields["instruction"] = turns[j][text].replace("<image>", "").strip()
         fields["response"] = turns[j + 1][text]
         if len(pairs) > 1:
             fields["id"] = turn_id(record["id"], number)
         labels |= {"instruction": f"{key}[{j}].{text}", "response": f"{key}[{j + 1}].{text}"}
         sample = to_sample(fields, loc, where, root, seen, checks, labels)
-        sample.history = tuple(history)
+        sample.history, sample.more_images = tuple(history), more
         if len(pairs) > 1:  # the record's layout, not its meta, makes the turns one conversation
             sample.turn = Turn(record["id"], number, len(pairs), tuple(s.id for s in samples))
         if source is not None:
-            sample.origin = Origin(source, index, (key, j + 1, text), len(pairs), image)
+            sample.origin = Origin(source, index, (key, j + 1, text), len(pairs), tuple(images))
         history.append((sample.instruction, sample.response))
         samples.append(sample)
     if extra and multi_turn == "first":
@@ -171,3 +185,12 @@ def _record(record: Any, index: int, where: str, root: Path, seen: dict[str, str
     if human:  # a system prompt (or a gpt turn) before the first human turn: a sample has no place for it
         samples[0].meta.setdefault("turns_before_first_human", human)
     return samples
+
+
+def _more_images(references: list, loc: str, root: Path, checks: LoadChecks, field: str) -> tuple[Path, ...]:
+    """A record's images after the first, each held to the checks of the first."""
+    def fail(name: str, problem: str) -> NoReturn:
+        raise DataError(f"{loc}: field {name!r}: {problem}")
+
+    return tuple(image_path(reference, root, checks, fail, f"{loc}: field '{field}[{k}]'", f"{field}[{k}]")
+                 for k, reference in enumerate(references, 1))

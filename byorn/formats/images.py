@@ -37,6 +37,9 @@ def write_images(samples: Sequence[Sample], out_dir: Path) -> list[str | None]:
         if not sample.has_image:
             paths.append(None)
             continue
+        if sample.more_images:  # written here, they would be dropped without a word
+            raise DataError(f"sample {sample.id!r}, field 'image': {len(sample.images)} images; a record written from "
+                            "memory holds one (byorn clean writes a loaded file's records back with all of theirs)")
         image = sample.image if isinstance(sample.image, Path) else id(sample.image)  # PIL images: the same object
         key = (sample.turn.record, image) if sample.turn is not None else None
         if key in shared:
@@ -59,16 +62,22 @@ def copy_images(samples: Sequence[Sample], out_dir: Path) -> list[Path]:
     copied: set[Path] = set()
     out = out_dir.resolve()
     for sample in samples:
-        reference = sample.origin.image if sample.origin is not None else None
-        if reference is None or not isinstance(sample.image, Path):
-            continue  # text-only, or an image the data file holds itself (a row's bytes)
-        target = (out / reference).resolve()
-        if Path(reference).is_absolute() or not target.is_relative_to(out):
-            raise DataError(f"{sample.origin.source.path}: sample {sample.id!r}, field 'image': {reference!r} would "
-                            f"be copied outside {out_dir}; give image paths relative to the image folder to copy them")
-        if target in copied:
-            continue  # the turns of one conversation, or records that share an image
-        copied.add(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, lambda file, source=sample.image: file.write(source.read_bytes()))
+        references = sample.origin.images if sample.origin is not None else ()
+        # text-only, or images the data file holds itself (a row's bytes): nothing to copy
+        for reference, image in zip(references, sample.images):
+            if reference is not None and isinstance(image, Path):
+                _copy(sample, reference, image, out, out_dir, copied)
     return sorted(copied)
+
+
+def _copy(sample: Sample, reference: str, image: Path, out: Path, out_dir: Path, copied: set[Path]) -> None:
+    """One image file to `out`/`reference`, once."""
+    target = (out / reference).resolve()
+    if Path(reference).is_absolute() or not target.is_relative_to(out):
+        raise DataError(f"{sample.origin.source.path}: sample {sample.id!r}, field 'image': {reference!r} would "
+                        f"be copied outside {out_dir}; give image paths relative to the image folder to copy them")
+    if target in copied:
+        return  # the turns of one conversation, or records that share an image
+    copied.add(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, lambda file: file.write(image.read_bytes()))

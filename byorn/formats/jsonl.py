@@ -52,7 +52,8 @@ def load_jsonl(path: str | Path, image_root: str | Path | None = None,
                 raise DataError(f"{loc}: record must be a JSON object, got {type(record).__name__}")
             check_image_key(record, loc)
             samples.append(to_sample(record, loc, loc, root, seen, checks))
-            samples[-1].origin = Origin(source, number - 1, ("response",), image=record.get("image"))
+            reference = record.get("image")
+            samples[-1].origin = Origin(source, number - 1, ("response",), images=(reference,) if reference else ())
             lines_of[samples[-1].id] = loc
         except DataError as error:
             checks.handle(error)

@@ -7,7 +7,7 @@ import copy
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from PIL import Image
 
@@ -15,7 +15,7 @@ from byorn.chat_rows import exchanges, row_to_samples, sample_to_row
 from byorn.data import DataError, Origin, Sample, Source, decode_pixels
 from byorn.fileio import atomic_write
 from byorn.formats.answers import replace_answers
-from byorn.formats.checks import DEFAULT_CHECKS, LoadChecks, parse_json, read_text, to_sample
+from byorn.formats.checks import DEFAULT_CHECKS, LoadChecks, image_path, parse_json, read_text, to_sample
 from byorn.outdir import refuse_unfinished
 
 
@@ -61,11 +61,12 @@ def _row_samples(row: dict, index: int, loc: str, root: Path, seen: dict[str, st
         samples = row_to_samples(row, index)
     except DataError as exc:  # it names the row and field; the file goes in front
         raise DataError(f"{source.path}: {exc}") from exc
-    raw = samples[0].image
-    image = _row_image(raw, loc, root)
-    # the path as the row gives it (copied as such by --copy-images); bytes the row holds need no copy
-    reference = raw if isinstance(raw, str) else raw.get("path") if isinstance(raw, dict) and raw.get("bytes") is None \
-        else None
+    raws = samples[0].images
+    image = _row_image(raws[0], loc, root) if raws else None
+    more = tuple(_more_image(raw, k, loc, root, checks) for k, raw in enumerate(raws[1:], 1))
+    # the paths as the row gives them (copied as such by --copy-images); bytes the row holds need no copy
+    references = tuple(raw if isinstance(raw, str) else raw.get("path")
+                       if isinstance(raw, dict) and raw.get("bytes") is None else None for raw in raws)
     answers = [a for _, a in exchanges(row["messages"], loc)]
     checked = []
     for sample, answer in zip(samples, answers):
@@ -73,13 +74,23 @@ def _row_samples(row: dict, index: int, loc: str, root: Path, seen: dict[str, st
                   "image": None if isinstance(image, Image.Image) else image}
         one = to_sample(fields, loc, f"row {index}", root, seen, checks, labels=ROW_FIELDS)
         one.image = image if isinstance(image, Image.Image) else one.image
-        one.history, one.turn = sample.history, sample.turn
-        one.origin = Origin(source, index, ("messages", answer, "content"), len(samples), reference)
+        one.history, one.turn, one.more_images = sample.history, sample.turn, more
+        one.origin = Origin(source, index, ("messages", answer, "content"), len(samples), references)
         checked.append(one)
     return checked
 
 
 ROW_FIELDS = {"instruction": "messages", "response": "messages", "image": "images"}  # where a row keeps them
+
+
+def _more_image(raw: Any, k: int, loc: str, root: Path, checks: LoadChecks) -> Image.Image | Path:
+    """A row's image after the first, held to the first's checks."""
+    def fail(name: str, problem: str) -> NoReturn:
+        raise DataError(f"{loc}: field {name!r}: {problem}")
+
+    image = _row_image(raw, loc, root, f"images[{k}]")
+    return image if isinstance(image, Image.Image) else image_path(image, root, checks, fail, f"{loc}: field "
+                                                                    f"'images[{k}]'", f"images[{k}]")
 
 
 def _raw_rows(path: Path):
@@ -117,15 +128,15 @@ def _check_saved_files(path: Path) -> None:
                                 f"outside the data set folder {path.resolve()}")
 
 
-def _row_image(image: Any, loc: str, root: Path) -> Image.Image | str | None:
+def _row_image(image: Any, loc: str, root: Path, field: str = "images") -> Image.Image | str | None:
     """A raw row's image as the loader takes it: bytes decoded here (with the decompression-bomb
     guard); a path (a string, or a {bytes: None, path} image) given back for the path checks, made
     relative when it is absolute inside the image root; None for a text-only row."""
     if isinstance(image, dict):
         if image.get("bytes") is not None:
-            return decode_pixels(io.BytesIO(image["bytes"]), f"{loc}, field 'images'")
+            return decode_pixels(io.BytesIO(image["bytes"]), f"{loc}, field {field!r}")
         if not isinstance(image.get("path"), str):
-            raise DataError(f"{loc}, field 'images': an image with neither bytes nor a path")
+            raise DataError(f"{loc}, field {field!r}: an image with neither bytes nor a path")
         image = image["path"]
     if isinstance(image, str) and Path(image).is_absolute() and Path(image).resolve().is_relative_to(root):
         return str(Path(image).resolve().relative_to(root))
