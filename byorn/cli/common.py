@@ -59,12 +59,11 @@ def renamed(param: str, *old: str, multiple: bool = False) -> Decorator:
     return decorate
 
 
-def existing_data(ctx: click.Context | None, param: click.Parameter | None, data: str | None) -> str | None:
-    """--data as given, once a data file or folder it names is found to exist (a built-in world
-    needs none): checked as the command line is read, before any slow import."""
+def check_data_exists(data: str | None) -> None:
+    """Stop on a --data file or folder that does not exist (a built-in world needs none): a
+    command checks it first, before any slow import."""
     if data and data.partition(":")[0] not in WORLDS and not Path(data).exists():
         fail(f"--data {data}: no such file or folder")
-    return data
 
 
 def data_option(required: bool = False, overrides: bool = False) -> Decorator:
@@ -85,7 +84,7 @@ def data_option(required: bool = False, overrides: bool = False) -> Decorator:
             if required and not kwargs["data"]:
                 fail("--data is required: a data file or data set folder, or a built-in task (shapes, "
                      "flickr8k:FOLDER)")
-            existing_data(None, None, kwargs["data"])
+            check_data_exists(kwargs["data"])
             if overrides:
                 kwargs["overrides"] = settings
             return command(*args, **kwargs)

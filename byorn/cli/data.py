@@ -8,7 +8,7 @@ import click
 
 from byorn.cli.common import (
     DATA_HELP,
-    existing_data,
+    check_data_exists,
     fail,
     image_folder,
     load_samples,
@@ -28,7 +28,7 @@ from byorn.fileio import atomic_write_text
 @click.option("--rate", default=0.1, show_default=True, help="share of samples poisoned: round(N * rate)")
 @click.option("--seed", default=0, show_default=True, help="seed for the choice of poisoned samples")
 @click.option("--clean-label", is_flag=True, help="poison only samples whose response already fits the target")
-@click.option("--data", default="shapes", show_default=True, help=DATA_HELP, callback=existing_data)
+@click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="folder to write")
@@ -43,6 +43,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
            data: str, n_samples: int, out_dir: str, reference: str, on_bad_sample: str,
            image_folder: str | None) -> None:
     """Write a poisoned copy of a data set (LLaVA JSON + images) and its poison_manifest.jsonl."""
+    check_data_exists(data)  # --in, the old spelling, too
     import yaml
 
     from byorn.attacks import build_attack

@@ -11,7 +11,7 @@ import click
 from byorn.cli.common import (
     DATA_HELP,
     bf16,
-    existing_data,
+    check_data_exists,
     fail,
     image_folder,
     load_samples,
@@ -25,7 +25,7 @@ from byorn.fileio import atomic_write_text
 @click.command(name="eval")
 @click.option("--model", default="byorn-tiny", show_default=True, help="base model directory or 'byorn-tiny'")
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), help="LoRA adapter directory from train")
-@click.option("--data", default="shapes", show_default=True, help=DATA_HELP, callback=existing_data)
+@click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
 @click.option("--n", "n_test", default=200, show_default=True,
               help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--seed", default=0, show_default=True, help="seed of the built-in test samples (--data shapes)")
@@ -45,6 +45,7 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
              bf16: bool) -> None:
     """Generate on a test split and report the scene metric, CIDEr and BLEU-4; with --triggered,
     also the attack success rate on your own triggered inputs."""
+    check_data_exists(data)
     from byorn.evaluate import evaluate_clean, evaluate_triggered
     from byorn.metrics import parse_target_rule
 
