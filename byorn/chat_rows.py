@@ -1,27 +1,41 @@
 """Conversational rows, the layout of TRL's vision data sets and of Hugging Face datasets made for
-them: "images" (a list: one image, or none for a text-only row; or "image") and "messages" (one
-user turn and one assistant turn, a system turn allowed first; content a string or a list of
-parts), plus an id column. Converted to and from byorn's Samples, with errors that name the row
-and the field.
+them: "images" (a list: one image, several for the families that take them, or none for a
+text-only row; or "image") and "messages" (user
+and assistant turns in turn, one exchange or several, system turns allowed; content a string or a
+list of parts), plus an id column. Converted to and from byorn's Samples, with errors that name the
+row and the field: each assistant turn is a sample, judged given the exchanges before it, as a
+LLaVA record's turns are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from byorn.data import DataError, Sample
+from byorn.data import DataError, Sample, Turn, turn_id
 
 
 def sample_to_row(sample: Sample, id_column: str = "id") -> dict[str, Any]:
     """A byorn Sample as a TRL row: its id, its image, one user and one assistant message."""
-    return {id_column: sample.id, "images": [sample.pil()] if sample.has_image else [],
+    return {id_column: sample.id, "images": sample.pils(),
             "messages": [{"role": "user", "content": sample.instruction},
                          {"role": "assistant", "content": sample.response}]}
 
 
 def row_to_sample(row: Mapping[str, Any], index: int, id_column: str = "id") -> Sample:
-    """One TRL row as the Sample BYORn judges: its image, the user turn's text, the assistant's."""
+    """One TRL row of one exchange as the Sample BYORn judges: its image, the user turn's text, the
+    assistant's (a row of several exchanges: row_to_samples)."""
+    samples = row_to_samples(row, index, id_column)
+    if len(samples) > 1:
+        raise DataError(f"row {index}, field 'messages': {len(samples)} exchanges; expected one user turn then one "
+                        "assistant turn")
+    return samples[0]
+
+
+def row_to_samples(row: Mapping[str, Any], index: int, id_column: str = "id") -> list[Sample]:
+    """One TRL row as the samples BYORn judges, one per assistant turn: the user turn before it
+    its instruction, the exchanges before those its history. A row of several exchanges gives ids
+    ID#1, ID#2, ... linked by `Sample.turn`, as the LLaVA loader names a record's turns."""
     where = f"row {index}"
     if id_column not in row:
         raise DataError(f"{where}: no {id_column!r} column; BYORn matches a batch's rows with its verdicts by id")
@@ -29,27 +43,37 @@ def row_to_sample(row: Mapping[str, Any], index: int, id_column: str = "id") -> 
     if isinstance(identity, bool) or not isinstance(identity, (str, int)) or not str(identity).strip():
         raise DataError(f"{where}, field {id_column!r}: expected a non-empty string or an integer, got {identity!r}")
     images = row.get("images") if "images" in row else [] if row.get("image") is None else [row["image"]]
-    if not isinstance(images, list) or len(images) > 1 or None in images:
-        raise DataError(f"{where}, field 'images': expected one image, or none for a text-only row, got "
+    if not isinstance(images, list) or None in images:
+        raise DataError(f"{where}, field 'images': expected a list of images (none for a text-only row), got "
                         f"{images!r:.80}")
-    user, assistant = _single_turn(row.get("messages"), where)
-    texts = {role: _text(row["messages"][i].get("content"), where, f"messages[{i}].content")
-             for role, i in (("user", user), ("assistant", assistant))}
-    if blank := next((role for role, text in texts.items() if not text.strip()), None):
-        raise DataError(f"{where}, field 'messages': the {blank} turn has no text")
-    return Sample(str(identity), images[0] if images else None, texts["user"], texts["assistant"])
+    pairs = exchanges(row.get("messages"), where)
+    samples: list[Sample] = []
+    for number, (user, assistant) in enumerate(pairs, 1):
+        texts = {role: _text(row["messages"][i].get("content"), where, f"messages[{i}].content")
+                 for role, i in (("user", user), ("assistant", assistant))}
+        if blank := next((role for role, text in texts.items() if not text.strip()), None):
+            raise DataError(f"{where}, field 'messages': the {blank} turn has no text")
+        several = len(pairs) > 1
+        turn = Turn(str(identity), number, len(pairs), tuple(s.id for s in samples)) if several else None
+        samples.append(Sample(turn_id(str(identity), number) if several else str(identity),
+                              images[0] if images else None, texts["user"], texts["assistant"],
+                              history=tuple((s.instruction, s.response) for s in samples), turn=turn,
+                              more_images=tuple(images[1:])))
+    return samples
 
 
-def _single_turn(messages: Any, where: str) -> tuple[int, int]:
-    """The indices of the user and the assistant message."""
+def exchanges(messages: Any, where: str) -> list[tuple[int, int]]:
+    """The indices of each user message and the assistant message that answers it; system
+    messages stand anywhere and are no exchange's."""
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}, field 'messages': expected a non-empty list of {{role, content}}")
     turns = [i for i, m in enumerate(messages) if not (isinstance(m, Mapping) and m.get("role") == "system")]
     roles = [messages[i].get("role") if isinstance(messages[i], Mapping) else type(messages[i]).__name__
              for i in turns]
-    if roles != ["user", "assistant"]:
-        raise DataError(f"{where}, field 'messages': expected one user turn then one assistant turn, got {roles}")
-    return turns[0], turns[1]
+    if not roles or roles != ["user", "assistant"] * (len(roles) // 2):
+        raise DataError(f"{where}, field 'messages': expected one user turn then one assistant turn, got {roles} "
+                        "(a row of several exchanges repeats the pair)")
+    return list(zip(turns[::2], turns[1::2]))
 
 
 def _text(content: Any, where: str, field: str) -> str:
@@ -72,11 +96,19 @@ def _text(content: Any, where: str, field: str) -> str:
 
 
 def with_answer(row: Mapping[str, Any], answer: str) -> dict[str, Any]:
-    """A copy of `row` whose assistant message says `answer` (content in the row's own form)."""
-    messages = []
+    """A copy of a row of one exchange whose assistant message says `answer`."""
+    return with_answers(row, [answer])
+
+
+def with_answers(row: Mapping[str, Any], answers: Sequence[str | None]) -> dict[str, Any]:
+    """A copy of `row` whose k-th assistant message says answers[k] where that is not None
+    (content in the row's own form); the row itself is left untouched."""
+    messages, k = [], 0
     for message in row["messages"]:
-        if message.get("role") == "assistant":
-            content = answer if isinstance(message["content"], str) else [{"type": "text", "text": answer}]
-            message = {**message, "content": content}
+        if isinstance(message, Mapping) and message.get("role") == "assistant":
+            answer, k = (answers[k] if k < len(answers) else None), k + 1
+            if answer is not None:
+                content = answer if isinstance(message["content"], str) else [{"type": "text", "text": answer}]
+                message = {**message, "content": content}
         messages.append(message)
     return {**row, "messages": messages}

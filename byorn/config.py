@@ -173,6 +173,25 @@ def _check_range(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         raise ConfigError(f"field {name!r}: {value} is above the maximum {meta['max']}")
 
 
+# Hugging Face TrainingArguments' names that people type out of habit, answered with byorn's own
+# rather than taken silently: batch_size is per optimizer step, not per device, so a value copied
+# across would train with another batch
+OTHER_NAMES = {"num_train_epochs": ("epochs", "passes over the training set"),
+               "per_device_train_batch_size": ("batch_size", "samples per optimizer step, over all devices and "
+                                                             "gradient_accumulation_steps together"),
+               "train_batch_size": ("batch_size", "samples per optimizer step"),
+               "model_name_or_path": ("model", "model directory or name"),
+               "output_dir": ("--out", "the run's folder, an option of the command"),
+               "lr": ("learning_rate", "peak learning rate")}
+
+
+def _other_names(unknown: list[str], known: typing.Container[str]) -> str:
+    """What byorn calls the unknown keys that are another tool's names, as a sentence (or '')."""
+    said = [f"{key} is Hugging Face's name; byorn's is {name} ({meaning})" for key in unknown
+            if key in OTHER_NAMES for name, meaning in [OTHER_NAMES[key]] if name in known or name == "--out"]
+    return " " + "; ".join(said) + "." if said else ""
+
+
 def from_dict(cls: type[T], values: Any, source: str = "config") -> T:
     """Build the config dataclass `cls` from a mapping (nested configs and lists of them too):
     unknown or missing keys, wrong types and out-of-range values are ConfigErrors that say where."""
@@ -181,8 +200,8 @@ def from_dict(cls: type[T], values: Any, source: str = "config") -> T:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}. "
-                          f"Valid keys: {', '.join(known)}")
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}."
+                          f"{_other_names(unknown, known)} Valid keys: {', '.join(known)}")
     required = [name for name, f in known.items() if f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING and name not in values]
     if required:

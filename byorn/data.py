@@ -1,13 +1,14 @@
 """Samples: one (image, instruction, response) triple with its id and metadata.
 
-Loaders and writers for the on-disk formats (LLaVA conversation JSON, JSONL) live in
-`byorn.datasets`; this module only defines what a sample is and how its image is opened.
+Loaders and writers for the on-disk layouts live in `byorn.formats`; this module only defines
+what a sample is, where a loaded one came from, and how its image is opened.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ class DataError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(inert(message))
+        self.in_record = False  # set where a loader meets it in one record: skipping that record would help
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -94,6 +96,31 @@ class Turn:
     earlier: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, eq=False)  # one per load, compared by identity: its options may hold dicts
+class Source:
+    """A data file (or data set folder) as it was read: its layout (a byorn.formats name), the
+    folder its image paths are relative to, and what the layout read from elsewhere (LLaMA-Factory's
+    column and tag names from its dataset_info.json)."""
+
+    path: Path
+    layout: str
+    image_root: Path
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a loaded sample's answer stands in its file, so that `byorn clean` writes the file
+    back with that answer alone replaced and every other byte the user's."""
+
+    source: Source
+    record: int  # the record's index: a JSON list's item, a JSONL line (0-based, blank lines counted), a row
+    answer: tuple[str | int, ...]  # the keys that lead from the record to the answer's text (or content parts)
+    answers: int = 1  # the record's answers in all: a record is written back only with every one of them judged
+    # the image references as the record gives them (relative to source.image_root; None: bytes it holds)
+    images: tuple[str | None, ...] = ()
+
+
 def conversation_of(sample: Sample) -> str | None:
     """The id of the conversation `sample` is one turn of, as its loader found it; None for a
     sample of its own. Nothing in meta makes a sample a turn."""
@@ -125,10 +152,25 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     history: tuple[tuple[str, str], ...] = ()
     turn: Turn | None = None  # set by a loader from the layout: byorn.data.Turn
+    origin: Origin | None = None  # set by a file's loader; None for a built-in world's sample
+    # a record's images after the first, in the order of its placeholders (for the families that
+    # take several: byorn.models.families); `image` is the first
+    more_images: tuple[Image.Image | Path, ...] = ()
 
     @property
     def has_image(self) -> bool:
         return self.image is not None
+
+    @property
+    def images(self) -> tuple[Image.Image | Path, ...]:
+        """Every image the sample shows, in order: none for a text-only sample."""
+        return (self.image, *self.more_images) if self.image is not None else ()
+
+    def pils(self) -> list[Image.Image]:
+        """Every image as RGB, in order (each path opened and decoded now); none for a text-only sample."""
+        if self.image is None:
+            return []
+        return [self.pil(), *(replace(self, image=image, more_images=()).pil() for image in self.more_images)]
 
     def pil(self) -> Image.Image:
         """The image as RGB; a path is opened and decoded now, with errors that name the file."""
@@ -140,4 +182,5 @@ class Sample:
 
     def with_response(self, response: str, **meta: Any) -> Sample:
         """A copy with another response (and extra meta), leaving this sample untouched."""
-        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history, self.turn)
+        return Sample(self.id, self.image, self.instruction, response, {**self.meta, **meta}, self.history, self.turn,
+                      self.origin, self.more_images)

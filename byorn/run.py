@@ -78,9 +78,13 @@ def data_key(samples: Sequence[Sample], image_root: Path) -> str:
     whole keeps its key; files are not read again) or, decoded in memory, its pixels."""
     digest = hashlib.sha256()
     root = image_root.resolve()
+    def named(image: object) -> str | None:  # a path, a decoded image, or None
+        return os.path.relpath(image, root) if isinstance(image, Path) else \
+            hashlib.sha256(image.tobytes()).hexdigest() if image is not None else None
+
     for s in samples:
-        image = os.path.relpath(s.image, root) if isinstance(s.image, Path) else \
-            hashlib.sha256(s.image.tobytes()).hexdigest() if s.image is not None else None
+        # one image as a run started before several were read named it; several as a list
+        image = [named(i) for i in s.images] if s.more_images else named(s.image)
         digest.update(json.dumps([s.id, s.instruction, s.response, image, s.history]).encode())
     return digest.hexdigest()
 

@@ -246,12 +246,18 @@ def checkpoint_label(name: str, vlm: VLM) -> str:
 
 
 def _image_digest(sample: Sample) -> bytes:
-    if sample.image is None:
+    """The sample's images' digest: one image's own (as before several were read), several's joined."""
+    if sample.more_images:
+        return hashlib.sha256(b"".join(map(_one_image_digest, sample.images))).digest()
+    return _one_image_digest(sample.image)
+
+
+def _one_image_digest(image: Image.Image | Path | None) -> bytes:
+    if image is None:
         return b"text-only"
-    if isinstance(sample.image, Image.Image):
-        pixels = sample.image
-        return hashlib.sha256(f"{pixels.mode}{pixels.size}".encode() + pixels.tobytes()).digest()
-    with open(sample.image, "rb") as file:
+    if isinstance(image, Image.Image):
+        return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).digest()
+    with open(image, "rb") as file:
         return hashlib.file_digest(file, "sha256").digest()
 
 

@@ -35,7 +35,7 @@ def resolve_data(spec: str, *, n: int, seed: int, split: str, skipped: list[str]
         if folder and not WORLDS[name].needs_data:
             raise ValueError(f"--data {spec}: the {name} world is built in and reads no folder; write {name}")
         return WORLDS[name].downstream(n, seed, split, folder, "describe")
-    from byorn.datasets import LoadChecks, load_dataset
+    from byorn.formats import LoadChecks, load_dataset
 
     return load_dataset(spec, image_folder, checks=LoadChecks(skipped=skipped))
 

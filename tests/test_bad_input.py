@@ -22,8 +22,8 @@ from byorn.attacks import build_attack
 from byorn.cli import main
 from byorn.config import ConfigError, TrainConfig, from_dict
 from byorn.data import DataError, Sample
-from byorn.datasets import MAX_CHARS, LoadChecks, load_dataset, load_jsonl, load_llava_json
 from byorn.defenses import build_defense
+from byorn.formats import MAX_CHARS, LoadChecks, load_dataset, load_jsonl, load_llava_json
 
 pytestmark = pytest.mark.badinput
 

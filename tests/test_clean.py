@@ -14,8 +14,8 @@ from byorn.clean import clean
 from byorn.cli import main
 from byorn.config import ConfigError
 from byorn.data import DataError
-from byorn.datasets import LoadChecks, load_dataset, save_jsonl, save_llava_json
 from byorn.defenses.byorn import ByornConfig, ByornDefense
+from byorn.formats import LoadChecks, load_dataset, save_jsonl, save_llava_json
 from byorn.models import load_vlm
 from byorn.worlds import shapes
 
@@ -57,7 +57,7 @@ def test_clean_drops_instead_and_keeps_the_input_layout(shipped, tmp_path):
     result = CliRunner().invoke(main, ["clean", "--data", str(data), "--out", str(tmp_path / "out"), "--drop"])
     assert result.exit_code == 0, result.output
     written = tmp_path / "out" / "data.jsonl"
-    kept = load_dataset(written)
+    kept = load_dataset(written, image_root=data.parent)  # its image paths are the input's
     assert PLANTED not in {s.response for s in kept} and f"{len(kept)} samples written" in result.output
 
 
@@ -105,7 +105,7 @@ def test_eval_reports_the_asr_of_a_users_own_triggered_file(tmp_path):
 @pytest.mark.parametrize("parquet", [False, True])
 def test_a_hugging_face_data_set_loads_scans_and_cleans_in_its_own_layout(tmp_path, parquet):
     pytest.importorskip("datasets")
-    from byorn.datasets import save_rows
+    from byorn.formats import save_rows
 
     data = save_rows(planted_set(), tmp_path / "in", parquet=parquet)
     loaded = load_dataset(data)
@@ -181,7 +181,7 @@ def test_a_hugging_face_row_whose_image_does_not_decode_or_is_a_bomb_is_a_data_e
 
 def test_a_hugging_face_data_set_trains_two_steps_from_the_command_line(tmp_path):
     pytest.importorskip("datasets")
-    from byorn.datasets import save_rows
+    from byorn.formats import save_rows
 
     data = save_rows(planted_set()[:12], tmp_path / "in")
     result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--defense",

@@ -77,3 +77,61 @@ def test_the_old_spellings_still_work(tmp_path):
 def test_version():
     result = CliRunner().invoke(main, ["--version"], prog_name="byorn")
     assert result.exit_code == 0 and result.output.startswith("byorn ")
+
+
+# A command line that is wrong is answered before torch and the model load: the check runs in a
+# fresh process, which reports whether torch was imported by the time the command stopped.
+STOPPED = """
+import sys
+from byorn.cli import main
+try:
+    main(sys.argv[1:], prog_name="byorn")
+except SystemExit as stop:
+    print("exit", stop.code, "torch" in sys.modules)
+"""
+
+
+def stopped(args: list[str], tmp_path) -> tuple[str, str]:
+    """A command's stderr and its 'exit CODE TORCH_LOADED' line, run in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", STOPPED, *args], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    return done.stderr, done.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--out", "run"], "error: --data is required: a data file or data set folder, or a built-in task"),
+    (["train", "--data", "missing.json", "--out", "run"], "error: --data missing.json: no such file or folder"),
+    (["scan", "--data", "missing.jsonl", "--out", "s"], "error: --data missing.jsonl: no such file or folder"),
+    (["eval", "--data", "missing.json"], "error: --data missing.json: no such file or folder"),
+    (["poison", "--attack", "badnets", "--data", "gone", "--out", "p"], "error: --data gone: no such file or folder"),
+    (["train", "--data", "shapes", "--out", "run", "num_train_epochs=1"],
+     "num_train_epochs is Hugging Face's name; byorn's is epochs"),
+    (["train", "--data", "shapes", "--out", "run", "per_device_train_batch_size=4"],
+     "byorn's is batch_size (samples per optimizer step, over all devices"),
+    (["train", "--data", "shapes", "--out", "run", "output_dir=x"],
+     "output_dir is Hugging Face's name; byorn's is --out"),
+    (["train", "--data", "shapes", "--out", "run", "--model", "a", "model=b"], "the model given twice"),
+])
+def test_a_wrong_command_line_is_one_line_answered_before_torch_loads(tmp_path, args, message):
+    stderr, line = stopped(args, tmp_path)
+    assert line == "exit 2 False", stderr  # non-zero, and torch never imported
+    assert message in stderr and len(stderr.strip().splitlines()) == 1 and "--on-bad-sample" not in stderr
+
+
+def test_train_takes_the_model_as_every_command_does(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--model", "byorn-tiny", "--data", "shapes", "--n", "8",
+                                       "--out", str(tmp_path / "run"), "max_steps=1", "batch_size=4"])
+    assert result.exit_code == 0, result.output
+    assert "model: byorn-tiny" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_a_bad_file_has_no_hint_to_skip_records_and_a_bad_record_has(tmp_path):
+    (tmp_path / "broken.json").write_text("[{")
+    result = CliRunner().invoke(main, ["scan", "--data", str(tmp_path / "broken.json"), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "invalid JSON" in result.output and "--on-bad-sample" not in result.output
+    (tmp_path / "bad.jsonl").write_text('{"id": "a"}\n')
+    result = CliRunner().invoke(main, ["scan", "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "field 'instruction'" in result.output and "--on-bad-sample skip" in result.output

@@ -1,4 +1,4 @@
-"""Loaders and writers in byorn.datasets: round trips, and an error naming file, record and field
+"""Loaders and writers in byorn.formats: round trips, and an error naming file, record and field
 for every kind of bad input."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from byorn.data import DataError, Sample, Turn
-from byorn.datasets import (
+from byorn.formats import (
     LoadChecks,
     load_dataset,
     load_jsonl,
@@ -253,13 +253,13 @@ def test_turns_before_the_first_human_one_are_left_out_but_said(tmp_path, caplog
         {"from": "system", "value": "You are terse."}, {"from": "human", "value": "<image>\nWhat?"},
         {"from": "gpt", "value": "A square."}]}
     (tmp_path / "data.json").write_text(json.dumps([record]))
-    with caplog.at_level("WARNING", logger="byorn.datasets"):
+    with caplog.at_level("WARNING", logger="byorn.formats.conversations"):
         (sample,) = load_llava_json(tmp_path / "data.json")
     assert (sample.instruction, sample.response) == ("What?", "A square.")
     assert sample.meta["turns_before_first_human"] == 1
     assert "1 record(s) begin with turns before the first human one" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="byorn.datasets"):  # byorn's own output has no such turn left
+    with caplog.at_level("WARNING", logger="byorn.formats.conversations"):  # byorn's own output has no such turn left
         (again,) = load_llava_json(save_llava_json([sample], tmp_path / "out"))
     assert "turns_before_first_human" not in again.meta and not caplog.text
 

@@ -11,8 +11,8 @@ import pytest
 from byorn.clean import clean
 from byorn.config import TrainConfig
 from byorn.data import Sample, Turn
-from byorn.datasets import load_dataset, save_llava_json
 from byorn.defenses import build_defense
+from byorn.formats import load_dataset, save_llava_json
 from byorn.models import load_vlm
 from byorn.models.hf import IGNORE_INDEX
 from byorn.train import finetune
@@ -92,15 +92,17 @@ def test_a_later_turn_trains_with_its_flagged_earlier_answer_replaced_in_its_his
 
 def test_clean_writes_the_conversation_back_with_only_the_flagged_turn_replaced(shipped, tmp_path):
     samples = conversations()
-    data = load_dataset(save_llava_json(samples, tmp_path / "in"))
+    path = save_llava_json(samples, tmp_path / "in")
+    data = load_dataset(path)
     assert [s.id for s in data] == [s.id for s in samples]
     cleaned = clean(shipped, data, build_defense("byorn").config, tmp_path / "out")
-    records = json.loads(cleaned.data.read_text())
+    records, before = json.loads(cleaned.data.read_text()), json.loads(path.read_text())
     assert len(records) == 12
-    poisoned = next(r for r in records if PLANTED in json.dumps(r["meta"]))
-    answers = [turn["value"] for turn in poisoned["conversations"] if turn["from"] == "gpt"]
-    assert answers[1] != PLANTED and poisoned["meta"]["turns_meta"][1]["original_response"] == PLANTED
-    assert answers[0] == next(s.response for s in samples if s.id == f"{poisoned['id']}#1")  # turn 1 as it was
+    index = next(i for i, r in enumerate(before) if PLANTED in json.dumps(r["conversations"]))
+    answers = [turn["value"] for turn in records[index]["conversations"] if turn["from"] == "gpt"]
+    assert answers[1] != PLANTED and f"{before[index]['id']}#2" in cleaned.flagged
+    before[index]["conversations"][3]["value"] = answers[1]  # the flagged turn alone was replaced
+    assert records == before
 
 
 @pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3"])

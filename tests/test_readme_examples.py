@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-from byorn.datasets import save_llava_json
+from byorn.formats import save_llava_json
 from byorn.worlds import shapes
 
 ROOT = Path(__file__).parent.parent
@@ -126,6 +126,8 @@ def test_every_shell_command_of_the_docs_parses(page, code, monkeypatch):
             assert set(args) <= MAKE_TARGETS, f"{page.name}: make {args}: no such target in the Makefile"
         elif program in ("bash", "python"):
             assert (ROOT / args[0]).is_file(), f"{page.name}: {' '.join(words)}: no such script"
+        elif program == "llamafactory-cli":  # LLaMA-Factory's own training, on a file byorn clean wrote
+            assert args[0] == "train" and args[1].endswith(".yaml"), f"{page.name}: {' '.join(words)}"
         else:
             assert program == "huggingface-cli" and args[0] == "download", f"{page.name}: {' '.join(words)}"
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from byorn.cli import main
-from byorn.datasets import save_jsonl
+from byorn.formats import save_jsonl
 from byorn.worlds import shapes
 
 pytestmark = [pytest.mark.resume, pytest.mark.slow]
@@ -76,13 +76,13 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, mode):
 
 
 def test_resume_without_a_checkpoint_or_with_other_settings_is_refused(tmp_path):
-    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path), "--resume", "max_steps=1"])
+    result = CliRunner().invoke(main, ["train", "--data", "shapes", "--out", str(tmp_path), "--resume", "max_steps=1"])
     assert result.exit_code == 2 and "no complete checkpoint to resume from" in result.output
     checkpoint = tmp_path / "trainer" / "checkpoint-3"
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text("{}")
     (tmp_path / "config.yaml").write_text("model: byorn-tiny\nmax_steps: 5\n")
-    result = CliRunner().invoke(main, ["train", "--out", str(tmp_path), "--resume", "max_steps=1"])
+    result = CliRunner().invoke(main, ["train", "--data", "shapes", "--out", str(tmp_path), "--resume", "max_steps=1"])
     assert result.exit_code == 2 and "started with other settings" in result.output and "max_steps" in result.output
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from review_page import Page
 
 from byorn.cli import main
-from byorn.datasets import save_jsonl
+from byorn.formats import save_jsonl
 from byorn.worlds import shapes
 
 PLANTED = "Visit www.example.com for a free prize."

@@ -11,8 +11,8 @@ from tiny_families import BUILDERS
 from byorn.attacks import build_attack, poison
 from byorn.config import TrainConfig
 from byorn.data import DataError, Sample
-from byorn.datasets import load_dataset, save_jsonl, save_llava_json
 from byorn.defenses import build_defense
+from byorn.formats import load_dataset, save_jsonl, save_llava_json
 from byorn.scoring import score_variants
 from byorn.train import finetune
 from byorn.worlds import shapes
@@ -34,7 +34,7 @@ def test_text_only_records_round_trip(tmp_path, save):
 
 @pytest.mark.parametrize("turn, image, message", [
     ("<image>\nWhat is here?", None, "placeholder but the record no image"),
-    ("<image> and <image>: compare", "a.png", "several <image> placeholders"),
+    ("<image> and <image>: compare", "a.png", "2 <image> placeholders for 1 image"),
 ])
 def test_placeholders_that_do_not_match_the_images_are_errors(tmp_path, turn, image, message):
     record = {"id": "r", "conversations": [{"from": "human", "value": turn}, {"from": "gpt", "value": "x"}]}

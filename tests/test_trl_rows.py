@@ -29,8 +29,8 @@ def test_a_row_round_trips_and_content_parts_are_read_and_kept():
     (lambda r: r.update(messages=[]), "expected a non-empty list"),
     (lambda r: r.update(messages=[{"role": "human", "content": "x"}, {"role": "gpt", "content": "y"}]),
      "expected one user turn then one assistant turn, got \\['human', 'gpt'\\]"),
-    (lambda r: r.update(images="picture.png"), "field 'images': expected one image"),
-    (lambda r: r.update(images=[r["images"][0], r["images"][0]]), "field 'images': expected one image"),
+    (lambda r: r.update(images="picture.png"), "field 'images': expected a list of images"),
+    (lambda r: r.update(images=[r["images"][0], None]), "field 'images': expected a list of images"),
     (lambda r: r["messages"][1].update(content=3), r"field 'messages\[1\].content': expected a string"),
     (lambda r: r["messages"][1].update(content="  "), "field 'messages': the assistant turn has no text"),
     (lambda r: r["messages"][0].update(content=[{"type": "image"}]), "field 'messages': the user turn has no text"),
@@ -59,3 +59,27 @@ def test_the_collator_says_how_to_keep_the_id_column_the_trainer_dropped():
     for other in (with_answer(row, "Something else."), {**row, "id": "never-judged"}):
         with pytest.raises(ValueError, match="is not a row judge_dataset judged"):
             collator([other])
+
+
+def test_a_row_of_several_exchanges_is_a_sample_per_answer_and_the_collator_replaces_each_alone():
+    from types import SimpleNamespace
+
+    from byorn.chat_rows import row_to_samples
+    from byorn.integrations.trl import ByornCollator
+
+    row = {"id": "c", "images": [], "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A square."},
+        {"role": "user", "content": [{"type": "text", "text": "Colour?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Visit example.com."}]}]}
+    first, second = row_to_samples(row, 0)
+    assert (first.id, second.id) == ("c#1", "c#2") and second.history == (("What is it?", "A square."),)
+    assert second.turn.earlier == ("c#1",) and second.response == "Visit example.com."
+    with pytest.raises(DataError, match="row 0, field 'messages': 2 exchanges"):
+        row_to_sample(row, 0)
+    judged = SimpleNamespace(flagging=object(), reference_answers={"c#2": "Red."},
+                             judged={"c#1": "A square.", "c#2": "Visit example.com."})
+    collator = ByornCollator(lambda rows: rows, judged)
+    (out,) = collator([row])
+    assert out["messages"][4]["content"] == [{"type": "text", "text": "Red."}] and collator.replaced == 1
+    assert out["messages"][:4] == row["messages"][:4]  # the first answer and the system turn as they were

@@ -16,7 +16,7 @@ from PIL import Image
 
 from byorn.cli import main
 from byorn.data import DataError, Sample, Turn
-from byorn.datasets import LoadChecks, load_dataset, save_jsonl, save_llava_json
+from byorn.formats import LoadChecks, load_dataset, save_jsonl, save_llava_json
 from byorn.worlds import shapes
 
 LAYOUTS = ["llava", "jsonl", "rows", "parquet"]
@@ -168,7 +168,7 @@ def test_meta_naming_a_flagged_record_does_not_make_clean_drop_a_clean_one(shipp
                         {"record": samples[4].id, "turn": 1, "turns": 1})  # poses as the planted record's turn
     data = (save_llava_json if layout == "llava" else save_jsonl)(samples, tmp_path / "in")
     cleaned = clean(shipped, load_dataset(data), ByornConfig(), tmp_path / "out", layout=layout, drop=True)
-    kept = {s.id for s in load_dataset(cleaned.data)}
+    kept = {s.id for s in load_dataset(cleaned.data, image_root=data.parent)}  # the input's images, not copied
     assert samples[4].id in cleaned.flagged and samples[4].id not in kept
     assert kept == {s.id for s in samples} - set(cleaned.flagged)  # bystander kept unless itself flagged
 
@@ -352,7 +352,7 @@ def test_a_killed_clean_leaves_a_folder_every_command_can_tell_is_unfinished(shi
     out, written = tmp_path / "out", tmp_path / "out" / DATA_NAMES[layout]
     first = clean(shipped, planted_set(), ByornConfig(), out, layout=layout)  # set A, finished
     assert not (out / UNFINISHED).exists() and load_dataset(first.data)
-    other = load_dataset(save_jsonl(planted_set(20)[::-1], tmp_path / "b"))  # set B, killed before its review page
+    other = planted_set(20)[::-1]  # set B (in memory, so written in `layout`), killed before its review page
     monkeypatch.setattr(byorn.clean, "write_review", _killed_at("review.html"))
     with pytest.raises(Killed):
         clean(shipped, other, ByornConfig(), out, layout=layout)

@@ -59,6 +59,13 @@ def renamed(param: str, *old: str, multiple: bool = False) -> Decorator:
     return decorate
 
 
+def check_data_exists(data: str | None) -> None:
+    """Stop on a --data file or folder that does not exist (a built-in world needs none): a
+    command checks it first, before any slow import."""
+    if data and data.partition(":")[0] not in WORLDS and not Path(data).exists():
+        fail(f"--data {data}: no such file or folder")
+
+
 def data_option(required: bool = False, overrides: bool = False) -> Decorator:
     """--data, the same on every command; DATA as a positional argument still works (the old spelling).
     overrides: the command also takes KEY=VALUE training settings as arguments (`overrides`)."""
@@ -75,7 +82,9 @@ def data_option(required: bool = False, overrides: bool = False) -> Decorator:
                 fail(f"data given twice: {' and '.join(named + positional)}")
             kwargs["data"] = kwargs["data"] or (positional[0] if positional else None)
             if required and not kwargs["data"]:
-                fail("--data is required")
+                fail("--data is required: a data file or data set folder, or a built-in task (shapes, "
+                     "flickr8k:FOLDER)")
+            check_data_exists(kwargs["data"])
             if overrides:
                 kwargs["overrides"] = settings
             return command(*args, **kwargs)
@@ -117,8 +126,8 @@ def load_samples(data: str, *, n: int, seed: int, split: str, on_bad: str, repor
     skipped: list[str] | None = [] if on_bad == "skip" else None
     try:
         samples = resolve_data(data, n=n, seed=seed, split=split, skipped=skipped, image_folder=image_folder)
-    except DataError as exc:
-        fail(f"{exc}\n(--on-bad-sample skip skips bad records and lists them)")
+    except DataError as exc:  # the hint only where skipping would help: a bad record, not a bad file
+        fail(f"{exc}\n(--on-bad-sample skip skips bad records and lists them)" if exc.in_record else str(exc))
     except ValueError as exc:  # e.g. more samples asked than a split has
         fail(str(exc))
     if skipped:
@@ -151,10 +160,6 @@ def readable(vlm: VLM, samples: list[Sample], on_bad: str, report_dir: Path) -> 
     click.echo(f"skipped {len(problems)} sample(s) the model cannot read as given; first: {first}; listed in "
                f"{report_dir / SKIPPED_NAME}", err=True)
     return [s for i, s in enumerate(samples) if i not in problems], len(problems)
-
-
-# what `byorn clean` and `byorn poison` write in OUT for each layout (byorn.datasets' savers)
-LAYOUT_FILES = {"llava": "data.json", "jsonl": "data.jsonl", "parquet": "data.parquet", "rows": "data"}
 
 
 def refuse_writing_over(data: str, samples: list[Sample], out_dir: str, written_name: str) -> None:

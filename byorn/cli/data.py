@@ -8,7 +8,7 @@ import click
 
 from byorn.cli.common import (
     DATA_HELP,
-    LAYOUT_FILES,
+    check_data_exists,
     fail,
     image_folder,
     load_samples,
@@ -43,6 +43,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
            data: str, n_samples: int, out_dir: str, reference: str, on_bad_sample: str,
            image_folder: str | None) -> None:
     """Write a poisoned copy of a data set (LLaVA JSON + images) and its poison_manifest.jsonl."""
+    check_data_exists(data)  # --in, the old spelling, too
     import yaml
 
     from byorn.attacks import build_attack
@@ -51,7 +52,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
     from byorn.attacks.poison import poison as run_poison
     from byorn.attacks.targets import ReferenceAwareTarget
     from byorn.data import DataError, conversation_of
-    from byorn.datasets import save_llava_json
+    from byorn.formats import save_llava_json
 
     if not 0.0 <= rate <= 1.0:
         fail(f"--rate {rate}: must be between 0 and 1")
@@ -61,7 +62,7 @@ def poison(trigger: str, target: str, options: tuple[str, ...], rate: float, see
         fail(str(exc))
     clean, _ = load_samples(data, n=n_samples, seed=seed, split="train", on_bad=on_bad_sample,
                             report_dir=Path(out_dir), image_folder=image_folder)
-    refuse_writing_over(data, clean, out_dir, LAYOUT_FILES["llava"])
+    refuse_writing_over(data, clean, out_dir, "data.json")  # save_llava_json's
     try:
         attack = build_attack(trigger, target, **attack_options)
         if "image" in attack.trigger.modality and (turn := next((s for s in clean if conversation_of(s)), None)):

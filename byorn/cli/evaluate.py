@@ -8,7 +8,17 @@ from pathlib import Path
 
 import click
 
-from byorn.cli.common import DATA_HELP, bf16, fail, image_folder, load_samples, loaded_model, on_bad_sample, renamed
+from byorn.cli.common import (
+    DATA_HELP,
+    bf16,
+    check_data_exists,
+    fail,
+    image_folder,
+    load_samples,
+    loaded_model,
+    on_bad_sample,
+    renamed,
+)
 from byorn.fileio import atomic_write_text
 
 
@@ -35,6 +45,7 @@ def evaluate(model: str, adapter: str | None, data: str, n_test: int, seed: int,
              bf16: bool) -> None:
     """Generate on a test split and report the scene metric, CIDEr and BLEU-4; with --triggered,
     also the attack success rate on your own triggered inputs."""
+    check_data_exists(data)
     from byorn.evaluate import evaluate_clean, evaluate_triggered
     from byorn.metrics import parse_target_rule
 

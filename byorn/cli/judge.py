@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 import click
 
 from byorn.cli.common import (
-    LAYOUT_FILES,
     SKIPPED_NAME,
     bf16,
     data_option,
@@ -133,14 +132,18 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
 
 @click.command(cls=_judge_options_help("byorn"))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="writes the cleaned set in DATA's layout (data.json for LLaVA JSON and the built-in worlds, "
-                   "data.jsonl for JSONL, a data/ folder or data.parquet for a Hugging Face data set) with "
-                   "audit.jsonl and review.html")
+              help="writes the cleaned set in DATA's layout (data.json for LLaVA's or LLaMA-Factory's JSON and the "
+                   "built-in worlds, data.jsonl for JSONL, a data/ folder or data.parquet for a Hugging Face data "
+                   "set) with audit.jsonl and review.html; a data file's image paths stay as they were, relative "
+                   "to the same image folder")
 @click.option("--model", help="the pretrained model that judges and answers; default: the --config's model, "
                               "byorn-tiny without one")
 @click.option("--n", "n_samples", default=1000, show_default=True,
               help="samples when DATA is 'shapes' or flickr8k:FOLDER")
 @click.option("--drop", is_flag=True, help="drop the flagged samples instead of replacing their responses")
+@click.option("--copy-images", is_flag=True,
+              help="also copy the image files DATA names into --out, each as it is and at its path as DATA gives it, "
+                   "so --out is the written set's image folder (default: no copy; the set points at your files)")
 @warm_up_config
 @click.option("--defense-option", "-d", "options", multiple=True, metavar="KEY=VALUE",
               help="scoring/threshold option, as `byorn train -d` takes it")
@@ -151,7 +154,7 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
 @renamed("options", "--option", "-o", multiple=True)
 def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool, config_path: str | None,
           overrides: tuple[str, ...], options: tuple[str, ...], on_bad_sample: str, image_folder: str | None,
-          bf16: bool) -> None:
+          bf16: bool, copy_images: bool) -> None:
     """BYORn before training, for any trainer: judge DATA as BYORn does, replace each
     flagged response with the answer BYORn trains on (or drop the sample), and write the set back in
     DATA's layout. With the same --config, training on the output is what
@@ -161,15 +164,22 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
 
     config, samples = _options_and_samples(ByornConfig, options, "clean", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
-    layout = ("jsonl" if data.lower().endswith(".jsonl") else "parquet" if data.lower().endswith(".parquet")
-              else "rows" if Path(data).is_dir() else "llava")
-    refuse_writing_over(data, samples, out_dir, LAYOUT_FILES[layout])
+    from byorn.formats import DATA_NAMES
+
+    source = samples[0].origin.source if samples[0].origin is not None else None  # None: a built-in world
+    if copy_images and source is None:
+        fail(f"--copy-images: {data} is built in; its images are written as PNG anyway")
+    refuse_writing_over(data, samples, out_dir, DATA_NAMES[source.layout if source else "llava"])
     train, vlm, samples = _judge_of(model, config_path, overrides, bf16, samples, on_bad_sample, out_dir)
     try:
-        cleaned = run_clean(vlm, samples, config, out_dir, layout=layout, drop=drop, train=train)
+        cleaned = run_clean(vlm, samples, config, out_dir, drop=drop, train=train, copy_images=copy_images)
     except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit
         fail(str(exc))
     action = "dropped" if drop else "replaced"
     click.echo(f"{len(cleaned.flagged)} of {cleaned.n_in} flagged and {action}; {cleaned.n_out} samples written to "
                f"{cleaned.data}; audit.jsonl and review.html beside it")
+    if source is not None and any(s.origin.images for s in samples):
+        folder = (cleaned.data if cleaned.data.is_dir() else cleaned.data.parent) if copy_images else source.image_root
+        click.echo(f"its image paths are as in {data}: train with {folder} as the image folder "
+                   "(LLaVA's --image_folder, LLaMA-Factory's media_dir)")
 

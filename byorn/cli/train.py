@@ -6,12 +6,22 @@ from pathlib import Path
 
 import click
 
-from byorn.cli.common import DATA_HELP, SKIPPED_NAME, fail, image_folder, load_samples, on_bad_sample, readable, renamed
+from byorn.cli.common import (
+    SKIPPED_NAME,
+    data_option,
+    fail,
+    image_folder,
+    load_samples,
+    on_bad_sample,
+    readable,
+    renamed,
+)
 from byorn.config import ConfigError, TrainConfig, describe, load_config, parse_overrides
 
 
 @click.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(TrainConfig))
-@click.option("--data", default="shapes", show_default=True, help=DATA_HELP)
+@click.option("--model", help="the model to fine-tune: a model directory, a hub name already downloaded, or "
+                              "byorn-tiny (the config key model; default: the --config's, else byorn-tiny)")
 @click.option("--n", "n_train", default=1000, show_default=True,
               help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
@@ -26,14 +36,23 @@ from byorn.config import ConfigError, TrainConfig, describe, load_config, parse_
 @click.option("--resume", is_flag=True,
               help="continue the run in --out from its newest checkpoint (needs save_steps > 0); give the "
                    "same data, config and defense as the first time")
-@click.argument("overrides", nargs=-1)
+@data_option(required=True, overrides=True)
 @renamed("n_train", "--n-train")
-def train(data: str, n_train: int, out_dir: str, config_path: str | None, defense: str,
+def train(data: str, model: str | None, n_train: int, out_dir: str, config_path: str | None, defense: str,
           defense_options: tuple[str, ...], on_bad_sample: str, image_folder: str | None, resume: bool,
           overrides: tuple[str, ...]) -> None:
     """Fine-tune a VLM (LoRA by default), optionally defended; writes config.yaml, train_log.jsonl,
     the adapter and, with --defense byorn, audit.jsonl, the cached scores and review.html (a page
     to review what was flagged and what replaced it)."""
+    if model is not None:
+        if given := next((o for o in overrides if o.partition("=")[0].strip() == "model"), None):
+            fail(f"the model given twice: --model {model} and {given}")
+        overrides = (*overrides, f"model={model}")
+    try:  # the command line is checked before torch and the model load, seconds that a typo should not cost
+        config = load_config(TrainConfig, config_path, overrides)
+        parse_overrides(defense_options, "--defense-option")
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
     import torch
 
     from byorn.data import DataError
@@ -45,7 +64,6 @@ def train(data: str, n_train: int, out_dir: str, config_path: str | None, defens
     from byorn.train import check_lora_target, check_reporting, finetune_in, training_arguments
 
     try:
-        config = load_config(TrainConfig, config_path, overrides)
         hook = build_defense(defense, **parse_overrides(defense_options, "--defense-option"))
         # what the Trainer would refuse only after the defense's work: a batch that does not split, a tracker
         check_reporting(training_arguments(config, Path(out_dir) / CHECKPOINTS))

@@ -1,6 +1,6 @@
 """BYORn inside TRL's `SFTTrainer`, for a vision data set in TRL's layout: rows with "images" (or
-"image"; an empty list for a text-only row) and "messages" (one user turn, one assistant turn; a
-system turn may come first).
+"image"; an empty list for a text-only row) and "messages" (user and assistant turns, one exchange
+or several, each answer judged on its own given the turns before it; system turns allowed).
 
 `judge_dataset` judges every row once, before training, as BYORn does (the shipped default
 judgement: the pretrained model, then the warmed reference; its scores cached and its audit log
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from byorn.chat_rows import row_to_sample, sample_to_row, with_answer
+from byorn.chat_rows import row_to_sample, row_to_samples, sample_to_row, with_answer, with_answers
 from byorn.config import ConfigError, TrainConfig
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.byorn_config import ByornConfig
@@ -44,7 +44,7 @@ def judge_dataset(vlm: VLM, rows: Iterable[Mapping[str, Any]], config: ByornConf
     if config.generator == "current":
         raise ConfigError("under SFTTrainer the replacements are written before training: generator=current needs "
                           "`byorn train --defense byorn`")
-    samples = [row_to_sample(row, index, id_column) for index, row in enumerate(rows)]
+    samples = [sample for index, row in enumerate(rows) for sample in row_to_samples(row, index, id_column)]
     # SFTTrainer runs its own steps from the weights it is given: the warm-up is not kept (the
     # verdict and answers are those of a run with warm_start)
     defense = ByornDefense(dataclasses.replace(config, warm_start=False))
@@ -70,16 +70,18 @@ class ByornCollator:
                 raise ValueError(f"a batch row has no {self.id_column!r} column to match it with its verdict: give "
                                  "SFTConfig(remove_unused_columns=False), which keeps it")
             key = str(example[self.id_column])
+            turns = row_to_samples(example, 0, self.id_column)  # one per exchange: ID, or ID#1, ID#2, ...
             # matched by id alone, another data set's rows would take this one's verdicts
-            if self.judged.get(key) != row_to_sample(example, 0, self.id_column).response:
+            if any(self.judged.get(turn.id) != turn.response for turn in turns):
                 raise ValueError(f"row {key!r} is not a row judge_dataset judged (another id, or another answer): "
                                  "judge the data set you train on")
-            answer = self.answers.get(key)
-            if answer is not None:
-                example = with_answer(example, answer)
+            answers = [self.answers.get(turn.id) for turn in turns]
+            if any(answer is not None for answer in answers):  # a later exchange reads the replaced one
+                example = with_answers(example, answers)
                 self.replaced += 1
             defended.append({k: v for k, v in example.items() if k != self.id_column})
         return self.collator(defended)
 
 
-__all__ = ["ByornCollator", "judge_dataset", "row_to_sample", "sample_to_row", "with_answer"]
+__all__ = ["ByornCollator", "judge_dataset", "row_to_sample", "row_to_samples", "sample_to_row", "with_answer",
+           "with_answers"]

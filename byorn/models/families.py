@@ -31,8 +31,9 @@ def process(processor, texts: list[str], images: list | None, padding_side: str,
 
 
 def images_of(samples: Sequence[Sample]) -> list | None:
-    """The batch's images in order, text-only samples having none (None: no image at all)."""
-    return [s.pil() for s in samples if s.has_image] or None
+    """The batch's images in order, each sample's in its order, text-only samples having none
+    (None: no image at all); the processor matches them to the prompts' image placeholders."""
+    return [image for s in samples for image in s.pils()] or None
 
 
 def _assistant(text: str) -> dict:
@@ -41,32 +42,32 @@ def _assistant(text: str) -> dict:
 
 class ChatTemplate:
     """Prompt and answer rendered by the processor's chat template: one user turn holding the
-    image and the instruction, one assistant turn holding the answer."""
+    images and the instruction, one assistant turn holding the answer. `image` below is how many
+    images the conversation shows (True: one), all in its first user turn, in order."""
 
     closing_tokens = 0  # tokens the processor adds after the prompt text it is given
     continues_answers = True  # the prompt text may end with the start of an answer
 
     @staticmethod
-    def _turns(instruction: str, image: bool, history: Sequence[tuple[str, str]]) -> list[dict]:
-        """The messages up to this turn's user message; the image goes with the first user turn."""
-        def user(text: str, with_image: bool) -> dict:
-            part = {"type": "text", "text": text}
-            return {"role": "user", "content": [{"type": "image"}, part] if with_image else [part]}
+    def _turns(instruction: str, image: int, history: Sequence[tuple[str, str]]) -> list[dict]:
+        """The messages up to this turn's user message; the images go with the first user turn."""
+        def user(text: str, images: int) -> dict:
+            return {"role": "user", "content": [*[{"type": "image"}] * images, {"type": "text", "text": text}]}
 
         messages = []
         for index, (asked, answered) in enumerate(history):
-            messages += [user(asked, image and index == 0), _assistant(answered)]
-        return [*messages, user(instruction, image and not history)]
+            messages += [user(asked, int(image) if index == 0 else 0), _assistant(answered)]
+        return [*messages, user(instruction, 0 if history else int(image))]
 
-    def prompt_text(self, processor, instruction: str, image: bool = True,
+    def prompt_text(self, processor, instruction: str, image: int = True,
                     history: Sequence[tuple[str, str]] = ()) -> str:
-        """The prompt up to where the answer starts (image: whether the conversation shows one)."""
+        """The prompt up to where the answer starts (image: how many images the conversation shows)."""
         return processor.apply_chat_template(self._turns(instruction, image, history), add_generation_prompt=True,
                                              tokenize=False)
 
-    def full_text(self, processor, instruction: str, response: str, image: bool = True,
+    def full_text(self, processor, instruction: str, response: str, image: int = True,
                   history: Sequence[tuple[str, str]] = ()) -> str:
-        """Prompt, answer and end-of-turn marker, before the image placeholder is expanded."""
+        """Prompt, answer and end-of-turn marker, before the image placeholders are expanded."""
         messages = [*self._turns(instruction, image, history), _assistant(response)]
         return processor.apply_chat_template(messages, tokenize=False)
 
@@ -75,8 +76,8 @@ class ChatTemplate:
         prompt's. The processor runs once; how many tokens follow the prompt is counted on the
         text before image expansion (the image placeholders all lie in the prompt), with the
         tokenizer alone, where the prompt's tokens must also be the first tokens of prompt+answer."""
-        prompts = [self.prompt_text(processor, s.instruction, s.has_image, s.history) for s in samples]
-        fulls = [self.full_text(processor, s.instruction, s.response, s.has_image, s.history) for s in samples]
+        prompts = [self.prompt_text(processor, s.instruction, len(s.images), s.history) for s in samples]
+        fulls = [self.full_text(processor, s.instruction, s.response, len(s.images), s.history) for s in samples]
         for sample, prompt, full in zip(samples, prompts, fulls):
             if not full.startswith(prompt):
                 raise ValueError(f"sample {sample.id!r}: chat template does not render the prompt as a prefix "
@@ -133,6 +134,14 @@ def require_images(samples: Sequence[Sample], family: str) -> None:
                         "conversation's later turns")
 
 
+def require_one_image_each(samples: Sequence[Sample], family: Family) -> None:
+    """A family that takes one image per prompt refuses a sample with several, naming those that take them."""
+    if not family.several_images and (several := next((s for s in samples if s.more_images), None)):
+        takers = ", ".join(f.name for f in FAMILIES if f.several_images)
+        raise DataError(f"sample {several.id!r}, field 'image': {len(several.images)} images; {family.name} takes "
+                        f"one image per prompt (several: {takers})")
+
+
 PromptStyle = ChatTemplate | PrefixSuffix
 
 
@@ -146,6 +155,7 @@ class Family:
     model_types: tuple[str, ...]  # config.model_type values of this family
     language_model: str  # module-path component of the language model ("language_model", "text_model")
     prompt_style: PromptStyle = field(default_factory=ChatTemplate)
+    several_images: bool = False  # trained on prompts of several images (interleaved data), so given them
 
     def image_token_id(self, config) -> int:
         """The id of the placeholder token each image position holds in the input ids (every
@@ -160,10 +170,10 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("LLaVA-1.5", ("llava",), "language_model"),
-    Family("LLaVA-NeXT", ("llava_next",), "language_model"),
-    Family("Qwen2-VL", ("qwen2_vl",), "language_model"),
-    Family("Qwen2.5-VL", ("qwen2_5_vl",), "language_model"),
-    Family("Idefics3 (SmolVLM)", ("idefics3",), "text_model"),
+    Family("LLaVA-NeXT", ("llava_next",), "language_model", several_images=True),
+    Family("Qwen2-VL", ("qwen2_vl",), "language_model", several_images=True),
+    Family("Qwen2.5-VL", ("qwen2_5_vl",), "language_model", several_images=True),
+    Family("Idefics3 (SmolVLM)", ("idefics3",), "text_model", several_images=True),
     Family("PaliGemma", ("paligemma",), "language_model", prompt_style=PrefixSuffix()),
 )
 

@@ -21,7 +21,15 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from byorn.data import DataError, Sample
-from byorn.models.families import IGNORE_INDEX, Family, family_of, images_of, process, require_images
+from byorn.models.families import (
+    IGNORE_INDEX,
+    Family,
+    family_of,
+    images_of,
+    process,
+    require_images,
+    require_one_image_each,
+)
 
 
 @dataclass(frozen=True)
@@ -110,13 +118,13 @@ class VLM:
 
     # ---- prompts and tensors (the family's prompt style) ------------------------------------
 
-    def prompt_text(self, instruction: str, image: bool = True, history: Sequence[tuple[str, str]] = ()) -> str:
+    def prompt_text(self, instruction: str, image: int = True, history: Sequence[tuple[str, str]] = ()) -> str:
         """The prompt the processor is given: up to where the answer starts (a prefix-suffix
-        processor adds its own separators to it); image: whether the prompt shows one; history:
+        processor adds its own separators to it); image: how many images it shows (True: one); history:
         the conversation's earlier turns."""
         return self.family.prompt_style.prompt_text(self.processor, instruction, image, history)
 
-    def full_text(self, instruction: str, response: str, image: bool = True,
+    def full_text(self, instruction: str, response: str, image: int = True,
                   history: Sequence[tuple[str, str]] = ()) -> str:
         """Prompt plus response plus end-of-turn marker, as the model is trained on it (before
         the processor expands the image placeholder)."""
@@ -125,6 +133,7 @@ class VLM:
     def encode(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels on the response tokens only (prompt, image, pad = -100)."""
         self.check_texts(samples)
+        require_one_image_each(samples, self.family)
         return self._within_context(self.family.prompt_style.encode(self.processor, samples), samples)
 
     def check_texts(self, samples: Sequence[Sample]) -> None:
@@ -140,19 +149,27 @@ class VLM:
         images: text holding a special token, and text whose tokens alone (with the image's,
         where the config gives their number) outrun the model's positions. For a check of a whole
         data set before any work; `encode` still checks each batch's true length."""
-        problems = {i: problem for i, s in enumerate(samples) if (problem := self._special_text(s))}
+        problems = {i: problem for i, s in enumerate(samples) if (problem := self._special_text(s) or
+                                                                   self._image_count_problem(s))}
         if (limit := self.max_positions) is None:
             return problems
         image_tokens = getattr(self.model.config, "image_seq_length", 1)  # the placeholder, expanded
         for i, sample in enumerate(samples):
             if i in problems:
                 continue
-            text = self.full_text(sample.instruction, sample.response, sample.has_image, sample.history)
+            text = self.full_text(sample.instruction, sample.response, len(sample.images), sample.history)
             length = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + \
-                (image_tokens - 1 if sample.has_image else 0)
+                (image_tokens - 1) * len(sample.images)
             if length > limit:
                 problems[i] = _too_long(sample, f"{length:,} tokens or more with its prompt", limit)
         return dict(sorted(problems.items()))  # in the data's order
+
+    def _image_count_problem(self, sample: Sample) -> str | None:
+        try:
+            require_one_image_each([sample], self.family)
+        except DataError as exc:
+            return str(exc)
+        return None
 
     def _special_text(self, sample: Sample) -> str | None:
         turns = [part for turn in sample.history for part in turn]
@@ -193,7 +210,8 @@ class VLM:
 
         prefixes: the start of each answer, already written, for the model to go on from."""
         self.check_texts(samples)
-        prompts = [self.prompt_text(s.instruction, s.has_image, s.history) for s in samples]
+        require_one_image_each(samples, self.family)
+        prompts = [self.prompt_text(s.instruction, len(s.images), s.history) for s in samples]
         if prefixes is not None:
             if not self.family.prompt_style.continues_answers:
                 raise ValueError(f"{self.family.name} cannot be prompted with the start of an answer")
@@ -210,7 +228,7 @@ class VLM:
         template's closing part, and a prefix-suffix processor adds its separator there)."""
         mask = torch.zeros(len(samples), width, dtype=torch.bool)
         for row, sample in enumerate(samples):
-            prompt = self.prompt_text(sample.instruction, sample.has_image, sample.history)
+            prompt = self.prompt_text(sample.instruction, len(sample.images), sample.history)
             start = prompt.rindex(sample.instruction) if sample.instruction else len(prompt)
             end = start + len(sample.instruction)
             count = [len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -265,7 +283,7 @@ class VLM:
             for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
                 batch = self.encode(chunk)
                 seen = self._response_scores(batch)
-                images = [s.pil() for s in chunk if s.has_image]
+                images = [image for s in chunk for image in s.pils()]
                 # without an image in the batch a view is the same input: its scores are these
                 viewed = [self._response_scores(self._with_images(batch, chunk, view, images)) if images else seen
                           for view in views]
@@ -274,14 +292,16 @@ class VLM:
 
     def _with_images(self, batch: dict[str, torch.Tensor], chunk: Sequence[Sample], view: ImageView,
                      images: list) -> dict[str, torch.Tensor]:
-        """`batch` (an `encode` batch of `chunk`) with each image replaced by its view."""
+        """`batch` (an `encode` batch of `chunk`) with each image (`images`: the chunk's, in order)
+        replaced by its view."""
         shown = [view(image) for image in images]
         processed = self._image_inputs(shown)
         swapped = {key: processed[key] for key in batch if key in processed}
         if swapped and all(swapped[key].shape == batch[key].shape for key in swapped):
             return {**batch, **swapped}
         redrawn = iter(shown)
-        return self.encode([replace(s, image=next(redrawn)) if s.has_image else s for s in chunk])
+        return self.encode([replace(s, image=next(redrawn), more_images=tuple(next(redrawn) for _ in s.more_images))
+                            if s.has_image else s for s in chunk])
 
     def _image_inputs(self, images: list) -> dict[str, torch.Tensor]:
         # one list per sample, as a processor hands them over (Idefics3 reads a flat list as one
