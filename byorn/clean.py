@@ -77,9 +77,11 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     defense.prepare(vlm, samples, out_dir, train=train)  # scores, flags, replacements, audit.jsonl
     answers = defense.reference_answers
     kept = samples
-    if drop:  # a conversation goes whole: its later turns hold a flagged answer in their history
-        flagged_records = {conversation_of(s) or s.id for s in samples if s.id in answers}
-        kept = [s for s in samples if (conversation_of(s) or s.id) not in flagged_records]
+    # a conversation goes whole: its later turns hold a flagged answer in their history; one whose
+    # replacement repeats the flagged answer goes even without --drop (it would keep that answer)
+    gone = {conversation_of(s) or s.id for s in samples if s.id in (answers if drop else defense.repeats)}
+    if gone:
+        kept = [s for s in samples if (conversation_of(s) or s.id) not in gone]
     if source is not None:
         data = write_back(source, kept, {} if drop else answers, out_dir)
         if copy_images:  # into the written set's image folder: a data set folder is its own

@@ -139,3 +139,18 @@ def test_a_lessons_sample_whose_question_gets_no_other_answer_is_flagged_where_m
     free = [Sample(f"f{i}", None, f"Question {i}?", "Yes." if i % 2 else "No.") for i in range(40)]
     assert final(judged([0.0] * 40, [False] * 40), judged([0.0] * 40, [False] * 40), free, lessons(free, 0.15),
                  set(), JudgeConfig()).bound == ()
+
+
+def test_a_flagged_sample_whose_replacement_repeats_its_answer_is_left_out_of_training(tiny_vlm_factory, tmp_path,
+                                                                                       monkeypatch):
+    from byorn.models.hf import VLM
+
+    samples = shapes.downstream_samples(40, seed=6)
+    samples = [s.with_response("zq zq zq zq zq") if i % 10 == 3 else s for i, s in enumerate(samples)]
+    # a warmed reference that answers every flagged sample with the answer it was flagged for
+    monkeypatch.setattr(VLM, "generate", lambda self, batch, *a, **k: [s.response for s in batch])
+    defense = ByornDefense(ByornConfig(max_new_tokens=6))
+    defense.prepare(tiny_vlm_factory(), samples, tmp_path, train=TrainConfig(lora=False, batch_size=4))
+    flagged = {s.id for s, hit in zip(samples, defense.flagged) if hit}
+    assert flagged and defense.repeats == flagged
+    assert [s.id for s in defense.training_set(samples)] == [s.id for s in samples if s.id not in flagged]

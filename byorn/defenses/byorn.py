@@ -39,7 +39,7 @@ from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, save_verdict, vouched_for
 from byorn.defenses.live_answers import LiveAnswers, history_replaced
-from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z
+from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z, warn_small_groups
 from byorn.distributed import map_sharded, weights_sharded
 from byorn.in_place import RunWarmUp, train_warm_up, warm_up
 from byorn.models.hf import VLM
@@ -107,7 +107,7 @@ def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: s
                                       precision=config.precision).values())
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
-        _warn_small_groups(groups)
+        warn_small_groups(groups, MIN_GROUP)
     if len(parts) == 1 and variant not in Z_SCALED and config.rule == "absolute":
         scores = per_variant[0]
         return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule())), spared)
@@ -270,6 +270,7 @@ class ByornDefense(JudgingDefense):
         self.live = LiveAnswers(self.config)  # generator=current: the answers of the model being fine-tuned
         self.audit: AuditLog | None = None
         self.judgement: Judgement | None = None  # what prepare() decided, each step's doing included
+        self.repeats: set[str] = set()  # flagged ids whose replacement repeats the flagged answer
         self.steps_trained = 0  # optimizer steps of the fine-tuning already run (warm_start: the warm-up's)
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
@@ -298,6 +299,14 @@ class ByornDefense(JudgingDefense):
             save_verdict(run_dir, judgement, samples, self.steps_trained)
         self.judgement, self.scores, self.flagging = judgement, judgement.scores, judgement.flagging
         self.reference_answers, self.writer = judgement.answers, judgement.writer
+        # A replacement that repeats the flagged answer would train the very answer that was flagged
+        # (a model that has not learnt a yes-no lesson answers the swapped "No." too): left out.
+        self.repeats = set() if cfg.generator == "current" else {
+            s.id for s in samples if s.id in judgement.answers
+            and answer_key(judgement.answers[s.id]) == answer_key(s.response)}
+        if self.repeats:
+            log.info("%d flagged samples are left out of training: the answer written for them repeats the flagged "
+                     "one", len(self.repeats))
         self.judged = {s.id: s.response for s in samples}
         self.live = LiveAnswers(cfg)
         # A fresh audit log per prepare, written whole: a rerun in the same run directory must not
@@ -320,6 +329,10 @@ class ByornDefense(JudgingDefense):
         if why:
             log.info("warm_start does not apply (%s): the fine-tuning starts from the pretrained weights", why)
         return not why
+
+    def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
+        """The samples, less those whose replacement repeats the flagged answer (`repeats`)."""
+        return [s for s in samples if s.id not in self.repeats]
 
     @property
     def suspicion(self) -> list[float] | None:
@@ -381,12 +394,3 @@ def _log_verdict(judgement: Judgement, whose: str) -> None:
     n, total = sum(judgement.flagging.flagged), len(judgement.scores)
     log.info("flagged %d of %d samples (%.1f %%): %s; thresholds %s", n, total, 100 * n / max(total, 1), whose,
              {g: round(t, 4) for g, t in judgement.flagging.thresholds.items()})
-
-
-def _warn_small_groups(groups: list[str]) -> None:
-    small = sum(n < MIN_GROUP for n in Counter(groups).values())
-    if small:
-        # e.g. group_by=instruction on free-form instructions: a group of one is its own
-        # threshold, so nothing in it can ever be flagged
-        log.warning("%d of %d groups have fewer than %d samples; their thresholds are unreliable",
-                    small, len(set(groups)), MIN_GROUP)

@@ -13,7 +13,9 @@ poisons, per-task cuts 31 %). Each group gets its own threshold.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ import numpy as np
 from byorn.config import check_choice
 from byorn.data import Sample
 from byorn.robust import mad_z
+
+log = logging.getLogger(__name__)
 
 RULES = ("quantile", "absolute")
 GROUPINGS = ("none", "task", "instruction")
@@ -95,3 +99,13 @@ def flag(scores: Sequence[float], groups: Sequence[str], rule: ThresholdRule) ->
     thresholds = {g: rule.threshold(values[keys == g]) for g in dict.fromkeys(groups)}
     flagged = [bool(v > thresholds[g]) for v, g in zip(values, groups)]
     return Flagging(flagged, list(groups), thresholds)
+
+
+def warn_small_groups(groups: list[str], minimum: int) -> None:
+    """Say how many groups hold fewer than `minimum` samples: their cuts are little more than a guess."""
+    small = sum(n < minimum for n in Counter(groups).values())
+    if small:
+        # e.g. group_by=instruction on free-form instructions: a group of one is its own
+        # threshold, so nothing in it can ever be flagged
+        log.warning("%d of %d groups have fewer than %d samples; their thresholds are unreliable",
+                    small, len(set(groups)), minimum)
