@@ -154,3 +154,18 @@ def test_a_flagged_sample_whose_replacement_repeats_its_answer_is_left_out_of_tr
     flagged = {s.id for s, hit in zip(samples, defense.flagged) if hit}
     assert flagged and defense.repeats == flagged
     assert [s.id for s in defense.training_set(samples)] == [s.id for s in samples if s.id not in flagged]
+
+
+def test_byorn_clean_leaves_out_a_record_whose_replacement_repeats_its_answer(tiny_vlm_factory, tmp_path, monkeypatch):
+    from byorn.clean import clean
+    from byorn.models.hf import VLM
+
+    samples = shapes.downstream_samples(40, seed=6)
+    samples = [s.with_response("zq zq zq zq zq") if i % 10 == 3 else s for i, s in enumerate(samples)]
+    monkeypatch.setattr(VLM, "generate", lambda self, batch, *a, **k: [s.response for s in batch])
+    cleaned = clean(tiny_vlm_factory(), samples, ByornConfig(max_new_tokens=6), tmp_path / "out",
+                    train=TrainConfig(lora=False, batch_size=4))
+    written = [json.loads(line)["id"] for line in cleaned.data.read_text().splitlines()] \
+        if cleaned.data.suffix == ".jsonl" else [r["id"] for r in json.loads(cleaned.data.read_text())]
+    assert cleaned.flagged and not set(cleaned.flagged) & set(written)
+    assert len(written) == 40 - len(cleaned.flagged)
