@@ -125,6 +125,7 @@ img.thumb{width:64px;height:64px;object-fit:cover;image-rendering:pixelated;bord
 .flag{color:#b3261e;font-weight:600}
 summary{cursor:pointer;font-weight:600;margin:.4em 0}
 .strip img{margin:1px}
+.turn{color:#777}
 """
 
 
@@ -179,9 +180,14 @@ def _histogram_svg(scores: list[float], threshold: float | None, width: int = 60
               f"height='{c / top * (height - 30):.1f}' fill='#4477aa'/>" for i, c in enumerate(counts) if c]
     if threshold is not None and math.isfinite(threshold):
         x = (threshold - low) / span * width
-        shapes.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='0' y2='{height - 20}' stroke='#cc3311' "
+        shapes.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='12' y2='{height - 20}' stroke='#cc3311' "
                       "stroke-dasharray='4 3' stroke-width='2'/>")
+        anchor = "end" if x > width / 2 else "start"  # the label stays inside the picture
+        shapes.append(f"<text x='{x:.1f}' y='10' font-size='11' fill='#cc3311' text-anchor='{anchor}'>"
+                      f"cut {threshold:.3g}</text>")
     shapes.append(f"<text x='0' y='{height - 4}' font-size='11'>{low:.3g}</text>")
+    shapes.append(f"<text x='{width / 2:.0f}' y='{height - 4}' font-size='11' text-anchor='middle'>score (higher: "
+                  f"more implausible); tallest bar {top} samples</text>")
     shapes.append(f"<text x='{width}' y='{height - 4}' font-size='11' text-anchor='end'>{high:.3g}</text>")
     return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
             f"aria-label='score histogram'>{''.join(shapes)}</svg>")
@@ -258,9 +264,17 @@ def _table(rows: list[Judged], replacements: dict[str, list[Replacement]], thumb
         css = " class='flag'" if j.flagged else ""
         lines.append(f"<tr data-id='{_text(j.sample.id)}'><td>{_thumbnail(j.sample) if thumbnails else ''}</td>"
                      f"<td{css}>{_text(j.sample.id)}</td><td class='num'>{j.score:.3f}</td><td class='num'>{cut}</td>"
-                     f"<td class='text'>{_text(j.sample.instruction)}</td>"
+                     f"<td class='text'>{_asked(j.sample)}</td>"
                      f"<td class='text'>{_text(j.sample.response)}</td><td class='text'>{instead}</td></tr>")
     return "\n".join(lines + ["</table>"])
+
+
+def _asked(sample: Sample) -> str:
+    """The instruction, after the earlier turns of its conversation (greyed): a later turn is
+    judged with them, and a reviewer needs them to judge it too."""
+    earlier = "".join(f"<span class='turn'>{_text(asked)}\n→ {_text(answered)}</span>\n"
+                      for asked, answered in sample.history)
+    return earlier + _text(sample.instruction)
 
 
 def _thumbnail(sample: Sample) -> str:

@@ -51,9 +51,20 @@ def _row(r: dict) -> dict:
                          {"role": "assistant", "content": r["response"]}]}
 
 
+def _llamafactory(r: dict) -> dict:
+    """LLaMA-Factory's ShareGPT-style record: messages with an <image> tag, its images listed."""
+    asked = ("<image>" if r["image"] else "") + r["instruction"]
+    messages = [{"role": "user", "content": asked}, {"role": "assistant", "content": r["response"]}]
+    return {"id": r["id"], "messages": messages, "images": [r["image"]] if r["image"] else []}
+
+
 def write_set(folder: Path, layout: str, records: list[dict]) -> Path:
     """The records in `layout` under `folder` (made); returns what to pass as --data."""
     folder.mkdir(parents=True, exist_ok=True)
+    if layout == "llamafactory":
+        path = folder / "data.json"
+        path.write_text(json.dumps([_llamafactory(r) for r in records]))
+        return path
     if layout == "jsonl":
         path = folder / "data.jsonl"
         path.write_text("".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in records))
@@ -89,7 +100,7 @@ def _write_rows(folder: Path, layout: str, rows: list[dict]) -> Path:
 
 # ---- nothing is read outside the data root ----------------------------------------------------
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", [*LAYOUTS, "llamafactory"])
 @pytest.mark.parametrize("where", ["absolute", "relative"])
 def test_no_image_outside_the_data_root_is_read_in_any_layout(tmp_path, layout, where, monkeypatch):
     secret = png(tmp_path / "private" / "secret.png")
@@ -281,7 +292,7 @@ def test_inert_writes_control_characters_and_bidi_overrides_as_visible_escapes()
     assert inert("a\nb\tc\u2028", keep="\n\t") == "a\nb\tc\\u2028" and inert("Grüße ✓") == "Grüße ✓"
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", [*LAYOUTS, "llamafactory"])
 def test_a_control_sequence_in_an_image_name_reaches_the_terminal_as_text(tmp_path, layout):
     data = write_set(tmp_path / "set", layout, [record("a"), record("b", image=f"x{CONTROLS}error: forged.png")])
     png((data if data.is_dir() else data.parent) / "img.png")
