@@ -301,3 +301,10 @@ def test_tcap_system_shares_are_per_layer_and_head_and_are_shares(tiny_vlm):
     text = tiny_vlm.model.config.text_config
     assert shares.shape == (4, text.num_hidden_layers, text.num_attention_heads)
     assert (shares >= 0).all() and (shares <= 1 + 1e-6).all() and (shares > 0).any()
+
+
+def test_the_names_a_command_checks_before_loading_are_the_registrys():
+    from byorn.defense_names import DEFENSE_NAMES
+    from byorn.defenses import DEFENSES
+
+    assert sorted(DEFENSE_NAMES) == sorted(DEFENSES)

@@ -17,6 +17,7 @@ from byorn.cli.common import (
     renamed,
 )
 from byorn.config import ConfigError, TrainConfig, describe, load_config, parse_overrides
+from byorn.defense_names import DEFENSE_NAMES
 
 
 @click.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(TrainConfig))
@@ -26,7 +27,7 @@ from byorn.config import ConfigError, TrainConfig, describe, load_config, parse_
               help="samples for --data shapes or flickr8k:FOLDER")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
-@click.option("--defense", default="none", show_default=True,
+@click.option("--defense", default="none", show_default=True, type=click.Choice(DEFENSE_NAMES),
               help="none, byorn, or a baseline: onion, bye, tcap, score_drop, random_drop, reference_ratio; "
                    "oracle (drops the poison a data set marks as such) (`byorn list defenses`)")
 @click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
