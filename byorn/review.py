@@ -210,12 +210,11 @@ def _steps(judgement: Judgement, judged: list[Judged]) -> list[str]:
         cleared = [judged[i] for i in judgement.cleared]
         parts += [f"<details><summary>Cleared by the warmed reference ({len(cleared)}): the pretrained model flagged "
                   "them</summary>", _table(cleared[:PAGE_ROWS], {}, thumbnails=True), "</details>"]
-    flagged = sorted((answer_key(j.sample.response), j.sample.response) for j in judged if j.flagged)
-    example = flagged[0][1] if flagged else "The answer, as the data gives it."
     parts.append("<p>A flagged answer or sample that is right (a lesson the pretrained model lacks) trains as given "
                  "when a person vouches for it: list it in a YAML file and run the command again with "
-                 "<code>-d vouch=FILE</code>:</p>"
-                 f"<pre>ids: [{_text(json.dumps(judged[0].sample.id))}]\nanswers: [{_text(json.dumps(example))}]</pre>")
+                 "<code>-d vouch=FILE</code> (answers match whatever their case, spacing and end punctuation):</p>"
+                 "<pre>ids: [an id from the tables]\nanswers: [\"an answer from the tables, as the data gives it\"]"
+                 "</pre>")
     return parts
 
 
