@@ -58,18 +58,15 @@ from byorn.distributed import is_main, map_sharded
 from byorn.fileio import write_jsonl
 from byorn.models.hf import VLM, ResponseScore
 from byorn.robust import mad_z
+from byorn.score_names import PRECISIONS, VARIANTS
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("mean_nll", "max_token_nll", "relative_to_greedy", "image_ablated", "image_contradiction",
-            "token_surprise", "shared_answer")
-Z_SCALED = ("shared_answer",)  # variants whose values are already in MAD units of their data set
 NEUTRAL_GREY = (128, 128, 128)
 # token_surprise's baseline: a low quantile of a token's NLLs, so that a poison minority which
 # makes a word expensive (a swapped colour in up to about a quarter of its uses) does not raise it.
 USUAL_COST_QUANTILE = 25
 _NEEDS_GREY = ("image_ablated", "image_contradiction", "shared_answer")
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @contextlib.contextmanager

@@ -135,3 +135,18 @@ def test_a_bad_file_has_no_hint_to_skip_records_and_a_bad_record_has(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "a"}\n')
     result = CliRunner().invoke(main, ["scan", "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "field 'instruction'" in result.output and "--on-bad-sample skip" in result.output
+
+
+def test_scan_and_clean_check_their_judgement_options_before_torch_loads(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom byorn.cli import main\n"
+            "for command in ('scan', 'clean'):\n"
+            "    for option in ('rul=mad', 'vouch=nowhere.yaml'):\n"
+            "        asked = [command, '--data', 'shapes', '--out', sys.argv[1], '-d', option]\n"
+            "        result = CliRunner().invoke(main, asked)\n"
+            "        assert result.exit_code == 2, result.output\n"
+            "assert 'torch' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -112,10 +112,10 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
          bf16: bool) -> None:
     """Rank a data set (--data: a data file, or 'shapes') by response implausibility, without training."""
     from byorn.defenses.byorn_config import JudgeConfig
-    from byorn.scan import scan as run_scan
 
     config, samples = _options_and_samples(JudgeConfig, options, "scan", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
+    from byorn.scan import scan as run_scan  # torch: only once the options and the data are known good
     train, vlm, samples = _judge_of(model, config_path, overrides, bf16, samples, on_bad_sample, out_dir)
     try:
         rows = run_scan(vlm, samples, config, out_dir, train)
@@ -159,11 +159,11 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
     flagged response with the answer BYORn trains on (or drop the sample), and write the set back in
     DATA's layout. With the same --config, training on the output is what
     `byorn train --defense byorn` trains on."""
-    from byorn.clean import clean as run_clean
     from byorn.defenses.byorn_config import ByornConfig
 
     config, samples = _options_and_samples(ByornConfig, options, "clean", data, n_samples, on_bad_sample, out_dir,
                                            image_folder)
+    from byorn.clean import clean as run_clean  # torch: only once the options and the data are known good
     from byorn.formats import DATA_NAMES
 
     source = samples[0].origin.source if samples[0].origin is not None else None  # None: a built-in world

@@ -43,7 +43,8 @@ from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z, warn
 from byorn.distributed import map_sharded, weights_sharded
 from byorn.in_place import RunWarmUp, train_warm_up, warm_up
 from byorn.models.hf import VLM
-from byorn.scoring import Z_SCALED, ScoreCache, reference_model, score_variants, scoring_dtype
+from byorn.score_names import Z_SCALED
+from byorn.scoring import ScoreCache, reference_model, score_variants, scoring_dtype
 
 if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
     from byorn.train import ByornTrainer

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from byorn.config import check_choice, option
 from byorn.defenses.thresholds import GROUPINGS, ThresholdRule
-from byorn.scoring import PRECISIONS, VARIANTS
+from byorn.score_names import PRECISIONS, VARIANTS
 
 DEFAULT_VARIANT = "mean_nll+image_contradiction+token_surprise+shared_answer"
 DEFAULT_K = 1.5
@@ -99,6 +100,8 @@ class JudgeConfig:
             raise ValueError(f"rule=absolute cuts both verdicts at one value: give rejudge_variant the score of "
                              f"variant ({self.variant!r}), or rejudge=false")
         check_choice("group_by", self.group_by, GROUPINGS)
+        if self.vouch and not Path(self.vouch).is_file():  # before any work: its contents are read by the judgement
+            raise ValueError(f"vouch: {self.vouch} is not a file")
         check_choice("precision", self.precision, PRECISIONS)
 
     @property
