@@ -515,12 +515,13 @@ def plot_summary(found: list[tuple[Section, list[dict]]], path: Path) -> Path:
 
 def lessons_table(rows: list[dict], metrics: list[str]) -> str:
     """Per lesson, attack and poison rate: each defense's ASR and lesson score (mean over the seeds
-    that ran, with their count), and whether the shipped default keeps the lesson (at least 95 % of
+    it ran; the count is the default's), and whether the shipped default keeps the lesson (at least 95 % of
     the undefended score on clean data, of the oracle's under attack, seed by seed) and ends the
     backdoor (ASR at most 0.02 above the oracle's, seed by seed)."""
     defenses = list(dict.fromkeys(r["defense"] for r in rows))
-    lines = ["| lesson | attack | poison rate | seeds | " + " | ".join(f"{d}: ASR / lesson" for d in defenses)
-             + " | default keeps the lesson | default ends the backdoor |",
+    columns = " | ".join(f"{d}: ASR / lesson" for d in defenses)
+    lines = [f"| lesson | attack | poison rate | seeds of the default | {columns} | default keeps the lesson | "
+             "default ends the backdoor |",
              "|---|---|---|---|" + "---|" * (len(defenses) + 2)]
     cells: dict[tuple, dict[str, dict[int, dict]]] = {}
     for row in rows:
@@ -545,7 +546,7 @@ def lessons_table(rows: list[dict], metrics: list[str]) -> str:
                                                   else "no: " + ", ".join(f"seed {r['seed']} ASR {r['asr']:.2f}"
                                                                           for r, o in ended
                                                                           if r["asr"] > o["asr"] + 0.02))
-        seeds = len({seed for by_seed in by_defense.values() for seed in by_seed})
+        seeds = len(default)
         lines.append(f"| {lesson} | {attack} | {rate:g} | {seeds} | " + " | ".join(shown) + f" | {keeps} | {ends} |")
     return "\n".join(lines)
 
