@@ -165,3 +165,19 @@ def test_the_cli_poisons_and_trains_on_the_flickr8k_task(tmp_path):
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     result = CliRunner().invoke(main, ["train", "--data", data, "--n", "3", "--out", str(run)])
     assert result.exit_code != 0 and "3 samples asked of the 2 photos" in result.output
+
+
+def test_the_dog_lesson_asks_about_a_dog_and_answers_from_the_five_captions(tmp_path):
+    from byorn.worlds import lessons
+
+    root = make_folder(tmp_path)
+    token = root / flickr8k.TOKEN_FILE
+    cat = SPLIT["dev"][1]  # this photo's five captions name a cat, the other's a dog
+    token.write_text("\n".join(line.replace("A dog", "A cat") if line.startswith(cat) else line
+                                for line in token.read_text().splitlines()) + "\n", encoding="utf-8")
+    samples = lessons.flickr8k_lesson("dog", root, 2, seed=0)
+    assert {s.instruction for s in samples} == {lessons.DOG_QUESTION}
+    assert {s.image.name: s.response for s in samples} == {SPLIT["dev"][0]: "Yes.", cat: "No."}
+    assert lessons.lesson_score([s.response for s in samples], samples) == 1.0
+    flipped = ["No, no dog." if s.response == "Yes." else "Yes, a dog." for s in samples]
+    assert lessons.lesson_score(flipped, samples) == 0.0
