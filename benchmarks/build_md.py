@@ -560,7 +560,10 @@ def main() -> None:
     shipped = shipped_checkpoints()
     found = summary_sections(SECTIONS)
     plot_summary(found, SUMMARY_PLOT)
+    earlier = [section_label(section) for section, rows in found if any(before_lessons(row) for row in rows)]
     parts += ["## Summary", "", SUMMARY_LEGEND, "", summary_table(found), "",
+              *([f"BYORn's rows in {', '.join(earlier)} were measured before the lesson rules (their sections say "
+                 "so); the lessons section is measured on the shipped default.", ""] if earlier else []),
               f"![each cell's ASR, undefended and under BYORn]({SUMMARY_PLOT.relative_to(ROOT).as_posix()})", "",
               "## Contents", "", *(f"- [{s.title}]({section_anchor(s.title)})" for s in SECTIONS), ""]
     headline_grids = [name for section in SECTIONS if section.headline for name in section.results]
