@@ -12,6 +12,8 @@ with their images as PNG.
 In-training BYORn with generator=warmed or reference trains every flagged sample on that same
 answer, so training on the cleaned set with the same training config is the same fine-tuning; only
 generator=current, where the model being fine-tuned writes the replacements, needs byorn's trainer.
+One difference: a flagged sample whose replacement repeats its answer is left out of training turn
+by turn, but here with its whole record (a record's turns are written together).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from byorn.data import Sample, Source, conversation_of
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.byorn_config import ByornConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, VERDICT_NAME
+from byorn.defenses.live_answers import history_replaced
 from byorn.formats import DATA_NAMES, save_jsonl, save_llava_json, save_rows, write_back
 from byorn.formats.images import copy_images as copy_image_files
 from byorn.formats.llamafactory import DATASET_INFO
@@ -90,7 +93,8 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
         data = SAVERS[layout]([_replaced(s, answers) for s in kept], out_dir)
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
-                 replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()},
+                 replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()
+                                               if i not in defense.repeats},  # those are left out, not replaced
                  title=f"byorn clean: {out_dir.name}", judgement=defense.judgement)
     finish_output(out_dir)
     return Cleaned(data, list(answers), len(samples), len(kept))
@@ -129,6 +133,4 @@ def _replaced(sample: Sample, answers: dict[str, str]) -> Sample:
     earlier turns replaced in its history (a later turn must not read the attacker's answer)."""
     if sample.id in answers:
         sample = sample.with_response(answers[sample.id], replaced=True, original_response=sample.response)
-    earlier = sample.turn.earlier if sample.turn is not None else ()
-    history = tuple((asked, answers.get(id, answered)) for id, (asked, answered) in zip(earlier, sample.history))
-    return dataclasses.replace(sample, history=history) if history != sample.history else sample
+    return history_replaced(sample, answers)

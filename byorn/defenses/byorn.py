@@ -148,12 +148,12 @@ def lessons(samples: Sequence[Sample], share: float) -> dict[str, Lesson]:
     such samples would learn the backdoor and clear its copies."""
     given: dict[str, list[int]] = {}
     answered: dict[str, set[str]] = {}
+    asked = [_asked(s) for s in samples]
     for i, s in enumerate(samples):
         key = answer_key(s.response)
         given.setdefault(key, []).append(i)
-        answered.setdefault(_asked(s), set()).add(key)
-    return {key: Lesson(samples[members[0]].response, members,
-                        [i for i in members if len(answered[_asked(samples[i])]) > 1])
+        answered.setdefault(asked[i], set()).add(key)
+    return {key: Lesson(samples[members[0]].response, members, [i for i in members if len(answered[asked[i]]) > 1])
             for key, members in given.items() if len(members) >= max(share * len(samples), MIN_GROUP)}
 
 
