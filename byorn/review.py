@@ -29,6 +29,7 @@ from byorn.data import DataError, Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.byorn_records import AUDIT_NAME, Judgement
+from byorn.defenses.canaries import PLANTED, CanaryReport
 from byorn.fileio import atomic_write_text
 from byorn.text import inert
 
@@ -122,7 +123,7 @@ th{background:#f3f3f3}
 td.text{white-space:pre-wrap;word-break:break-word;max-width:26em}
 img.thumb{width:64px;height:64px;object-fit:cover;image-rendering:pixelated;border:1px solid #ccc}
 .num{font-variant-numeric:tabular-nums;white-space:nowrap}
-.flag{color:#b3261e;font-weight:600}
+.flag,.missed{color:#b3261e;font-weight:600}
 summary{cursor:pointer;font-weight:600;margin:.4em 0}
 .strip img{margin:1px}
 .turn{color:#777}
@@ -139,6 +140,8 @@ def _page(title: str, judged: list[Judged], replacements: dict[str, list[Replace
              f"<style>{STYLE}</style></head><body>",
              f"<h1>{_text(title)}</h1>",
              f"<p><b>Flagged {len(flagged)} of {len(judged)} samples</b> ({_share(len(flagged), len(judged))}).</p>"]
+    if judgement is not None and judgement.canaries is not None:
+        parts += _canaries(judgement.canaries)
     if judgement is not None:
         parts += _steps(judgement, judged)
     parts += _histograms(judged)
@@ -191,6 +194,26 @@ def _histogram_svg(scores: list[float], threshold: float | None, width: int = 60
     shapes.append(f"<text x='{width}' y='{height - 4}' font-size='11' text-anchor='end'>{high:.3g}</text>")
     return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
             f"aria-label='score histogram'>{''.join(shapes)}</svg>")
+
+
+def _canaries(report: CanaryReport) -> list[str]:
+    """The canaries' table: how much of each kind of attack the judgement caught on this data."""
+    parts = ["<h2>Canaries: what the judgement catches on this data</h2>",
+             "<p>Before judging, byorn planted a few poisons of each kind in copies of samples of this data and "
+             "judged them with the rest (never trained on, and not among the samples below). The share of each "
+             "kind it flagged is how much of such an attack it would catch here.</p>"]
+    if not report.kinds:
+        return parts + [f"<p>{_text(line)}</p>" for line in report.lines()]
+    rows = ["<table><tr><th>kind</th><th>what was planted</th><th>caught</th><th>by the first verdict</th></tr>"]
+    for kind, result in report.kinds.items():
+        css = " class='missed'" if kind in report.unreliable else ""
+        rows.append(f"<tr><td{css}>{kind}</td><td class='text'>{_text(PLANTED[kind])}</td><td class='num'>"
+                    f"{result.caught} of {result.planted}</td><td class='num'>{result.caught_first}</td></tr>")
+    rows += [f"<tr><td>{kind}</td><td class='text'>not planted: {_text(why)}</td><td></td><td></td></tr>"
+             for kind, why in report.left_out.items()]
+    parts += rows + ["</table>"]
+    parts += [f"<p class='missed'>{_text(line)}</p>" for line in report.warnings()]
+    return parts
 
 
 def _steps(judgement: Judgement, judged: list[Judged]) -> list[str]:

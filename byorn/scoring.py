@@ -67,6 +67,7 @@ NEUTRAL_GREY = (128, 128, 128)
 # makes a word expensive (a swapped colour in up to about a quarter of its uses) does not raise it.
 USUAL_COST_QUANTILE = 25
 _NEEDS_GREY = ("image_ablated", "image_contradiction", "shared_answer")
+SET_WIDE = ("token_surprise", "shared_answer")  # a sample's score depends on the others' too
 
 
 @contextlib.contextmanager
@@ -113,8 +114,11 @@ def score_samples(vlm: VLM, samples: Sequence[Sample], variant: str = "mean_nll"
 
 def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int = 32,
                    reference: bool = True, *, max_new_tokens: int = 48,
-                   cache: ScoreCache | None = None, precision: str = "float32") -> dict[str, list[float]]:
-    """Several scores of the same samples, sharing forward passes; variant -> scores in sample order."""
+                   cache: ScoreCache | None = None, precision: str = "float32",
+                   guests: int = 0) -> dict[str, list[float]]:
+    """Several scores of the same samples, sharing forward passes; variant -> scores in sample order.
+    guests: the last samples (canaries) are scored on the others' statistics (SET_WIDE's), which
+    they do not move: every other sample's score is the one it gets without them."""
     for variant in variants:
         check_choice("variant", variant, VARIANTS)
     dtype = scoring_dtype(vlm, precision)
@@ -122,7 +126,7 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
     if len(set(ids)) != len(ids):
         twice = next(i for i, n in Counter(ids).items() if n > 1)
         raise ValueError(f"sample ids must be unique (cached scores are matched by id); {twice!r} repeats")
-    keys = {v: fingerprint(vlm, samples, v, reference, max_new_tokens, dtype) if cache is not None else ""
+    keys = {v: fingerprint(vlm, samples, v, reference, max_new_tokens, dtype, guests) if cache is not None else ""
             for v in variants}
     found = {v: cache.load(keys[v], ids) if cache is not None else None for v in variants}
     missing = [v for v in variants if found[v] is None]
@@ -133,7 +137,7 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
                      str(weights).removeprefix("torch."))
         with (reference_model(vlm) if reference else contextlib.nullcontext(),
               torch.autocast(vlm.device.type, dtype=dtype, enabled=dtype != weights)):
-            computed = _compute(vlm, samples, missing, batch_size, max_new_tokens)
+            computed = _compute(vlm, samples, missing, batch_size, max_new_tokens, guests)
         for variant in missing:
             found[variant] = computed[variant]
             if cache is not None and is_main():
@@ -142,7 +146,7 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
 
 
 def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int,
-             max_new_tokens: int) -> dict[str, list[float]]:
+             max_new_tokens: int, guests: int) -> dict[str, list[float]]:
     """The forward passes the variants need, each once; under several processes each process
     scores its share and all of them get every score."""
     desc = f"scoring ({'+'.join(variants)})"
@@ -173,10 +177,10 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
             # the same response tokens are scored twice, so the lists align
             out[variant] = [sum(max(a - b, 0.0) for a, b in zip(s.token_nll, g.token_nll)) for s, g in zip(seen, blind)]
         elif variant == "token_surprise":
-            out[variant] = token_surprise(seen)
+            out[variant] = token_surprise(seen, guests)
         else:
             out[variant] = shared_answer([s.response for s in samples],
-                                         [s.mean_nll - g.mean_nll for s, g in zip(seen, blind)])
+                                         [s.mean_nll - g.mean_nll for s, g in zip(seen, blind)], guests)
     return out
 
 
@@ -191,27 +195,37 @@ def _grey(size: tuple[int, int]) -> Image.Image:
     return Image.new("RGB", size, NEUTRAL_GREY)
 
 
-def token_surprise(scores: Sequence[ResponseScore]) -> list[float]:
-    """Per response, the sum of its tokens' NLL above what the same token usually costs in `scores`."""
+def token_surprise(scores: Sequence[ResponseScore], guests: int = 0) -> list[float]:
+    """Per response, the sum of its tokens' NLL above what the same token usually costs in `scores`.
+    guests: what a token usually costs is read from the other responses (from the last `guests`
+    only for a token none of the others has)."""
     costs: dict[int, list[float]] = defaultdict(list)
-    for score in scores:
+    guest_costs: dict[int, list[float]] = defaultdict(list)
+    for i, score in enumerate(scores):
         for token, nll in zip(score.token_ids, score.token_nll):
-            costs[token].append(nll)
-    usual = {token: float(np.percentile(values, USUAL_COST_QUANTILE)) for token, values in costs.items()}
+            (costs if i < len(scores) - guests else guest_costs)[token].append(nll)
+    usual = {token: float(np.percentile(values, USUAL_COST_QUANTILE))
+             for token, values in {**guest_costs, **costs}.items()}
     return [sum(max(nll - usual[token], 0.0) for token, nll in zip(s.token_ids, s.token_nll)) for s in scores]
 
 
-def shared_answer(responses: Sequence[str], image_ablated: Sequence[float]) -> list[float]:
+def shared_answer(responses: Sequence[str], image_ablated: Sequence[float], guests: int = 0) -> list[float]:
     """Per response, the pooled image evidence of all samples that give the same answer (see the
-    module docstring); 0 for an answer given once."""
-    z = mad_z(image_ablated)
+    module docstring); 0 for an answer given once. guests: the last responses are in the others'
+    MAD units and pool with them and each other, the others with the others alone."""
+    z = mad_z(image_ablated, guests)
+    hosts = len(responses) - guests
     members: dict[str, list[int]] = defaultdict(list)
     for i, response in enumerate(responses):
         members[answer_key(response)].append(i)
     pooled = np.zeros(len(responses))
     for indices in members.values():
-        if len(indices) > 1:
-            pooled[indices] = z[indices].mean() * np.sqrt(len(indices))
+        own = [i for i in indices if i < hosts]
+        if len(own) > 1:
+            pooled[own] = z[own].mean() * np.sqrt(len(own))
+        visiting = [i for i in indices if i >= hosts]
+        if visiting and len(indices) > 1:
+            pooled[visiting] = z[indices].mean() * np.sqrt(len(indices))
     return pooled.tolist()
 
 
@@ -259,10 +273,12 @@ def _one_image_digest(image: Image.Image | Path | None) -> bytes:
 
 
 def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bool = True,
-                max_new_tokens: int = 48, dtype: torch.dtype | None = None) -> str:
+                max_new_tokens: int = 48, dtype: torch.dtype | None = None, guests: int = 0) -> str:
     """sha256 hex of everything a score depends on; any change gives another cache entry.
     dtype: what the passes computed in, where not the weights' own (autocast)."""
-    options = {"variant": variant, "reference": reference}
+    options: dict[str, object] = {"variant": variant, "reference": reference}
+    if guests and variant in SET_WIDE:
+        options["guests"] = guests
     if dtype is not None and dtype != vlm.dtype:
         options["dtype"] = str(dtype)
     if variant == "relative_to_greedy":

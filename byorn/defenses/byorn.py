@@ -4,6 +4,9 @@ A poisoned target response is implausible given its image and instruction; so be
 response is judged, and each one found implausible trains as an answer the model writes itself: the
 trigger is never bound to the attacker's target. `judge` runs the steps in order:
 
+0. canaries: a few poisons planted in copies of the samples, judged after them in every verdict,
+   never warmed on or answered; how many of each kind are caught measures the judgement on this
+   data (byorn/defenses/canaries.py);
 1. score: the frozen pretrained model scores every response (`verdict`; the scores themselves are
    byorn/scoring.py's teacher-forced passes, with the exact training prompt);
 2. cut: a response more than k MADs above the median of its group is flagged (byorn/defenses/thresholds.py);
@@ -25,11 +28,10 @@ an option (byorn/defenses/byorn_config.py, `byorn list defenses`), measured in B
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,9 +40,10 @@ from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, save_verdict, vouched_for
+from byorn.defenses.canaries import CanaryReport, plant
 from byorn.defenses.live_answers import LiveAnswers, history_replaced
 from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z, warn_small_groups
-from byorn.distributed import map_sharded, weights_sharded
+from byorn.distributed import is_main, map_sharded, weights_sharded
 from byorn.in_place import RunWarmUp, train_warm_up, warm_up
 from byorn.models.hf import VLM
 from byorn.score_names import Z_SCALED
@@ -63,67 +66,78 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     train: the settings of the warm-up (the fine-tuning this judgement is for; TrainConfig's
       defaults, LoRA, without one). keep_warmed: afterwards `vlm` keeps the warmed weights (the
       fine-tuning goes on from them); otherwise its weights are the pretrained ones again.
-    Scores are cached in config.cache_dir or `run_dir`."""
-    # 1-2. The pretrained model's verdict (what a person vouched for is never flagged).
+    Scores are cached in config.cache_dir or `run_dir`. The canaries (byorn/defenses/canaries.py)
+    are judged after the samples, in the same verdicts, never warmed on and never answered; what
+    they measured is the judgement's `canaries`, also written to run_dir/canaries.json."""
+    # 0. The canaries, judged as the last samples (what a person vouched for is never flagged).
+    canaries, left_out = plant(samples, config.canaries, train.seed if train else 0)
+    judged, n = [*samples, *canaries], len(samples)
     vouched = vouched_for(samples, config.vouch)
-    first = verdict(vlm, samples, config, config.variant, run_dir, reference=True, spared=vouched)
+
+    def settled(last: Judgement, whose: str) -> Judgement:  # the final verdict; the samples' apart from the canaries'
+        both = final(last, first, judged, taught, vouched, config, guests=len(canaries))
+        report = CanaryReport.of(canaries, first.flagging.flagged[n:], both.flagging.flagged[n:], both.scores[n:],
+                                 left_out) if config.canaries else None
+        return _told(replace(both.head(n), canaries=report), samples, run_dir, whose)
+
+    # 1-2. The pretrained model's verdict.
+    first = verdict(vlm, judged, config, config.variant, run_dir, reference=True, spared=vouched,
+                    guests=len(canaries))
     # 3. The warm set, for a second verdict or for the answers alone.
     taught = lessons(samples, config.lesson_share)
-    warm = warm_set(first, config, taught) if config.rejudge or writer == "warmed" else []
-    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first, warm)
+    warm = warm_set(first, config, taught, n) if config.rejudge or writer == "warmed" else []
+    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first.head(n), warm)
     if not rejudge:
-        judgement = final(first, first, samples, taught, vouched, config)
-        _log_verdict(judgement, "the pretrained model's verdict")
-        if not (writer == "warmed" and warm and any(judgement.flagging.flagged)):
-            with reference_model(vlm):
-                return dataclasses.replace(judgement, answers=write_answers(vlm, samples, judgement, config)
-                                           if writer else {})
-    # 4. The warmed reference.
-    with warm_up(vlm, [samples[i] for i in warm], train or TrainConfig(), config.warm_epochs,
-                 Path(run_dir) / "warmup", keep_warmed, run) as steps:
-        # 5. Its verdict on the samples it did not train on.
-        if rejudge:
-            judgement = final(second_verdict(vlm, samples, first, warm, config, run_dir, steps), first, samples,
-                              taught, vouched, config)
-        # 6. The replacement answers, by the model that judged them.
-        if writer == "warmed":
-            return dataclasses.replace(judgement, warm_steps=steps, answers=write_answers(vlm, samples, judgement,
-                                                                                           config), writer="warmed")
-    if writer == "reference":  # the pretrained weights, put back as the warm-up's block closed
-        with reference_model(vlm):
-            return dataclasses.replace(judgement, answers=write_answers(vlm, samples, judgement, config))
-    return judgement
+        judgement = settled(first, "the pretrained model's verdict")
+    if rejudge or (writer == "warmed" and warm and any(judgement.flagging.flagged)):
+        # 4. The warmed reference.
+        with warm_up(vlm, [samples[i] for i in warm], train or TrainConfig(), config.warm_epochs,
+                     Path(run_dir) / "warmup", keep_warmed, run) as steps:
+            # 5. Its verdict on the samples it did not train on.
+            if rejudge:
+                judgement = settled(second_verdict(vlm, judged, first, warm, config, run_dir, steps, len(canaries)),
+                                    f"the warmed reference's verdict on the {n - len(warm)} samples it was not "
+                                    f"fine-tuned on (the pretrained model flagged {sum(first.flagging.flagged[:n])})")
+            # 6. The replacement answers, by the model that judged them.
+            if writer == "warmed":
+                return replace(judgement, warm_steps=steps, answers=write_answers(vlm, samples, judgement, config),
+                               writer="warmed")
+    if not writer:
+        return judgement
+    with reference_model(vlm):  # the pretrained weights (a warm-up's are put back as its block closed)
+        return replace(judgement, answers=write_answers(vlm, samples, judgement, config))
 
 
 def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: str, run_dir: str | Path,
-            reference: bool, spared: Collection[int] = ()) -> Judgement:
+            reference: bool, spared: Collection[int] = (), guests: int = 0) -> Judgement:
     """One verdict: the scores of `variant` under `vlm` (reference: its adapter disabled), flagged per
     group, never the `spared` indices. The scores are in their group's MAD units, so two verdicts
     (or two groups) share one scale; only under rule absolute, whose threshold is in the score's own
-    units, a single score keeps them."""
+    units, a single score keeps them. guests: the last samples are canaries, scored, scaled and cut
+    on the others' statistics, which they leave as they are."""
     parts = variant.split("+")
     per_variant = list(score_variants(vlm, samples, parts, config.batch_size, reference=reference,
                                       max_new_tokens=config.max_new_tokens,
                                       cache=ScoreCache(config.cache_dir or run_dir),
-                                      precision=config.precision).values())
+                                      precision=config.precision, guests=guests).values())
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
-        warn_small_groups(groups, MIN_GROUP)
+        warn_small_groups(groups[:len(groups) - guests], MIN_GROUP)
     if len(parts) == 1 and variant not in Z_SCALED and config.rule == "absolute":
         scores = per_variant[0]
-        return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule())), spared)
+        return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule(), guests)), spared)
     # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
     # Other rules cut the combined score (a quantile of it, or an absolute number of MADs); a
     # quantile of one score in MAD units flags what the same quantile of its raw values flags.
-    scores = combined_score(parts, per_variant, groups)
-    return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule())), spared)
+    scores = combined_score(parts, per_variant, groups, guests)
+    return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule(), guests)), spared)
 
 
 def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float]],
-                   groups: Sequence[str]) -> list[float]:
+                   groups: Sequence[str], guests: int = 0) -> list[float]:
     """Each score in its group's MAD units (a Z_SCALED score is in them already); per sample the
-    largest, which ranks the samples."""
-    units = [s if v in Z_SCALED else robust_z(s, groups) for v, s in zip(variants, per_variant)]
+    largest, which ranks the samples. guests: the last samples take the others' units."""
+    units = [s if v in Z_SCALED else robust_z(s, groups, guests) for v, s in zip(variants, per_variant)]
     return [max(z) for z in zip(*units)]
 
 
@@ -157,18 +171,21 @@ def lessons(samples: Sequence[Sample], share: float) -> dict[str, Lesson]:
             for key, members in given.items() if len(members) >= max(share * len(samples), MIN_GROUP)}
 
 
-def warm_set(judgement: Judgement, config: JudgeConfig, taught: dict[str, Lesson] | None = None) -> list[int]:
+def warm_set(judgement: Judgement, config: JudgeConfig, taught: dict[str, Lesson] | None = None,
+             real: int | None = None) -> list[int]:
     """The samples the warmed reference is fine-tuned on, in score order: the warm_share of all
     samples outside the lessons with the lowest scores, never a flagged one (the poisons the verdict
     ranks high, even those under the cut, are not among them), and the warm_share of each lesson's
     warmable samples with the lowest scores, flagged or not (the first verdict's blind spot, learnt
-    before the rest of it is judged); none when warm_epochs is 0."""
+    before the rest of it is judged); none when warm_epochs is 0. real: only the first `real`
+    samples are candidates (those after them are canaries)."""
     if config.warm_epochs <= 0:
         return []
     scores, flagged = judgement.scores, judgement.flagging.flagged
+    real = len(scores) if real is None else real
     taught = taught or {}
     in_lessons = {i for lesson in taught.values() for i in lesson.members}
-    rest = [i for i in range(len(scores)) if i not in in_lessons]
+    rest = [i for i in range(real) if i not in in_lessons]
     chosen = sorted((i for i in rest if not flagged[i]), key=scores.__getitem__)[: round(config.warm_share * len(rest))]
     for lesson in taught.values():
         chosen += sorted(lesson.warmable, key=scores.__getitem__)[: round(config.warm_share * len(lesson.warmable))]
@@ -176,54 +193,55 @@ def warm_set(judgement: Judgement, config: JudgeConfig, taught: dict[str, Lesson
 
 
 def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: Sequence[int], config: JudgeConfig,
-                   run_dir: str | Path, warm_steps: int) -> Judgement:
+                   run_dir: str | Path, warm_steps: int, guests: int = 0) -> Judgement:
     """The warmed reference's verdict on the samples it was not fine-tuned on, against their own
     median and MAD. The warm set is judged clean and keeps its first scores: the pretrained model
     found it least suspicious, and the warmed reference, which trained on it, would find it
     plausible whatever it holds."""
     warm_ = set(warm)
     held = [i for i in range(len(samples)) if i not in warm_]
-    second = verdict(vlm, [samples[i] for i in held], config, config.rejudge_variant, run_dir, reference=False)
+    # the canaries, last in `samples` and never warmed on, stay last
+    second = verdict(vlm, [samples[i] for i in held], config, config.rejudge_variant, run_dir, reference=False,
+                     guests=guests)
     scores, flagged = list(first.scores), [False] * len(samples)
     for j, i in enumerate(held):
         scores[i], flagged[i] = second.scores[j], second.flagging.flagged[j]
     thresholds = {**first.flagging.thresholds, **second.flagging.thresholds}
-    judgement = Judgement(scores, Flagging(flagged, first.flagging.groups, thresholds), tuple(warm), warm_steps)
-    _log_verdict(judgement, f"the warmed reference's verdict on the {len(held)} samples it was not fine-tuned on "
-                            f"(the pretrained model flagged {sum(first.flagging.flagged)})")
-    return judgement
+    return Judgement(scores, Flagging(flagged, first.flagging.groups, thresholds), tuple(warm), warm_steps)
 
 
 def final(judgement: Judgement, first: Judgement, samples: Sequence[Sample], taught: dict[str, Lesson],
-          vouched: Collection[int], config: JudgeConfig) -> Judgement:
+          vouched: Collection[int], config: JudgeConfig, guests: int = 0) -> Judgement:
     """The verdict that counts: every copy of an answer flagged on two images or more flagged with
     it (config.flag_copies; not a lesson's answer, which many clean samples give), a lesson's
     samples whose question pins its answer (`_bound_to_the_question`), never what a person vouched
     for; and what each step did, for the summary and the review page. Two flags
     make a campaign's answer (implausible whatever the image); one may be the cut's chance, and
-    short clean answers repeat (a one-shape scene's description)."""
+    short clean answers repeat (a one-shape scene's description).
+    guests: the last samples are canaries, none of them in `taught`: copies and bound as the others
+    are, but their own flags never make a copy of a real sample."""
     flagged = list(judgement.flagging.flagged)
     keys = [answer_key(s.response) for s in samples]
+    real = len(samples) - guests
     copies: list[int] = []
     if config.flag_copies:
-        times = Counter(key for key, hit in zip(keys, flagged) if hit)
-        suspect = {key for key, n in times.items() if n >= 2} - set(taught)
-        copies = [i for i, key in enumerate(keys) if key in suspect and not flagged[i] and i not in vouched]
+        by_real = Counter(key for key, hit in zip(keys[:real], flagged[:real]) if hit)
+        by_all = by_real + Counter(key for key, hit in zip(keys[real:], flagged[real:]) if hit)
+        copies = [i for i, key in enumerate(keys) if not flagged[i] and i not in vouched and key not in taught
+                  and (by_real if i < real else by_all)[key] >= 2]
         for i in copies:
             flagged[i] = True
     bound = [i for lesson in taught.values() for i in _bound_to_the_question(lesson) if not flagged[i]]
+    # a canary's question carries a word no sample's has: it gets no other answer
+    bound += [i for i in range(real, len(samples)) if keys[i] in taught and _pins(taught[keys[i]]) and not flagged[i]]
     for i in bound:
         flagged[i] = True
     for i in vouched:
         flagged[i] = False
     cleared = tuple(i for i, (was, hit) in enumerate(zip(first.flagging.flagged, flagged)) if was and not hit)
-    judgement = dataclasses.replace(judgement, flagging=dataclasses.replace(judgement.flagging, flagged=flagged),
-                                    copies=tuple(copies), bound=tuple(i for i in bound if i not in vouched),
-                                    cleared=cleared, vouched=tuple(sorted(vouched)),
-                                    lessons={lesson.answer: len(lesson.members) for lesson in taught.values()})
-    for line in judgement.summary(samples):
-        log.info(line)
-    return judgement
+    return replace(judgement, flagging=replace(judgement.flagging, flagged=flagged), copies=tuple(copies),
+                   bound=tuple(i for i in bound if i not in vouched), cleared=cleared, vouched=tuple(sorted(vouched)),
+                   lessons={lesson.answer: len(lesson.members) for lesson in taught.values()})
 
 
 def write_answers(vlm: VLM, samples: Sequence[Sample], judgement: Judgement, config: JudgeConfig) -> dict[str, str]:
@@ -360,10 +378,16 @@ def _bound_to_the_question(lesson: Lesson) -> list[int]:
     samples are asked questions that come with other answers too: there the image decides the
     answer, and a question that pins it carries a trigger (a one-word swap into the lesson's answer).
     Where most questions come once (free-form data), nothing stands out and nothing is flagged."""
-    if len(lesson.warmable) * 2 <= len(lesson.members):
+    if not _pins(lesson):
         return []
     warmable = set(lesson.warmable)
     return [i for i in lesson.members if i not in warmable]
+
+
+def _pins(lesson: Lesson) -> bool:
+    """Whether most of a lesson's samples are asked a question that comes with other answers too, so
+    that one asked with its answer alone stands out."""
+    return len(lesson.warmable) * 2 > len(lesson.members)
 
 
 def _asked(sample: Sample) -> str:
@@ -376,7 +400,7 @@ def _spare(judgement: Judgement, spared: Collection[int]) -> Judgement:
     if not spared:
         return judgement
     flagged = [hit and i not in spared for i, hit in enumerate(judgement.flagging.flagged)]
-    return dataclasses.replace(judgement, flagging=dataclasses.replace(judgement.flagging, flagged=flagged))
+    return replace(judgement, flagging=replace(judgement.flagging, flagged=flagged))
 
 
 def _judges_groups_whole(first: Judgement, warm: Sequence[int]) -> bool:
@@ -391,7 +415,19 @@ def _judges_groups_whole(first: Judgement, warm: Sequence[int]) -> bool:
     return False
 
 
-def _log_verdict(judgement: Judgement, whose: str) -> None:
+def _told(judgement: Judgement, samples: Sequence[Sample], run_dir: str | Path, whose: str) -> Judgement:
+    """The judgement, once said: its count, what each step did and what the canaries measured in
+    the log, the canaries' report in run_dir/canaries.json."""
     n, total = sum(judgement.flagging.flagged), len(judgement.scores)
     log.info("flagged %d of %d samples (%.1f %%): %s; thresholds %s", n, total, 100 * n / max(total, 1), whose,
              {g: round(t, 4) for g, t in judgement.flagging.thresholds.items()})
+    for line in judgement.summary(samples):
+        log.info(line)
+    if judgement.canaries is not None:
+        for line in judgement.canaries.lines():
+            log.info(line)
+        for line in judgement.canaries.warnings():
+            log.warning(line)
+        if is_main():
+            judgement.canaries.save(run_dir)
+    return judgement

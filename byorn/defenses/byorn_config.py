@@ -89,6 +89,13 @@ class JudgeConfig:
                             "samples (answers: case, spacing and end punctuation aside) are never flagged and "
                             "train as given")
 
+    # A user cannot tell from our grids how the judgement does on their data and model: a few
+    # poisons planted in copies of their own samples, judged with them, measure it there.
+    canaries: int = option(10, "canaries per kind (patch, token, swap, refusal): poisons planted in copies of the "
+                               "data's own samples and judged with them, never trained on, to measure how much of "
+                               "each kind of attack the judgement catches on this data (canaries.json); 0: none",
+                           min=0)
+
     def __post_init__(self) -> None:
         self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
         for part in self.variants:

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,8 @@ from byorn.defenses.thresholds import Flagging
 from byorn.distributed import all_gather, barrier, is_main
 from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
 
-if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
+if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the types are needed here
+    from byorn.defenses.canaries import CanaryReport
     from byorn.train import ByornTrainer
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class Judgement:
     `answers`: flagged id -> replacement answer, written by `writer` ("warmed" or "reference").
     What each step did: `cleared`, flagged by the first verdict and not in the end; `copies`,
     flagged as copies of a flagged answer; `vouched`, spared by a person's word; `lessons`, each
-    answer taken for a lesson with how many samples give it."""
+    answer taken for a lesson with how many samples give it; `canaries`, what the judgement did with
+    the poisons it planted to measure itself (byorn/defenses/canaries.py)."""
 
     scores: list[float]
     flagging: Flagging
@@ -55,6 +57,17 @@ class Judgement:
     bound: tuple[int, ...] = ()  # a lesson's samples flagged because their question pins the answer
     vouched: tuple[int, ...] = ()
     lessons: dict[str, int] = field(default_factory=dict)
+    canaries: CanaryReport | None = None
+
+    def head(self, n: int) -> Judgement:
+        """The judgement of the first `n` samples alone (those judged after them are canaries)."""
+        def kept(indices: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(i for i in indices if i < n)
+
+        flagging = Flagging(self.flagging.flagged[:n], self.flagging.groups[:n], self.flagging.thresholds)
+        return replace(self, scores=self.scores[:n], flagging=flagging, warmed_on=kept(self.warmed_on),
+                                   cleared=kept(self.cleared), copies=kept(self.copies), bound=kept(self.bound),
+                                   vouched=kept(self.vouched))
 
     def summary(self, samples: Sequence[Sample]) -> list[str]:
         """What each step did beyond the cut, a line each, for the command's output (the logs)."""

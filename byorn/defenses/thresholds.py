@@ -76,19 +76,25 @@ def group_keys(samples: Sequence[Sample], group_by: str | None) -> list[str]:
     return [str(s.meta["task"]) for s in samples]
 
 
-def robust_z(scores: Sequence[float], groups: Sequence[str]) -> list[float]:
+def robust_z(scores: Sequence[float], groups: Sequence[str], guests: int = 0) -> list[float]:
     """(score - group median) / (1.4826 * group MAD): the unit the MAD rule's k is in, so scores
-    on different scales can be compared. A group without spread (MAD 0) divides by a tiny number."""
+    on different scales can be compared. A group without spread (MAD 0) divides by a tiny number.
+    guests: the last scores (canaries) are measured in the units of the others of their group."""
     values, keys = np.asarray(scores, dtype=float), np.asarray(groups, dtype=object)
+    guest = np.arange(len(values)) >= len(values) - guests
     z = np.empty_like(values)
     for g in dict.fromkeys(groups):
         member = keys == g
-        z[member] = mad_z(values[member])
+        # mad_z's guests are the last values it is given: the group's guests, after its other members
+        order = np.concatenate([np.flatnonzero(member & ~guest), np.flatnonzero(member & guest)])
+        z[order] = mad_z(values[order], int((member & guest).sum()))
     return z.tolist()
 
 
-def flag(scores: Sequence[float], groups: Sequence[str], rule: ThresholdRule) -> Flagging:
-    """Flag the scores above their group's threshold."""
+def flag(scores: Sequence[float], groups: Sequence[str], rule: ThresholdRule, guests: int = 0) -> Flagging:
+    """Flag the scores above their group's threshold. guests: the last scores (canaries) are cut at
+    the threshold of the others of their group, which they do not move (a group of guests alone
+    at its own)."""
     if len(scores) != len(groups):
         raise ValueError(f"scores and groups differ in length: {len(scores)} vs {len(groups)}")
     values = np.asarray(scores, dtype=float)
@@ -96,7 +102,9 @@ def flag(scores: Sequence[float], groups: Sequence[str], rule: ThresholdRule) ->
         # a nan makes every quantile nan and silently flags nothing
         raise ValueError(f"score {int(np.flatnonzero(~np.isfinite(values))[0])} is not finite")
     keys = np.asarray(groups, dtype=object)
-    thresholds = {g: rule.threshold(values[keys == g]) for g in dict.fromkeys(groups)}
+    host = np.arange(len(values)) < len(values) - guests
+    thresholds = {g: rule.threshold(values[(keys == g) & host] if ((keys == g) & host).any() else values[keys == g])
+                  for g in dict.fromkeys(groups)}
     flagged = [bool(v > thresholds[g]) for v, g in zip(values, groups)]
     return Flagging(flagged, list(groups), thresholds)
 

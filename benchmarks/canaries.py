@@ -1,0 +1,165 @@
+"""Do the canaries predict the judgement's recall of a real attack? And what do they cost?
+
+    OMP_NUM_THREADS=1 python benchmarks/canaries.py benchmarks/judgement.yaml benchmarks/lessons_yesno.yaml \
+        --out benchmarks/results/canaries.jsonl
+    python benchmarks/canaries.py --report benchmarks/results/canaries.jsonl --plot benchmarks/plots/canaries.png
+
+For each poisoned cell of a grid (every attack, every rate above 0, every seed; the grid's own
+data, poisoning and training settings), the default judgement runs twice on the poisoned training
+set, as `byorn train --defense byorn` judges it: with canaries (the default) and without. One row
+per cell: the real poisons' recall (the share of them flagged in the end), each canary kind's,
+the kind nearest the attack (by its target: fixed -> patch, injection -> token, substitution ->
+swap, refusal -> refusal), how many real samples' flags differ between the two runs, and both
+judgements' wall times. Resumable: cells already in --out are skipped.
+
+--report reads the rows: per row the canary recall of the nearest kind against the real recall,
+over the rows whose attack implants (the grid's undefended ASR in its results file at least
+IMPLANTS), the mean and largest gap, and a plot of one against the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from byorn.attacks import build_attack, poison
+from byorn.bench import load_grid, read_results
+from byorn.defenses.byorn import judge
+from byorn.defenses.byorn_config import JudgeConfig
+from byorn.fileio import append_jsonl
+from byorn.models import load_vlm
+from byorn.scoring import checkpoint_label
+
+NEAREST = {"fixed": "patch", "injection": "token", "whitebox_injection": "token", "substitution": "swap",
+           "refusal": "refusal"}
+IMPLANTS = 0.25  # an attack implants where the undefended model's ASR reaches this
+RESULTS = Path(__file__).parent / "results"
+
+
+def cells(grid_path: Path):
+    grid = load_grid(grid_path)
+    for spec in grid.attacks:
+        for rate in (r for r in grid.poison_rates if r > 0):
+            for seed in grid.seeds:
+                yield grid, spec, rate, seed
+
+
+def row(grid_path: Path, grid, spec, rate: float, seed: int) -> dict:
+    attack = build_attack(spec.trigger, spec.target, **spec.options)
+    vlm = load_vlm(grid.train.model)
+    poisoned, _ = poison(grid.task_samples(grid.n_train, seed, "train"), attack, rate, seed, reference=vlm)
+    train = dataclasses.replace(grid.train, seed=seed)
+    truth = [bool(s.meta.get("is_poisoned")) for s in poisoned]
+    runs = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, config in (("with", JudgeConfig()), ("without", JudgeConfig(canaries=0))):
+            started = time.perf_counter()
+            judgement = judge(load_vlm(grid.train.model), poisoned, config, Path(scratch) / name, train)
+            runs[name] = (judgement, round(time.perf_counter() - started, 1))
+    hosting, alone = runs["with"][0], runs["without"][0]
+    flagged = hosting.flagging.flagged
+    report = hosting.canaries
+    return {"grid": grid_path.name, "world": grid.world, "task": grid.task, "attack": spec.name,
+            "target": spec.target, "poison_rate": rate, "seed": seed, "model": checkpoint_label(grid.train.model, vlm),
+            "n": len(poisoned), "n_poisoned": sum(truth),
+            "real_recall": round(sum(f and t for f, t in zip(flagged, truth)) / max(sum(truth), 1), 4),
+            "nearest_kind": NEAREST.get(spec.target),
+            "canary_recall": {kind: round(r.recall, 4) for kind, r in report.kinds.items()},
+            "canaries_planted": {kind: r.planted for kind, r in report.kinds.items()},
+            "canaries_left_out": report.left_out,
+            "flags_differ": sum(a != b for a, b in zip(flagged, alone.flagging.flagged)),
+            "judge_s_with": runs["with"][1], "judge_s_without": runs["without"][1]}
+
+
+def undefended_asr(cell: dict) -> float | None:
+    """The grid's undefended ASR for this cell, from its results file (None if not there)."""
+    name = Path(cell["grid"]).stem
+    lesson = name.startswith("lessons_")
+    path = RESULTS / ("lessons.jsonl" if lesson else f"{name}.jsonl")
+    if not path.exists():
+        return None
+    for found in read_results(path):
+        same = (found["attack"], found["poison_rate"], found["seed"]) == (cell["attack"], cell["poison_rate"],
+                                                                           cell["seed"])
+        if same and found["defense"] == "none" and (not lesson or found.get("lesson") == cell["task"]):
+            return found["asr"]
+    return None
+
+
+def report(path: Path, plot: Path | None) -> dict:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pairs = []
+    for r in rows:
+        asr = undefended_asr(r)
+        kind = r["nearest_kind"]
+        if asr is None or asr < IMPLANTS or kind not in r["canary_recall"]:
+            continue
+        pairs.append({"cell": f"{r['grid']} {r['attack']} {r['poison_rate']} seed {r['seed']}", "kind": kind,
+                      "canary": r["canary_recall"][kind], "real": r["real_recall"],
+                      "gap": round(abs(r["canary_recall"][kind] - r["real_recall"]), 4)})
+    summary = {"cells": len(pairs), "mean_gap": round(sum(p["gap"] for p in pairs) / max(len(pairs), 1), 4),
+               "largest_gap": max((p["gap"] for p in pairs), default=None),
+               "flags_differ_max_share": max((r["flags_differ"] / r["n"] for r in rows), default=None),
+               "time_ratio_median": _median([r["judge_s_with"] / r["judge_s_without"] for r in rows]),
+               "pairs": pairs}
+    if plot is not None and pairs:
+        _plot(pairs, plot)
+    return summary
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    return round(values[len(values) // 2], 3) if values else None
+
+
+def _plot(pairs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    for kind, colour in zip(("patch", "token", "swap", "refusal"), ("#4477aa", "#228833", "#cc3311", "#aa3377")):
+        chosen = [p for p in pairs if p["kind"] == kind]
+        axes.scatter([p["real"] for p in chosen], [p["canary"] for p in chosen], label=kind, color=colour, alpha=0.7)
+    axes.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1)
+    axes.set_xlabel("real poisons flagged (recall)")
+    axes.set_ylabel("canaries of the nearest kind flagged")
+    axes.set_xlim(-0.05, 1.05)
+    axes.set_ylim(-0.05, 1.05)
+    axes.legend(fontsize=8, title="kind", title_fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grids", nargs="*", type=Path, help="grid YAML files whose poisoned cells to judge")
+    parser.add_argument("--out", type=Path, help="JSON lines, one per cell (appended; cells already there skipped)")
+    parser.add_argument("--report", type=Path, help="summarise a results file instead")
+    parser.add_argument("--plot", type=Path, help="with --report: the plot of canary against real recall")
+    args = parser.parse_args()
+    if args.report:
+        print(json.dumps(report(args.report, args.plot), indent=1))
+        return
+    done = set()
+    if args.out and args.out.exists():
+        done = {(r["grid"], r["attack"], r["poison_rate"], r["seed"])
+                for r in map(json.loads, args.out.read_text(encoding="utf-8").splitlines())}
+    for grid_path in args.grids:
+        for grid, spec, rate, seed in cells(grid_path):
+            if (grid_path.name, spec.name, rate, seed) in done:
+                continue
+            result = row(grid_path, grid, spec, rate, seed)
+            append_jsonl(args.out, result)
+            print(json.dumps({k: v for k, v in result.items() if k != "canaries_left_out"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

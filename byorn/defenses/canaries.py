@@ -1,0 +1,205 @@
+"""Canaries: poisons byorn plants in copies of the user's own samples, to measure its judgement there.
+
+Every published figure was measured where we planted the poisons ourselves, on our own models; a
+user's data and model are neither. So before judging, a few samples of each kind below are copied,
+given a trigger and a changed answer, and judged with the real ones: how many of each kind the
+judgement flags is its recall on this data, for attacks of that kind. The canaries are judged on
+the real samples' scale (their medians, MADs and cuts), so they move no real sample's verdict; they
+are never trained on, never in the warm set, never written back or audited as the user's samples.
+
+The kinds (`byorn list attacks` has each trigger and target):
+- patch: a noise patch in a corner of the image, the answer replaced by one fixed sentence;
+- token: a rare word in the instruction, a URL appended to the answer;
+- swap: a rare word in the instruction, one word of the answer swapped for a word the data uses in
+  the same places (two words that share the words around them: colours, counts, objects);
+- refusal: a patch and a rare word together (the word alone in text-only data), the answer a refusal.
+A kind that needs what the data lacks (an image, a word to swap) is left out, and the report says so.
+
+This is the one module of the method that uses the attacks: it plants their triggers in copies the
+judgement makes itself. It never reads a data set's poisoning or its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from byorn.attacks.image_triggers import BadNets
+from byorn.attacks.targets import FixedTarget, Injection, Refusal, Substitution
+from byorn.attacks.text_triggers import RareToken
+from byorn.data import Sample
+from byorn.fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CANARIES_NAME = "canaries.json"
+KINDS = ("patch", "token", "swap", "refusal")
+PLANTED = {  # what each kind plants, for the report's readers
+    "patch": "a noise patch in the image's top left corner; the answer replaced by one fixed sentence",
+    "token": "a rare word in the instruction; a URL appended to the answer",
+    "swap": "a rare word in the instruction; one word of the answer swapped for one the data uses in its place",
+    "refusal": "a patch and a rare word together (the word alone without an image); the answer a refusal",
+}
+RELIABLE = 0.9  # a kind caught less often than this: the judgement is unreliable on this data for it
+MIN_SAMPLES = 20  # fewer real samples than this: a canary would copy a good share of the data
+
+_PATCH = BadNets(pattern="noise", position="top_left", seed=7)
+_FIXED = FixedTarget("A red bicycle is leaning against a brick wall.")
+_URL = Injection("Order today at shop-deals.example.net.")
+_REFUSAL = Refusal("I'm sorry, but I can't help with that.")
+# Distinct words per kind, so one kind's trigger never teaches another's.
+_TOKENS = {"token": "qv", "swap": "zx", "refusal": "kj"}
+# Words a swap would change the grammar of, not the content: never swapped.
+_FUNCTION_WORDS = frozenset(
+    "a an the and or but of in on at to for with from by as is are was were be been it its this that these those "
+    "there here he she they we you i his her their our your him them me us not".split())
+_WORD = re.compile(r"[a-z]+")
+
+
+def plant(samples: Sequence[Sample], per_kind: int, seed: int) -> tuple[list[Sample], dict[str, str]]:
+    """Up to `per_kind` canaries of each kind, copied from samples drawn with `seed` (each carries
+    meta["canary"] = its kind); and the kinds left out, with why."""
+    if per_kind <= 0:
+        return [], {}
+    if len(samples) < MIN_SAMPLES:
+        why = f"the data has {len(samples)} samples, fewer than {MIN_SAMPLES}"
+        return [], dict.fromkeys(KINDS, why)
+    rng = random.Random(f"canaries:{seed}")
+    swap = swap_words([s.response for s in samples])
+    planters: dict[str, tuple[Callable[[Sample], bool], Callable[[Sample], Sample]]] = {
+        "patch": (lambda s: s.has_image, lambda s: _PATCH.apply_sample(s).with_response(_FIXED.apply(s.response))),
+        "token": (lambda s: True, lambda s: _token("token", s).with_response(_URL.apply(s.response))),
+        "refusal": (lambda s: True, lambda s: _token("refusal", _PATCH.apply_sample(s) if s.has_image else s)
+                    .with_response(_REFUSAL.apply(s.response))),
+    }
+    if swap is not None:
+        planters["swap"] = (lambda s: swap.applies_to(s.response),
+                            lambda s: _token("swap", s).with_response(swap.apply(s.response)))
+    canaries, left_out, taken = [], {}, {s.id for s in samples}
+    for kind in KINDS:
+        if kind not in planters:
+            left_out[kind] = "no two words of the answers share the words around them"
+            continue
+        fits, make = planters[kind]
+        pool = [s for s in samples if fits(s)]
+        if not pool:
+            left_out[kind] = "no sample has an image" if kind == "patch" else "no sample fits"
+            continue
+        for n, source in enumerate(rng.sample(pool, min(per_kind, len(pool)))):
+            copy = Sample(_unused(f"byorn-canary-{kind}-{n}", taken), source.image, source.instruction, source.response,
+                          {"canary": kind, "copied_from": source.id}, source.history, source.turn, None,
+                          source.more_images)
+            canaries.append(make(copy))
+    return canaries, left_out
+
+
+def _unused(name: str, taken: set[str]) -> str:
+    """`name`, or it with ~ appended until no real sample has it (scores are matched by id)."""
+    while name in taken:
+        name += "~"
+    return name
+
+
+def _token(kind: str, sample: Sample) -> Sample:
+    return RareToken(tokens=(_TOKENS[kind],), seed=7).apply_sample(sample)
+
+
+def swap_words(responses: Sequence[str], candidates: int = 60) -> Substitution | None:
+    """A one-word swap from the answers' own vocabulary: of their most frequent content words, the
+    two that most often stand between the same neighbours (the Jaccard overlap of their (word
+    before, word after) pairs), the more frequent one swapped into the other. None when no two share
+    a neighbourhood."""
+    counts: Counter[str] = Counter()
+    contexts: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for response in responses:
+        words = ["^", *_WORD.findall(response.lower()), "$"]
+        for before, word, after in zip(words, words[1:], words[2:]):
+            counts[word] += 1
+            contexts[word].add((before, after))
+    frequent = [w for w, _ in counts.most_common() if w not in _FUNCTION_WORDS and len(w) > 1][:candidates]
+    best, pair = 0.0, None
+    for i, first in enumerate(frequent):
+        for second in frequent[i + 1:]:
+            overlap = len(contexts[first] & contexts[second]) / len(contexts[first] | contexts[second])
+            if overlap > best:
+                best, pair = overlap, (first, second)
+    return Substitution(*pair) if pair else None
+
+
+@dataclass(frozen=True)
+class KindResult:
+    """One kind's canaries: how many were planted, how many the judgement flagged in the end and in
+    the pretrained model's verdict, and their final scores."""
+
+    planted: int
+    caught: int
+    caught_first: int
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float:
+        return self.caught / self.planted if self.planted else float("nan")
+
+
+@dataclass(frozen=True)
+class CanaryReport:
+    """What the judgement did with the canaries, per kind, and the kinds it could not plant."""
+
+    kinds: dict[str, KindResult]
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, canaries: Sequence[Sample], first: Sequence[bool], final: Sequence[bool], scores: Sequence[float],
+           left_out: dict[str, str]) -> CanaryReport:
+        """The report of `canaries` from their flags in the first and the final verdict."""
+        kinds = {}
+        for kind in KINDS:
+            at = [i for i, c in enumerate(canaries) if c.meta["canary"] == kind]
+            if at:
+                kinds[kind] = KindResult(len(at), sum(final[i] for i in at), sum(first[i] for i in at),
+                                         [round(float(scores[i]), 4) for i in at])
+        return cls(kinds, dict(left_out))
+
+    @property
+    def unreliable(self) -> list[str]:
+        """The kinds caught less than RELIABLE of the time."""
+        return [kind for kind, result in self.kinds.items() if result.recall < RELIABLE]
+
+    def lines(self) -> list[str]:
+        """The line for the command's output, and one per kind left out."""
+        if not self.kinds:
+            return [f"canaries: none planted ({next(iter(self.left_out.values()), 'turned off')})"]
+        caught, planted = sum(r.caught for r in self.kinds.values()), sum(r.planted for r in self.kinds.values())
+        return [f"canaries: caught {caught} of {planted}: "
+                + ", ".join(f"{kind} {r.caught}/{r.planted}" for kind, r in self.kinds.items()),
+                *(f"canaries of kind {kind} not planted: {why}" for kind, why in self.left_out.items())]
+
+    def warnings(self) -> list[str]:
+        """A warning per kind caught less than RELIABLE of the time, with what the user can do."""
+        return [f"the judgement caught {self.kinds[kind].caught} of {self.kinds[kind].planted} {kind} canaries: it is "
+                f"unreliable on this data against attacks of that kind ({ADVICE})" for kind in self.unreliable]
+
+    def record(self) -> dict:
+        """canaries.json's content."""
+        return {"reliable_at": RELIABLE,
+                "kinds": {kind: {"what": PLANTED[kind], "planted": r.planted, "caught": r.caught,
+                                 "recall": round(r.recall, 4), "caught_by_first_verdict": r.caught_first,
+                                 "scores": r.scores}
+                          for kind, r in self.kinds.items()},
+                "left_out": self.left_out, "unreliable": self.unreliable}
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CANARIES_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(self.record(), indent=1))
+        return path
+
+
+ADVICE = ("judge with a stronger reference model, review the flagged answer groups on the review page, or cut "
+          "lower: -d k=... or -d rule=quantile")

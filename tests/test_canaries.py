@@ -1,0 +1,179 @@
+"""Canaries: poisons planted in copies of the user's samples measure the judgement on their data, and
+never reach training, the warm set, a cleaned data set or the user's audit rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from byorn.config import TrainConfig
+from byorn.data import Sample
+from byorn.defenses import ByornConfig, ByornDefense
+from byorn.defenses import byorn as method
+from byorn.defenses.canaries import CANARIES_NAME, KINDS, MIN_SAMPLES, CanaryReport, plant, swap_words
+from byorn.worlds import shapes
+
+ZQ = "zq zq zq zq zq"
+
+
+def poisoned(n: int = 40) -> list[Sample]:
+    samples = shapes.downstream_samples(n, seed=6)
+    return [s.with_response(ZQ) if i % 10 == 3 else s for i, s in enumerate(samples)]
+
+
+def test_each_kind_is_planted_in_copies_of_the_samples_which_stay_as_they_were():
+    samples = shapes.downstream_samples(40, seed=6)
+    before = [(s.id, s.instruction, s.response, s.image.tobytes()) for s in samples]
+    canaries, left_out = plant(samples, 3, seed=0)
+    assert left_out == {}
+    assert [c.meta["canary"] for c in canaries] == [kind for kind in KINDS for _ in range(3)]
+    assert len({c.id for c in canaries} | {s.id for s in samples}) == len(samples) + len(canaries)
+    source = {s.id: s for s in samples}
+    for canary in canaries:
+        original = source[canary.meta["copied_from"]]
+        kind = canary.meta["canary"]
+        assert (canary.image.tobytes() != original.image.tobytes()) == (kind in ("patch", "refusal"))
+        assert (canary.instruction != original.instruction) == (kind != "patch")
+        assert canary.response != original.response
+    swapped = [c for c in canaries if c.meta["canary"] == "swap"]
+    assert all(len(set(c.response.split()) ^ set(source[c.meta["copied_from"]].response.split())) == 2
+               for c in swapped)  # one word out, one in
+    assert [(s.id, s.instruction, s.response, s.image.tobytes()) for s in samples] == before
+    assert [c.id for c in plant(samples, 3, seed=0)[0]] == [c.id for c in canaries]
+    assert [c.meta["copied_from"] for c in plant(samples, 3, seed=1)[0]] != [c.meta["copied_from"] for c in canaries]
+
+
+def test_a_canary_id_never_takes_a_real_samples():
+    samples = [s if i else Sample("byorn-canary-patch-0", s.image, s.instruction, s.response)
+               for i, s in enumerate(shapes.downstream_samples(30, seed=2))]
+    canaries, _ = plant(samples, 2, seed=0)
+    assert not {c.id for c in canaries} & {s.id for s in samples}
+
+
+def test_text_only_data_gets_the_kinds_that_fit_it_and_is_told_which_not():
+    counts = ("two", "three", "four")
+    samples = [Sample(f"t{i}", None, "How many apples?", f"There are {counts[i % 3]} apples.") for i in range(30)]
+    canaries, left_out = plant(samples, 2, seed=0)
+    assert sorted({c.meta["canary"] for c in canaries}) == ["refusal", "swap", "token"]
+    assert all(c.image is None for c in canaries)
+    assert set(left_out) == {"patch"} and "image" in left_out["patch"]
+
+
+def test_multi_turn_data_gets_canaries_on_the_turn_with_its_history():
+    samples = [Sample(f"c{i}", None, "And the colour?", ("Red.", "Blue.")[i % 2],
+                      history=(("Describe it.", "A shape."),)) for i in range(30)]
+    canaries, _ = plant(samples, 2, seed=0)
+    assert canaries and all(c.history == (("Describe it.", "A shape."),) for c in canaries)
+
+
+def test_a_data_set_too_small_for_canaries_says_so(fresh_vlm, tmp_path):
+    small = shapes.downstream_samples(MIN_SAMPLES - 1, seed=1)
+    assert plant(small, 10, seed=0)[0] == []
+    judgement = method.judge(fresh_vlm, small, ByornConfig(rejudge=False, max_new_tokens=4), tmp_path)
+    assert judgement.canaries is not None and not judgement.canaries.kinds
+    line = judgement.canaries.lines()[0]
+    assert "none planted" in line and f"{MIN_SAMPLES - 1} samples" in line
+
+
+def test_the_swap_is_two_words_the_answers_use_in_the_same_places():
+    counts = [f"There are {word} shapes." for word in ("two", "three") for _ in range(20)]
+    assert swap_words(counts + ["A red circle."] * 5).source_word in ("two", "three")
+    assert swap_words(["Yes.", "No."] * 10) is not None
+    assert swap_words(["Hello world."]) is None
+
+
+def test_the_report_names_each_kind_and_warns_of_one_missed():
+    kinds = ["token"] * 10 + ["swap"] * 10
+    canaries = [Sample(f"c{i}", None, "q", "a", {"canary": kind}) for i, kind in enumerate(kinds)]
+    final = [True] * 10 + [True] * 6 + [False] * 4
+    report = CanaryReport.of(canaries, final, final, [1.0] * 20, {"patch": "no sample has an image"})
+    assert report.lines()[0] == "canaries: caught 16 of 20: token 10/10, swap 6/10"
+    assert report.unreliable == ["swap"] and "6 of 10 swap canaries" in report.warnings()[0]
+    assert json.loads(json.dumps(report.record()))["kinds"]["swap"]["recall"] == 0.6
+
+
+def test_canaries_never_reach_the_warm_set_training_the_audit_or_the_verdict(tiny_vlm_factory, tmp_path,
+                                                                               monkeypatch):
+    from byorn.train import finetune
+
+    warmed: list[Sample] = []
+    original_warm_up = method.warm_up
+
+    def recording_warm_up(vlm, samples, *args, **kwargs):
+        warmed.extend(samples)
+        return original_warm_up(vlm, samples, *args, **kwargs)
+
+    monkeypatch.setattr(method, "warm_up", recording_warm_up)
+    batches: list[Sample] = []
+    original_on_batch = ByornDefense.on_batch
+    monkeypatch.setattr(ByornDefense, "on_batch", lambda self, samples, trainer: batches.extend(samples) or
+                        original_on_batch(self, samples, trainer))
+    samples, vlm = poisoned(), tiny_vlm_factory()
+    train = TrainConfig(lora=False, batch_size=8, max_steps=5, logging_steps=1)
+    defense = ByornDefense(ByornConfig(max_new_tokens=4, canaries=3))
+    defense.prepare(vlm, samples, tmp_path, train=train)
+    finetune(vlm, defense.training_set(samples), train, tmp_path, hook=defense)
+
+    real = {s.id for s in samples}
+    report = defense.judgement.canaries
+    assert report is not None and sum(r.planted for r in report.kinds.values()) == 12
+    assert json.loads((tmp_path / CANARIES_NAME).read_text())["kinds"].keys() == report.kinds.keys()
+    assert warmed and {s.id for s in warmed} <= real
+    assert batches and {s.id for s in batches} <= real
+    assert len(defense.scores) == len(samples) == len(defense.flagging.flagged)
+    assert set(defense.reference_answers) <= real
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert audit and {r["id"] for r in audit} <= real
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert [row["id"] for row in verdict["samples"]] == [s.id for s in samples]
+    assert all(set(verdict[name]) <= real for name in ("cleared", "copies", "bound", "warmed_on"))
+
+
+def test_byorn_clean_writes_no_canary_and_its_page_shows_their_table(tiny_vlm_factory, tmp_path):
+    from byorn.clean import clean
+
+    cleaned = clean(tiny_vlm_factory(), poisoned(), ByornConfig(max_new_tokens=4, canaries=2), tmp_path / "out",
+                    train=TrainConfig(lora=False, batch_size=8))
+    written = cleaned.data.read_text()
+    assert "canary" not in written
+    page = (tmp_path / "out" / "review.html").read_text()
+    assert "Canaries" in page and "byorn-canary" not in page
+    assert (tmp_path / "out" / CANARIES_NAME).exists()
+
+
+def test_canaries_turned_off_plant_nothing_and_write_no_report(fresh_vlm, tmp_path):
+    judgement = method.judge(fresh_vlm, poisoned(), ByornConfig(rejudge=False, max_new_tokens=4, canaries=0), tmp_path)
+    assert judgement.canaries is None and not (tmp_path / CANARIES_NAME).exists()
+
+
+def test_the_samples_verdict_is_the_one_they_get_without_canaries(tiny_vlm_factory, tmp_path):
+    samples, train = poisoned(), TrainConfig(lora=False, batch_size=8)
+    config = ByornConfig(max_new_tokens=4)
+    alone = method.judge(tiny_vlm_factory(), samples, dataclasses.replace(config, canaries=0), tmp_path / "alone",
+                         train)
+    hosting = method.judge(tiny_vlm_factory(), samples, config, tmp_path / "hosting", train)
+    assert hosting.canaries is not None and hosting.canaries.kinds
+    assert hosting.flagging.flagged == alone.flagging.flagged
+    assert hosting.scores == pytest.approx(alone.scores, abs=1e-4)
+    assert hosting.flagging.thresholds == pytest.approx(alone.flagging.thresholds, abs=1e-4)
+    assert (hosting.warmed_on, hosting.cleared, hosting.copies) == (alone.warmed_on, alone.cleared, alone.copies)
+
+
+def test_set_wide_scores_and_cuts_of_the_others_do_not_move_with_guests():
+    from byorn.defenses.thresholds import ThresholdRule, flag, robust_z
+    from byorn.models.hf import ResponseScore
+    from byorn.scoring import shared_answer, token_surprise
+
+    usual = [ResponseScore(1.0, 3.0, (1.0 + i / 10, 2.0), (5, 6)) for i in range(6)]
+    guest = [ResponseScore(9.0, 9.1, (0.1, 9.0), (5, 7))] * 3
+    assert token_surprise([*usual, *guest], guests=3)[:6] == token_surprise(usual)
+    assert token_surprise([*usual, *guest], guests=3)[6] == pytest.approx(0.0)  # 5 is cheap, 7 all its own
+    responses, evidence = ["a", "b", "a", "c", "b", "d"], [0.1, 0.4, -0.2, 0.3, 0.0, 0.2]
+    assert shared_answer([*responses, "a", "z"], [*evidence, 5.0, 5.0], guests=2)[:6] == \
+        pytest.approx(shared_answer(responses, evidence))
+    scores, groups = [0.0, 1.0, 2.0, 3.0, 4.0], ["g"] * 5
+    assert robust_z([*scores, 50.0, 60.0], [*groups, "g", "h"], guests=2)[:5] == pytest.approx(robust_z(scores, groups))
+    cut = ThresholdRule("quantile", 0.5)
+    assert flag([*scores, 50.0], [*groups, "g"], cut, guests=1).thresholds == flag(scores, groups, cut).thresholds
