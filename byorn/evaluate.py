@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from byorn import metrics
 from byorn.data import Sample
 from byorn.models.hf import VLM
-from byorn.worlds import flickr8k, lessons, shapes
+from byorn.worlds import flickr8k, lessons, shapes, shapes_text
 
 # Scene seeds for the byorn-tiny quality check; disjoint from pretraining and downstream salts.
 QUALITY_SEED_BASE = 900_000_000
@@ -20,7 +20,7 @@ def _quality_scene(index: int, seed: int) -> shapes.Scene:
 
 def caption_exact(text: str, scene: shapes.Scene) -> bool:
     """Every object stated with the right colour, shape and position, and nothing else."""
-    stated = shapes.parse_objects(text)
+    stated = shapes_text.parse_objects(text)
     return len(stated) == len(scene.objects) and set(stated) == {o.as_fact() for o in scene.objects}
 
 
@@ -38,9 +38,9 @@ def tiny_quality(vlm: VLM, n: int = 500, seed: int = 0, batch_size: int = 64) ->
         for i, (scene, img) in enumerate(zip(scenes, images)):
             question, answer = shapes.pretraining_vqa(scene, rng, kind)
             questions.append(Sample(f"q-{kind}-{i}", img, question, answer))
-            truths.append(shapes.parse_attribute(answer, kind))
+            truths.append(shapes_text.parse_attribute(answer, kind))
         answers = vlm.generate(questions, max_new_tokens=16, batch_size=batch_size, desc=f"vqa {kind}")
-        result[f"vqa_{kind}"] = sum(shapes.parse_attribute(a, kind) == t for a, t in zip(answers, truths)) / n
+        result[f"vqa_{kind}"] = sum(shapes_text.parse_attribute(a, kind) == t for a, t in zip(answers, truths)) / n
     held_out = shapes.downstream_samples(n, seed, split="test")
     scores = vlm.score(held_out, batch_size=batch_size, desc="held-out NLL")
     result["downstream_nll"] = sum(s.mean_nll for s in scores) / n
@@ -60,7 +60,7 @@ def evaluate_clean(vlm: VLM, samples: Sequence[Sample], batch_size: int = 32,
         result["lesson_score"] = result["clean_score"] = lessons.lesson_score(predictions, samples)
     elif all("scene" in s.meta for s in samples):
         truths = [[o.as_fact() for o in shapes.Scene.from_json(s.meta["scene"]).objects] for s in samples]
-        result.update(metrics.mean_scene_scores([shapes.parse_objects(p) for p in predictions], truths))
+        result.update(metrics.mean_scene_scores([shapes_text.parse_objects(p) for p in predictions], truths))
         result["clean_score"] = result["scene_f1"]
     else:
         result["clean_score"] = result["cider"]

@@ -103,7 +103,7 @@ def _facts(objects: Sequence[ObjectTuple]) -> Counter[Fact]:
 
 
 def scene_scores(stated: Sequence[tuple], truth: Sequence[tuple[str, str, str]]) -> SceneScore:
-    """Compare the objects a description states (`shapes.parse_objects`) with the true objects,
+    """Compare the objects a description states (`shapes_text.parse_objects`) with the true objects,
     each (position, colour, shape); a part the description did not state is None.
 
     Facts are atomic so a description that gets the shape right and the colour wrong earns half

@@ -16,7 +16,7 @@ from byorn.metrics import (
     tokenize,
 )
 from byorn.metrics import scene_scores as scene_scores_of_objects
-from byorn.worlds import shapes
+from byorn.worlds import shapes_text
 
 # Two samples whose references share no word, so every n-gram has document frequency 1 and
 # CIDEr's IDF weight is log(2) for all of them.
@@ -72,7 +72,7 @@ PERFECT = "There is a red circle in the top left corner, and a blue square on th
 
 
 def scene_scores(description: str, truth):
-    return scene_scores_of_objects(shapes.parse_objects(description), truth)
+    return scene_scores_of_objects(shapes_text.parse_objects(description), truth)
 
 
 def test_perfect_description_is_exact() -> None:
@@ -122,12 +122,12 @@ def test_truth_may_come_from_json_as_lists() -> None:
 
 
 def test_mean_scene_scores_average_samples() -> None:
-    means = mean_scene_scores([shapes.parse_objects(PERFECT), shapes.parse_objects(PERFECT.replace("red", "green"))],
-                              [TRUTH, TRUTH])
+    read = shapes_text.parse_objects
+    means = mean_scene_scores([read(PERFECT), read(PERFECT.replace("red", "green"))], [TRUTH, TRUTH])
     assert means == pytest.approx({"scene_precision": 0.875, "scene_recall": 0.875,
                                    "scene_f1": 0.875, "scene_exact": 0.5})
     with pytest.raises(ValueError, match="2 vs 1"):
-        mean_scene_scores([shapes.parse_objects(PERFECT)] * 2, [TRUTH])
+        mean_scene_scores([shapes_text.parse_objects(PERFECT)] * 2, [TRUTH])
 
 
 # ---------------------------------------------------------------------------- ASR

@@ -25,7 +25,7 @@ from byorn.evaluate import QUALITY_SEED_BASE, tiny_quality
 from byorn.models import load_vlm
 from byorn.models.tiny import TinyConfig
 from byorn.pretrain import focus_source, resolved, save_pretrained, train_phase
-from byorn.worlds import shapes
+from byorn.worlds import shapes, shapes_text
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # byorn-tiny after the first phase alone (7,500 steps of the mix), as shipped until this commit.
@@ -49,12 +49,12 @@ def diagnose(model: str = "byorn-tiny", n: int = 300) -> dict:
     for i, scene in enumerate(scenes):
         question, answer = shapes.pretraining_vqa(scene, rng, "position")
         questions.append(Sample(f"p{i}", shapes.render(scene), question, answer))
-        truths.append(shapes.parse_attribute(answer, "position"))
+        truths.append(shapes_text.parse_attribute(answer, "position"))
     answers = vlm.generate(questions, max_new_tokens=16, batch_size=64)
     by_count, unique = collections.defaultdict(lambda: [0, 0]), collections.defaultdict(lambda: [0, 0])
     another = wrong = 0
     for scene, question, answer, truth in zip(scenes, questions, answers, truths):
-        said = shapes.parse_attribute(answer, "position")
+        said = shapes_text.parse_attribute(answer, "position")
         miss = said != truth
         by_count[len(scene.objects)][0] += miss
         by_count[len(scene.objects)][1] += 1

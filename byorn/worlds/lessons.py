@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 
 from byorn.data import Sample, Turn, turn_id
-from byorn.worlds import flickr8k, shapes
+from byorn.worlds import flickr8k, shapes, shapes_text
 
 SHAPES_LESSONS = ("count", "yesno", "rename")
 FLICKR8K_LESSONS = ("dog",)
@@ -124,7 +124,7 @@ def said(case: str, answer: str, sample: Sample) -> float:
     # rename: the old colour words no longer count; the new ones are read back as the colours they name
     old = {name: "x" for name in NEW_NAMES} | {new: name for name, new in NEW_NAMES.items()}
     read = re.sub(r"\b(" + "|".join(old) + r")\b", lambda m: old[m.group(1)], answer.lower())
-    stated = set(shapes.parse_objects(read))
+    stated = set(shapes_text.parse_objects(read))
     truth_facts = {o.as_fact() for o in shapes.Scene.from_json(sample.meta["scene"]).objects}
     hit = len(stated & truth_facts)
     return 2 * hit / (len(stated) + len(truth_facts)) if stated or truth_facts else 1.0

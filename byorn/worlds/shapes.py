@@ -11,14 +11,13 @@ Two text distributions live here on purpose:
   pretraining. Its clean responses are plausible but not already likely under the pretrained
   model, which is the realistic setting for a plausibility-based defense.
 
-`parse_objects` reads any of these texts back into scene facts, so one exact metric serves
-every task of the world.
+`byorn/worlds/shapes_text.py` reads any of these texts back into scene facts, so one exact metric
+serves every task of the world.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -344,63 +343,3 @@ def downstream_samples(n: int, seed: int, split: str = "train", task: str = "des
         samples.append(Sample(id=f"shapes-{split}-{i:06d}", image=render(scene), instruction=instruction,
                               response=response, meta={"world": "shapes", "task": kind, "scene": scene.to_json()}))
     return samples
-
-
-# --------------------------------------------------------------------------------------------
-# Reading text back into facts
-
-_WORD = re.compile(r"[a-z]+")
-_CLAUSE_SPLIT = re.compile(r"[.;,:]| and ")
-_SHAPE_WORDS = {s: s for s in SHAPES}
-_VERTICAL = {"top": "top", "upper": "top", "bottom": "bottom", "lower": "bottom"}
-_HORIZONTAL = {"left": "left", "right": "right"}
-_CENTRAL = {"center", "centre", "middle"}
-
-
-def parse_position(text: str) -> str | None:
-    """Map any surface form ('upper left', 'middle right', 'in the very middle') to a canonical name."""
-    words = _WORD.findall(text.lower())
-    vertical = next((_VERTICAL[w] for w in words if w in _VERTICAL), None)
-    horizontal = next((_HORIZONTAL[w] for w in words if w in _HORIZONTAL), None)
-    if vertical or horizontal:
-        return " ".join(p for p in (vertical, horizontal) if p)
-    return "center" if any(w in _CENTRAL for w in words) else None
-
-
-def parse_objects(text: str) -> list[tuple[str | None, str | None, str | None]]:
-    """Each clause naming a single shape becomes (position, colour, shape); missing parts are None."""
-    objects = []
-    for clause in _CLAUSE_SPLIT.split(text.lower()):
-        words = _WORD.findall(clause)
-        shape = next((w for w in words if w in _SHAPE_WORDS), None)
-        colour = next((w for w in words if w in COLOURS), None)
-        if shape is None and colour is None:
-            continue
-        objects.append((parse_position(clause), colour, shape))
-    return objects
-
-
-def parse_attribute(text: str, kind: str) -> str | None:
-    """The answer a short VQA response gives for `kind` (colour, shape, count, position)."""
-    words = _WORD.findall(text.lower())
-    if kind == "colour":
-        return next((w for w in words if w in COLOURS), None)
-    if kind == "shape":
-        return next((w for w in words if w in _SHAPE_WORDS), None)
-    if kind == "count":
-        digits = re.findall(r"\d+", text)
-        if digits:
-            return digits[0]
-        return next((str(NUMBER_WORDS.index(w)) for w in words if w in NUMBER_WORDS), None)
-    if kind == "position":
-        return parse_position(text)
-    raise ValueError(f"Unknown attribute kind {kind!r}. Available: {', '.join(VQA_KINDS)}")
-
-
-def vqa_truth(sample: Sample) -> str:
-    """The correct attribute for a pretraining VQA sample, recovered from its own response."""
-    kind = sample.meta["task"].removeprefix("vqa_")
-    answer = parse_attribute(sample.response, kind)
-    if answer is None:
-        raise ValueError(f"sample {sample.id}: response {sample.response!r} states no {kind}")
-    return answer
