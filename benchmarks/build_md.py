@@ -243,6 +243,11 @@ BEFORE_LESSONS = ("**Measured before lessons:** this section's BYORn rows ran wi
                   "shipped default. [docs/method.md](docs/method.md#lessons) says what those options change.")
 
 
+# Options that change no figure of a row: the canaries are judged on the samples' statistics and move
+# no sample's verdict (tests/test_canaries.py), so a row from before them describes the shipped default.
+REPORTS_ONLY = ("canaries",)
+
+
 def before_lessons(row: dict) -> bool:
     """Whether `row` is a judging defense's row from before the ADDED_SINCE options existed."""
     recorded = row.get("defense_options")
@@ -264,7 +269,7 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
     named = {part.split("=")[0] for part in label[len(defense) + 1:-1].split(",")} if "(" in label else set()
     today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
     # cache_dir is where a grid shares scores and fine-tunes, not how it judges
-    changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir"
+    changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir" and k not in REPORTS_ONLY
                      and row["defense_options"].get(k) != v and not (before_lessons(row) and k in ADDED_SINCE))
     return f"its label leaves out {', '.join(changed)}, whose defaults have changed since" if changed else ""
 
