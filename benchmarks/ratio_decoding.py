@@ -20,7 +20,8 @@ from pathlib import Path
 
 from byorn.attacks import build_attack, poison, triggered_test_set
 from byorn.config import TrainConfig
-from byorn.defenses.reference_ratio import ReferenceRatio, ReferenceRatioConfig
+from byorn.defenses.configs import ReferenceRatioConfig
+from byorn.defenses.reference_ratio import ReferenceRatio
 from byorn.evaluate import evaluate_clean
 from byorn.fileio import atomic_write_text
 from byorn.metrics import attack_success_rate

@@ -15,8 +15,9 @@ import torch
 from byorn.config import TrainConfig
 from byorn.defenses import build_defense
 from byorn.defenses.bye import attention_entropies, decide, separated_layers
-from byorn.defenses.onion import Onion, OnionConfig
-from byorn.defenses.tcap import TcapConfig, dawid_skene, system_shares
+from byorn.defenses.configs import OnionConfig, TcapConfig
+from byorn.defenses.onion import Onion
+from byorn.defenses.tcap import dawid_skene, system_shares
 from byorn.defenses.tcap import decide as tcap_decide
 from byorn.models import load_vlm
 from byorn.worlds import shapes
@@ -303,8 +304,8 @@ def test_tcap_system_shares_are_per_layer_and_head_and_are_shares(tiny_vlm):
     assert (shares >= 0).all() and (shares <= 1 + 1e-6).all() and (shares > 0).any()
 
 
-def test_the_names_a_command_checks_before_loading_are_the_registrys():
-    from byorn.defense_names import DEFENSE_NAMES
+def test_the_options_a_command_checks_before_loading_are_the_registrys():
     from byorn.defenses import DEFENSES
+    from byorn.defenses.configs import CONFIGS
 
-    assert sorted(DEFENSE_NAMES) == sorted(DEFENSES)
+    assert {name: cls.config_class for name, cls in DEFENSES.items()} == CONFIGS

@@ -150,3 +150,16 @@ def test_scan_and_clean_check_their_judgement_options_before_torch_loads(tmp_pat
             "assert 'torch' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_wrong_defense_option_fails_before_torch_loads(tmp_path):
+    """A typo in -d costs no model load: the command stops before torch is imported."""
+    import subprocess
+    import sys
+
+    args = ["train", "--data", "shapes", "--out", str(tmp_path), "--defense", "byorn", "-d", "rul=mad"]
+    code = (f"import sys; from byorn.cli import main\ntry:\n    main({args!r})\n"
+            "except SystemExit as exc:\n    print('torch' in sys.modules, exc.code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "2"], done.stdout + done.stderr
+    assert "rul" in done.stderr

@@ -17,7 +17,7 @@ from byorn.cli.common import (
     renamed,
 )
 from byorn.config import ConfigError, TrainConfig, describe, load_config, parse_overrides
-from byorn.defense_names import DEFENSE_NAMES
+from byorn.defenses.configs import DEFENSE_NAMES, defense_config
 
 
 @click.command(epilog="Config keys (YAML file or KEY=VALUE overrides):\n\n\b\n" + describe(TrainConfig))
@@ -51,7 +51,7 @@ def train(data: str, model: str | None, n_train: int, out_dir: str, config_path:
         overrides = (*overrides, f"model={model}")
     try:  # the command line is checked before torch and the model load, seconds that a typo should not cost
         config = load_config(TrainConfig, config_path, overrides)
-        parse_overrides(defense_options, "--defense-option")
+        defense_config(defense, parse_overrides(defense_options, "--defense-option"))
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     import torch

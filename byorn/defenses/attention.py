@@ -7,31 +7,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from byorn.config import TrainConfig, option
+from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses.base import Verdict
 from byorn.models.hf import VLM, batches, eval_mode
 from byorn.train import finetune
 from byorn.trained import trained_or_found
-
-
-@dataclass
-class ProbeConfig:
-    """The options BYE and TCAP share: their probe fine-tune, attention batches, mixtures' seed."""
-
-    probe_epochs: float = option(0.0, "epochs of the probe fine-tune on the poisoned data; 0: as the real one",
-                                 min=0.0)
-    batch_size: int = option(32, "samples per attention batch", min=1)
-    seed: int = option(0, "seed of the Gaussian mixtures")
-    cache_dir: str = option("", "a folder of fine-tunes already run (byorn bench gives its grid's): a fine-tune of the "
-                                "same weights on the same samples with the probe's settings is loaded from it, not "
-                                "trained again (full fine-tuning only); empty: always train the probe")
 
 
 def probe_finetune(vlm: VLM, samples: Sequence[Sample], train: TrainConfig | None, epochs: float,

@@ -20,23 +20,17 @@ The probe needs eager attention (to return attention weights) and a second copy 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from byorn.config import TrainConfig, option
+from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.defenses.attention import ProbeConfig, judged_on_images, probe_finetune, read_last_token_attention
+from byorn.defenses.attention import judged_on_images, probe_finetune, read_last_token_attention
 from byorn.defenses.base import DroppingDefense, Verdict
+from byorn.defenses.configs import ByeConfig
 from byorn.models.hf import VLM
-
-
-@dataclass
-class ByeConfig(ProbeConfig):
-    separation: float = option(2.0, "keep a layer when its two entropy clusters' means differ by more than "
-                                    "this times the sum of their standard deviations", min=0.0)
 
 
 class Bye(DroppingDefense):

@@ -28,20 +28,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from byorn.config import TrainConfig, option
+from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses.base import Defense
+from byorn.defenses.configs import OnionConfig
 from byorn.models import instruction_reader, resolve_model_path
 from byorn.models.hf import IGNORE_INDEX, VLM, batches, eval_mode, token_nll
 from byorn.scoring import NEUTRAL_GREY
-
-
-@dataclass
-class OnionConfig:
-    threshold: float = option(0.0, "delete a word when its suspicion (perplexity drop without it) is above this")
-    lm: str = option("auto", "language model for the perplexities: a causal LM directory, byorn-tiny-lm, 'vlm' "
-                             "(the VLM's own), or auto (the VLM's own; byorn-tiny-lm for byorn-tiny)")
-    batch_size: int = option(64, "sentences per language-model batch", min=1)
 
 
 @dataclass(frozen=True)

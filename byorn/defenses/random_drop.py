@@ -10,24 +10,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from byorn.config import TrainConfig, option
+from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses.base import DroppingDefense, Verdict
 from byorn.defenses.byorn import JudgingDefense
-from byorn.defenses.byorn_config import JudgeConfig
+from byorn.defenses.configs import RandomDropConfig
 from byorn.models.hf import VLM
-
-
-@dataclass
-class RandomDropConfig(JudgeConfig):
-    """BYORn's judgement (to count what it flags), the draw's seed, or a fixed count."""
-
-    count: int = option(-1, "drop this many samples; -1: as many as BYORn's judgement flags (scores the data)",
-                        min=-1)
-    seed: int = option(0, "seed of the random choice")
 
 
 class RandomDrop(JudgingDefense, DroppingDefense):

@@ -26,25 +26,17 @@ import copy
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from byorn.config import TrainConfig, option
+from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses.base import Defense
+from byorn.defenses.configs import ReferenceRatioConfig
 from byorn.models.hf import IGNORE_INDEX, VLM, batches
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReferenceRatioConfig:
-    # CleanGen's alpha is a threshold on the same ratio; 20 is a middle value of the range it studies.
-    alpha: float = option(20.0, "replace a token when the fine-tuned model's probability of it is more than "
-                                "alpha times the reference's", min=1.0)
-    batch_size: int = option(32, "answers per teacher-forced check", min=1)
 
 
 class ReferenceRatio(Defense):

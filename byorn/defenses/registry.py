@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from byorn.config import from_dict
 from byorn.defenses.base import Defense, NoDefense
 from byorn.defenses.bye import Bye
 from byorn.defenses.byorn import ByornDefense
+from byorn.defenses.configs import defense_config
 from byorn.defenses.onion import Onion
 from byorn.defenses.oracle import Oracle
 from byorn.defenses.random_drop import RandomDrop
@@ -26,12 +26,6 @@ DEFENSES: dict[str, type[Defense]] = {
 
 
 def build_defense(name: str, /, **options: Any) -> Defense:
-    """The defense `name`, configured by `options` (its config's fields)."""
-    if name not in DEFENSES:
-        raise ValueError(f"Unknown defense {name!r}. Available: {', '.join(sorted(DEFENSES))}")
-    cls = DEFENSES[name]
-    if cls.config_class is None:
-        if options:
-            raise ValueError(f"defense {name!r} takes no options; got {', '.join(map(repr, options))}")
-        return cls()
-    return cls(from_dict(cls.config_class, options, source=f"defense {name!r}"))
+    """The defense `name`, configured by `options` (its config's fields: byorn/defenses/configs.py)."""
+    config = defense_config(name, options)
+    return DEFENSES[name]() if config is None else DEFENSES[name](config)

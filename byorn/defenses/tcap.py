@@ -28,30 +28,21 @@ mixture has one component is not separated (separation 0); no separated head fla
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from byorn.config import TrainConfig, option
+from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.defenses.attention import ProbeConfig, judged_on_images, probe_finetune, read_last_token_attention
+from byorn.defenses.attention import judged_on_images, probe_finetune, read_last_token_attention
 from byorn.defenses.base import DroppingDefense, Verdict
+from byorn.defenses.configs import TcapConfig
 from byorn.models.hf import VLM
 
 MAX_COMPONENTS = 5
 OVERLAP_EPS = 1e-3
 GRID_POINTS = 512
-
-
-@dataclass
-class TcapConfig(ProbeConfig):
-    layers: float = option(0.5, "share of the language model's layers, counted from the last, whose heads may vote",
-                           min=0.0, max=1.0)
-    heads: int = option(8, "the most separated heads that vote", min=1)
-    vote: float = option(0.5, "a head votes for a sample when the sample's posterior of the head's target "
-                              "components is above this", min=0.0, max=1.0)
 
 
 class Tcap(DroppingDefense):
