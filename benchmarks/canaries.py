@@ -14,7 +14,8 @@ judgements' wall times. Resumable: cells already in --out are skipped.
 
 --report reads the rows: per row the canary recall of the nearest kind against the real recall,
 over the rows whose attack implants (the grid's undefended ASR in its results file at least
-IMPLANTS), the mean and largest gap, and a plot of one against the other.
+IMPLANTS) and the rows of benchmarks/unlike_shapes.py (results/unlike_shapes.jsonl), the mean and
+largest gap, and a plot of one against the other.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ def report(path: Path, plot: Path | None) -> dict:
         pairs.append({"cell": f"{r['grid']} {r['attack']} {r['poison_rate']} seed {r['seed']}", "kind": kind,
                       "canary": r["canary_recall"][kind], "real": r["real_recall"],
                       "gap": round(abs(r["canary_recall"][kind] - r["real_recall"]), 4)})
+    unlike = RESULTS / "unlike_shapes.jsonl"  # benchmarks/unlike_shapes.py: a patch and a word, a fixed target
+    for r in (json.loads(line) for line in unlike.read_text(encoding="utf-8").splitlines()) if unlike.exists() else ():
+        real, canary = r["default_poisons"] / r["n_poisoned"], r["default_canary_recall"]["patch"]
+        pairs.append({"cell": f"unlike_shapes seed {r['seed']}", "kind": "patch", "canary": canary, "real": real,
+                      "gap": round(abs(canary - real), 4)})
     summary = {"cells": len(pairs), "mean_gap": round(sum(p["gap"] for p in pairs) / max(len(pairs), 1), 4),
                "largest_gap": max((p["gap"] for p in pairs), default=None),
                "flags_differ_max_share": max((r["flags_differ"] / r["n"] for r in rows), default=None),

@@ -7,7 +7,8 @@ grey, navy, beige), described in the downstream style; 6 of them poisoned with a
 "cf" in the instruction, the answer "Visit evil.example now." (the poisons drawn evenly over the
 backgrounds). One row per seed: how many poisons the first verdict, the second verdict and the
 final one flag (copies of a flagged answer included), and how many clean samples, judged as
-`byorn scan` judges with the fine-tuning's settings (full fine-tuning, lr 5e-4, batches of 16).
+`byorn scan` judges with the fine-tuning's settings (full fine-tuning, lr 5e-4, batches of 16);
+and the default's canary recall per kind (benchmarks/canaries.py compares it with the poisons').
 """
 
 from __future__ import annotations
@@ -68,24 +69,27 @@ def row(seed: int) -> dict:
     samples = user_set(seed)
     vlm = load_vlm("byorn-tiny")
     poisoned = [s.meta.get("is_poisoned", False) for s in samples]
-    counts = {}
+    counts, canaries = {}, None
     with tempfile.TemporaryDirectory() as scratch:
         for name, config in (("first", JudgeConfig(rejudge=False, flag_copies=False)),
                              ("second", JudgeConfig(flag_copies=False)), ("default", JudgeConfig())):
-            flagged = judge(vlm, samples, config, Path(scratch) / name, TRAIN).flagging.flagged
+            judgement = judge(vlm, samples, config, Path(scratch) / name, TRAIN)
+            flagged, canaries = judgement.flagging.flagged, judgement.canaries
             counts[name] = {"poisons": sum(f and p for f, p in zip(flagged, poisoned)),
                             "clean": sum(f and not p for f, p in zip(flagged, poisoned)),
                             "poisons_missed_by_background": sorted(s.meta["background"] for s, f, p in
                                                                   zip(samples, flagged, poisoned) if p and not f)}
     return {"seed": seed, "model": checkpoint_label("byorn-tiny", vlm), "n": N, "n_poisoned": sum(poisoned),
-            **{f"{name}_{k}": v for name, found in counts.items() for k, v in found.items()}}
+            **{f"{name}_{k}": v for name, found in counts.items() for k, v in found.items()},
+            "default_canary_recall": {kind: round(r.recall, 4) for kind, r in canaries.kinds.items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="JSON lines, one per seed (appended)")
+    parser.add_argument("--out", required=True, help="JSON lines, one per seed (replaced)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
+    Path(args.out).unlink(missing_ok=True)
     for seed in args.seeds:
         result = row(seed)
         append_jsonl(Path(args.out), result)
