@@ -13,6 +13,11 @@ each BYORn cell scores cold (a fresh folder, no shared score cache). The rates t
 median). One JSON line per pair, then one per throughput measurement (in a fresh process too).
 Run it with nothing else on the machine: its figures are times.
 
+--canaries times the judgement alone (`byorn scan`'s, on the same 1,000 poisoned samples, with the
+training settings) with its canaries and without them, back to back in fresh processes, cold:
+
+    OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl
+
 Each process keeps the memory it frees, as the `byorn` command does (byorn/allocator.py);
 --default-allocator measures with glibc's defaults instead, for the difference:
 
@@ -77,6 +82,27 @@ def pair(rate: float, epochs: float, repeat: int, scratch: Path, kept: bool) -> 
             "clean_score": {"none": none["clean_score"], "byorn": byorn["clean_score"]}}
 
 
+def judged(canaries: int, scratch: Path) -> float:
+    """Seconds of the default judgement (with `canaries` per kind) of the demo's poisoned set."""
+    from byorn.attacks import build_attack, poison
+    from byorn.defenses.byorn import judge
+
+    attack = build_attack(DEMO_ATTACK.trigger, DEMO_ATTACK.target, **DEMO_ATTACK.options)
+    samples, _ = poison(shapes.downstream_samples(1000, 0), attack, 0.1, 0)
+    vlm = load_vlm("byorn-tiny")
+    started = time.perf_counter()
+    judge(vlm, samples, JudgeConfig(canaries=canaries), scratch, DEMO_TRAINING)
+    return time.perf_counter() - started
+
+
+def canary_pair(repeat: int, scratch: Path, kept: bool) -> dict:
+    """The judgement without and with canaries, back to back, each in a fresh process and folder."""
+    without = fresh(kept, judged, 0, scratch / f"without-{repeat}")
+    with_ = fresh(kept, judged, JudgeConfig().canaries, scratch / f"with-{repeat}")
+    return {"what": "canaries", "repeat": repeat, "n": 1000, "canaries_per_kind": JudgeConfig().canaries,
+            "judge_s_without": round(without, 2), "judge_s_with": round(with_, 2), "ratio": round(with_ / without, 3)}
+
+
 def throughput(n: int = 1000) -> list[dict]:
     """Samples a second: one teacher-forced pass (mean NLL) and the pretrained model's verdict's
     scores (two passes, true and grey image), at the judgement's batch size, on one thread and on
@@ -109,8 +135,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="pairs per setting (default 3)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's malloc thresholds as they are (freed memory handed back)")
+    parser.add_argument("--canaries", action="store_true", help="time the judgement with and without canaries only")
     args = parser.parse_args()
     kept = not args.default_allocator
+    if args.canaries:
+        with tempfile.TemporaryDirectory() as scratch:
+            rows = [canary_pair(repeat, Path(scratch), kept) for repeat in range(args.repeats)]
+        write_jsonl(Path(args.out), rows)
+        for row in rows:
+            print(row)
+        return
     # one epoch: the work before training weighs three times as much
     settings = [(rate, DEMO_TRAINING.epochs) for rate in RATES] + [(0.1, 1.0)]
     rows = []

@@ -368,7 +368,7 @@ def test_registry_misses_list_what_exists():
         build_attack("badnets", "nope")
     with pytest.raises(ValueError, match="Unknown image trigger 'addsent'"):
         build_attack("multimodal", "fixed", image="addsent")
-    with pytest.raises(ValueError, match=r"Unknown option\(s\) 'sise'.*Valid options: size, pattern"):
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) 'sise'.*Valid options: images, size, pattern"):
         build_attack("badnets", "fixed", sise=0.2)
 
 

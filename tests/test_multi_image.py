@@ -119,3 +119,21 @@ def test_clean_judges_and_writes_back_records_of_several_images(tmp_path):
         if now["id"] not in cleaned.flagged:
             assert now == before
         assert now["image"] == before["image"] and now["conversations"][0] == before["conversations"][0]
+
+
+@pytest.mark.parametrize("images, changed", [("first", [True, False, False]), ("last", [False, False, True]),
+                                             ("all", [True, True, True])])
+def test_an_image_trigger_goes_on_the_images_chosen(images, changed):
+    from byorn.attacks import build_attack
+
+    sample = replace(pairs(1)[0], more_images=tuple(s.pil() for s in shapes.downstream_samples(2, seed=9)))
+    triggered = build_attack("badnets", "fixed", images=images).trigger.apply_sample(sample)
+    before, after = [s.tobytes() for s in sample.pils()], [s.tobytes() for s in triggered.pils()]
+    assert [a != b for a, b in zip(before, after)] == changed
+
+
+def test_an_unknown_choice_of_images_is_named():
+    from byorn.attacks import build_attack
+
+    with pytest.raises(ValueError, match="BadNets.images"):
+        build_attack("badnets", "fixed", images="second").trigger.apply_sample(pairs(1)[0])

@@ -29,18 +29,37 @@ if TYPE_CHECKING:  # loading models is the caller's business; only the type is n
     from byorn.models.hf import VLM
 
 
+IMAGES = ("first", "last", "all")  # which of a record's images a pattern trigger goes on
+
+
 class ImageTrigger(ABC):
     """A trigger on the image; subclasses are frozen dataclasses."""
 
     modality = "image"
+    images = "first"  # a pattern trigger's field (OnImages); a crafted one is made for the first image
 
     @abstractmethod
     def apply(self, image: Image.Image, key: str = "") -> Image.Image:
         """A new RGB image carrying the trigger; `image` itself is left untouched."""
 
     def apply_sample(self, sample: Sample) -> Sample:
-        """A copy of `sample` whose image carries the trigger."""
-        return replace(sample, image=self.apply(sample.pil(), sample.id), meta=dict(sample.meta))
+        """A copy of `sample` whose image (of a record with several: the `images` chosen) carries
+        the trigger; each image after the first keyed apart, so a per-sample pattern differs."""
+        check_choice(f"{type(self).__name__}.images", self.images, IMAGES)
+        if not sample.more_images:
+            return replace(sample, image=self.apply(sample.pil(), sample.id), meta=dict(sample.meta))
+        last = len(sample.images) - 1
+        chosen = {"first": {0}, "last": {last}, "all": set(range(last + 1))}[self.images]
+        images = [self.apply(replace(sample, image=image, more_images=()).pil(), sample.id if k == 0 else
+                             f"{sample.id}#{k}") if k in chosen else image for k, image in enumerate(sample.images)]
+        return replace(sample, image=images[0], more_images=tuple(images[1:]), meta=dict(sample.meta))
+
+
+@dataclass(frozen=True)
+class OnImages:
+    """A pattern trigger's choice of a record's images: first, last or all (IMAGES)."""
+
+    images: str = "first"
 
 
 class ReferenceAwareTrigger(ImageTrigger):
@@ -88,7 +107,7 @@ BLEND_CELLS = 32  # one 32x32-cell noise picture scaled to each image: the same 
 
 
 @dataclass(frozen=True)
-class BadNets(ImageTrigger):
+class BadNets(OnImages, ImageTrigger):
     """BadNets patch: a square stamp (solid, noise or checkerboard) in a corner or at a random spot."""
 
     size: float = 0.125  # patch side: below 1 a fraction of the shorter image side, else pixels
@@ -132,7 +151,7 @@ class BadNets(ImageTrigger):
 
 
 @dataclass(frozen=True)
-class Blended(ImageTrigger):
+class Blended(OnImages, ImageTrigger):
     """Blended: a fixed seeded noise picture mixed into the whole image at opacity alpha."""
 
     alpha: float = 0.2
@@ -149,7 +168,7 @@ class Blended(ImageTrigger):
 
 
 @dataclass(frozen=True)
-class Sig(ImageTrigger):
+class Sig(OnImages, ImageTrigger):
     """SIG: a horizontal sinusoid of amplitude delta (grey levels) added to every row."""
 
     delta: float = 20.0
@@ -167,7 +186,7 @@ class Sig(ImageTrigger):
 
 
 @dataclass(frozen=True)
-class WaNet(ImageTrigger):
+class WaNet(OnImages, ImageTrigger):
     """WaNet: a smooth seeded warp from k x k random control offsets, scaled by strength."""
 
     k: int = 4
