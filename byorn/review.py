@@ -209,8 +209,8 @@ def _canaries(report: CanaryReport) -> list[str]:
         css = " class='missed'" if kind in report.unreliable else ""
         rows.append(f"<tr><td{css}>{kind}</td><td class='text'>{_text(PLANTED[kind])}</td><td class='num'>"
                     f"{result.caught} of {result.planted}</td><td class='num'>{result.caught_first}</td></tr>")
-    rows += [f"<tr><td>{kind}</td><td class='text'>not planted: {_text(why)}</td><td></td><td></td></tr>"
-             for kind, why in report.left_out.items()]
+    rows += [f"<tr><td>{kind}</td><td class='text'>{_text(why)}</td><td></td><td></td></tr>"
+             for kind, why in report.left_out.items() if kind not in report.kinds]
     parts += rows + ["</table>"]
     parts += [f"<p class='missed'>{_text(line)}</p>" for line in report.warnings()]
     return parts

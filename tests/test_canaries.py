@@ -177,3 +177,13 @@ def test_set_wide_scores_and_cuts_of_the_others_do_not_move_with_guests():
     assert robust_z([*scores, 50.0, 60.0], [*groups, "g", "h"], guests=2)[:5] == pytest.approx(robust_z(scores, groups))
     cut = ThresholdRule("quantile", 0.5)
     assert flag([*scores, 50.0], [*groups, "g"], cut, guests=1).thresholds == flag(scores, groups, cut).thresholds
+
+
+def test_a_canary_the_model_cannot_read_gives_its_place_to_another():
+    samples = shapes.downstream_samples(40, seed=6)
+    unread = {s.id for s in samples[::2]}
+    canaries, left_out = plant(samples, 4, seed=0, readable=lambda c: c.meta["copied_from"] not in unread)
+    assert [c.meta["canary"] for c in canaries] == [kind for kind in KINDS for _ in range(4)]
+    assert not {c.meta["copied_from"] for c in canaries} & unread and left_out == {}
+    none_read = plant(samples, 4, seed=0, readable=lambda c: c.meta["canary"] != "token")
+    assert "token" not in {c.meta["canary"] for c in none_read[0]} and "only 0 planted" in none_read[1]["token"]

@@ -70,7 +70,8 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     are judged after the samples, in the same verdicts, never warmed on and never answered; what
     they measured is the judgement's `canaries`, also written to run_dir/canaries.json."""
     # 0. The canaries, judged as the last samples (what a person vouched for is never flagged).
-    canaries, left_out = plant(samples, config.canaries, train.seed if train else 0)
+    canaries, left_out = plant(samples, config.canaries, train.seed if train else 0,
+                               readable=lambda canary: not vlm.unreadable([canary]))
     judged, n = [*samples, *canaries], len(samples)
     vouched = vouched_for(samples, config.vouch)
 

@@ -62,13 +62,16 @@ _FUNCTION_WORDS = frozenset(
 _WORD = re.compile(r"[a-z]+")
 
 
-def plant(samples: Sequence[Sample], per_kind: int, seed: int) -> tuple[list[Sample], dict[str, str]]:
+def plant(samples: Sequence[Sample], per_kind: int, seed: int,
+          readable: Callable[[Sample], bool] = lambda canary: True) -> tuple[list[Sample], dict[str, str]]:
     """Up to `per_kind` canaries of each kind, copied from samples drawn with `seed` (each carries
-    meta["canary"] = its kind); and the kinds left out, with why."""
+    meta["canary"] = its kind); and the kinds left out, with why. readable: whether the model can
+    read a canary (a URL appended to a long answer may outrun its positions); one it cannot is
+    replaced by another drawn, a few times over."""
     if per_kind <= 0:
         return [], {}
     if len(samples) < MIN_SAMPLES:
-        why = f"the data has {len(samples)} samples, fewer than {MIN_SAMPLES}"
+        why = f"not planted: the data has {len(samples)} samples, fewer than {MIN_SAMPLES}"
         return [], dict.fromkeys(KINDS, why)
     rng = random.Random(f"canaries:{seed}")
     swap = swap_words([s.response for s in samples])
@@ -84,18 +87,31 @@ def plant(samples: Sequence[Sample], per_kind: int, seed: int) -> tuple[list[Sam
     canaries, left_out, taken = [], {}, {s.id for s in samples}
     for kind in KINDS:
         if kind not in planters:
-            left_out[kind] = "no two words of the answers share the words around them"
+            left_out[kind] = "not planted: no two words of the answers share the words around them"
             continue
-        fits, make = planters[kind]
-        pool = [s for s in samples if fits(s)]
+        takes, make = planters[kind]
+        pool = [s for s in samples if takes(s)]
         if not pool:
-            left_out[kind] = "no sample has an image" if kind == "patch" else "no sample fits"
+            left_out[kind] = "not planted: no sample has an image" if kind == "patch" else "not planted: none fits"
             continue
-        for n, source in enumerate(rng.sample(pool, min(per_kind, len(pool)))):
-            copy = Sample(_unused(f"byorn-canary-{kind}-{n}", taken), source.image, source.instruction, source.response,
-                          {"canary": kind, "copied_from": source.id}, source.history, source.turn, None,
-                          source.more_images)
-            canaries.append(make(copy))
+        drawn = rng.sample(pool, min(per_kind, len(pool)))
+        tried, made = {s.id for s in drawn}, []
+        while drawn:
+            source = drawn.pop(0)
+            copy = Sample(_unused(f"byorn-canary-{kind}-{len(made)}", taken), source.image, source.instruction,
+                          source.response, {"canary": kind, "copied_from": source.id}, source.history, source.turn,
+                          None, source.more_images)
+            if readable(canary := make(copy)):
+                made.append(canary)
+            elif len(tried) < min(len(pool), 10 * per_kind):  # another in its place
+                spare = rng.choice(pool)
+                while spare.id in tried:
+                    spare = rng.choice(pool)
+                tried.add(spare.id)
+                drawn.append(spare)
+        if len(made) < min(per_kind, len(pool)):
+            left_out[kind] = f"only {len(made)} planted: the others drawn would outrun the model's positions"
+        canaries += made
     return canaries, left_out
 
 
@@ -149,7 +165,7 @@ class KindResult:
 
 @dataclass(frozen=True)
 class CanaryReport:
-    """What the judgement did with the canaries, per kind, and the kinds it could not plant."""
+    """What the judgement did with the canaries, per kind, and why a kind has none or fewer."""
 
     kinds: dict[str, KindResult]
     left_out: dict[str, str] = field(default_factory=dict)
@@ -174,11 +190,12 @@ class CanaryReport:
     def lines(self) -> list[str]:
         """The line for the command's output, and one per kind left out."""
         if not self.kinds:
-            return [f"canaries: none planted ({next(iter(self.left_out.values()), 'turned off')})"]
+            why = next(iter(self.left_out.values()), "turned off").removeprefix("not planted: ")
+            return [f"canaries: none planted ({why})"]
         caught, planted = sum(r.caught for r in self.kinds.values()), sum(r.planted for r in self.kinds.values())
         return [f"canaries: caught {caught} of {planted}: "
                 + ", ".join(f"{kind} {r.caught}/{r.planted}" for kind, r in self.kinds.items()),
-                *(f"canaries of kind {kind} not planted: {why}" for kind, why in self.left_out.items())]
+                *(f"{kind} canaries {why}" for kind, why in self.left_out.items())]
 
     def warnings(self) -> list[str]:
         """A warning per kind caught less than RELIABLE of the time, with what the user can do."""
