@@ -125,6 +125,13 @@ SECTIONS = [
             "(OMP_NUM_THREADS=1 each; two side by side); the images unlike the shapes world: "
             "OMP_NUM_THREADS=1 python benchmarks/unlike_shapes.py --out benchmarks/results/unlike_shapes.jsonl",
             ["asr", "lesson_score"], "lessons.md", table="lessons"),
+    Section("Canaries: does what they catch predict what the judgement catches?", ["canaries"],
+            "OMP_NUM_THREADS=1 python benchmarks/canaries.py benchmarks/judgement.yaml benchmarks/lessons_yesno.yaml "
+            "benchmarks/lessons_count.yaml benchmarks/lessons_rename.yaml benchmarks/judgement_flickr8k.yaml "
+            "--out benchmarks/results/canaries.jsonl, then python benchmarks/canaries.py --report "
+            "benchmarks/results/canaries.jsonl --plot benchmarks/plots/canaries.png; their cost: "
+            "OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl",
+            [], "canaries.md", table="canaries"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
@@ -556,8 +563,24 @@ def lessons_table(rows: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def canaries_table(rows: list[dict], metrics: list[str]) -> str:
+    """Per judged cell (benchmarks/canaries.py): the real poisons' recall, the canary recall of the
+    kind nearest the attack and of every kind, the real samples whose flags differ without the
+    canaries, and the judgement's time with them over without."""
+    lines = ["| grid | attack | poison rate | seed | real recall | nearest kind: canary recall | every kind | "
+             "flags that differ | time with / without |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        kinds = ", ".join(f"{kind} {recall:.1f}" for kind, recall in r["canary_recall"].items())
+        nearest = r["canary_recall"].get(r["nearest_kind"])
+        near = f"{r['nearest_kind']}: {nearest:.2f}" if nearest is not None else f"{r['nearest_kind']}: none planted"
+        lines.append(f"| {Path(r['grid']).stem} | {r['attack']} | {r['poison_rate']:g} | {r['seed']} | "
+                     f"{r['real_recall']:.2f} | {near} | {kinds} | {r['flags_differ']} of {r['n']} | "
+                     f"{r['judge_s_with'] / r['judge_s_without']:.2f} |")
+    return "\n".join(lines)
+
+
 TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table,
-          "settings": settings_table, "lessons": lessons_table}
+          "settings": settings_table, "lessons": lessons_table, "canaries": canaries_table}
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses.byorn import judge
 from byorn.defenses.byorn_config import JudgeConfig
+from byorn.defenses.byorn_records import Judgement
+from byorn.distributed import barrier, is_main
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 from byorn.models.hf import VLM
 from byorn.outdir import finish_output, start_output
@@ -41,12 +43,24 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     """Score, flag and rank; writes scan.jsonl, scan.csv, scores.png and review.html (the page to
     review what was flagged, byorn.review) to `out_dir`. train: the warm-up's settings (the
     fine-tuning the data is for; TrainConfig's defaults if None)."""
-    out_dir = start_output(out_dir, "scan", WRITTEN, [s.image for s in samples if isinstance(s.image, Path)])
+    if is_main():  # under `accelerate launch` every process judges (each scores its share); one writes
+        start_output(out_dir, "scan", WRITTEN, [s.image for s in samples if isinstance(s.image, Path)])
+    barrier()
+    out_dir = Path(out_dir)
     scores, flagging = (judgement := judge(vlm, samples, config, out_dir, train)).scores, judgement.flagging
     groups = flagging.groups
     order = sorted(range(len(samples)), key=lambda i: -scores[i])
     rows = [ScanRow(rank, samples[i].id, scores[i], flagging.flagged[i], flagging.thresholds[groups[i]], groups[i],
                     samples[i].instruction, samples[i].response) for rank, i in enumerate(order, start=1)]
+    if is_main():
+        _write(out_dir, rows, samples, config, judgement)
+    return rows
+
+
+def _write(out_dir: Path, rows: list[ScanRow], samples: Sequence[Sample], config: JudgeConfig,
+           judgement: Judgement) -> None:
+    """scan.jsonl, scan.csv, scores.png and review.html, then the folder marked finished."""
+    scores, flagging = judgement.scores, judgement.flagging
     write_jsonl(out_dir / "scan.jsonl", (vars(r) for r in rows), ensure_ascii=False)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS)
@@ -55,10 +69,9 @@ def scan(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, out_dir: str 
     atomic_write_text(out_dir / "scan.csv", buffer.getvalue())
     score = f"{config.variant}, then {config.rejudge_variant} (MAD units)" if config.rejudge else config.variant
     plot_histogram(scores, flagging.thresholds, score, out_dir / "scores.png")
-    write_review(out_dir / REVIEW_NAME, samples, scores, flagging.flagged, groups=groups,
+    write_review(out_dir / REVIEW_NAME, samples, scores, flagging.flagged, groups=flagging.groups,
                  thresholds=flagging.thresholds, title=f"byorn scan: {out_dir.name}", judgement=judgement)
     finish_output(out_dir)
-    return rows
 
 
 # what a spreadsheet reads as the start of a formula, in ASCII and full width (Excel and others

@@ -1,5 +1,6 @@
 """Two CPU processes (DDP over gloo, launched by `accelerate launch`) train exactly what one
-process trains: scoring split between them, the audit log merged without duplicates."""
+process trains: scoring split between them, the audit log merged without duplicates; and scan
+what one process scans."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517"]
 
 
-def _run(launcher: list[str], out: Path) -> None:
+def _run(launcher: list[str], out: Path, command: list[str] = TRAIN) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*launcher, "-m", "byorn.cli", *TRAIN, "--out", str(out)], env=env, capture_output=True,
+    done = subprocess.run([*launcher, "-m", "byorn.cli", *command, "--out", str(out)], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def _records(run: Path, event: str) -> list[dict]:
@@ -74,6 +76,22 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     single, double = (load_file(run / "adapter" / "adapter_model.safetensors") for run in (one, two))
     assert single.keys() == double.keys()
     assert max(float((single[k] - double[k]).abs().max()) for k in single) < 1e-4
+
+
+def test_two_processes_scan_what_one_process_scans(tmp_path):
+    """`accelerate launch byorn scan`: each process scores its share, the warm-up runs as DDP, one
+    process writes the folder and reports."""
+    scan = ["scan", "--data", "shapes", "--n", "96", "-d", "precision=float32", "-d", "canaries=3"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run([sys.executable], one, scan)
+    printed = _run(LAUNCH, two, scan)
+    assert printed.count("most implausible first") == 1
+    rows = [{r["id"]: r for r in map(json.loads, (run / "scan.jsonl").read_text().splitlines())} for run in (one, two)]
+    assert {i: r["flagged"] for i, r in rows[0].items()} == {i: r["flagged"] for i, r in rows[1].items()}
+    assert all(rows[0][i]["score"] == pytest.approx(rows[1][i]["score"], abs=0.05) for i in rows[0])
+    canaries = [json.loads((run / "canaries.json").read_text())["kinds"] for run in (one, two)]
+    assert {k: v["caught"] for k, v in canaries[0].items()} == {k: v["caught"] for k, v in canaries[1].items()}
+    assert not (two / "UNFINISHED").exists()
 
 
 def test_example_launcher_configs_are_valid_accelerate_configs():

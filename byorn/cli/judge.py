@@ -121,6 +121,10 @@ def scan(data: str, model: str | None, n_samples: int, out_dir: str, options: tu
         rows = run_scan(vlm, samples, config, out_dir, train)
     except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit
         fail(str(exc))
+    from byorn.distributed import is_main
+
+    if not is_main():  # under `accelerate launch`, one process reports
+        return
     flagged = sum(r.flagged for r in rows)
     click.echo(f"{flagged} of {len(rows)} flagged ({config.rule}); most implausible first:")
     for row in rows[:top]:
