@@ -155,8 +155,13 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
     def token_scores(share: Sequence[Sample]) -> list[ResponseScore]:
         return vlm.score(share, batch_size, desc=desc)
 
-    # the grey pass shares each batch's encoding with the true one (`VLM.score_views`)
-    passes = map_sharded(lambda share: vlm.score_views(share, views, batch_size, desc=desc), samples)
+    def scored(part: Sequence[Sample]) -> list:  # the grey pass shares each batch's encoding (`VLM.score_views`)
+        return map_sharded(lambda share: vlm.score_views(share, views, batch_size, desc=desc), part) if part else []
+
+    # guests in batches of their own: a sample batched beside one would be padded otherwise, and
+    # rounded otherwise, than without it
+    hosts = len(samples) - guests
+    passes = scored(samples[:hosts]) + scored(samples[hosts:])
     seen = [scores[0] for scores in passes]
     blind = [scores[1] for scores in passes] if views else []
     out: dict[str, list[float]] = {}
