@@ -28,6 +28,7 @@ from byorn.data import Sample, Source, conversation_of
 from byorn.defenses.byorn import ByornDefense
 from byorn.defenses.byorn_config import ByornConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, VERDICT_NAME
+from byorn.defenses.canaries import CANARIES_NAME
 from byorn.defenses.live_answers import history_replaced
 from byorn.formats import DATA_NAMES, save_jsonl, save_llava_json, save_rows, write_back
 from byorn.formats.images import copy_images as copy_image_files
@@ -40,7 +41,7 @@ Layout = Literal["llava", "jsonl", "rows", "parquet"]  # how a built-in world's 
 SAVERS = {"llava": save_llava_json, "jsonl": save_jsonl, "rows": save_rows,
           "parquet": lambda samples, out_dir: save_rows(samples, out_dir, parquet=True)}
 # what `clean` writes in OUT besides the data set, each replaced whole by a new run
-WRITTEN = ("images", AUDIT_NAME, VERDICT_NAME, REVIEW_NAME)
+WRITTEN = ("images", AUDIT_NAME, VERDICT_NAME, REVIEW_NAME, CANARIES_NAME)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -201,7 +201,8 @@ def _canaries(report: CanaryReport) -> list[str]:
     parts = ["<h2>Canaries: what the judgement catches on this data</h2>",
              "<p>Before judging, byorn planted a few poisons of each kind in copies of samples of this data and "
              "judged them with the rest (never trained on, and not among the samples below). The share of each "
-             "kind it flagged is how much of such an attack it would catch here.</p>"]
+             "kind it flagged estimates how much of such an attack it would catch here. The estimate may run "
+             "high: a real poison the first verdict misses may be learnt by the warm-up, a canary never is.</p>"]
     if not report.kinds:
         return parts + [f"<p>{_text(line)}</p>" for line in report.lines()]
     rows = ["<table><tr><th>kind</th><th>what was planted</th><th>caught</th><th>by the first verdict</th></tr>"]
@@ -210,7 +211,7 @@ def _canaries(report: CanaryReport) -> list[str]:
         rows.append(f"<tr><td{css}>{kind}</td><td class='text'>{_text(PLANTED[kind])}</td><td class='num'>"
                     f"{result.caught} of {result.planted}</td><td class='num'>{result.caught_first}</td></tr>")
     rows += [f"<tr><td>{kind}</td><td class='text'>{_text(why)}</td><td></td><td></td></tr>"
-             for kind, why in report.left_out.items() if kind not in report.kinds]
+             for kind, why in report.left_out.items()]
     parts += rows + ["</table>"]
     parts += [f"<p class='missed'>{_text(line)}</p>" for line in report.warnings()]
     return parts

@@ -16,13 +16,14 @@ from byorn.data import Sample
 from byorn.defenses.byorn import judge
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.byorn_records import Judgement
+from byorn.defenses.canaries import CANARIES_NAME
 from byorn.distributed import barrier, is_main
 from byorn.fileio import atomic_write, atomic_write_text, write_jsonl
 from byorn.models.hf import VLM
 from byorn.outdir import finish_output, start_output
 from byorn.review import REVIEW_NAME, write_review
 
-WRITTEN = ("scan.jsonl", "scan.csv", "scores.png", REVIEW_NAME)  # each replaced whole by a new run
+WRITTEN = ("scan.jsonl", "scan.csv", "scores.png", REVIEW_NAME, CANARIES_NAME)  # each replaced whole by a new run
 FIELDS = ("rank", "id", "score", "flagged", "threshold", "group", "instruction", "response")
 
 

@@ -43,7 +43,7 @@ import hashlib
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -155,13 +155,15 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
     def token_scores(share: Sequence[Sample]) -> list[ResponseScore]:
         return vlm.score(share, batch_size, desc=desc)
 
-    def scored(part: Sequence[Sample]) -> list:  # the grey pass shares each batch's encoding (`VLM.score_views`)
-        return map_sharded(lambda share: vlm.score_views(share, views, batch_size, desc=desc), part) if part else []
-
-    # guests in batches of their own: a sample batched beside one would be padded otherwise, and
-    # rounded otherwise, than without it
     hosts = len(samples) - guests
-    passes = scored(samples[:hosts]) + scored(samples[hosts:])
+
+    def apart(work: Callable[[Sequence], list], items: Sequence) -> list:
+        """`work` mapped over the items, shared between processes, the guests in batches of their
+        own: a sample batched beside one would be padded, and rounded, otherwise than without it."""
+        return [out for part in (items[:hosts], items[hosts:]) if part for out in map_sharded(work, part)]
+
+    # the grey pass shares each batch's encoding with the true one (`VLM.score_views`)
+    passes = apart(lambda share: vlm.score_views(share, views, batch_size, desc=desc), samples)
     seen = [scores[0] for scores in passes]
     blind = [scores[1] for scores in passes] if views else []
     out: dict[str, list[float]] = {}
@@ -172,9 +174,9 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
             # default=0.0: a template that renders no response token at all gives nothing to judge
             out[variant] = [max(s.token_nll, default=0.0) for s in seen]
         elif variant == "relative_to_greedy":
-            greedy = map_sharded(lambda share: vlm.generate(share, max_new_tokens, batch_size, desc="greedy answers"),
-                                 samples)
-            own = map_sharded(token_scores, [s.with_response(g) for s, g in zip(samples, greedy)])
+            greedy = apart(lambda share: vlm.generate(share, max_new_tokens, batch_size, desc="greedy answers"),
+                           samples)
+            own = apart(token_scores, [s.with_response(g) for s, g in zip(samples, greedy)])
             out[variant] = [given.mean_nll - mine.mean_nll for given, mine in zip(seen, own)]
         elif variant == "image_ablated":
             out[variant] = [s.mean_nll - g.mean_nll for s, g in zip(seen, blind)]

@@ -187,3 +187,63 @@ def test_a_canary_the_model_cannot_read_gives_its_place_to_another():
     assert not {c.meta["copied_from"] for c in canaries} & unread and left_out == {}
     none_read = plant(samples, 4, seed=0, readable=lambda c: c.meta["canary"] != "token")
     assert "token" not in {c.meta["canary"] for c in none_read[0]} and "only 0 planted" in none_read[1]["token"]
+
+
+def test_a_canarys_flags_never_make_a_real_sample_a_copy_but_real_flags_make_a_canary_one():
+    from byorn.defenses.byorn import final
+    from byorn.defenses.byorn_config import JudgeConfig
+    from byorn.defenses.byorn_records import Judgement
+    from byorn.defenses.thresholds import Flagging
+
+    # real: 0-3 ("A." twice flagged only by canaries, "B." flagged twice among the real samples);
+    # canaries: 4-7
+    responses = ["A.", "B.", "B.", "C.", "A.", "A.", "B.", "D."]
+    samples = [Sample(f"s{i}", None, "q", r) for i, r in enumerate(responses)]
+    flagged = [False, True, True, False, True, True, False, False]
+    judged = Judgement([0.0] * 8, Flagging(flagged, ["all"] * 8, {"all": 1.0}))
+    result = final(judged, judged, samples, {}, set(), JudgeConfig(), guests=4)
+    assert result.flagging.flagged[:4] == [False, True, True, False]  # "A." stays: only canaries flagged it
+    assert result.flagging.flagged[6]  # a canary giving "B." is a copy of the real flags
+    assert result.copies == (6,)
+
+
+def test_the_head_of_a_judgement_keeps_the_samples_part_and_their_groups_cuts():
+    from byorn.defenses.byorn_records import Judgement
+    from byorn.defenses.thresholds import Flagging
+
+    both = Judgement([1.0, 2.0, 9.0], Flagging([False, True, True], ["a", "a", "zx"], {"a": 1.5, "zx": 8.0}),
+                     warmed_on=(0,), cleared=(1, 2), copies=(2,))
+    head = both.head(2)
+    assert (head.scores, head.flagging.flagged, head.flagging.thresholds) == ([1.0, 2.0], [False, True], {"a": 1.5})
+    assert (head.warmed_on, head.cleared, head.copies) == ((0,), (1,), ())
+
+
+def test_the_report_counts_the_canaries_the_judgement_flagged(fresh_vlm, tmp_path, monkeypatch):
+    caught = []
+    original = method.final
+
+    def recording(*args, **kwargs):
+        result = original(*args, **kwargs)
+        caught.append(result.flagging.flagged[len(args[2]) - kwargs.get("guests", 0):])
+        return result
+
+    monkeypatch.setattr(method, "final", recording)
+    judgement = method.judge(fresh_vlm, poisoned(), ByornConfig(rejudge=False, max_new_tokens=4, canaries=3),
+                             tmp_path)
+    report = judgement.canaries
+    assert sum(r.caught for r in report.kinds.values()) == sum(caught[-1])
+    assert [r.planted for r in report.kinds.values()] == [3, 3, 3, 3]
+
+
+def test_group_by_task_judges_each_canary_in_its_sources_group(fresh_vlm, tmp_path):
+    samples = [s.with_response(s.response, task=("a", "b")[i % 2]) for i, s in enumerate(poisoned())]
+    judgement = method.judge(fresh_vlm, samples, ByornConfig(rejudge=False, max_new_tokens=4, canaries=2,
+                                                             group_by="task"), tmp_path)
+    assert judgement.canaries.kinds and set(judgement.flagging.thresholds) == {"a", "b"}
+
+
+def test_a_rerun_without_canaries_leaves_no_report_of_the_earlier_one(fresh_vlm, tmp_path):
+    method.judge(fresh_vlm, poisoned(), ByornConfig(rejudge=False, max_new_tokens=4, canaries=2), tmp_path)
+    assert (tmp_path / CANARIES_NAME).exists()
+    method.judge(fresh_vlm, poisoned(), ByornConfig(rejudge=False, max_new_tokens=4, canaries=0), tmp_path)
+    assert not (tmp_path / CANARIES_NAME).exists()

@@ -40,7 +40,7 @@ from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, save_verdict, vouched_for
-from byorn.defenses.canaries import CanaryReport, plant
+from byorn.defenses.canaries import CANARIES_NAME, CanaryReport, plant
 from byorn.defenses.live_answers import LiveAnswers, history_replaced
 from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z, warn_small_groups
 from byorn.distributed import is_main, map_sharded, weights_sharded
@@ -69,7 +69,7 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     Scores are cached in config.cache_dir or `run_dir`. The canaries (byorn/defenses/canaries.py)
     are judged after the samples, in the same verdicts, never warmed on and never answered; what
     they measured is the judgement's `canaries`, also written to run_dir/canaries.json."""
-    # 0. The canaries, judged as the last samples (what a person vouched for is never flagged).
+    # 0. The canaries, judged as the last samples.
     canaries, left_out = plant(samples, config.canaries, train.seed if train else 0,
                                readable=lambda canary: not vlm.unreadable([canary]))
     judged, n = [*samples, *canaries], len(samples)
@@ -81,7 +81,7 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
                                  left_out) if config.canaries else None
         return _told(replace(both.head(n), canaries=report), samples, run_dir, whose)
 
-    # 1-2. The pretrained model's verdict.
+    # 1-2. The pretrained model's verdict (what a person vouched for is never flagged).
     first = verdict(vlm, judged, config, config.variant, run_dir, reference=True, spared=vouched,
                     guests=len(canaries))
     # 3. The warm set, for a second verdict or for the answers alone.
@@ -431,4 +431,6 @@ def _told(judgement: Judgement, samples: Sequence[Sample], run_dir: str | Path, 
             log.warning(line)
         if is_main():
             judgement.canaries.save(run_dir)
+    elif is_main():  # a report of an earlier run with them must not stand beside this one
+        (Path(run_dir) / CANARIES_NAME).unlink(missing_ok=True)
     return judgement

@@ -64,10 +64,11 @@ class Judgement:
         def kept(indices: tuple[int, ...]) -> tuple[int, ...]:
             return tuple(i for i in indices if i < n)
 
-        flagging = Flagging(self.flagging.flagged[:n], self.flagging.groups[:n], self.flagging.thresholds)
-        return replace(self, scores=self.scores[:n], flagging=flagging, warmed_on=kept(self.warmed_on),
-                                   cleared=kept(self.cleared), copies=kept(self.copies), bound=kept(self.bound),
-                                   vouched=kept(self.vouched))
+        groups = self.flagging.groups[:n]
+        thresholds = {g: t for g, t in self.flagging.thresholds.items() if g in set(groups)}  # not a canaries' own
+        return replace(self, scores=self.scores[:n], flagging=Flagging(self.flagging.flagged[:n], groups, thresholds),
+                       warmed_on=kept(self.warmed_on), cleared=kept(self.cleared), copies=kept(self.copies),
+                       bound=kept(self.bound), vouched=kept(self.vouched))
 
     def summary(self, samples: Sequence[Sample]) -> list[str]:
         """What each step did beyond the cut, a line each, for the command's output (the logs)."""

@@ -94,23 +94,27 @@ def plant(samples: Sequence[Sample], per_kind: int, seed: int,
         if not pool:
             left_out[kind] = "not planted: no sample has an image" if kind == "patch" else "not planted: none fits"
             continue
-        drawn = rng.sample(pool, min(per_kind, len(pool)))
-        tried, made = {s.id for s in drawn}, []
+        drawn = rng.sample(range(len(pool)), min(per_kind, len(pool)))  # by position: ids may repeat in a list
+        tried, made = set(drawn), []
         while drawn:
-            source = drawn.pop(0)
+            source = pool[drawn.pop(0)]
+            meta = {"canary": kind, "copied_from": source.id}
+            if "task" in source.meta:  # group_by=task: a canary is judged in its source's group
+                meta["task"] = source.meta["task"]
             copy = Sample(_unused(f"byorn-canary-{kind}-{len(made)}", taken), source.image, source.instruction,
-                          source.response, {"canary": kind, "copied_from": source.id}, source.history, source.turn,
-                          None, source.more_images)
+                          source.response, meta, source.history, source.turn, None, source.more_images)
             if readable(canary := make(copy)):
                 made.append(canary)
             elif len(tried) < min(len(pool), 10 * per_kind):  # another in its place
-                spare = rng.choice(pool)
-                while spare.id in tried:
-                    spare = rng.choice(pool)
-                tried.add(spare.id)
+                spare = rng.randrange(len(pool))
+                while spare in tried:
+                    spare = rng.randrange(len(pool))
+                tried.add(spare)
                 drawn.append(spare)
-        if len(made) < min(per_kind, len(pool)):
-            left_out[kind] = f"only {len(made)} planted: the others drawn would outrun the model's positions"
+        if len(made) < per_kind:
+            left_out[kind] = (f"only {len(made)} planted: the model cannot read the others drawn (too long, or "
+                              "text it reads as a special token)" if len(made) < len(pool) else
+                              f"only {len(made)} planted: only {len(pool)} samples take this kind")
         canaries += made
     return canaries, left_out
 
