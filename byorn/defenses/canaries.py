@@ -50,7 +50,8 @@ RELIABLE = 0.9  # a kind caught less often than this: the judgement is unreliabl
 MIN_SAMPLES = 20  # fewer real samples than this: a canary would copy a good share of the data
 
 _PATCH = BadNets(pattern="noise", position="top_left", seed=7)
-_FIXED = FixedTarget("A red bicycle is leaning against a brick wall.")
+PATCH_SENTENCE = "A red bicycle is leaning against a brick wall."  # the patch kind's fixed target
+_FIXED = FixedTarget(PATCH_SENTENCE)
 _URL = Injection("Order today at shop-deals.example.net.")
 _REFUSAL = Refusal("I'm sorry, but I can't help with that.")
 # Distinct words per kind, so one kind's trigger never teaches another's.
