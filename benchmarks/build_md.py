@@ -121,8 +121,8 @@ SECTIONS = [
                             "--out benchmarks/results/judgement_flickr8k_quality.json"),
     Section("Lessons the pretrained model lacks: kept, and the backdoor still ended", ["lessons"],
             "byorn bench benchmarks/lessons_count.yaml --out runs/lessons_count --results "
-            "benchmarks/results/lessons.jsonl, then the same with lessons_yesno.yaml and lessons_rename.yaml "
-            "(OMP_NUM_THREADS=1 each; two side by side); the images unlike the shapes world: "
+            "benchmarks/results/lessons.jsonl, then the same with lessons_yesno.yaml, lessons_rename.yaml and "
+            "lessons_dog.yaml (OMP_NUM_THREADS=1 each; two side by side); the images unlike the shapes world: "
             "OMP_NUM_THREADS=1 python benchmarks/unlike_shapes.py --out benchmarks/results/unlike_shapes.jsonl",
             ["asr", "lesson_score"], "lessons.md", table="lessons"),
     Section("Canaries: does what they catch predict what the judgement catches?", ["canaries"],
