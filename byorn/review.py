@@ -248,7 +248,7 @@ def _groups(flagged: list[Judged], replacements: dict[str, list[Replacement]]) -
     for j in flagged:
         by_answer[answer_key(j.sample.response)].append(j)
     shared = sorted((members for members in by_answer.values() if len(members) > 1), key=len, reverse=True)
-    parts = [f"<h2>Flagged samples that share an answer ({len(shared)} answers)</h2>"]
+    parts = [f"<h2>Flagged samples that share an answer ({len(shared)} answer{'' if len(shared) == 1 else 's'})</h2>"]
     if not shared:
         return parts + ["<p>No two flagged samples give the same answer.</p>"]
     if len(shared) > MAX_GROUPS:

@@ -37,7 +37,7 @@ def test_samples_that_share_an_answer_are_grouped(tmp_path):
         samples[i] = samples[i].with_response("A man in a black shirt." if i != 7 else "a man in a black shirt")
     flagged = [i in (1, 4, 7, 9) for i in range(12)]
     text = write_review(tmp_path / "r.html", samples, [float(f) for f in flagged], flagged).read_text()
-    assert "Flagged samples that share an answer (1 answers)" in text
+    assert "Flagged samples that share an answer (1 answer)" in text
     assert "<td class='num'>3</td>" in text
 
 
