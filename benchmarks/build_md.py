@@ -73,6 +73,7 @@ class Section:
     # section's results and in README.md
     headline: bool = False
     table: str = "results"  # how its rows are laid out: results (one per cell), probe, cost (benchmarks/cost.py)
+    figure: str = ""  # a plot under benchmarks/plots/ its script draws, shown after the table
 
 
 def bench_command(grid: str, folder: Path = BENCHMARKS) -> str:
@@ -131,7 +132,7 @@ SECTIONS = [
             "--out benchmarks/results/canaries.jsonl, then python benchmarks/canaries.py --report "
             "benchmarks/results/canaries.jsonl --plot benchmarks/plots/canaries.png; their cost: "
             "OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl",
-            [], "canaries.md", table="canaries"),
+            [], "canaries.md", table="canaries", figure="canaries.png"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
             "benchmarks/results/judgement_cost.jsonl (OMP_NUM_THREADS=1)",
@@ -620,6 +621,8 @@ def main() -> None:
             parts += [HEADLINE_LEGEND, "", headline, "", "Every cell:", ""]
             headline_printed = True
         parts += [TABLES[section.table](rows, section.metrics) if rows else "_No results recorded yet._", ""]
+        if section.figure:
+            parts += [f"![{Path(section.figure).stem}](benchmarks/plots/{section.figure})", ""]
         if section.scores:
             scored = [r for r in read_results(RESULTS / f"{section.scores}.jsonl") if r["world"] == section.world]
             refuse_stale(f"{section.title} ({section.scores}.jsonl)", scored, shipped)
@@ -642,8 +645,9 @@ def main() -> None:
             # A plot that needs the run directories (score histograms) is only redrawn where they
             # exist; the committed one stays and is linked.
             write_plots(rows, PLOTS)
+            others = {SUMMARY_PLOT.name, *(s.figure for s in SECTIONS if s.figure)}  # shown where they belong
             parts += [f"![{p.stem}](benchmarks/plots/{p.name})" for p in sorted(PLOTS.glob("*.png"))
-                      if p != SUMMARY_PLOT] + [""]
+                      if p.name not in others] + [""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts), encoding="utf-8")
     write_readme_headline(headline, headline_grids)  # last: the README changes only with a build that went through
 

@@ -39,6 +39,7 @@ NEAREST = {"fixed": "patch", "injection": "token", "whitebox_injection": "token"
            "refusal": "refusal"}
 IMPLANTS = 0.25  # an attack implants where the undefended model's ASR reaches this
 RESULTS = Path(__file__).parent / "results"
+WRITES_TO = {"judgement_flickr8k": "judgement"}  # a grid whose header sends its rows to another's results file
 
 
 def cells(grid_path: Path):
@@ -80,12 +81,12 @@ def undefended_asr(cell: dict) -> float | None:
     """The grid's undefended ASR for this cell, from its results file (None if not there)."""
     name = Path(cell["grid"]).stem
     lesson = name.startswith("lessons_")
-    path = RESULTS / ("lessons.jsonl" if lesson else f"{name}.jsonl")
+    path = RESULTS / f"{'lessons' if lesson else WRITES_TO.get(name, name)}.jsonl"
     if not path.exists():
         return None
     for found in read_results(path):
-        same = (found["attack"], found["poison_rate"], found["seed"]) == (cell["attack"], cell["poison_rate"],
-                                                                           cell["seed"])
+        same = (found["attack"], found["poison_rate"], found["seed"], found.get("world", "shapes")) == \
+            (cell["attack"], cell["poison_rate"], cell["seed"], cell["world"])
         if same and found["defense"] == "none" and (not lesson or found.get("lesson") == cell["task"]):
             return found["asr"]
     return None
