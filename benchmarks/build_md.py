@@ -568,13 +568,13 @@ def canaries_table(rows: list[dict], metrics: list[str]) -> str:
     """Per judged cell (benchmarks/canaries.py): the real poisons' recall, the canary recall of the
     kind nearest the attack and of every kind, the real samples whose flags differ without the
     canaries, and the judgement's time with them over without."""
-    lines = ["| grid | attack | poison rate | seed | real recall | nearest kind: canary recall | every kind | "
-             "flags that differ | time with / without |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| world, task | attack | poison rate | seed | real recall | nearest kind: canary recall | every kind | "
+             "flags that differ | time with / without (other work running) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kinds = ", ".join(f"{kind} {recall:.1f}" for kind, recall in r["canary_recall"].items())
         nearest = r["canary_recall"].get(r["nearest_kind"])
         near = f"{r['nearest_kind']}: {nearest:.2f}" if nearest is not None else f"{r['nearest_kind']}: none planted"
-        lines.append(f"| {Path(r['grid']).stem} | {r['attack']} | {r['poison_rate']:g} | {r['seed']} | "
+        lines.append(f"| {r['world']}, {r['task']} | {r['attack']} | {r['poison_rate']:g} | {r['seed']} | "
                      f"{r['real_recall']:.2f} | {near} | {kinds} | {r['flags_differ']} of {r['n']} | "
                      f"{r['judge_s_with'] / r['judge_s_without']:.2f} |")
     return "\n".join(lines)
