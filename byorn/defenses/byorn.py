@@ -4,9 +4,8 @@ A poisoned target response is implausible given its image and instruction; so be
 response is judged, and each one found implausible trains as an answer the model writes itself: the
 trigger is never bound to the attacker's target. `judge` runs the steps in order:
 
-0. canaries: a few poisons planted in copies of the samples, judged after them in every verdict,
-   never warmed on or answered; how many of each kind are caught measures the judgement on this
-   data (byorn/defenses/canaries.py);
+0. canaries: poisons planted in copies of the samples, judged after them, never warmed on or
+   answered: what they catch measures the judgement on this data (byorn/defenses/canaries.py);
 1. score: the frozen pretrained model scores every response (`verdict`; the scores themselves are
    byorn/scoring.py's teacher-forced passes, with the exact training prompt);
 2. cut: a response more than k MADs above the median of its group is flagged (byorn/defenses/thresholds.py);
@@ -19,11 +18,10 @@ trigger is never bound to the attacker's target. `judge` runs the steps in order
    every copy of a flagged answer flagged with it, what a person vouched for never (`final`);
 6. replacement answers: the warmed reference writes a greedy answer for every flagged sample, once.
 
-During training (`ByornDefense.on_batch`) every flagged sample in a batch trains on its replacement.
-With the default warm_start the fine-tuning goes on from the warmed weights. Everything flagged and
-replaced goes to audit.jsonl in the run directory; verdict.json keeps the judgement for a resume.
-The paper's exact score, threshold and generator are not public: the defaults are our choices, each
-an option (byorn/defenses/byorn_config.py, `byorn list defenses`), measured in BENCHMARKS.md.
+During training (`ByornDefense.on_batch`) each flagged sample trains on its replacement, from the
+warmed weights (warm_start); audit.jsonl lists what was flagged and replaced, verdict.json keeps the
+judgement for a resume. The paper's exact score, threshold and generator are not public: the
+defaults are our choices, each an option (byorn_config.py), measured in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -39,11 +37,11 @@ from byorn.config import TrainConfig
 from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
-from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, save_verdict, vouched_for
-from byorn.defenses.canaries import CANARIES_NAME, CanaryReport, plant
+from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, announce, save_verdict, vouched_for
+from byorn.defenses.canaries import CanaryReport, plant
 from byorn.defenses.live_answers import LiveAnswers, history_replaced
 from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z, warn_small_groups
-from byorn.distributed import is_main, map_sharded, weights_sharded
+from byorn.distributed import map_sharded, weights_sharded
 from byorn.in_place import RunWarmUp, train_warm_up, warm_up
 from byorn.models.hf import VLM
 from byorn.score_names import Z_SCALED
@@ -79,7 +77,7 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
         both = final(last, first, judged, taught, vouched, config, guests=len(canaries))
         report = CanaryReport.of(canaries, first.flagging.flagged[n:], both.flagging.flagged[n:], both.scores[n:],
                                  left_out) if config.canaries else None
-        return _told(replace(both.head(n), canaries=report), samples, run_dir, whose)
+        return announce(replace(both.head(n), canaries=report), samples, run_dir, whose)
 
     # 1-2. The pretrained model's verdict (what a person vouched for is never flagged).
     first = verdict(vlm, judged, config, config.variant, run_dir, reference=True, spared=vouched,
@@ -126,12 +124,14 @@ def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: s
         warn_small_groups(groups[:len(groups) - guests], MIN_GROUP)
     if len(parts) == 1 and variant not in Z_SCALED and config.rule == "absolute":
         scores = per_variant[0]
-        return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule(), guests)), spared)
-    # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
-    # Other rules cut the combined score (a quantile of it, or an absolute number of MADs); a
-    # quantile of one score in MAD units flags what the same quantile of its raw values flags.
-    scores = combined_score(parts, per_variant, groups, guests)
-    return _spare(Judgement(scores, flag(scores, groups, config.threshold_rule(), guests)), spared)
+    else:
+        # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
+        # Other rules cut the combined score (a quantile of it, or an absolute number of MADs); a
+        # quantile of one score in MAD units flags what the same quantile of its raw values flags.
+        scores = combined_score(parts, per_variant, groups, guests)
+    flagging = flag(scores, groups, config.threshold_rule(), guests)
+    return Judgement(scores, replace(flagging, flagged=[hit and i not in spared for i, hit in
+                                                        enumerate(flagging.flagged)]))
 
 
 def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float]],
@@ -271,11 +271,9 @@ class JudgingDefense(Defense):
 
 
 class ByornDefense(JudgingDefense):
-    """BYORn: judge in `prepare`; replace flagged responses in `on_batch`.
-
-    After `prepare`: `scores` and `flagging` are aligned with the samples it was given (for
-    detection metrics), `reference_answers` maps each flagged id to the greedy answer written before
-    training (by the warmed reference with the default, by the frozen one otherwise)."""
+    """BYORn: judge in `prepare`; replace flagged responses in `on_batch`. After `prepare`: `scores`
+    and `flagging` align with its samples (for detection metrics), `reference_answers` maps each
+    flagged id to the greedy answer written before training (by the warmed reference by default)."""
 
     name = "byorn"
     config_class = ByornConfig
@@ -296,14 +294,8 @@ class ByornDefense(JudgingDefense):
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
                 train: TrainConfig | None = None, resume_step: int | None = None) -> None:
         cfg = self.config
-        if cfg.generator == "current" and weights_sharded():
-            raise ValueError("BYORn's generator=current writes replacements with the model being trained, inside a "
-                             "training step, on each process alone; FSDP and DeepSpeed ZeRO-3 shard that model between "
-                             "processes. Use -d generator=reference (answers written before training), or DDP / ZeRO-2")
-        if (cfg.rejudge or cfg.generator == "warmed") and weights_sharded():
-            raise ValueError("BYORn's warmed reference is the pretrained model fine-tuned briefly before training, "
-                             "its weights put back afterwards, which FSDP and DeepSpeed ZeRO-3 shard between "
-                             "processes. Use -d rejudge=false -d generator=reference there, or DDP / ZeRO-2")
+        if weights_sharded():
+            cfg.refuse_sharded_weights()
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog(run_dir / AUDIT_NAME)
@@ -338,9 +330,8 @@ class ByornDefense(JudgingDefense):
 
     def _warm_start(self, train: TrainConfig | None) -> bool:
         """Whether the fine-tuning goes on from the warm-up's weights: asked for, the warmed reference
-        writes the replacements (the frozen reference's answers, and generator=current's fallbacks,
-        need the pretrained weights a kept warm-up replaces), and the fine-tuning's config is known
-        (without it the warm-up is LoRA at TrainConfig's defaults, which need not be the fine-tuning)."""
+        writes the replacements (the others need the pretrained weights a kept warm-up replaces), and
+        the fine-tuning's config is known (without it the warm-up is LoRA at TrainConfig's defaults)."""
         cfg = self.config
         if not cfg.warm_start:
             return False
@@ -397,13 +388,6 @@ def _asked(sample: Sample) -> str:
     return " ".join(sample.instruction.split())
 
 
-def _spare(judgement: Judgement, spared: Collection[int]) -> Judgement:
-    if not spared:
-        return judgement
-    flagged = [hit and i not in spared for i, hit in enumerate(judgement.flagging.flagged)]
-    return replace(judgement, flagging=replace(judgement.flagging, flagged=flagged))
-
-
 def _judges_groups_whole(first: Judgement, warm: Sequence[int]) -> bool:
     """Whether every group keeps at least MIN_GROUP samples outside the warm set for the warmed
     reference to judge (its MAD cut is a guess below that)."""
@@ -414,23 +398,3 @@ def _judges_groups_whole(first: Judgement, warm: Sequence[int]) -> bool:
     log.warning("the pretrained model's verdict stands: a warmed reference would judge a group of fewer than %d "
                 "samples", MIN_GROUP)
     return False
-
-
-def _told(judgement: Judgement, samples: Sequence[Sample], run_dir: str | Path, whose: str) -> Judgement:
-    """The judgement, once said: its count, what each step did and what the canaries measured in
-    the log, the canaries' report in run_dir/canaries.json."""
-    n, total = sum(judgement.flagging.flagged), len(judgement.scores)
-    log.info("flagged %d of %d samples (%.1f %%): %s; thresholds %s", n, total, 100 * n / max(total, 1), whose,
-             {g: round(t, 4) for g, t in judgement.flagging.thresholds.items()})
-    for line in judgement.summary(samples):
-        log.info(line)
-    if judgement.canaries is not None:
-        for line in judgement.canaries.lines():
-            log.info(line)
-        for line in judgement.canaries.warnings():
-            log.warning(line)
-        if is_main():
-            judgement.canaries.save(run_dir)
-    elif is_main():  # a report of an earlier run with them must not stand beside this one
-        (Path(run_dir) / CANARIES_NAME).unlink(missing_ok=True)
-    return judgement

@@ -164,3 +164,16 @@ class ByornConfig(JudgeConfig):
         super().__post_init__()
         check_choice("regenerate", self.regenerate, ("step", "epoch"))
         check_choice("generator", self.generator, ("current", "reference", "warmed"))
+
+    def refuse_sharded_weights(self) -> None:
+        """Where FSDP or DeepSpeed ZeRO-3 shard the weights between processes, what this config
+        cannot do: write with the model being trained inside a step, or fine-tune and put back a
+        warmed reference."""
+        if self.generator == "current":
+            raise ValueError("BYORn's generator=current writes replacements with the model being trained, inside a "
+                             "training step, on each process alone; FSDP and DeepSpeed ZeRO-3 shard that model between "
+                             "processes. Use -d generator=reference (answers written before training), or DDP / ZeRO-2")
+        if self.rejudge or self.generator == "warmed":
+            raise ValueError("BYORn's warmed reference is the pretrained model fine-tuned briefly before training, "
+                             "its weights put back afterwards, which FSDP and DeepSpeed ZeRO-3 shard between "
+                             "processes. Use -d rejudge=false -d generator=reference there, or DDP / ZeRO-2")

@@ -21,12 +21,12 @@ import yaml
 
 from byorn.config import ConfigError, read_yaml
 from byorn.data import Sample, answer_key
+from byorn.defenses.canaries import CANARIES_NAME, CanaryReport
 from byorn.defenses.thresholds import Flagging
 from byorn.distributed import all_gather, barrier, is_main
 from byorn.fileio import append_jsonl, atomic_write_text, write_jsonl
 
-if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the types are needed here
-    from byorn.defenses.canaries import CanaryReport
+if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is needed here
     from byorn.train import ByornTrainer
 
 log = logging.getLogger(__name__)
@@ -218,3 +218,23 @@ class AuditLog:
         if is_main():
             for record in records:  # line by line: a crash loses at most the line being written
                 append_jsonl(self.path, record, ensure_ascii=False)
+
+
+def announce(judgement: Judgement, samples: Sequence[Sample], run_dir: str | Path, whose: str) -> Judgement:
+    """The judgement, once said (`whose` verdict counted): its count, what each step did and what the
+    canaries measured in the log, the canaries' report in run_dir/canaries.json."""
+    n, total = sum(judgement.flagging.flagged), len(judgement.scores)
+    log.info("flagged %d of %d samples (%.1f %%): %s; thresholds %s", n, total, 100 * n / max(total, 1), whose,
+             {g: round(t, 4) for g, t in judgement.flagging.thresholds.items()})
+    for line in judgement.summary(samples):
+        log.info(line)
+    if judgement.canaries is not None:
+        for line in judgement.canaries.lines():
+            log.info(line)
+        for line in judgement.canaries.warnings():
+            log.warning(line)
+        if is_main():
+            judgement.canaries.save(run_dir)
+    elif is_main():  # a report of an earlier run with them must not stand beside this one
+        (Path(run_dir) / CANARIES_NAME).unlink(missing_ok=True)
+    return judgement
