@@ -247,3 +247,9 @@ def test_a_rerun_without_canaries_leaves_no_report_of_the_earlier_one(fresh_vlm,
     assert (tmp_path / CANARIES_NAME).exists()
     method.judge(fresh_vlm, poisoned(), ByornConfig(rejudge=False, max_new_tokens=4, canaries=0), tmp_path)
     assert not (tmp_path / CANARIES_NAME).exists()
+
+
+def test_planting_ends_where_no_canary_can_be_read_and_ids_repeat():
+    samples = [Sample("same", s.image, s.instruction, s.response) for s in shapes.downstream_samples(30, seed=4)]
+    canaries, left_out = plant(samples, 3, seed=0, readable=lambda canary: False)
+    assert canaries == [] and all("only 0 planted" in why for kind, why in left_out.items() if kind != "swap")
