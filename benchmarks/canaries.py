@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -111,16 +112,12 @@ def report(path: Path, plot: Path | None) -> dict:
     summary = {"cells": len(pairs), "mean_gap": round(sum(p["gap"] for p in pairs) / max(len(pairs), 1), 4),
                "largest_gap": max((p["gap"] for p in pairs), default=None),
                "flags_differ_max_share": max((r["flags_differ"] / r["n"] for r in rows), default=None),
-               "time_ratio_median": _median([r["judge_s_with"] / r["judge_s_without"] for r in rows]),
+               "time_ratio_median": round(statistics.median(r["judge_s_with"] / r["judge_s_without"] for r in rows), 3)
+               if rows else None,
                "pairs": pairs}
     if plot is not None and pairs:
         _plot(pairs, plot)
     return summary
-
-
-def _median(values: list[float]) -> float | None:
-    values = sorted(values)
-    return round(values[len(values) // 2], 3) if values else None
 
 
 def _plot(pairs: list[dict], path: Path) -> None:

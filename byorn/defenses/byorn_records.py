@@ -65,7 +65,8 @@ class Judgement:
             return tuple(i for i in indices if i < n)
 
         groups = self.flagging.groups[:n]
-        thresholds = {g: t for g, t in self.flagging.thresholds.items() if g in set(groups)}  # not a canaries' own
+        kept_groups = set(groups)  # not a group of canaries alone
+        thresholds = {g: t for g, t in self.flagging.thresholds.items() if g in kept_groups}
         return replace(self, scores=self.scores[:n], flagging=Flagging(self.flagging.flagged[:n], groups, thresholds),
                        warmed_on=kept(self.warmed_on), cleared=kept(self.cleared), copies=kept(self.copies),
                        bound=kept(self.bound), vouched=kept(self.vouched))
