@@ -245,10 +245,11 @@ def shipped_checkpoints() -> dict[str, str]:
 # Options the default judgement gained after rows were published (keeping lessons: byorn_config.py).
 # A row that records none of them ran with the judgement before them: its section says so, in place
 # of refusing it, until its grid is rerun on the shipped default.
-ADDED_SINCE = ("lesson_share", "flag_copies", "vouch")
+ADDED_SINCE = ("lesson_share", "flag_copies", "vouch", "fit_replacements")
 BEFORE_LESSONS = ("**Measured before lessons:** this section's BYORn rows ran with the judgement before "
-                  "`lesson_share`, `flag_copies` and `vouch` (they record none of them); rerun its grid for the "
-                  "shipped default. [docs/method.md](docs/method.md#lessons) says what those options change.")
+                  "`lesson_share`, `flag_copies`, `vouch` and `fit_replacements` (they record none of them); rerun "
+                  "its grid for the shipped default. [docs/method.md](docs/method.md#lessons) says what those options "
+                  "change.")
 
 
 # Options that change no figure of a row: the canaries are judged on the samples' statistics and move

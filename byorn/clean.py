@@ -12,8 +12,9 @@ with their images as PNG.
 In-training BYORn with generator=warmed or reference trains every flagged sample on that same
 answer, so training on the cleaned set with the same training config is the same fine-tuning; only
 generator=current, where the model being fine-tuned writes the replacements, needs byorn's trainer.
-One difference: a flagged sample whose replacement repeats its answer is left out of training turn
-by turn, but here with its whole record (a record's turns are written together).
+One difference: a flagged sample whose replacement does not train (byorn/defenses/replacements.py)
+is left out of training turn by turn, but here with its whole record (a record's turns are written
+together).
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     answers = defense.reference_answers
     kept = samples
     # a conversation goes whole: its later turns hold a flagged answer in their history; one whose
-    # replacement repeats the flagged answer goes even without --drop (it would keep that answer)
-    gone = {conversation_of(s) or s.id for s in samples if s.id in (answers if drop else defense.repeats)}
+    # replacement does not train goes even without --drop (byorn/defenses/replacements.py)
+    gone = {conversation_of(s) or s.id for s in samples if s.id in (answers if drop else defense.left_out)}
     if gone:
         kept = [s for s in samples if (conversation_of(s) or s.id) not in gone]
     if source is not None:
@@ -95,7 +96,7 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     write_review(out_dir / REVIEW_NAME, samples, defense.scores, defense.flagging.flagged,
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
                  replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()
-                                               if i not in defense.repeats},  # those are left out, not replaced
+                                               if i not in defense.left_out},  # those are left out, not replaced
                  title=f"byorn clean: {out_dir.name}", judgement=defense.judgement)
     finish_output(out_dir)
     return Cleaned(data, list(answers), len(samples), len(kept))

@@ -29,6 +29,12 @@ def planted_set(n: int = 30) -> list:
     return samples
 
 
+def left_out(out_dir) -> set[str]:
+    """The ids the audit log says were left out, their replacement unfit to train."""
+    audit = [json.loads(line) for line in (out_dir / "audit.jsonl").read_text().splitlines()]
+    return {r["id"] for r in audit if "left_out" in r}
+
+
 @pytest.fixture(scope="module")
 def shipped():
     return load_vlm("byorn-tiny")
@@ -38,10 +44,15 @@ def test_clean_replaces_each_flagged_response_with_what_in_training_byorn_would_
     samples = planted_set()
     cleaned = clean(shipped, samples, ByornConfig(), tmp_path / "out")
     out = {s.id: s for s in load_dataset(cleaned.data)}
-    assert cleaned.n_out == len(out) == len(samples) and {samples[4].id, samples[17].id} <= set(cleaned.flagged)
+    assert {samples[4].id, samples[17].id} <= set(cleaned.flagged)
     defense = ByornDefense(ByornConfig())
     defense.prepare(shipped, samples, tmp_path / "train")  # what `byorn train --defense byorn` replaces with
+    # what training leaves out (a replacement in words no kept answer uses) clean leaves out too
+    assert cleaned.n_out == len(out) == len(samples) - len(defense.left_out)
+    assert set(out) == {s.id for s in defense.training_set(samples)}
     for sample in samples:
+        if sample.id in defense.left_out:
+            continue
         if sample.id in defense.reference_answers:
             assert out[sample.id].response == defense.reference_answers[sample.id] != sample.response
             assert out[sample.id].meta["original_response"] == sample.response
@@ -114,7 +125,7 @@ def test_a_hugging_face_data_set_loads_scans_and_cleans_in_its_own_layout(tmp_pa
     assert result.exit_code == 0, result.output
     written = tmp_path / "out" / ("data.parquet" if parquet else "data")
     cleaned = load_dataset(written)
-    assert len(cleaned) == 30 and PLANTED not in {s.response for s in cleaned}
+    assert len(cleaned) == 30 - len(left_out(tmp_path / "out")) and PLANTED not in {s.response for s in cleaned}
 
 
 def test_a_bad_row_of_a_hugging_face_data_set_names_the_file_and_row(tmp_path):

@@ -27,15 +27,18 @@ def test_demo_rows_cover_no_defense_byorn_and_oracle(tmp_path):
     # so comparing ASRs would pass vacuously. What BYORn itself answers for can be checked: every
     # poisoned sample is flagged, and every time training saw it (once an epoch; the warm-up's steps
     # count as the first ones, so the last epoch stops short of some), its target response had been
-    # replaced by one without the backdoor behaviour.
+    # replaced by one without the backdoor behaviour; or it never reached training, its replacement
+    # unfit (at this size the kept answers lack many of the warmed reference's words).
     rule = build_attack(DEMO_ATTACK.trigger, DEMO_ATTACK.target).target.asr_rule()
     poisoned = {r.id: r for r in read_manifest(tmp_path / "byorn" / MANIFEST_NAME) if not r.negative}
     assert len(poisoned) == 5 and all(attack_success(r.poisoned_response, rule) for r in poisoned.values())
-    assert set(poisoned) <= {a["id"] for a in audit if a["event"] == "flagged"}
+    flagged = {a["id"]: a for a in audit if a["event"] == "flagged"}
+    assert set(poisoned) <= set(flagged)
+    trained = {i for i in poisoned if "left_out" not in flagged[i]}
     replaced = [a for a in audit if a["event"] == "replaced" and a["id"] in poisoned]
     epochs = range(int(DEMO_TRAINING.epochs))
-    assert {(i, 0) for i in poisoned} <= {(a["id"], a["epoch"]) for a in replaced} <= {(i, e) for i in poisoned
-                                                                                      for e in epochs}
+    assert {(i, 0) for i in trained} <= {(a["id"], a["epoch"]) for a in replaced} <= {(i, e) for i in trained
+                                                                                     for e in epochs}
     assert not any(attack_success(a["response"], rule) for a in replaced)
     assert (tmp_path / "byorn" / "model" / "model.safetensors").exists()  # the demo fully fine-tunes
     # the demo runs the shipped default judgement

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 # Scored in float32: the DDP warm-up's weights differ from one process's by float noise, which a
 # bfloat16 pass can round into a whole bfloat16 step of a score.
 TRAIN = ["train", "--data", "shapes", "--n", "64", "--defense", "byorn", "-d", "rule=quantile", "-d", "quantile=0.8",
-         "-d", "max_new_tokens=12", "-d", "precision=float32", "max_steps=8", "batch_size=8", "logging_steps=1"]
+         "-d", "fit_replacements=false", "-d", "max_new_tokens=12", "-d", "precision=float32", "max_steps=8",
+         "batch_size=8", "logging_steps=1"]
 # `accelerate launch --cpu` starts one process (several only through MPI); --multi_gpu starts one
 # per --num_processes, and on a machine without GPUs byorn's Trainer arguments pick CPU and gloo.
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

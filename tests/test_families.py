@@ -69,7 +69,8 @@ def test_poison_defend_train_generate_score(name, tmp_path):
     train_set, _ = poison(shapes.downstream_samples(24, seed=0), build_attack("badnets", "fixed"), 0.25, seed=0)
     # A random model cannot tell poison from clean, so flag by quantile: the point here is that
     # whatever is flagged is replaced through this family's generation before it is trained on.
-    defense = build_defense("byorn", rule="quantile", quantile=0.5, max_new_tokens=6)
+    defense = build_defense("byorn", rule="quantile", quantile=0.5, max_new_tokens=6,
+                            fit_replacements=False)  # a random model's answers: every one trains here
     config = TrainConfig(max_steps=5, batch_size=8, logging_steps=1, learning_rate=1e-2)
     # with the warm-up: LoRA on this family, kept (warm_start), its 2 steps (12 samples) the first 2 of 5
     defense.prepare(vlm, train_set, tmp_path, train=config)

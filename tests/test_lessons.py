@@ -152,7 +152,7 @@ def test_a_flagged_sample_whose_replacement_repeats_its_answer_is_left_out_of_tr
     defense = ByornDefense(ByornConfig(max_new_tokens=6))
     defense.prepare(tiny_vlm_factory(), samples, tmp_path, train=TrainConfig(lora=False, batch_size=4))
     flagged = {s.id for s, hit in zip(samples, defense.flagged) if hit}
-    assert flagged and defense.repeats == flagged
+    assert flagged and set(defense.left_out) == flagged
     assert [s.id for s in defense.training_set(samples)] == [s.id for s in samples if s.id not in flagged]
 
 

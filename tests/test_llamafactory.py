@@ -18,6 +18,10 @@ from byorn.formats import load_dataset
 
 OPENAI_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
 
+# every replacement trains (fit_replacements=False): these pin how replacements are written back,
+# and byorn-tiny's answers to a few dozen samples use words their kept answers lack
+ALL_TRAIN = ByornConfig(fit_replacements=False)
+
 
 def demo(folder, tags: dict | None = None, messages: str = "messages") -> tuple:
     """An mllm_demo.json-style file (no ids; an <image> tag in the first user turn; a second
@@ -89,7 +93,7 @@ def test_it_scans_cleans_and_comes_back_as_it_went_registered_for_llamafactory(s
                                      "--out", str(tmp_path / "scan")])
     assert scan.exit_code == 0, scan.output
     assert "0#1" in (tmp_path / "scan" / "scan.csv").read_text()
-    cleaned = clean(shipped, load_dataset(tmp_path / "data" / "mllm_demo.json"), ByornConfig(), tmp_path / "out")
+    cleaned = clean(shipped, load_dataset(tmp_path / "data" / "mllm_demo.json"), ALL_TRAIN, tmp_path / "out")
     after = json.loads(cleaned.data.read_text())
     flagged = [(int(id.partition("#")[0]), int(id.partition("#")[2] or 1)) for id in cleaned.flagged]
     assert len(flagged) >= 2 and PLANTED not in cleaned.data.read_text()
@@ -104,5 +108,5 @@ def test_clean_never_replaces_the_dataset_info_json_that_registers_its_input(shi
     demo(tmp_path / "data")
     before = (tmp_path / "data" / "dataset_info.json").read_text()
     with pytest.raises(ValueError, match=r"would clear '.*dataset_info\.json', which it reads"):
-        clean(shipped, load_dataset(tmp_path / "data" / "mllm_demo.json"), ByornConfig(), tmp_path / "data")
+        clean(shipped, load_dataset(tmp_path / "data" / "mllm_demo.json"), ALL_TRAIN, tmp_path / "data")
     assert (tmp_path / "data" / "dataset_info.json").read_text() == before

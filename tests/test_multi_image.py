@@ -111,7 +111,7 @@ def test_clean_judges_and_writes_back_records_of_several_images(tmp_path):
     data = tmp_path / "data.json"
     data.write_text(json.dumps(records, indent=1))
     vlm = BUILDERS["qwen2_vl"]()
-    config = ByornConfig(rule="quantile", quantile=0.8, max_new_tokens=4)
+    config = ByornConfig(rule="quantile", quantile=0.8, max_new_tokens=4, fit_replacements=False)
     cleaned = clean(vlm, load_dataset(data), config, tmp_path / "out", train=TrainConfig(batch_size=4))
     assert cleaned.flagged and cleaned.n_out == 12
     after = json.loads(cleaned.data.read_text())

@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.resume, pytest.mark.slow]
 # share of the data so that replacements happen before and after the kill. Its warm-up (one epoch
 # on 24 samples, 3 steps) counts as the first steps (warm_start), so the fine-tuning runs 9.
 ARGS = ["--data", "shapes", "--n", "48", "--defense", "byorn", "-d", "rule=quantile", "-d", "quantile=0.8",
-        "-d", "regenerate=epoch", "-d", "max_new_tokens=8", "lora=false", "max_steps=12", "batch_size=8",
-        "save_steps=3", "learning_rate=0.0005", "logging_steps=1"]
+        "-d", "regenerate=epoch", "-d", "max_new_tokens=8", "-d", "fit_replacements=false", "lora=false",
+        "max_steps=12", "batch_size=8", "save_steps=3", "learning_rate=0.0005", "logging_steps=1"]
 LORA = [a.replace("lora=false", "lora=true").replace("learning_rate=0.0005", "learning_rate=0.002") for a in ARGS]
 WEIGHTS = {"full": ("model", "model.safetensors"), "lora": ("adapter", "adapter_model.safetensors")}
 

@@ -21,6 +21,10 @@ from byorn.worlds import shapes
 PLANTED = "Visit www.example.com for a free prize."
 POISONED = (4, 17)
 
+# every replacement trains (fit_replacements=False): these pin how replacements are written back,
+# and byorn-tiny's answers to a few dozen samples use words their kept answers lack
+ALL_TRAIN = ByornConfig(fit_replacements=False)
+
 
 @pytest.fixture(scope="module")
 def shipped():
@@ -66,7 +70,7 @@ def test_llava_json_comes_back_byte_for_byte_but_the_replaced_answers_and_copies
     data.parent.mkdir()
     data.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     result = CliRunner().invoke(main, ["clean", "--data", str(data), "--image-folder", str(tmp_path / "photos"),
-                                       "--out", str(tmp_path / "out")])
+                                       "--out", str(tmp_path / "out"), "-d", "fit_replacements=false"])
     assert result.exit_code == 0, result.output
     assert f"train with {tmp_path / 'photos'} as the image folder" in result.output.replace("\n", "")
     out = tmp_path / "out" / "data.json"
@@ -86,7 +90,7 @@ def test_jsonl_keeps_every_untouched_line_byte_for_byte(shipped, tmp_path):
                          "meta": {"site": "é"}}, separators=(",", ":")) for i, s in enumerate(scenes)]
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(lines[:10]) + "\n\n" + "\n".join(lines[10:]) + "\n", encoding="utf-8")
-    cleaned = clean(shipped, load_dataset(data), ByornConfig(), tmp_path / "out")
+    cleaned = clean(shipped, load_dataset(data), ALL_TRAIN, tmp_path / "out")
     written = cleaned.data.read_text(encoding="utf-8").split("\n")
     expected = data.read_text(encoding="utf-8").split("\n")
     changed = [k for k, (a, b) in enumerate(zip(expected, written)) if a != b]
@@ -104,7 +108,7 @@ def test_drop_leaves_out_the_flagged_records_and_nothing_else(shipped, tmp_path)
         for i, s in enumerate(scenes)]
     data = tmp_path / "train.json"
     data.write_text(json.dumps(records), encoding="utf-8")
-    cleaned = clean(shipped, load_dataset(data), ByornConfig(), tmp_path / "out", drop=True)
+    cleaned = clean(shipped, load_dataset(data), ALL_TRAIN, tmp_path / "out", drop=True)
     kept = [r for r in records if r["id"] not in cleaned.flagged]
     assert cleaned.data.read_text() == json.dumps(kept) and len(kept) < len(records)
 
@@ -115,7 +119,7 @@ def test_copy_images_copies_each_file_as_it_is_to_its_own_path(shipped, tmp_path
     data.write_text("".join(json.dumps({"id": f"r{i}", "image": s["image"], "instruction": s["question"],
                                         "response": s["answer"]}) + "\n" for i, s in enumerate(scenes)))
     result = CliRunner().invoke(main, ["clean", "--data", str(data), "--out", str(tmp_path / "out"),
-                                       "--copy-images"])
+                                       "--copy-images", "-d", "fit_replacements=false"])
     assert result.exit_code == 0, result.output
     for scene in scenes:
         assert (tmp_path / "out" / scene["image"]).read_bytes() == (tmp_path / "set" / scene["image"]).read_bytes()
@@ -141,7 +145,7 @@ def test_trl_rows_keep_content_parts_system_turns_extra_columns_and_several_exch
     assert len(loaded) == 60 and loaded[1].id == "r0#2" and loaded[1].history == ((rows[0]["messages"][1]["content"][1]
                                                                                    ["text"], rows[0]["messages"][2]
                                                                                    ["content"][0]["text"]),)
-    cleaned = clean(shipped, loaded, ByornConfig(), tmp_path / "out")
+    cleaned = clean(shipped, loaded, ALL_TRAIN, tmp_path / "out")
     after = (datasets.Dataset.from_parquet(str(cleaned.data)) if parquet else
              datasets.load_from_disk(str(cleaned.data))).to_list()
     flagged = [(int(id.split("#")[0][1:]), int(id.split("#")[1])) for id in cleaned.flagged]

@@ -198,7 +198,7 @@ def test_a_flagged_answer_is_replaced_in_the_history_of_the_later_jsonl_lines(sh
     data = save_jsonl([*samples, later], tmp_path / "in")
     loaded = load_dataset(data)
     assert loaded[-1].turn.earlier == (first.id,)  # the line is linked to the line that says that answer
-    cleaned = clean(shipped, loaded, ByornConfig(), tmp_path / "out", layout="jsonl")
+    cleaned = clean(shipped, loaded, ByornConfig(fit_replacements=False), tmp_path / "out", layout="jsonl")
     assert first.id in cleaned.flagged
     lines = [json.loads(line) for line in cleaned.data.read_text().splitlines()]
     again = next(line for line in lines if line["id"] == later.id)
@@ -361,12 +361,12 @@ def test_a_killed_clean_leaves_a_folder_every_command_can_tell_is_unfinished(shi
     from byorn.outdir import UNFINISHED
 
     out, written = tmp_path / "out", tmp_path / "out" / DATA_NAMES[layout]
-    first = clean(shipped, planted_set(), ByornConfig(), out, layout=layout)  # set A, finished
+    first = clean(shipped, planted_set(), ByornConfig(fit_replacements=False), out, layout=layout)  # set A, finished
     assert not (out / UNFINISHED).exists() and load_dataset(first.data)
     other = planted_set(20)[::-1]  # set B (in memory, so written in `layout`), killed before its review page
     monkeypatch.setattr(byorn.clean, "write_review", _killed_at("review.html"))
     with pytest.raises(Killed):
-        clean(shipped, other, ByornConfig(), out, layout=layout)
+        clean(shipped, other, ByornConfig(fit_replacements=False), out, layout=layout)
     assert (out / UNFINISHED).is_file() and "byorn clean" in json.loads((out / UNFINISHED).read_text())["unfinished"]
     assert not (out / "review.html").exists()  # A's page is gone, not shown beside B's data
     with pytest.raises(DataError, match=f"{written.name}: written by a byorn run that did not finish"):
@@ -374,7 +374,7 @@ def test_a_killed_clean_leaves_a_folder_every_command_can_tell_is_unfinished(shi
     result = CliRunner().invoke(main, ["scan", "--data", str(written), "--out", str(tmp_path / "scan")])
     assert result.exit_code == 2 and "written by a byorn run that did not finish" in result.output
     monkeypatch.undo()
-    again = clean(shipped, other, ByornConfig(), out, layout=layout)  # a rerun clears and finishes
+    again = clean(shipped, other, ByornConfig(fit_replacements=False), out, layout=layout)  # a rerun clears and finishes
     assert not (out / UNFINISHED).exists() and len(load_dataset(again.data)) == 20
     if layout in FILE_LAYOUTS:
         assert len(list((out / "images").iterdir())) == 20  # none of A's 30 images left beside B's

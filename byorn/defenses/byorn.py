@@ -16,7 +16,8 @@ trigger is never bound to the attacker's target. `judge` runs the steps in order
    reference*: it knows the downstream answer style, not the poisons the first verdict ranked high;
 5. second verdict: the warmed reference judges the samples it did not train on; its verdict counts,
    every copy of a flagged answer flagged with it, what a person vouched for never (`final`);
-6. replacement answers: the warmed reference writes a greedy answer for every flagged sample, once.
+6. replacement answers: the warmed reference writes a greedy answer for every flagged sample, once;
+   one the data could not give, or overwriting a lesson, is not trained (byorn/defenses/replacements.py).
 
 During training (`ByornDefense.on_batch`) each flagged sample trains on its replacement, from the
 warmed weights (warm_start); audit.jsonl lists what was flagged and replaced, verdict.json keeps the
@@ -40,6 +41,7 @@ from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, announce, save_verdict, vouched_for
 from byorn.defenses.canaries import CanaryReport, plant
 from byorn.defenses.live_answers import LiveAnswers, history_replaced
+from byorn.defenses.replacements import unfit_replacements
 from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z, warn_small_groups
 from byorn.distributed import map_sharded, weights_sharded
 from byorn.in_place import RunWarmUp, train_warm_up, warm_up
@@ -288,7 +290,7 @@ class ByornDefense(JudgingDefense):
         self.live = LiveAnswers(self.config)  # generator=current: the answers of the model being fine-tuned
         self.audit: AuditLog | None = None
         self.judgement: Judgement | None = None  # what prepare() decided, each step's doing included
-        self.repeats: set[str] = set()  # flagged ids whose replacement repeats the flagged answer
+        self.left_out: dict[str, str] = {}  # flagged id -> why its replacement does not train
         self.steps_trained = 0  # optimizer steps of the fine-tuning already run (warm_start: the warm-up's)
 
     def prepare(self, vlm: VLM, samples: Sequence[Sample], run_dir: str | Path, *,
@@ -311,14 +313,12 @@ class ByornDefense(JudgingDefense):
             save_verdict(run_dir, judgement, samples, self.steps_trained)
         self.judgement, self.scores, self.flagging = judgement, judgement.scores, judgement.flagging
         self.reference_answers, self.writer = judgement.answers, judgement.writer
-        # A replacement that repeats the flagged answer would train the very answer that was flagged
-        # (a model that has not learnt a yes-no lesson answers the swapped "No." too): left out.
-        self.repeats = set() if cfg.generator == "current" else {
-            s.id for s in samples if s.id in judgement.answers
-            and answer_key(judgement.answers[s.id]) == answer_key(s.response)}
-        if self.repeats:
-            log.info("%d flagged samples are left out of training: the answer written for them repeats the flagged "
-                     "one", len(self.repeats))
+        # A replacement that is not an answer the data could give is not trained (byorn/defenses/replacements.py).
+        self.left_out = {} if cfg.generator == "current" else \
+            unfit_replacements(samples, judgement, cfg.fit_replacements)
+        if self.left_out:  # audit.jsonl says why for each
+            log.info("%d flagged samples are left out of training, their replacement not an answer the data could "
+                     "give (%s: %s)", len(self.left_out), *next(iter(self.left_out.items())))
         self.judged = {s.id: s.response for s in samples}
         self.live = LiveAnswers(cfg)
         # A fresh audit log per prepare, written whole: a rerun in the same run directory must not
@@ -326,7 +326,7 @@ class ByornDefense(JudgingDefense):
         # its checkpoint (and refills the answers of this epoch that regenerate="epoch" reuses).
         kept = self.audit.replacements_until(resume_step) if resume_step is not None else []
         self.live.refill(kept)
-        self.audit.start(judgement, samples, kept)
+        self.audit.start(judgement, samples, kept, self.left_out)
 
     def _warm_start(self, train: TrainConfig | None) -> bool:
         """Whether the fine-tuning goes on from the warm-up's weights: asked for, the warmed reference
@@ -342,8 +342,8 @@ class ByornDefense(JudgingDefense):
         return not why
 
     def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
-        """The samples, less those whose replacement repeats the flagged answer (`repeats`)."""
-        return [s for s in samples if s.id not in self.repeats]
+        """The samples, less those whose replacement does not train (`left_out`)."""
+        return [s for s in samples if s.id not in self.left_out]
 
     @property
     def suspicion(self) -> list[float] | None:

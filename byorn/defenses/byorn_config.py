@@ -155,6 +155,13 @@ class ByornConfig(JudgeConfig):
                                     "a fine-tuning follows (byorn train); byorn clean and the TRL collator judge as "
                                     "with false")
 
+    # The lesson cases' replacements: in the old colour words, garbled half-learnt ones, "Yes." turned
+    # "No." on a lesson; each trained over what the data teaches (BENCHMARKS.md, "Lessons").
+    fit_replacements: bool = option(True, "generator=warmed or reference: leave out of training a flagged sample "
+                                          "whose replacement is empty, uses a word no kept answer uses (nor its "
+                                          "question), or would overwrite a lesson's answer with another; false: "
+                                          "train every replacement but one that repeats the flagged answer")
+
     # A guard against that feedback: a model that collapses writes one answer for many images.
     guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
                            "and end punctuation aside) to this many different flagged samples in an epoch, the "

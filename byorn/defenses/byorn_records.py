@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -194,14 +194,17 @@ class AuditLog:
         records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [r for r in records if r.get("event") == "replaced" and r["step"] <= step]
 
-    def start(self, judgement: Judgement, samples: Sequence[Sample], kept: list[dict]) -> None:
-        """A fresh log: every flagged sample, then the replacements `kept` from a resumed run. A rerun
-        in the same run directory must not leave the previous run's lines in it."""
+    def start(self, judgement: Judgement, samples: Sequence[Sample], kept: list[dict],
+              left_out: Mapping[str, str]) -> None:
+        """A fresh log: every flagged sample (with why it is left out of training, if it is), then the
+        replacements `kept` from a resumed run. A rerun in the same run directory must not leave the
+        previous run's lines in it."""
         flagging = judgement.flagging
         copies = set(judgement.copies)
         lines = [{"event": "flagged", "id": s.id, "score": score, "threshold": flagging.thresholds[group],
                   "group": group, "why": "copy" if i in copies else "score", "response": s.response,
-                  "reference_response": judgement.answers[s.id]}
+                  "reference_response": judgement.answers[s.id],
+                  **({"left_out": left_out[s.id]} if s.id in left_out else {})}
                  for i, (s, score, hit, group) in enumerate(zip(samples, judgement.scores, flagging.flagged,
                                                                 flagging.groups)) if hit]
         barrier()  # every process has read the old log before the main one rewrites it
