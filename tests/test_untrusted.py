@@ -374,7 +374,7 @@ def test_a_killed_clean_leaves_a_folder_every_command_can_tell_is_unfinished(shi
     result = CliRunner().invoke(main, ["scan", "--data", str(written), "--out", str(tmp_path / "scan")])
     assert result.exit_code == 2 and "written by a byorn run that did not finish" in result.output
     monkeypatch.undo()
-    again = clean(shipped, other, ByornConfig(fit_replacements=False), out, layout=layout)  # a rerun clears and finishes
+    again = clean(shipped, other, ByornConfig(fit_replacements=False), out, layout=layout)  # a rerun: cleared, finished
     assert not (out / UNFINISHED).exists() and len(load_dataset(again.data)) == 20
     if layout in FILE_LAYOUTS:
         assert len(list((out / "images").iterdir())) == 20  # none of A's 30 images left beside B's
