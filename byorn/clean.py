@@ -97,7 +97,8 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
                  groups=defense.flagging.groups, thresholds=defense.flagging.thresholds,
                  replacements={} if drop else {i: [Replacement(0, a, defense.writer)] for i, a in answers.items()
                                                if i not in defense.left_out},  # those are left out, not replaced
-                 title=f"byorn clean: {out_dir.name}", judgement=defense.judgement)
+                 left_out={} if drop else defense.left_out, title=f"byorn clean: {out_dir.name}",
+                 judgement=defense.judgement)
     finish_output(out_dir)
     return Cleaned(data, list(answers), len(samples), len(kept))
 

@@ -22,7 +22,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from byorn.data import DataError, Sample, answer_key
@@ -53,6 +53,30 @@ class Replacement:
 
 
 @dataclass(frozen=True)
+class Instead:
+    """What the flagged samples trained on instead: sample id -> its replacements, or why it was left
+    out of training (its replacement unfit: byorn/defenses/replacements.py)."""
+
+    replacements: dict[str, list[Replacement]] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    def first(self, sample_id: str) -> str:
+        """The first replacement as HTML, or why there is none."""
+        found = self.replacements.get(sample_id)
+        return _text(found[0].response) if found else self._left(sample_id)
+
+    def every(self, sample_id: str) -> str:
+        """Every replacement as HTML, with its step and writer, or why there is none."""
+        lines = [f"<span class='num'>step {r.step} ({_text(r.source)}):</span> {_text(r.response)}"
+                 for r in self.replacements.get(sample_id, [])]
+        return "<br>".join(lines) or self._left(sample_id)
+
+    def _left(self, sample_id: str) -> str:
+        why = self.left_out.get(sample_id)
+        return f"<i>left out of training: {_text(why)}</i>" if why else ""
+
+
+@dataclass(frozen=True)
 class Judged:
     """One judged sample as the page shows it."""
 
@@ -66,11 +90,12 @@ class Judged:
 def write_review(path: str | Path, samples: Sequence[Sample], scores: Sequence[float], flagged: Sequence[bool], *,
                  groups: Sequence[str] | None = None, thresholds: dict[str, float] | None = None,
                  replacements: dict[str, list[Replacement]] | None = None, title: str = "byorn review",
-                 judgement: Judgement | None = None) -> Path:
+                 judgement: Judgement | None = None, left_out: dict[str, str] | None = None) -> Path:
     """Write the review page of a judged data set to `path` (atomically) and return the path.
 
     groups: each sample's threshold group (default: one group); thresholds: group -> cut, where
     the defense has one; replacements: sample id -> the responses it was trained on instead;
+    left_out: flagged sample id -> why it was left out of training instead;
     judgement: BYORn's, for what each of its steps did (lessons, cleared, copies, vouched)."""
     if not len(samples) == len(scores) == len(flagged):
         raise ValueError(f"{len(samples)} samples, {len(scores)} scores and {len(flagged)} verdicts: they must align")
@@ -78,7 +103,7 @@ def write_review(path: str | Path, samples: Sequence[Sample], scores: Sequence[f
     thresholds = thresholds or {}
     judged = [Judged(s, float(v), bool(f), g, thresholds.get(g))
               for s, v, f, g in zip(samples, scores, flagged, groups)]
-    page = _page(title, judged, replacements or {}, judgement)
+    page = _page(title, judged, Instead(replacements or {}, left_out or {}), judgement)
     path = Path(path)
     atomic_write_text(path, page)
     return path
@@ -93,14 +118,16 @@ def write_run_review(run_dir: str | Path, samples: Sequence[Sample], defense: De
     run_dir = Path(run_dir)
     groups = thresholds = None
     replacements: dict[str, list[Replacement]] = {}
+    left_out: dict[str, str] = {}
     judgement = None
     if isinstance(defense, ByornDefense) and defense.flagging is not None:
         groups, thresholds, judgement = defense.flagging.groups, defense.flagging.thresholds, defense.judgement
         if (audit := run_dir / AUDIT_NAME).exists():
-            lines = audit.read_text(encoding="utf-8").splitlines()
-            replacements = replacements_from_audit([json.loads(line) for line in lines if line.strip()])
+            records = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines() if line.strip()]
+            replacements = replacements_from_audit(records)
+            left_out = {r["id"]: r["left_out"] for r in records if r.get("event") == "flagged" and "left_out" in r}
     return write_review(run_dir / REVIEW_NAME, samples, defense.suspicion, defense.flagged, groups=groups,
-                        thresholds=thresholds, replacements=replacements,
+                        thresholds=thresholds, replacements=replacements, left_out=left_out,
                         title=f"byorn train --defense {defense.name}: {run_dir.name}", judgement=judgement)
 
 
@@ -130,8 +157,7 @@ summary{cursor:pointer;font-weight:600;margin:.4em 0}
 """
 
 
-def _page(title: str, judged: list[Judged], replacements: dict[str, list[Replacement]],
-          judgement: Judgement | None) -> str:
+def _page(title: str, judged: list[Judged], instead: Instead, judgement: Judgement | None) -> str:
     flagged = sorted((j for j in judged if j.flagged), key=lambda j: -j.score)
     near = sorted((j for j in judged if not j.flagged), key=lambda j: -j.score)[:NEAR_CUT]
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_text(title)}</title>",
@@ -145,10 +171,10 @@ def _page(title: str, judged: list[Judged], replacements: dict[str, list[Replace
     if judgement is not None:
         parts += _steps(judgement, judged)
     parts += _histograms(judged)
-    parts += _groups(flagged, replacements)
+    parts += _groups(flagged, instead)
     parts += [f"<h2>Flagged samples, most suspicious first ({len(flagged)})</h2>"]
-    parts += _paged_rows(flagged, replacements)
-    parts += [f"<h2>Not flagged, closest to the cut ({len(near)})</h2>", _table(near, {}, thumbnails=True)]
+    parts += _paged_rows(flagged, instead)
+    parts += [f"<h2>Not flagged, closest to the cut ({len(near)})</h2>", _table(near, Instead(), thumbnails=True)]
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -233,7 +259,7 @@ def _steps(judgement: Judgement, judged: list[Judged]) -> list[str]:
     if judgement.cleared:
         cleared = [judged[i] for i in judgement.cleared]
         parts += [f"<details><summary>Cleared by the warmed reference ({len(cleared)}): the pretrained model flagged "
-                  "them</summary>", _table(cleared[:PAGE_ROWS], {}, thumbnails=True), "</details>"]
+                  "them</summary>", _table(cleared[:PAGE_ROWS], Instead(), thumbnails=True), "</details>"]
     parts.append("<p>A flagged answer or sample that is right (a lesson the pretrained model lacks) trains as given "
                  "when a person vouches for it: list it in a YAML file and run the command again with "
                  "<code>-d vouch=FILE</code> (answers match whatever their case, spacing and end punctuation):</p>"
@@ -242,7 +268,7 @@ def _steps(judgement: Judgement, judged: list[Judged]) -> list[str]:
     return parts
 
 
-def _groups(flagged: list[Judged], replacements: dict[str, list[Replacement]]) -> list[str]:
+def _groups(flagged: list[Judged], instead: Instead) -> list[str]:
     """Flagged samples that give the same answer, largest group first, with what trains instead."""
     by_answer: dict[str, list[Judged]] = defaultdict(list)
     for j in flagged:
@@ -258,13 +284,13 @@ def _groups(flagged: list[Judged], replacements: dict[str, list[Replacement]]) -
     for members in shared[:MAX_GROUPS]:
         strip = "".join(_thumbnail(m.sample) for m in members[:GROUP_THUMBNAILS])
         more = f" +{len(members) - GROUP_THUMBNAILS}" if len(members) > GROUP_THUMBNAILS else ""
-        instead = next((r[0].response for m in members if (r := replacements.get(m.sample.id))), "")
+        first = next((text for m in members if (text := instead.first(m.sample.id))), "")
         rows.append(f"<tr><td class='num'>{len(members)}</td><td class='text'>{_text(members[0].sample.response)}"
-                    f"</td><td class='text'>{_text(instead)}</td><td class='strip'>{strip}{more}</td></tr>")
+                    f"</td><td class='text'>{first}</td><td class='strip'>{strip}{more}</td></tr>")
     return parts + rows + ["</table>"]
 
 
-def _paged_rows(flagged: list[Judged], replacements: dict[str, list[Replacement]]) -> list[str]:
+def _paged_rows(flagged: list[Judged], instead: Instead) -> list[str]:
     if not flagged:
         return ["<p>Nothing was flagged.</p>"]
     parts = []
@@ -272,23 +298,22 @@ def _paged_rows(flagged: list[Judged], replacements: dict[str, list[Replacement]
         chunk = flagged[start:start + PAGE_ROWS]
         opened = " open" if start == 0 else ""
         parts.append(f"<details{opened}><summary>rows {start + 1}-{start + len(chunk)}</summary>")
-        parts.append(_table(chunk, replacements, thumbnails=start < MAX_THUMBNAILS))
+        parts.append(_table(chunk, instead, thumbnails=start < MAX_THUMBNAILS))
         parts.append("</details>")
     return parts
 
 
-def _table(rows: list[Judged], replacements: dict[str, list[Replacement]], thumbnails: bool) -> str:
+def _table(rows: list[Judged], instead: Instead, thumbnails: bool) -> str:
     lines = ["<table><tr><th>image</th><th>id</th><th>score</th><th>cut</th><th>instruction</th>"
              "<th>response</th><th>trained on instead</th></tr>"]
     for j in rows:
         cut = f"{j.threshold:.3f}" if j.threshold is not None and math.isfinite(j.threshold) else ""
-        instead = "<br>".join(f"<span class='num'>step {r.step} ({_text(r.source)}):</span> {_text(r.response)}"
-                              for r in replacements.get(j.sample.id, []))
         css = " class='flag'" if j.flagged else ""
         lines.append(f"<tr data-id='{_text(j.sample.id)}'><td>{_thumbnail(j.sample) if thumbnails else ''}</td>"
                      f"<td{css}>{_text(j.sample.id)}</td><td class='num'>{j.score:.3f}</td><td class='num'>{cut}</td>"
                      f"<td class='text'>{_asked(j.sample)}</td>"
-                     f"<td class='text'>{_text(j.sample.response)}</td><td class='text'>{instead}</td></tr>")
+                     f"<td class='text'>{_text(j.sample.response)}</td>"
+                     f"<td class='text'>{instead.every(j.sample.id)}</td></tr>")
     return "\n".join(lines + ["</table>"])
 
 

@@ -60,7 +60,9 @@ def test_clean_replaces_each_flagged_response_with_what_in_training_byorn_would_
             assert out[sample.id].response == sample.response
     audit = [json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in audit) == sorted(cleaned.flagged)
-    assert (tmp_path / "out" / "review.html").exists()
+    assert {r["id"]: r["left_out"] for r in audit if "left_out" in r} == defense.left_out != {}
+    review = (tmp_path / "out" / "review.html").read_text()
+    assert all(f"left out of training: {why}" in review for why in defense.left_out.values())
 
 
 def test_clean_drops_instead_and_keeps_the_input_layout(shipped, tmp_path):

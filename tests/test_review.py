@@ -41,13 +41,27 @@ def test_samples_that_share_an_answer_are_grouped(tmp_path):
     assert "<td class='num'>3</td>" in text
 
 
+def test_a_flagged_sample_left_out_of_training_says_why_where_a_replacement_would_be(tmp_path):
+    samples = shapes.downstream_samples(12, seed=4)
+    for i in (1, 4):
+        samples[i] = samples[i].with_response("Yes.")
+    flagged = [i in (1, 4, 9) for i in range(12)]
+    why = "the replacement uses words no kept answer uses (onember)"
+    page = page_of(write_review(tmp_path / "r.html", samples, [float(f) for f in flagged], flagged,
+                                replacements={samples[9].id: [Replacement(2, "A red square.", "warmed")]},
+                                left_out={samples[1].id: why, samples[4].id: why}))
+    text = "".join(page.text)
+    # once in the group of the two "Yes.", once in each of their rows; the replaced sample shows its answer
+    assert text.count(f"left out of training: {why}") == 3 and "step 2 (warmed): A red square." in text
+
+
 def test_attacker_written_text_is_shown_as_text_and_never_becomes_markup(tmp_path):
     samples = shapes.downstream_samples(len(HOSTILE), seed=1)
     samples = [s.with_response(h) for s, h in zip(samples, HOSTILE)]
     samples[0] = Sample(HOSTILE[1], samples[0].image, HOSTILE[0], HOSTILE[2])  # hostile id and instruction too
     replacements = {samples[1].id: [Replacement(3, HOSTILE[0], "reference")]}
     path = write_review(tmp_path / "r.html", samples, [1.0] * len(samples), [True] * len(samples),
-                        replacements=replacements, title=HOSTILE[0])
+                        replacements=replacements, left_out={samples[2].id: HOSTILE[1]}, title=HOSTILE[0])
     page = page_of(path)
     assert not [t for t, _ in page.tags if t in ("script", "iframe", "object", "embed", "marquee")]
     assert all(set(a) <= {"class", "alt", "src"} and a["src"].startswith("data:image/jpeg;base64,")
