@@ -2,13 +2,17 @@
 
     OMP_NUM_THREADS=1 python benchmarks/explore/warm_size.py --shares 0.05 0.1 --out benchmarks/results/warm_size.jsonl
     OMP_NUM_THREADS=1 python benchmarks/explore/warm_size.py --shares 0.2 0.5 --out benchmarks/results/warm_size.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/explore/warm_size.py --shares 0.2 --warm-epochs 2.5 \
+        --out benchmarks/results/warm_size.jsonl
 
 The built-in shapes task, N samples (default 10,000), 5 % poisoned with a one-word swap on a rare
 token (circle -> square: the poison the warmed reference is there to see), seed 0; the default
 judgement with the judgement grids' training settings (full fine-tuning, lr 5e-4, batches of 16),
-its warm set `warm_share` of the samples. One row per share (appended): the warm set's size, the
-judgement's wall time, the share of the poisons and of the clean samples it flags. For sizing a
-warm-up that does not grow with the data (the scan-scale work).
+its warm set `warm_share` of the samples, fine-tuned on for `warm_epochs` (1, the default: a smaller
+set is also fewer steps; 2.5 on a fifth of the samples: as many steps as the default's half). One row
+per share (appended): the warm set's size, the judgement's wall time, the share of the poisons and of
+the clean samples it flags, of the samples the warmed reference judged (not warmed on). For sizing
+a warm-up that does not grow with the data (the scan-scale work).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shares", type=float, nargs="+", required=True, help="warm_share values to judge with")
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--warm-epochs", type=float, default=1.0, help="the warm-up's epochs (warm_epochs)")
     parser.add_argument("--out", required=True, type=Path, help="JSON lines (appended)")
     args = parser.parse_args()
     attack = build_attack("rare_token", "substitution")
@@ -44,13 +49,17 @@ def main() -> None:
         vlm = load_vlm("byorn-tiny")
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
-            judgement = judge(vlm, samples, JudgeConfig(warm_share=share, canaries=0), scratch, TRAIN)
+            config = JudgeConfig(warm_share=share, warm_epochs=args.warm_epochs, canaries=0)
+            judgement = judge(vlm, samples, config, scratch, TRAIN)
             seconds = time.perf_counter() - started
         flagged = judgement.flagging.flagged
+        held = [i for i in range(len(samples)) if i not in set(judgement.warmed_on)]
+        held_clean = [i for i in held if not truth[i]]
         row = {"n": args.n, "attack": attack.name, "poison_rate": 0.05, "seed": 0, "warm_share": share,
-               "warm_set": len(judgement.warmed_on), "judge_s": round(seconds, 1),
+               "warm_epochs": args.warm_epochs, "warm_set": len(judgement.warmed_on), "judge_s": round(seconds, 1),
                "poisons_flagged": round(sum(f and t for f, t in zip(flagged, truth)) / sum(truth), 4),
                "clean_flagged": round(sum(f and not t for f, t in zip(flagged, truth)) / (len(truth) - sum(truth)), 4),
+               "held_clean_flagged": round(sum(flagged[i] for i in held_clean) / max(len(held_clean), 1), 4),
                "model": checkpoint_label("byorn-tiny", vlm)}
         append_jsonl(args.out, row)
         print(json.dumps(row), flush=True)
