@@ -257,6 +257,19 @@ BEFORE_LESSONS = ("**Measured before lessons:** this section's BYORn rows ran wi
 REPORTS_ONLY = ("canaries",)
 
 
+def before_lessons_note(rows: list[dict]) -> str:
+    """What a section says of its rows from before the ADDED_SINCE options: all its BYORn rows, or
+    those of the labels it names ('' where none is)."""
+    earlier = sorted({row["defense"] for row in rows if before_lessons(row)})
+    judging = {row["defense"] for row in rows if "k" in (row.get("defense_options") or {})}
+    if not earlier or set(earlier) == judging:
+        return BEFORE_LESSONS if earlier else ""
+    return ("**Partly measured before lessons:** the rows of " + ", ".join(f"`{label}`" for label in earlier) +
+            " ran with the judgement before `lesson_share`, `flag_copies`, `vouch` and `fit_replacements` (they "
+            "record none of them); the section's other BYORn rows are on the shipped default. "
+            "[docs/method.md](docs/method.md#lessons) says what those options change.")
+
+
 def before_lessons(row: dict) -> bool:
     """Whether `row` is a judging defense's row from before the ADDED_SINCE options existed."""
     recorded = row.get("defense_options")
@@ -592,8 +605,9 @@ def main() -> None:
     plot_summary(found, SUMMARY_PLOT)
     earlier = [section_label(section) for section, rows in found if any(before_lessons(row) for row in rows)]
     parts += ["## Summary", "", SUMMARY_LEGEND, "", summary_table(found), "",
-              *([f"BYORn's rows in {', '.join(earlier)} were measured before the lesson rules (their sections say "
-                 "so); the lessons section is measured on the shipped default.", ""] if earlier else []),
+              *([f"BYORn's rows in {', '.join(earlier)} were measured before the lesson rules, all or some of "
+                 "them (their sections say which); the lessons section is measured on the shipped default.", ""]
+                if earlier else []),
               f"![each cell's ASR, undefended and under BYORn]({SUMMARY_PLOT.relative_to(ROOT).as_posix()})", "",
               "## Contents", "", *(f"- [{s.title}]({section_anchor(s.title)})" for s in SECTIONS), ""]
     headline_grids = [name for section in SECTIONS if section.headline for name in section.results]
@@ -607,8 +621,8 @@ def main() -> None:
         shown = [f"{name}.jsonl" for name in [*section.results, section.scores, section.warmed_scores] if name]
         parts += [f"## {section.title}", "", f"Reproduce: `{section.command}`", "",
                   findings_summary(section.findings, shown), ""]
-        if any(before_lessons(row) for row in rows):
-            parts += [BEFORE_LESSONS, ""]
+        if note := before_lessons_note(rows):
+            parts += [note, ""]
         if section.quality and (path := ROOT / "benchmarks" / "results" / section.quality).exists():
             figures = json.loads(path.read_text(encoding="utf-8"))
             refuse_stale(f"{section.title} ({section.quality})", [figures], shipped)
