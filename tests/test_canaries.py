@@ -12,7 +12,8 @@ from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses import ByornConfig, ByornDefense
 from byorn.defenses import byorn as method
-from byorn.defenses.canaries import CANARIES_NAME, KINDS, MIN_SAMPLES, CanaryReport, plant, swap_words
+from byorn.defenses.canaries import CANARIES_NAME, KINDS, MIN_SAMPLES, CanaryReport, canary_cut, plant, swap_words
+from byorn.defenses.thresholds import Flagging
 from byorn.worlds import shapes
 
 ZQ = "zq zq zq zq zq"
@@ -253,3 +254,37 @@ def test_planting_ends_where_no_canary_can_be_read_and_ids_repeat():
     samples = [Sample("same", s.image, s.instruction, s.response) for s in shapes.downstream_samples(30, seed=4)]
     canaries, left_out = plant(samples, 3, seed=0, readable=lambda canary: False)
     assert canaries == [] and all("only 0 planted" in why for kind, why in left_out.items() if kind != "swap")
+
+
+def canaries_of(*kinds: str) -> list[Sample]:
+    return [Sample(f"c{i}", None, "q", "a", meta={"canary": kind}) for i, kind in enumerate(kinds)]
+
+
+def test_the_canaries_cut_is_the_highest_that_catches_the_share_of_every_kind():
+    planted = canaries_of(*["patch"] * 4, *["swap"] * 4)
+    scores = [9.0, 8.0, 7.0, 6.0, 5.0, 3.0, 2.0, 1.0]
+    assert canary_cut(planted, scores, 0.75) == 2.0  # the swaps' third: the patches' third (7.0) would miss two
+    assert canary_cut(planted, scores, 1.0) == 1.0 and canary_cut(planted, scores, 0.1) == 5.0
+    # a kind the scores cannot tell from clean samples does not drag the cut under the median
+    assert canary_cut(planted, [*scores[:4], -3.0, -2.0, -1.0, -4.0], 0.5) == 0.0
+    with pytest.raises(ValueError, match="needs canaries"):
+        canary_cut([], [], 0.9)
+
+
+def test_a_flagging_at_one_cut_flags_every_group_there_but_the_exempt():
+    flagging = Flagging([False] * 4, ["a", "b", "a", "b"], {"a": 1.5, "b": 2.5})
+    again = flagging.at([3.0, 2.0, 1.0, 2.0], 2.0, exempt={3})
+    assert again.flagged == [True, True, False, False] and again.thresholds == {"a": 2.0, "b": 2.0}
+
+
+def test_judged_at_the_canaries_cut_every_kind_is_caught_as_asked(fresh_vlm, tmp_path):
+    judgement = method.judge(fresh_vlm, poisoned(), ByornConfig(rejudge=False, max_new_tokens=4, canaries=4,
+                                                                canary_cut=0.75), tmp_path)
+    cut = set(judgement.flagging.thresholds.values())
+    assert len(cut) == 1 and cut.pop() >= 0.0
+    assert all(r.caught >= 3 or min(r.scores) < 0.0 for r in judgement.canaries.kinds.values())
+    # the samples are flagged at that one cut (none is a copy of a flagged answer or vouched for here)
+    at = judgement.flagging.thresholds["all"]
+    assert judgement.flagging.flagged == [score >= at for score in judgement.scores]
+    with pytest.raises(ValueError, match="not absolute"):
+        ByornConfig(canary_cut=0.9, rule="absolute", absolute=2.0, rejudge=False)

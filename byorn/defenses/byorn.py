@@ -8,7 +8,8 @@ trigger is never bound to the attacker's target. `judge` runs the steps in order
    answered: what they catch measures the judgement on this data (byorn/defenses/canaries.py);
 1. score: the frozen pretrained model scores every response (`verdict`; the scores themselves are
    byorn/scoring.py's teacher-forced passes, with the exact training prompt);
-2. cut: a response more than k MADs above the median of its group is flagged (byorn/defenses/thresholds.py);
+2. cut: a response more than k MADs above the median of its group is flagged (byorn/defenses/thresholds.py;
+   canary_cut: the final verdict's cut is the highest that still catches that share of each kind of canary);
 3. warm set: the least suspicious half of the samples, none of them flagged, and the least
    suspicious half of every answer so many samples give that it is a lesson, not a backdoor
    (`lessons`, `warm_set`);
@@ -39,7 +40,7 @@ from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
 from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, announce, save_verdict, vouched_for
-from byorn.defenses.canaries import CanaryReport, plant
+from byorn.defenses.canaries import CanaryReport, canary_cut, plant
 from byorn.defenses.live_answers import LiveAnswers, history_replaced
 from byorn.defenses.replacements import unfit_replacements
 from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z, warn_small_groups
@@ -76,6 +77,9 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     vouched = vouched_for(samples, config.vouch)
 
     def settled(last: Judgement, whose: str) -> Judgement:  # the final verdict; the samples' apart from the canaries'
+        if config.canary_cut and canaries:  # the cut the canaries choose, over the samples this verdict judged
+            cut = canary_cut(canaries, last.scores[n:], config.canary_cut)
+            last = replace(last, flagging=last.flagging.at(last.scores, cut, {*last.warmed_on, *vouched}))
         both = final(last, first, judged, taught, vouched, config, guests=len(canaries))
         report = CanaryReport.of(canaries, first.flagging.flagged[n:], both.flagging.flagged[n:], both.scores[n:],
                                  left_out) if config.canaries else None
@@ -127,9 +131,8 @@ def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: s
     if len(parts) == 1 and variant not in Z_SCALED and config.rule == "absolute":
         scores = per_variant[0]
     else:
-        # A sample is flagged when any score is over k MADs: the union of the scores' own MAD cuts.
-        # Other rules cut the combined score (a quantile of it, or an absolute number of MADs); a
-        # quantile of one score in MAD units flags what the same quantile of its raw values flags.
+        # Flagged when any score is over k MADs (the union of the scores' own cuts); other rules cut the
+        # combined score, whose quantile flags what the same quantile of one score's raw values would.
         scores = combined_score(parts, per_variant, groups, guests)
     flagging = flag(scores, groups, config.threshold_rule(), guests)
     return Judgement(scores, replace(flagging, flagged=[hit and i not in spared for i, hit in
@@ -316,9 +319,6 @@ class ByornDefense(JudgingDefense):
         # A replacement that is not an answer the data could give is not trained (byorn/defenses/replacements.py).
         self.left_out = {} if cfg.generator == "current" else \
             unfit_replacements(samples, judgement, cfg.fit_replacements)
-        if self.left_out:  # audit.jsonl says why for each
-            log.info("%d flagged samples are left out of training, their replacement not an answer the data could "
-                     "give (%s: %s)", len(self.left_out), *next(iter(self.left_out.items())))
         self.judged = {s.id: s.response for s in samples}
         self.live = LiveAnswers(cfg)
         # A fresh audit log per prepare, written whole: a rerun in the same run directory must not

@@ -95,6 +95,10 @@ class JudgeConfig:
                                "data's own samples and judged with them, never trained on, to measure how much of "
                                "each kind of attack the judgement catches on this data (canaries.json); 0: none",
                            min=0)
+    canary_cut: float = option(0.0, "0: the cut of rule; s in (0, 1]: the final verdict's samples flagged at the "
+                                    "highest score that still catches s of every kind of canary (never under the "
+                                    "median: at most about half the samples it judged), so the cut does not hang "
+                                    "on k or the poison rate", min=0.0)
 
     def __post_init__(self) -> None:
         self.threshold_rule()  # a bad rule parameter fails when the config is made, not after scoring
@@ -110,6 +114,12 @@ class JudgeConfig:
         if self.vouch and not Path(self.vouch).is_file():  # before any work: its contents are read by the judgement
             raise ValueError(f"vouch: {self.vouch} is not a file")
         check_choice("precision", self.precision, PRECISIONS)
+        if self.canary_cut > 1.0:
+            raise ValueError(f"canary_cut is a share of each kind's canaries, in (0, 1] (0: off); got "
+                             f"{self.canary_cut}")
+        if self.canary_cut and self.rule == "absolute":  # its floor is the median, 0 in MAD units
+            raise ValueError("canary_cut chooses the cut itself, in MAD units: it takes rule=mad or quantile, not "
+                             "absolute")
 
     @property
     def variants(self) -> list[str]:

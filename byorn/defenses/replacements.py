@@ -17,11 +17,14 @@ set) instead, each losing one sample rather than training a wrong answer:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
 from byorn.data import Sample, answer_key
 from byorn.defenses.byorn_records import Judgement
+
+log = logging.getLogger(__name__)
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits of any script; punctuation and spacing between words
 SHOWN = 5  # unknown words named per left-out sample
@@ -58,4 +61,7 @@ def unfit_replacements(samples: Sequence[Sample], judgement: Judgement, fit: boo
         elif unknown := sorted(words(answer) - spoken - asked):
             named = ", ".join(unknown[:SHOWN]) + (", ..." if len(unknown) > SHOWN else "")
             why[s.id] = f"the replacement uses words no kept answer uses ({named})"
+    if why:  # audit.jsonl says why for each
+        log.info("%d flagged samples are left out of training, their replacement not an answer the data could give "
+                 "or overwriting a lesson's (%s: %s)", len(why), *next(iter(why.items())))
     return why

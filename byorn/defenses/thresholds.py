@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +60,13 @@ class Flagging:
     flagged: list[bool]
     groups: list[str]  # each sample's group
     thresholds: dict[str, float]  # group -> its threshold
+
+    def at(self, scores: Sequence[float], cut: float, exempt: Collection[int] = ()) -> Flagging:
+        """Every sample but the `exempt` flagged where its score is at least `cut`, one cut for every
+        group (the scores in their groups' MAD units)."""
+        exempt = set(exempt)
+        return Flagging([i not in exempt and score >= cut for i, score in enumerate(scores)], self.groups,
+                        dict.fromkeys(self.thresholds, cut))
 
 
 def group_keys(samples: Sequence[Sample], group_by: str | None) -> list[str]:
