@@ -47,12 +47,14 @@ WRITTEN = ("images", AUDIT_NAME, VERDICT_NAME, REVIEW_NAME, CANARIES_NAME)
 
 @dataclasses.dataclass(frozen=True)
 class Cleaned:
-    """What `clean` wrote: the data file, and the flagged samples' ids."""
+    """What `clean` wrote: the data file, the flagged samples' ids, and those of them left out (their
+    replacement unfit: byorn/defenses/replacements.py) where the others were replaced."""
 
     data: Path
     flagged: list[str]
     n_in: int
     n_out: int
+    left_out: list[str] = dataclasses.field(default_factory=list)
 
 
 def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str | Path, *,
@@ -100,7 +102,7 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
                  left_out={} if drop else defense.left_out, title=f"byorn clean: {out_dir.name}",
                  judgement=defense.judgement)
     finish_output(out_dir)
-    return Cleaned(data, list(answers), len(samples), len(kept))
+    return Cleaned(data, list(answers), len(samples), len(kept), [] if drop else list(defense.left_out))
 
 
 def _copied_folders(samples: Sequence[Sample]) -> set[str]:

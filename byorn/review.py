@@ -284,7 +284,9 @@ def _groups(flagged: list[Judged], instead: Instead) -> list[str]:
     for members in shared[:MAX_GROUPS]:
         strip = "".join(_thumbnail(m.sample) for m in members[:GROUP_THUMBNAILS])
         more = f" +{len(members) - GROUP_THUMBNAILS}" if len(members) > GROUP_THUMBNAILS else ""
-        first = next((text for m in members if (text := instead.first(m.sample.id))), "")
+        # a member's replacement, if any has one; else why they were left out
+        first = next((instead.first(m.sample.id) for m in members if m.sample.id in instead.replacements),
+                     next((text for m in members if (text := instead.first(m.sample.id))), ""))
         rows.append(f"<tr><td class='num'>{len(members)}</td><td class='text'>{_text(members[0].sample.response)}"
                     f"</td><td class='text'>{first}</td><td class='strip'>{strip}{more}</td></tr>")
     return parts + rows + ["</table>"]

@@ -127,7 +127,9 @@ def test_a_hugging_face_data_set_loads_scans_and_cleans_in_its_own_layout(tmp_pa
     assert result.exit_code == 0, result.output
     written = tmp_path / "out" / ("data.parquet" if parquet else "data")
     cleaned = load_dataset(written)
-    assert len(cleaned) == 30 - len(left_out(tmp_path / "out")) and PLANTED not in {s.response for s in cleaned}
+    unfit = left_out(tmp_path / "out")
+    assert len(cleaned) == 30 - len(unfit) and PLANTED not in {s.response for s in cleaned}
+    assert (f"{len(unfit)} left out, their replacement unfit" in result.output.replace("\n", " ")) == bool(unfit)
 
 
 def test_a_bad_row_of_a_hugging_face_data_set_names_the_file_and_row(tmp_path):

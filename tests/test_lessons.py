@@ -152,7 +152,7 @@ def test_a_flagged_sample_whose_replacement_repeats_its_answer_is_left_out_of_tr
     defense = ByornDefense(ByornConfig(max_new_tokens=6))
     defense.prepare(tiny_vlm_factory(), samples, tmp_path, train=TrainConfig(lora=False, batch_size=4))
     flagged = {s.id for s, hit in zip(samples, defense.flagged) if hit}
-    assert flagged and set(defense.left_out) == flagged
+    assert flagged and defense.left_out == dict.fromkeys(flagged, "the replacement repeats the flagged answer")
     assert [s.id for s in defense.training_set(samples)] == [s.id for s in samples if s.id not in flagged]
 
 
@@ -169,3 +169,18 @@ def test_byorn_clean_leaves_out_a_record_whose_replacement_repeats_its_answer(ti
         if cleaned.data.suffix == ".jsonl" else [r["id"] for r in json.loads(cleaned.data.read_text())]
     assert cleaned.flagged and not set(cleaned.flagged) & set(written)
     assert len(written) == 40 - len(cleaned.flagged)
+
+
+def test_a_turn_left_out_of_training_takes_the_later_turns_of_its_conversation_with_it():
+    from byorn.data import Turn
+
+    turns = [Sample("c#1", None, "q1", "a1", turn=Turn("c", 1, 3)),
+             Sample("c#2", None, "q2", "a2", history=(("q1", "a1"),), turn=Turn("c", 2, 3, ("c#1",))),
+             Sample("c#3", None, "q3", "a3", history=(("q1", "a1"), ("q2", "a2")),
+                    turn=Turn("c", 3, 3, ("c#1", "c#2"))),
+             Sample("d", None, "q", "a")]
+    defense = ByornDefense()
+    defense.left_out = {"c#2": "the replacement is empty"}
+    assert [s.id for s in defense.training_set(turns)] == ["c#1", "d"]  # c#3 would read c#2's as its history
+    defense.left_out = {"c#3": "the replacement is empty"}
+    assert [s.id for s in defense.training_set(turns)] == ["c#1", "c#2", "d"]

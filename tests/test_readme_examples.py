@@ -77,7 +77,8 @@ def test_the_trl_example_runs_and_no_flagged_response_reaches_the_loss(in_a_proj
     flagged = {i for i, hit in zip(namespace["dataset"]["id"], defense.flagged) if hit}
     assert {"shapes-train-000001", "shapes-train-000005"} <= flagged
     assert len(seen) >= 8 and not any("example.com" in text for text in seen)  # every row, at least once
-    assert namespace["collator"].collator.replaced >= 2
+    # each flagged row either trained on its replacement or was filtered out, its replacement unfit
+    assert namespace["collator"].collator.replaced + len(defense.left_out) >= 2
 
 
 def test_every_python_block_is_one_the_tests_run():

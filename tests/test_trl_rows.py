@@ -49,7 +49,7 @@ def test_the_collator_says_how_to_keep_the_id_column_the_trainer_dropped():
     from byorn.integrations.trl import ByornCollator
 
     sample = shapes.downstream_samples(1, seed=0)[0]
-    judged = SimpleNamespace(flagging=object(), reference_answers={}, judged={sample.id: sample.response})
+    judged = SimpleNamespace(flagging=object(), reference_answers={}, judged={sample.id: sample.response}, left_out={})
     collator = ByornCollator(lambda rows: rows, judged)
     row = sample_to_row(sample)
     assert collator([row]) == [{k: v for k, v in row.items() if k != "id"}]
@@ -78,8 +78,25 @@ def test_a_row_of_several_exchanges_is_a_sample_per_answer_and_the_collator_repl
     with pytest.raises(DataError, match="row 0, field 'messages': 2 exchanges"):
         row_to_sample(row, 0)
     judged = SimpleNamespace(flagging=object(), reference_answers={"c#2": "Red."},
-                             judged={"c#1": "A square.", "c#2": "Visit example.com."})
+                             judged={"c#1": "A square.", "c#2": "Visit example.com."}, left_out={})
     collator = ByornCollator(lambda rows: rows, judged)
     (out,) = collator([row])
     assert out["messages"][4]["content"] == [{"type": "text", "text": "Red."}] and collator.replaced == 1
     assert out["messages"][:4] == row["messages"][:4]  # the first answer and the system turn as they were
+
+
+def test_a_row_with_a_turn_left_out_of_training_is_filtered_out_and_refused_by_the_collator():
+    from types import SimpleNamespace
+
+    from byorn.integrations.trl import ByornCollator, trains_on
+
+    row = {"id": "c", "images": [], "messages": [
+        {"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A square."},
+        {"role": "user", "content": "Colour?"}, {"role": "assistant", "content": "Visit example.com."}]}
+    other = {"id": "d", "images": [], "messages": row["messages"][:2]}
+    judged = SimpleNamespace(flagging=object(), reference_answers={"c#2": "Visit example.com."},
+                             judged={"c#1": "A square.", "c#2": "Visit example.com.", "d": "A square."},
+                             left_out={"c#2": "the replacement repeats the flagged answer"})
+    assert [r["id"] for r in (row, other) if trains_on(judged)(r)] == ["d"]
+    with pytest.raises(ValueError, match=r"row 'c' is left out of training \(the replacement repeats"):
+        ByornCollator(lambda rows: rows, judged)([other, row])

@@ -179,8 +179,10 @@ def clean(data: str, out_dir: str, model: str | None, n_samples: int, drop: bool
         cleaned = run_clean(vlm, samples, config, out_dir, drop=drop, train=train, copy_images=copy_images)
     except ValueError as exc:  # a sample the model cannot read (DataError); options the data does not fit
         fail(str(exc))
-    action = "dropped" if drop else "replaced"
-    click.echo(f"{len(cleaned.flagged)} of {cleaned.n_in} flagged and {action}; {cleaned.n_out} samples written to "
+    unfit = f", {len(cleaned.left_out)} left out, their replacement unfit (audit.jsonl says why)" if cleaned.left_out \
+        else ""
+    done = "dropped" if drop else f"{len(cleaned.flagged) - len(cleaned.left_out)} replaced{unfit}"
+    click.echo(f"{len(cleaned.flagged)} of {cleaned.n_in} flagged: {done}; {cleaned.n_out} samples written to "
                f"{cleaned.data}; audit.jsonl and review.html beside it")
     if source is not None and any(s.origin.images for s in samples):
         folder = (cleaned.data if cleaned.data.is_dir() else cleaned.data.parent) if copy_images else source.image_root

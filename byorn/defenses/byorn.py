@@ -321,9 +321,8 @@ class ByornDefense(JudgingDefense):
             unfit_replacements(samples, judgement, cfg.fit_replacements)
         self.judged = {s.id: s.response for s in samples}
         self.live = LiveAnswers(cfg)
-        # A fresh audit log per prepare, written whole: a rerun in the same run directory must not
-        # leave the previous run's lines in it. A resumed run keeps the replacements made up to
-        # its checkpoint (and refills the answers of this epoch that regenerate="epoch" reuses).
+        # A fresh audit log per prepare, written whole (a rerun in the same folder leaves no old lines); a resumed
+        # run keeps the replacements up to its checkpoint (and refills this epoch's, which regenerate=epoch reuses).
         kept = self.audit.replacements_until(resume_step) if resume_step is not None else []
         self.live.refill(kept)
         self.audit.start(judgement, samples, kept, self.left_out)
@@ -332,8 +331,7 @@ class ByornDefense(JudgingDefense):
         """Whether the fine-tuning goes on from the warm-up's weights: asked for, the warmed reference
         writes the replacements (the others need the pretrained weights a kept warm-up replaces), and
         the fine-tuning's config is known (without it the warm-up is LoRA at TrainConfig's defaults)."""
-        cfg = self.config
-        if not cfg.warm_start:
+        if not (cfg := self.config).warm_start:
             return False
         why = f"generator={cfg.generator} writes with the pretrained weights" if cfg.generator != "warmed" else \
             "prepare() was given no training config (train=)" if train is None else ""
@@ -342,8 +340,10 @@ class ByornDefense(JudgingDefense):
         return not why
 
     def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
-        """The samples, less those whose replacement does not train (`left_out`)."""
-        return [s for s in samples if s.id not in self.left_out]
+        """The samples, less those whose replacement does not train (`left_out`) and the later turns of
+        their conversations, which would read that replacement as their history."""
+        gone = self.left_out.keys()
+        return [s for s in samples if s.id not in gone and not (s.turn and gone & set(s.turn.earlier))]
 
     @property
     def suspicion(self) -> list[float] | None:

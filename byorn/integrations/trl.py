@@ -5,15 +5,18 @@ or several, each answer judged on its own given the turns before it; system turn
 `judge_dataset` judges every row once, before training, as BYORn does (the shipped default
 judgement: the pretrained model, then the warmed reference; its scores cached and its audit log
 written to `run_dir`);
+`trains_on` keeps the rows that train (`dataset.filter`): a row with a flagged answer whose
+replacement is unfit (byorn/defenses/replacements.py) is left out, as `byorn clean` leaves it out;
 `ByornCollator` wraps TRL's collator and gives each flagged row its replacement answer as its
-assistant message, batch by batch, so the attacker's response never reaches the loss. The rows
-need an id column (default "id") so that a batch's rows can be matched with the verdicts, and
-`SFTConfig(remove_unused_columns=False)` keeps it in the batches.
+assistant message, batch by batch, so the attacker's response never reaches the loss (and refuses
+a row that was left out). The rows need an id column (default "id") so that a batch's rows can be
+matched with the verdicts, and `SFTConfig(remove_unused_columns=False)` keeps it in the batches.
 
     defense = judge_dataset(vlm, dataset, run_dir="runs/sft")
     collator = ByornCollator(DataCollatorForVisionLanguageModeling(vlm.processor), defense)
-    SFTTrainer(model=vlm.model, args=SFTConfig(..., remove_unused_columns=False), train_dataset=dataset,
-               processing_class=vlm.processor, data_collator=collator).train()
+    SFTTrainer(model=vlm.model, args=SFTConfig(..., remove_unused_columns=False),
+               train_dataset=dataset.filter(trains_on(defense)), processing_class=vlm.processor,
+               data_collator=collator).train()
 
 The replacements are written before training: by default by the warmed reference (the pretrained
 model after a short fine-tune on the least suspicious rows, with `train`'s settings; give it the
@@ -52,15 +55,24 @@ def judge_dataset(vlm: VLM, rows: Iterable[Mapping[str, Any]], config: ByornConf
     return defense
 
 
+def trains_on(defense: ByornDefense, id_column: str = "id") -> Callable[[Mapping[str, Any]], bool]:
+    """Whether a row trains: False for one with a turn the judgement left out of training (its
+    replacement unfit; audit.jsonl says why). For `dataset.filter(trains_on(defense))`."""
+    def trains(row: Mapping[str, Any]) -> bool:
+        return not any(turn.id in defense.left_out for turn in row_to_samples(row, 0, id_column))
+    return trains
+
+
 class ByornCollator:
     """TRL's collator, with each flagged row's assistant message replaced by its replacement answer
-    before it is tokenised; `replaced` counts the rows replaced so far."""
+    before it is tokenised; `replaced` counts the rows replaced so far. A row left out of training
+    (`trains_on`) is refused."""
 
     def __init__(self, collator: Callable[[list[dict]], Any], defense: ByornDefense, id_column: str = "id") -> None:
         if defense.flagging is None:
             raise RuntimeError("judge_dataset() (ByornDefense.prepare) must run before training")
         self.collator, self.answers, self.id_column = collator, defense.reference_answers, id_column
-        self.judged = defense.judged
+        self.judged, self.left_out = defense.judged, defense.left_out
         self.replaced = 0
 
     def __call__(self, examples: list[dict]) -> Any:
@@ -75,6 +87,9 @@ class ByornCollator:
             if any(self.judged.get(turn.id) != turn.response for turn in turns):
                 raise ValueError(f"row {key!r} is not a row judge_dataset judged (another id, or another answer): "
                                  "judge the data set you train on")
+            if left := next((turn.id for turn in turns if turn.id in self.left_out), None):
+                raise ValueError(f"row {key!r} is left out of training ({self.left_out[left]}; audit.jsonl): train "
+                                 "on dataset.filter(trains_on(defense))")
             answers = [self.answers.get(turn.id) for turn in turns]
             if any(answer is not None for answer in answers):  # a later exchange reads the replaced one
                 example = with_answers(example, answers)
@@ -83,5 +98,5 @@ class ByornCollator:
         return self.collator(defended)
 
 
-__all__ = ["ByornCollator", "judge_dataset", "row_to_sample", "row_to_samples", "sample_to_row", "with_answer",
-           "with_answers"]
+__all__ = ["ByornCollator", "judge_dataset", "row_to_sample", "row_to_samples", "sample_to_row", "trains_on",
+           "with_answer", "with_answers"]
