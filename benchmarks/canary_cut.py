@@ -7,7 +7,8 @@
 For every cell of the shipped default (`byorn`) a grid ran, whose run folder keeps its judgement
 (verdict.json, canaries.json), the final verdict is cut again as `canary_cut` cuts it in `judge`:
 byorn/defenses/canaries.py's `canary_cut` over the canaries' final scores, `Flagging.at` over the
-samples the final verdict judged (not those warmed on), then `final`'s copies and lesson rules. One
+samples the final verdict judged (not those warmed on), then `final`'s copies and lesson rules (at
+the rule's own cut this gives back every flag the run recorded, checked for every cell). One
 row per cell and cut (the default's and each share asked): the share of the real poisons flagged
 and of the clean samples flagged. No model runs: the scores are those the grid's run recorded (the
 canaries' to four decimals); detection only, what training on either cut would do is not measured.
@@ -55,17 +56,20 @@ def detection(flagged: list[bool], truth: list[bool]) -> dict[str, float]:
             "n_flagged": sum(flagged)}
 
 
-def recut(verdict: Judgement, samples: list[Sample], canaries: dict, share: float) -> tuple[float, list[bool]]:
-    """The cut `canary_cut=share` takes on this judgement, and the flags it gives the samples."""
-    planted = [Sample(f"canary-{kind}-{i}", None, "", "", meta={"canary": kind})
-               for kind, result in canaries["kinds"].items() for i in range(len(result["scores"]))]
-    scores = [score for result in canaries["kinds"].values() for score in result["scores"]]
-    cut = canary_cut(planted, scores, share)
+def flags_at(verdict: Judgement, samples: list[Sample], cut: float) -> list[bool]:
+    """The samples' flags with the final verdict cut at `cut`, as `judge` settles them."""
     config = ByornConfig()
     last = dataclasses.replace(verdict, flagging=verdict.flagging.at(verdict.scores, cut,
                                                                      {*verdict.warmed_on, *verdict.vouched}))
-    settled = final(last, last, samples, lessons(samples, config.lesson_share), set(verdict.vouched), config)
-    return cut, settled.flagging.flagged
+    return final(last, last, samples, lessons(samples, config.lesson_share), set(verdict.vouched),
+                 config).flagging.flagged
+
+
+def cut_by_canaries(canaries: dict, share: float) -> float:
+    """The cut `canary_cut=share` takes, from canaries.json's final scores."""
+    planted = [Sample(f"canary-{kind}-{i}", None, "", "", meta={"canary": kind})
+               for kind, result in canaries["kinds"].items() for i in range(len(result["scores"]))]
+    return canary_cut(planted, [score for result in canaries["kinds"].values() for score in result["scores"]], share)
 
 
 def measure(grid_path: Path, runs: Path, shares: list[float], out: Path) -> None:
@@ -80,13 +84,18 @@ def measure(grid_path: Path, runs: Path, shares: list[float], out: Path) -> None
         verdict = judgement_from_record(record, samples, folder / VERDICT_NAME)
         canaries = json.loads((folder / CANARIES_NAME).read_text(encoding="utf-8"))
         truth = [bool(s.meta.get("is_poisoned")) for s in samples]
+        # the re-cut is the judgement's own: at the rule's cut it gives back the flags the run recorded
+        # (the rule flags scores over the cut, Flagging.at those at it or over)
+        (rule,) = set(verdict.flagging.thresholds.values())
+        if flags_at(verdict, samples, rule + 1e-9) != verdict.flagging.flagged:
+            raise SystemExit(f"{folder}: re-cut at the rule's own cut, the flags differ from the recorded ones")
         base = {"grid": grid_path.name, "world": grid.world, "task": grid.task, "attack": spec.name,
                 "poison_rate": rate, "seed": seed, "run_dir": str(folder)}
         append_jsonl(out, {**base, "cut": "default", **detection(verdict.flagging.flagged, truth)})
         for share in shares:
-            at, flagged = recut(verdict, samples, canaries, share)
+            at = cut_by_canaries(canaries, share)
             append_jsonl(out, {**base, "cut": f"canary_cut={share:g}", "cut_value": round(at, 4),
-                               **detection(flagged, truth)})
+                               **detection(flags_at(verdict, samples, at), truth)})
         print(f"{grid_path.name} {spec.name} {rate:g} seed {seed}: done", flush=True)
 
 
