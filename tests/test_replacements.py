@@ -65,3 +65,11 @@ def test_a_sample_not_flagged_or_without_an_answer_is_never_listed():
     samples = described(*KEPT, "zq zq")
     assert unfit_replacements(samples, judgement(samples, set(), {2: "zq zq"})) == {}
     assert unfit_replacements(samples, judgement(samples, {2}, {})) == {}
+
+
+def test_words_are_compared_in_one_unicode_form_and_by_character_where_a_script_has_no_spaces():
+    samples = described("一只猫在桌子上。", "Il y a un café.", "Ｔｈｅｒｅ ｉｓ ａ ＣＡＴ.", "zq", "zq", "zq")
+    answers = {3: "一只猫在上。", 4: "Il y a un cafe\u0301. There is a cat.", 5: "一只狗在桌子上。"}
+    # a replacement from the kept answers' characters, or their words in another Unicode form, trains
+    assert unfit_replacements(samples, judgement(samples, {3, 4, 5}, answers)) == {
+        "s5": "the replacement uses words no kept answer uses (狗)"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from byorn.data import Sample, answer_key
@@ -26,13 +27,17 @@ from byorn.defenses.byorn_records import Judgement
 
 log = logging.getLogger(__name__)
 
-WORD = re.compile(r"[^\W_]+")  # letters and digits of any script; punctuation and spacing between words
+# Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, kana, CJK ideographs):
+# each character is a word of its own there, or a whole clause would be one word no answer repeats.
+UNSPACED = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+WORD = re.compile(f"[{UNSPACED}]|[^\\W_{UNSPACED}]+")  # elsewhere letters and digits; punctuation, spacing between
 SHOWN = 5  # unknown words named per left-out sample
 
 
 def words(text: str) -> set[str]:
-    """The words of `text`, lower-cased."""
-    return set(WORD.findall(text.lower()))
+    """The words of `text`, case and Unicode forms aside (NFKC: a composed and a decomposed accent,
+    a full-width and a plain letter are one)."""
+    return set(WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
 
 
 def unfit_replacements(samples: Sequence[Sample], judgement: Judgement, fit: bool = True) -> dict[str, str]:
