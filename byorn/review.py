@@ -170,6 +170,10 @@ def _page(title: str, judged: list[Judged], instead: Instead, judgement: Judgeme
         parts += _canaries(judgement.canaries)
     if judgement is not None:
         parts += _steps(judgement, judged)
+    if instead.left_out:
+        parts.append(f"<p>{len(instead.left_out)} flagged samples are left out of training instead of replaced: their "
+                     "replacement was empty, repeated the flagged answer, used words none of the kept answers uses, "
+                     "or would overwrite a lesson's answer (each row below says which).</p>")
     parts += _histograms(judged)
     parts += _groups(flagged, instead)
     parts += [f"<h2>Flagged samples, most suspicious first ({len(flagged)})</h2>"]

@@ -53,6 +53,7 @@ def test_a_flagged_sample_left_out_of_training_says_why_where_a_replacement_woul
     text = "".join(page.text)
     # once in the group of the two "Yes.", once in each of their rows; the replaced sample shows its answer
     assert text.count(f"left out of training: {why}") == 3 and "step 2 (warmed): A red square." in text
+    assert "2 flagged samples are left out of training instead of replaced" in text
 
 
 def test_attacker_written_text_is_shown_as_text_and_never_becomes_markup(tmp_path):
