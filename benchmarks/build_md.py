@@ -256,15 +256,20 @@ BEFORE_LESSONS = ("**Measured before lessons:** this section's BYORn rows ran wi
 # no sample's verdict (tests/test_canaries.py), so a row from before them describes the shipped default.
 REPORTS_ONLY = ("canaries",)
 
+# Options added after rows were published whose default is what ran before them (canary_cut=0: the
+# rule's cut): a row that records none of them ran at their default.
+DEFAULT_WAS_BEFORE = ("canary_cut",)
+
 
 def before_lessons_note(rows: list[dict]) -> str:
-    """What a section says of its rows from before the ADDED_SINCE options: all its BYORn rows, or
-    those of the labels it names ('' where none is)."""
-    earlier = sorted({row["defense"] for row in rows if before_lessons(row)})
-    judging = {row["defense"] for row in rows if "k" in (row.get("defense_options") or {})}
-    if not earlier or set(earlier) == judging:
+    """What a section says of its judging rows from before the ADDED_SINCE options: that they all
+    are, or which labels have such rows ('' where none is)."""
+    judging = [row for row in rows if "k" in (row.get("defense_options") or {})]
+    earlier = [row for row in judging if before_lessons(row)]
+    if not earlier or len(earlier) == len(judging):
         return BEFORE_LESSONS if earlier else ""
-    return ("**Partly measured before lessons:** the rows of " + ", ".join(f"`{label}`" for label in earlier) +
+    return ("**Partly measured before lessons:** the rows of " +
+            ", ".join(f"`{label}`" for label in sorted({row["defense"] for row in earlier})) +
             " ran with the judgement before `lesson_share`, `flag_copies`, `vouch` and `fit_replacements` (they "
             "record none of them); the section's other BYORn rows are on the shipped default. "
             "[docs/method.md](docs/method.md#lessons) says what those options change.")
@@ -291,8 +296,9 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
     named = {part.split("=")[0] for part in label[len(defense) + 1:-1].split(",")} if "(" in label else set()
     today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
     # cache_dir is where a grid shares scores and fine-tunes, not how it judges
+    recorded = {**{k: today[k] for k in DEFAULT_WAS_BEFORE if k in today}, **row["defense_options"]}
     changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir" and k not in REPORTS_ONLY
-                     and row["defense_options"].get(k) != v and not (before_lessons(row) and k in ADDED_SINCE))
+                     and recorded.get(k) != v and not (before_lessons(row) and k in ADDED_SINCE))
     return f"its label leaves out {', '.join(changed)}, whose defaults have changed since" if changed else ""
 
 
@@ -606,7 +612,8 @@ def main() -> None:
     earlier = [section_label(section) for section, rows in found if any(before_lessons(row) for row in rows)]
     parts += ["## Summary", "", SUMMARY_LEGEND, "", summary_table(found), "",
               *([f"BYORn's rows in {', '.join(earlier)} were measured before the lesson rules, all or some of "
-                 "them (their sections say which); the lessons section is measured on the shipped default.", ""]
+                 "them (their sections say which); the other grids' rows and the lessons section are on the shipped "
+                 "default.", ""]
                 if earlier else []),
               f"![each cell's ASR, undefended and under BYORn]({SUMMARY_PLOT.relative_to(ROOT).as_posix()})", "",
               "## Contents", "", *(f"- [{s.title}]({section_anchor(s.title)})" for s in SECTIONS), ""]
