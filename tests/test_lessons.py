@@ -171,7 +171,7 @@ def test_byorn_clean_leaves_out_a_record_whose_replacement_repeats_its_answer(ti
     assert len(written) == 40 - len(cleaned.flagged)
 
 
-def test_a_turn_left_out_of_training_leaves_its_answer_as_given_in_the_later_turns_history():
+def test_a_turn_left_out_of_training_is_still_replaced_in_the_later_turns_history():
     from byorn.data import Turn
     from byorn.defenses.live_answers import history_replaced
 
@@ -180,8 +180,8 @@ def test_a_turn_left_out_of_training_leaves_its_answer_as_given_in_the_later_tur
              Sample("c#3", None, "q3", "a3", history=(("q1", "a1"), ("q2", "a2")),
                     turn=Turn("c", 3, 3, ("c#1", "c#2")))]
     defense = ByornDefense()
-    defense.left_out = {"c#2": "the replacement is empty"}
+    defense.left_out = {"c#2": "the replacement uses words no kept answer uses (onember)"}
     assert [s.id for s in defense.training_set(turns)] == ["c#1", "c#3"]
-    # c#1 trains on its replacement, which c#3 reads; c#2's unfit one is never read
-    later = history_replaced(turns[2], {"c#1": "r1", "c#2": ""}, defense.left_out)
-    assert later.history == (("q1", "r1"), ("q2", "a2"))
+    # the flagged answer (perhaps the attacker's) never stays as context, unfit replacement or not
+    later = history_replaced(turns[2], {"c#1": "r1", "c#2": "onember"})
+    assert later.history == (("q1", "r1"), ("q2", "onember"))

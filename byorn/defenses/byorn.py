@@ -341,7 +341,7 @@ class ByornDefense(JudgingDefense):
 
     def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
         """The samples, less those whose replacement does not train (`left_out`): a later turn of their
-        conversation trains, reading the answer as given in its history (`on_batch`)."""
+        conversation trains, with that replacement in its history in place of the flagged answer."""
         return [s for s in samples if s.id not in self.left_out]
 
     @property
@@ -361,7 +361,7 @@ class ByornDefense(JudgingDefense):
         new = self.live.answers(todo, trainer, self.reference_answers, self.writer) if todo else {}
         self.audit.replaced(todo, new, trainer)
         replaced = [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
-        return [history_replaced(s, self.reference_answers, self.left_out) for s in replaced]
+        return [history_replaced(s, self.reference_answers) for s in replaced]
 
 
 def _bound_to_the_question(lesson: Lesson) -> list[int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from byorn.data import Sample, answer_key
@@ -71,13 +70,12 @@ class LiveAnswers:
         return new
 
 
-def history_replaced(sample: Sample, answers: dict[str, str], unfit: Collection[str] = ()) -> Sample:
+def history_replaced(sample: Sample, answers: dict[str, str]) -> Sample:
     """A later turn of a conversation with its flagged earlier answers replaced in its history, as
-    `byorn clean` writes the conversation back: the attacker's answer is not kept as context. An
-    earlier turn whose replacement is `unfit` (left out of training) keeps its answer: the unfit one
-    (empty, garbled, a lesson overwritten) would be worse context, and no loss falls on either."""
+    `byorn clean` writes the conversation back: the attacker's answer is not kept as context, even
+    where its replacement is unfit to train on (a left-out turn: as context no loss falls on it)."""
     if sample.turn is None or not sample.history:
         return sample
-    history = tuple((asked, answered if earlier in unfit else answers.get(earlier, answered))
+    history = tuple((asked, answers.get(earlier, answered))
                     for earlier, (asked, answered) in zip(sample.turn.earlier, sample.history))
     return sample if history == sample.history else dataclasses.replace(sample, history=history)
