@@ -124,14 +124,21 @@ SECTIONS = [
             "byorn bench benchmarks/lessons_count.yaml --out runs/lessons_count --results "
             "benchmarks/results/lessons.jsonl, then the same with lessons_yesno.yaml, lessons_rename.yaml and "
             "lessons_dog.yaml (OMP_NUM_THREADS=1 each; two side by side); the images unlike the shapes world: "
-            "OMP_NUM_THREADS=1 python benchmarks/unlike_shapes.py --out benchmarks/results/unlike_shapes.jsonl",
+            "OMP_NUM_THREADS=1 python benchmarks/unlike_shapes.py --out benchmarks/results/unlike_shapes.jsonl; "
+            "the noise of one fine-tuning: OMP_NUM_THREADS=1 python benchmarks/explore/lesson_noise.py "
+            "benchmarks/lessons_yesno.yaml benchmarks/lessons_rename.yaml --out benchmarks/results/lesson_noise.jsonl "
+            "and byorn bench benchmarks/explore/rename_warm_start.yaml --out runs/rename_warm_start --runs "
+            "runs/lessons_rename/runs --results benchmarks/results/rename_warm_start.jsonl",
             ["asr", "lesson_score"], "lessons.md", table="lessons"),
     Section("Canaries: does what they catch predict what the judgement catches?", ["canaries"],
             "OMP_NUM_THREADS=1 python benchmarks/canaries.py benchmarks/judgement.yaml benchmarks/lessons_yesno.yaml "
             "benchmarks/lessons_count.yaml benchmarks/lessons_rename.yaml benchmarks/judgement_flickr8k.yaml "
             "--out benchmarks/results/canaries.jsonl, then python benchmarks/canaries.py --report "
             "benchmarks/results/canaries.jsonl --plot benchmarks/plots/canaries.png; their cost: "
-            "OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl",
+            "OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl; the "
+            "canaries' cut against the default: python benchmarks/canary_cut.py --grid GRID RUNS (each lesson and "
+            "judgement grid with its run folders, after its byorn bench run) --out "
+            "benchmarks/results/canary_cut.jsonl, then python benchmarks/canary_cut.py --report benchmarks/results/canary_cut.jsonl",
             [], "canaries.md", table="canaries", figure="canaries.png"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
