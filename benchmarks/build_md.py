@@ -138,7 +138,8 @@ SECTIONS = [
             "OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl; the "
             "canaries' cut against the default: python benchmarks/canary_cut.py --grid GRID RUNS (each lesson and "
             "judgement grid with its run folders, after its byorn bench run) --out "
-            "benchmarks/results/canary_cut.jsonl, then python benchmarks/canary_cut.py --report benchmarks/results/canary_cut.jsonl",
+            "benchmarks/results/canary_cut.jsonl, then python benchmarks/canary_cut.py --report "
+            "benchmarks/results/canary_cut.jsonl",
             [], "canaries.md", table="canaries", figure="canaries.png"),
     Section("The default judgement's cost against the previous default", ["judgement_cost"],
             "byorn bench benchmarks/judgement_cost.yaml --out runs/judgement_cost --results "
