@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from byorn.attacks import build_attack, poison
-from byorn.bench import GridConfig, cell_key, load_grid
+from byorn.bench import GridConfig, cell_dir, cell_key, grid_cells, load_grid
 from byorn.data import Sample
 from byorn.defenses.byorn import final, lessons
 from byorn.defenses.byorn_config import ByornConfig
@@ -39,14 +38,10 @@ DEFAULT = "byorn"
 
 def cells(grid: GridConfig, runs: Path):
     """(attack spec, rate, seed, run folder) of each default cell the grid ran, as `run_grid` names them."""
-    for spec in grid.attacks:
-        for rate in grid.poison_rates:
-            for seed in grid.seeds:
-                if rate == 0 and spec is not grid.attacks[0]:
-                    continue
-                folder = runs / re.sub(r"[^A-Za-z0-9_.=-]+", "_", cell_key(spec.name, DEFAULT, rate, seed))
-                if (folder / VERDICT_NAME).exists() and (folder / CANARIES_NAME).exists():
-                    yield spec, rate, seed, folder
+    for spec, defense, rate, seed in grid_cells(grid):
+        folder = cell_dir(runs, cell_key(spec.name, defense.label, rate, seed))
+        if defense.label == DEFAULT and (folder / VERDICT_NAME).exists() and (folder / CANARIES_NAME).exists():
+            yield spec, rate, seed, folder
 
 
 def detection(flagged: list[bool], truth: list[bool]) -> dict[str, float]:

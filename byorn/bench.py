@@ -154,6 +154,18 @@ def cell_key(attack: str, defense: str, rate: float, seed: int) -> str:
     return f"{attack}|{defense}|{rate:g}|{seed}"
 
 
+def grid_cells(grid: GridConfig) -> list[tuple[AttackSpec, DefenseSpec, float, int]]:
+    """Every cell of the grid, in the order it runs them. A rate of 0 poisons nothing: its cells are
+    the same under every attack, run once under the first."""
+    return [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds
+            if r > 0 or a is grid.attacks[0]]
+
+
+def cell_dir(runs_dir: Path, key: str) -> Path:
+    """The run folder of the cell `key` (`cell_key`) under `runs_dir`."""
+    return runs_dir / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)
+
+
 def _asr(vlm, inputs, rule) -> tuple[float, int]:
     responses = vlm.generate(inputs, max_new_tokens=asr_new_tokens(vlm, rule), desc="triggered")
     return attack_success_rate(responses, [s.meta["clean_response"] for s in inputs], rule)
@@ -314,15 +326,12 @@ def run_grid(config_path: str | Path, results_path: str | Path, runs_dir: str | 
                           f"task, data or train) than {config_path} has now, so they would be kept as if run with "
                           "this one: write to another --results file, or remove those lines to run them again")
     done = {cell_key(r["attack"], r["defense"], r["poison_rate"], r["seed"]) for r in rows_here}
-    # a rate of 0 poisons nothing: its cells are the same under every attack, run once under the first
-    cells = [(a, d, r, s) for a in grid.attacks for d in grid.defenses for r in grid.poison_rates for s in grid.seeds
-             if r > 0 or a is grid.attacks[0]]
-    cells = cells[shard[0]::shard[1]]
+    cells = grid_cells(grid)[shard[0]::shard[1]]
     todo = [c for c in cells if cell_key(c[0].name, c[1].label, c[2], c[3]) not in done]
     rows = []
     for spec, defense, rate, seed in tqdm(todo, desc="benchmark cells", disable=None):
         key = cell_key(spec.name, defense.label, rate, seed)
-        row = run_cell(spec, defense, rate, seed, grid, runs_dir / re.sub(r"[^A-Za-z0-9_.=-]+", "_", key),
+        row = run_cell(spec, defense, rate, seed, grid, cell_dir(runs_dir, key),
                        cache=runs_dir / "cache")
         row["setting"] = setting
         append_jsonl(results_path, row)  # one whole line per cell: resumable
