@@ -254,19 +254,19 @@ def shipped_checkpoints() -> dict[str, str]:
 # A row that records none of them ran with the judgement before them: its section says so, in place
 # of refusing it, until its grid is rerun on the shipped default.
 ADDED_SINCE = ("lesson_share", "flag_copies", "vouch", "fit_replacements")
-BEFORE_LESSONS = ("**Measured before lessons:** this section's BYORn rows ran with the judgement before "
-                  "`lesson_share`, `flag_copies`, `vouch` and `fit_replacements` (they record none of them); rerun "
-                  "its grid for the shipped default. [docs/method.md](docs/method.md#lessons) says what those options "
-                  "change.")
+ADDED = ", ".join(f"`{name}`" for name in ADDED_SINCE[:-1]) + f" and `{ADDED_SINCE[-1]}`"
+BEFORE_LESSONS = (f"**Measured before lessons:** this section's BYORn rows ran with the judgement before {ADDED} "
+                  "(they record none of them); rerun its grid for the shipped default. "
+                  "[docs/method.md](docs/method.md#lessons) says what those options change.")
 
 
 # Options that change no figure of a row: the canaries are judged on the samples' statistics and move
 # no sample's verdict (tests/test_canaries.py), so a row from before them describes the shipped default.
 REPORTS_ONLY = ("canaries",)
 
-# Options added after rows were published whose default is what ran before them (canary_cut=0: the
-# rule's cut): a row that records none of them ran at their default.
-DEFAULT_WAS_BEFORE = ("canary_cut",)
+# Options added after rows were published, with the value that is what ran before them (canary_cut=0:
+# the rule's cut): a row that does not record one ran at that value.
+BEFORE_ADDED = {"canary_cut": 0.0}
 
 
 def before_lessons_note(rows: list[dict]) -> str:
@@ -278,8 +278,8 @@ def before_lessons_note(rows: list[dict]) -> str:
         return BEFORE_LESSONS if earlier else ""
     return ("**Partly measured before lessons:** the rows of " +
             ", ".join(f"`{label}`" for label in sorted({row["defense"] for row in earlier})) +
-            " ran with the judgement before `lesson_share`, `flag_copies`, `vouch` and `fit_replacements` (they "
-            "record none of them); the section's other BYORn rows are on the shipped default. "
+            f" ran with the judgement before {ADDED} (they record none of them); the section's other BYORn rows "
+            "are on the shipped default. "
             "[docs/method.md](docs/method.md#lessons) says what those options change.")
 
 
@@ -304,7 +304,7 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
     named = {part.split("=")[0] for part in label[len(defense) + 1:-1].split(",")} if "(" in label else set()
     today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
     # cache_dir is where a grid shares scores and fine-tunes, not how it judges
-    recorded = {**{k: today[k] for k in DEFAULT_WAS_BEFORE if k in today}, **row["defense_options"]}
+    recorded = {**BEFORE_ADDED, **row["defense_options"]}
     changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir" and k not in REPORTS_ONLY
                      and recorded.get(k) != v and not (before_lessons(row) and k in ADDED_SINCE))
     return f"its label leaves out {', '.join(changed)}, whose defaults have changed since" if changed else ""

@@ -17,14 +17,13 @@ canaries' to four decimals); detection only, what training on either cut would d
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from byorn.attacks import build_attack, poison
-from byorn.bench import GridConfig, cell_dir, cell_key, grid_cells, load_grid
+from byorn.bench import GridConfig, cell_dir, cell_key, grid_cells, load_grid, read_results
 from byorn.data import Sample
 from byorn.defenses.byorn import final, lessons
 from byorn.defenses.byorn_config import ByornConfig
@@ -51,20 +50,15 @@ def detection(flagged: list[bool], truth: list[bool]) -> dict[str, float]:
             "n_flagged": sum(flagged)}
 
 
-def flags_at(verdict: Judgement, samples: list[Sample], cut: float) -> list[bool]:
+def flags_at(verdict: Judgement, samples: list[Sample], taught: dict, cut: float) -> list[bool]:
     """The samples' flags with the final verdict cut at `cut`, as `judge` settles them."""
-    config = ByornConfig()
-    last = dataclasses.replace(verdict, flagging=verdict.flagging.at(verdict.scores, cut,
-                                                                     {*verdict.warmed_on, *verdict.vouched}))
-    return final(last, last, samples, lessons(samples, config.lesson_share), set(verdict.vouched),
-                 config).flagging.flagged
+    return final(verdict.cut_at(cut), verdict, samples, taught, set(verdict.vouched), ByornConfig()).flagging.flagged
 
 
 def cut_by_canaries(canaries: dict, share: float) -> float:
     """The cut `canary_cut=share` takes, from canaries.json's final scores."""
-    planted = [Sample(f"canary-{kind}-{i}", None, "", "", meta={"canary": kind})
-               for kind, result in canaries["kinds"].items() for i in range(len(result["scores"]))]
-    return canary_cut(planted, [score for result in canaries["kinds"].values() for score in result["scores"]], share)
+    kinds = [kind for kind, result in canaries["kinds"].items() for _ in result["scores"]]
+    return canary_cut(kinds, [score for result in canaries["kinds"].values() for score in result["scores"]], share)
 
 
 def measure(grid_path: Path, runs: Path, shares: list[float], out: Path) -> None:
@@ -82,7 +76,8 @@ def measure(grid_path: Path, runs: Path, shares: list[float], out: Path) -> None
         # the re-cut is the judgement's own: at the rule's cut it gives back the flags the run recorded
         # (the rule flags scores over the cut, Flagging.at those at it or over)
         (rule,) = set(verdict.flagging.thresholds.values())
-        if flags_at(verdict, samples, rule + 1e-9) != verdict.flagging.flagged:
+        taught = lessons(samples, ByornConfig().lesson_share)
+        if flags_at(verdict, samples, taught, rule + 1e-9) != verdict.flagging.flagged:
             raise SystemExit(f"{folder}: re-cut at the rule's own cut, the flags differ from the recorded ones")
         base = {"grid": grid_path.name, "world": grid.world, "task": grid.task, "attack": spec.name,
                 "poison_rate": rate, "seed": seed, "run_dir": str(folder)}
@@ -90,14 +85,14 @@ def measure(grid_path: Path, runs: Path, shares: list[float], out: Path) -> None
         for share in shares:
             at = cut_by_canaries(canaries, share)
             append_jsonl(out, {**base, "cut": f"canary_cut={share:g}", "cut_value": round(at, 4),
-                               **detection(flags_at(verdict, samples, at), truth)})
+                               **detection(flags_at(verdict, samples, taught, at), truth)})
         print(f"{grid_path.name} {spec.name} {rate:g} seed {seed}: done", flush=True)
 
 
 def report(path: Path) -> str:
     """Per grid and cut: the mean recall of the poisons (poisoned cells), the mean share of the clean
     samples flagged, and in how many cells each is better or worse than the default's."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_results(path)
     default = {(r["grid"], r["attack"], r["poison_rate"], r["seed"]): r for r in rows if r["cut"] == "default"}
     by: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:

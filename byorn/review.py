@@ -118,16 +118,15 @@ def write_run_review(run_dir: str | Path, samples: Sequence[Sample], defense: De
     run_dir = Path(run_dir)
     groups = thresholds = None
     replacements: dict[str, list[Replacement]] = {}
-    left_out: dict[str, str] = {}
     judgement = None
     if isinstance(defense, ByornDefense) and defense.flagging is not None:
         groups, thresholds, judgement = defense.flagging.groups, defense.flagging.thresholds, defense.judgement
         if (audit := run_dir / AUDIT_NAME).exists():
-            records = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines() if line.strip()]
-            replacements = replacements_from_audit(records)
-            left_out = {r["id"]: r["left_out"] for r in records if r.get("event") == "flagged" and "left_out" in r}
+            lines = audit.read_text(encoding="utf-8").splitlines()
+            replacements = replacements_from_audit([json.loads(line) for line in lines if line.strip()])
     return write_review(run_dir / REVIEW_NAME, samples, defense.suspicion, defense.flagged, groups=groups,
-                        thresholds=thresholds, replacements=replacements, left_out=left_out,
+                        thresholds=thresholds, replacements=replacements,
+                        left_out=defense.left_out if isinstance(defense, ByornDefense) else {},
                         title=f"byorn train --defense {defense.name}: {run_dir.name}", judgement=judgement)
 
 
@@ -289,8 +288,8 @@ def _groups(flagged: list[Judged], instead: Instead) -> list[str]:
         strip = "".join(_thumbnail(m.sample) for m in members[:GROUP_THUMBNAILS])
         more = f" +{len(members) - GROUP_THUMBNAILS}" if len(members) > GROUP_THUMBNAILS else ""
         # a member's replacement, if any has one; else why they were left out
-        first = next((instead.first(m.sample.id) for m in members if m.sample.id in instead.replacements),
-                     next((text for m in members if (text := instead.first(m.sample.id))), ""))
+        first = next((instead.first(m.sample.id) for m in members if m.sample.id in instead.replacements), None) \
+            or next((text for m in members if (text := instead.first(m.sample.id))), "")
         rows.append(f"<tr><td class='num'>{len(members)}</td><td class='text'>{_text(members[0].sample.response)}"
                     f"</td><td class='text'>{first}</td><td class='strip'>{strip}{more}</td></tr>")
     return parts + rows + ["</table>"]

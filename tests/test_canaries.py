@@ -256,12 +256,8 @@ def test_planting_ends_where_no_canary_can_be_read_and_ids_repeat():
     assert canaries == [] and all("only 0 planted" in why for kind, why in left_out.items() if kind != "swap")
 
 
-def canaries_of(*kinds: str) -> list[Sample]:
-    return [Sample(f"c{i}", None, "q", "a", meta={"canary": kind}) for i, kind in enumerate(kinds)]
-
-
 def test_the_canaries_cut_is_the_highest_that_catches_the_share_of_every_kind():
-    planted = canaries_of(*["patch"] * 4, *["swap"] * 4)
+    planted = ["patch"] * 4 + ["swap"] * 4
     scores = [9.0, 8.0, 7.0, 6.0, 5.0, 3.0, 2.0, 1.0]
     assert canary_cut(planted, scores, 0.75) == 2.0  # the swaps' third: the patches' third (7.0) would miss two
     assert canary_cut(planted, scores, 1.0) == 1.0 and canary_cut(planted, scores, 0.1) == 5.0

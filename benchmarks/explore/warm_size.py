@@ -53,7 +53,8 @@ def main() -> None:
             judgement = judge(vlm, samples, config, scratch, TRAIN)
             seconds = time.perf_counter() - started
         flagged = judgement.flagging.flagged
-        held = [i for i in range(len(samples)) if i not in set(judgement.warmed_on)]
+        warmed = set(judgement.warmed_on)
+        held = [i for i in range(len(samples)) if i not in warmed]
         held_clean = [i for i in held if not truth[i]]
         row = {"n": args.n, "attack": attack.name, "poison_rate": 0.05, "seed": 0, "warm_share": share,
                "warm_epochs": args.warm_epochs, "warm_set": len(judgement.warmed_on), "judge_s": round(seconds, 1),

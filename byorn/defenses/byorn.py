@@ -78,8 +78,7 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
 
     def settled(last: Judgement, whose: str) -> Judgement:  # the final verdict; the samples' apart from the canaries'
         if config.canary_cut and canaries:  # the cut the canaries choose, over the samples this verdict judged
-            cut = canary_cut(canaries, last.scores[n:], config.canary_cut)
-            last = replace(last, flagging=last.flagging.at(last.scores, cut, {*last.warmed_on, *vouched}))
+            last = last.cut_at(canary_cut([c.meta["canary"] for c in canaries], last.scores[n:], config.canary_cut))
         both = final(last, first, judged, taught, vouched, config, guests=len(canaries))
         report = CanaryReport.of(canaries, first.flagging.flagged[n:], both.flagging.flagged[n:], both.scores[n:],
                                  left_out) if config.canaries else None

@@ -59,6 +59,11 @@ class Judgement:
     lessons: dict[str, int] = field(default_factory=dict)
     canaries: CanaryReport | None = None
 
+    def cut_at(self, cut: float) -> Judgement:
+        """This verdict with the samples it judged (not those warmed on) flagged at `cut`, one cut for
+        every group (what a person vouched for is cleared later, by `final`)."""
+        return replace(self, flagging=self.flagging.at(self.scores, cut, self.warmed_on))
+
     def head(self, n: int) -> Judgement:
         """The judgement of the first `n` samples alone (those judged after them are canaries)."""
         def kept(indices: tuple[int, ...]) -> tuple[int, ...]:

@@ -154,20 +154,22 @@ def swap_words(responses: Sequence[str], candidates: int = 60) -> Substitution |
     return Substitution(*pair) if pair else None
 
 
-def canary_cut(canaries: Sequence[Sample], scores: Sequence[float], share: float) -> float:
-    """The highest cut that still flags `share` of every kind of canary (`scores` theirs, in the
-    verdict's MAD units): per kind, the score of its ceil(share x planted)-th most suspicious canary;
-    the lowest of those, but never under 0 (the median of the judged samples), which would flag
-    more than half of them: a kind the scores cannot tell from clean samples does not get to."""
+def canary_cut(kinds: Sequence[str], scores: Sequence[float], share: float) -> float:
+    """The highest cut that still flags `share` (in (0, 1]) of every kind of canary (each canary's
+    kind and score, in the verdict's MAD units): per kind, the score of its ceil(share x planted)-th
+    most suspicious canary; the lowest of those, but never under 0 (the median of the judged
+    samples), which would flag more than half of them: a kind the scores cannot tell from clean
+    samples does not get to."""
     by_kind: dict[str, list[float]] = defaultdict(list)
-    for canary, score in zip(canaries, scores):
-        by_kind[canary.meta["canary"]].append(score)
+    for kind, score in zip(kinds, scores):
+        by_kind[kind].append(score)
     if not by_kind:
         raise ValueError("a cut by the canaries needs canaries (canaries > 0, and data they can be planted in)")
-    lowest = min(sorted(kind, reverse=True)[max(math.ceil(share * len(kind)), 1) - 1] for kind in by_kind.values())
-    log.info("the canaries' cut: %.3f MAD units (catching %g of every kind%s)", max(lowest, 0.0), share,
+    lowest = min(sorted(kind, reverse=True)[math.ceil(share * len(kind)) - 1] for kind in by_kind.values())
+    cut = max(lowest, 0.0)
+    log.info("the canaries' cut: %.3f MAD units (catching %g of every kind%s)", cut, share,
              "; raised to the median" if lowest < 0 else "")
-    return max(lowest, 0.0)
+    return cut
 
 
 @dataclass(frozen=True)

@@ -46,14 +46,13 @@ def unfit_replacements(samples: Sequence[Sample], judgement: Judgement, fit: boo
     of the answers not flagged: a poison's target never vouches for a replacement. fit=False: only
     a replacement that repeats the flagged answer is unfit."""
     flagged = judgement.flagging.flagged
-    spoken = set().union(*(words(s.response) for s, hit in zip(samples, flagged) if not hit))
+    spoken = set().union(*(words(s.response) for s, hit in zip(samples, flagged) if not hit)) if fit else set()
     taught = {answer_key(answer): n for answer, n in judgement.lessons.items()}
     why: dict[str, str] = {}
     for s, hit in zip(samples, flagged):
         if not hit or s.id not in judgement.answers:
             continue
         answer, given = judgement.answers[s.id], answer_key(s.response)
-        asked = words(" ".join([s.instruction, *(question for question, _ in s.history)]))
         if answer_key(answer) == given:
             why[s.id] = "the replacement repeats the flagged answer"
         elif not fit:
@@ -63,7 +62,7 @@ def unfit_replacements(samples: Sequence[Sample], judgement: Judgement, fit: boo
         elif given in taught:
             why[s.id] = f"the flagged answer is a lesson's ({taught[given]} samples give it): a replacement would " \
                         "overwrite it"
-        elif unknown := sorted(words(answer) - spoken - asked):
+        elif unknown := sorted(words(answer) - spoken - words(" ".join([s.instruction, *(q for q, _ in s.history)]))):
             named = ", ".join(unknown[:SHOWN]) + (", ..." if len(unknown) > SHOWN else "")
             why[s.id] = f"the replacement uses words no kept answer uses ({named})"
     if why:  # audit.jsonl says why for each
