@@ -157,6 +157,14 @@ SECTIONS = [
             "then the same with --default-allocator --repeats 1 --out benchmarks/results/cost_default_allocator.jsonl; "
             "bfloat16 against float32: python benchmarks/precision_agreement.py",
             [], "cost.md", table="cost"),
+    Section("Scanning a large data set: time and memory as it grows", ["scan_scale", "warm_size"],
+            "OMP_NUM_THREADS=1 python benchmarks/scan_scale.py --sizes 1000 2000 10000 20000 100000 --out "
+            "benchmarks/results/scan_scale.jsonl (nothing else running), then python benchmarks/scan_scale.py "
+            "--report benchmarks/results/scan_scale.jsonl --plot benchmarks/plots/scan_scale.png; the warm set's "
+            "size: OMP_NUM_THREADS=1 python benchmarks/explore/warm_size.py --seed S --warm-max 500 512 1000 2000 0 "
+            "--out benchmarks/results/warm_size.jsonl for S in 0 1 2, and the clean scans: byorn scan --data shapes "
+            "--n 10000 --out OUT -d precision=float32 -d warm_max=M seed=S",
+            [], "scan_scale.md", table="scale", figure="scan_scale.png"),
     Section("byorn clean, then any trainer, against in-training BYORn", ["clean_vs_train"],
             "OMP_NUM_THREADS=1 python benchmarks/clean_vs_train.py --out benchmarks/results/clean_vs_train.jsonl",
             [], "clean_vs_train.md", table="clean"),
@@ -253,7 +261,7 @@ def shipped_checkpoints() -> dict[str, str]:
 # Options the default judgement gained after rows were published (keeping lessons: byorn_config.py).
 # A row that records none of them ran with the judgement before them: its section says so, in place
 # of refusing it, until its grid is rerun on the shipped default.
-ADDED_SINCE = ("lesson_share", "flag_copies", "vouch", "fit_replacements")
+ADDED_SINCE = ("lesson_share", "flag_copies", "vouch", "fit_replacements", "warm_max")
 ADDED = ", ".join(f"`{name}`" for name in ADDED_SINCE[:-1]) + f" and `{ADDED_SINCE[-1]}`"
 BEFORE_LESSONS = (f"**Measured before lessons:** this section's BYORn rows ran with the judgement before {ADDED} "
                   "(they record none of them); rerun its grid for the shipped default. "
@@ -265,8 +273,20 @@ BEFORE_LESSONS = (f"**Measured before lessons:** this section's BYORn rows ran w
 REPORTS_ONLY = ("canaries",)
 
 # Options added after rows were published, with the value that is what ran before them (canary_cut=0:
-# the rule's cut): a row that does not record one ran at that value.
-BEFORE_ADDED = {"canary_cut": 0.0}
+# the rule's cut; warm_max=0: no bound): a row that does not record one ran at that value.
+BEFORE_ADDED = {"canary_cut": 0.0, "warm_max": 0}
+
+
+def warm_set_under(row: dict, bound: int) -> bool:
+    """Whether the warm sets of `row`'s grid cannot pass `bound`, so that the bound draws nothing and
+    a row from before it is what it gives: a warm set is at most warm_share of the samples judged
+    (its grid's n_train) and half a sample more per lesson and for the rest (rounding), with at most
+    1 / lesson_share lessons (byorn/defenses/warm_set.py)."""
+    grid, options = Path(row.get("run_dir", "")).parts[1:2], row["defense_options"]
+    if not grid or not any((folder / f"{grid[0]}.yaml").exists() for folder in (BENCHMARKS, EXPLORE)):
+        return False
+    lessons = int(1 / options["lesson_share"]) if options.get("lesson_share") else 0
+    return options["warm_share"] * load_grid(grid_path(grid[0])).n_train + (lessons + 1) / 2 <= bound
 
 
 def before_lessons_note(rows: list[dict]) -> str:
@@ -305,6 +325,8 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
     today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
     # cache_dir is where a grid shares scores and fine-tunes, not how it judges
     recorded = {**BEFORE_ADDED, **row["defense_options"]}
+    if "warm_max" not in row["defense_options"] and warm_set_under(row, today["warm_max"]):
+        recorded["warm_max"] = today["warm_max"]
     changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir" and k not in REPORTS_ONLY
                      and recorded.get(k) != v and not (before_lessons(row) and k in ADDED_SINCE))
     return f"its label leaves out {', '.join(changed)}, whose defaults have changed since" if changed else ""
@@ -608,8 +630,38 @@ def canaries_table(rows: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def scale_table(rows: list[dict], metrics: list[str]) -> str:
+    """benchmarks/scan_scale.py's rows (each size and process count: time, throughput at the margin
+    since the size before, peak memory against the peak at 10,000), then warm_size.py's (the
+    judgement of 10,000 samples with warm sets of several sizes)."""
+    lines = ["| processes | samples | wall s | samples/s | samples/s since the size before | peak MB | "
+             "peak / peak at 10,000 | poisons flagged | clean flagged |", "|---|---|---|---|---|---|---|---|---|"]
+    for processes in sorted({r["processes"] for r in rows if r.get("what") == "scan"}):
+        mine = sorted((r for r in rows if r.get("what") == "scan" and r["processes"] == processes),
+                      key=lambda r: r["n"])
+        at_10k = next((r["peak_rss_mb"] for r in mine if r["n"] == 10_000), None)
+        for before, r in zip([None, *mine], mine):
+            margin = f"{(r['n'] - before['n']) / (r['wall_s'] - before['wall_s']):.0f}" if before else ""
+            against = f"{r['peak_rss_mb'] / at_10k:.2f}x" if at_10k else ""
+            lines.append(f"| {processes} | {r['n']:,} | {r['wall_s']:.1f} | {r['samples_per_s']:.0f} | {margin} | "
+                         f"{r['peak_rss_mb']:.0f} | {against} | {r['poisons_flagged']:.3f} | "
+                         f"{r['clean_flagged']:.3f} |")
+    warm = [r for r in rows if r.get("what") != "scan"]
+    if warm:
+        lines += ["", "| samples | poisons | warm-up | seed | warm_share | warm_epochs | warm set | poisons flagged | "
+                  "clean flagged | clean flagged of those judged | judge s |", "|---" * 11 + "|"]
+        for r in warm:
+            poisons = f"{r['poisons_flagged']:.3f}" if r["poisons_flagged"] is not None else ""
+            held = f"{r['held_clean_flagged']:.3f}" if "held_clean_flagged" in r else ""  # not recorded at first
+            lines.append(f"| {r['n']:,} | {r['attack']} {r['poison_rate']:g} | "
+                         f"{r.get('training', 'full, lr 5e-4, batches of 16')} | {r['seed']} | {r['warm_share']:g} | "
+                         f"{r.get('warm_epochs', 1.0):g} | {r['warm_set']} | {poisons} | {r['clean_flagged']:.3f} | "
+                         f"{held} | {r['judge_s']:.0f} |")
+    return "\n".join(lines)
+
+
 TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table,
-          "settings": settings_table, "lessons": lessons_table, "canaries": canaries_table}
+          "settings": settings_table, "lessons": lessons_table, "canaries": canaries_table, "scale": scale_table}
 
 
 def main() -> None:

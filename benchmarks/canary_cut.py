@@ -25,10 +25,11 @@ from pathlib import Path
 from byorn.attacks import build_attack, poison
 from byorn.bench import GridConfig, cell_dir, cell_key, grid_cells, load_grid, read_results
 from byorn.data import Sample
-from byorn.defenses.byorn import final, lessons
+from byorn.defenses.byorn import final
 from byorn.defenses.byorn_config import ByornConfig
 from byorn.defenses.byorn_records import VERDICT_NAME, Judgement, judgement_from_record
 from byorn.defenses.canaries import CANARIES_NAME, canary_cut
+from byorn.defenses.warm_set import lessons
 from byorn.fileio import append_jsonl
 from byorn.models import load_vlm
 

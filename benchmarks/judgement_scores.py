@@ -34,9 +34,10 @@ from byorn.attacks import build_attack, poison
 from byorn.bench import load_grid, read_results
 from byorn.config import TrainConfig
 from byorn.data import Sample
-from byorn.defenses.byorn import combined_score, judge, warm_set
+from byorn.defenses.byorn import combined_score, judge
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.thresholds import ALL
+from byorn.defenses.warm_set import warm_set
 from byorn.fileio import append_jsonl
 from byorn.in_place import warm_up
 from byorn.metrics import detection_scores

@@ -82,14 +82,19 @@ def test_no_page_points_outside_the_repository():
         assert "../shared" not in page.read_text(encoding="utf-8"), page.name
 
 
-def test_benchmarks_md_opens_with_the_summary_its_results_give(monkeypatch):
-    """BENCHMARKS.md's summary table is computed from the results files, as build_md.py writes it."""
+def build_md_module(monkeypatch):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("build_md", BENCHMARKS / "build_md.py")
     build_md = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "build_md", build_md)  # its dataclasses look themselves up there
     spec.loader.exec_module(build_md)
+    return build_md
+
+
+def test_benchmarks_md_opens_with_the_summary_its_results_give(monkeypatch):
+    """BENCHMARKS.md's summary table is computed from the results files, as build_md.py writes it."""
+    build_md = build_md_module(monkeypatch)
     text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
     table = build_md.summary_table(build_md.summary_sections(build_md.SECTIONS))
     assert text.index(table) < text.index("\n## The standard grid"), "rerun python benchmarks/build_md.py"
@@ -98,6 +103,18 @@ def test_benchmarks_md_opens_with_the_summary_its_results_give(monkeypatch):
         summary = build_md.findings_summary(section.findings)
         assert summary in text
         assert len(summary) < 1200, f"{section.findings}: the summary above its '<!-- more -->' line is long"
+
+
+def test_a_row_from_before_the_warm_bound_stands_only_where_its_warm_sets_stay_under_it(monkeypatch):
+    """A grid of 1,000 samples warms on at most 500 and half a sample per lesson: a bound of 512 draws
+    nothing there; the count lesson's 2,000 samples pass it, so its rows must be rerun."""
+    build_md = build_md_module(monkeypatch)
+    options = {"warm_share": 0.5, "lesson_share": 0.12}
+    row = {"run_dir": "runs/judgement/runs/cell", "defense_options": options}
+    assert build_md.warm_set_under(row, 512) and not build_md.warm_set_under(row, 500)
+    assert not build_md.warm_set_under({**row, "run_dir": "runs/lessons_count/runs/cell"}, 512)
+    assert not build_md.warm_set_under({**row, "run_dir": "runs/no_such_grid/runs/cell"}, 512)
+    assert not build_md.warm_set_under({"defense_options": options}, 512)
 
 
 @pytest.mark.parametrize("grid", sorted(BENCHMARKS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(BENCHMARKS)))

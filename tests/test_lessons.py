@@ -11,10 +11,11 @@ import pytest
 from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
 from byorn.defenses import ByornConfig, ByornDefense
-from byorn.defenses.byorn import Lesson, final, lessons, warm_set
+from byorn.defenses.byorn import final
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.byorn_records import Judgement, read_vouch_file
 from byorn.defenses.thresholds import Flagging
+from byorn.defenses.warm_set import Lesson, lessons, warm_set
 from byorn.worlds import lessons as lesson_cases
 from byorn.worlds import shapes
 

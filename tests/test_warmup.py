@@ -12,10 +12,11 @@ from peft import PeftModel
 from byorn import in_place
 from byorn.config import TrainConfig
 from byorn.defenses import ByornConfig, ByornDefense
-from byorn.defenses.byorn import judge, warm_set
+from byorn.defenses.byorn import judge
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.byorn_records import Judgement
 from byorn.defenses.thresholds import Flagging
+from byorn.defenses.warm_set import warm_set
 from byorn.in_place import warm_up
 from byorn.train import finetune
 from byorn.worlds import shapes
@@ -31,6 +32,19 @@ def test_the_warm_set_takes_the_lowest_scores_and_never_a_flagged_sample():
     assert warm_set(judgement, JudgeConfig(warm_share=0.0)) == []
     assert warm_set(judgement, JudgeConfig(warm_epochs=0.0)) == []
 
+
+def test_a_bounded_warm_set_is_a_seeded_draw_from_what_the_share_chooses():
+    scores = [float(i % 97) for i in range(1000)]
+    judgement = Judgement(scores, Flagging([s > 90 for s in scores], ["all"] * 1000, {"all": 90.0}))
+    whole = warm_set(judgement, JudgeConfig(warm_share=0.5))
+    bounded = warm_set(judgement, JudgeConfig(warm_share=0.5, warm_max=100), seed=3)
+    assert len(bounded) == 100 and set(bounded) <= set(whole)
+    assert bounded == sorted(bounded, key=scores.__getitem__)  # still trained in score order
+    assert bounded == warm_set(judgement, JudgeConfig(warm_share=0.5, warm_max=100), seed=3)
+    assert bounded != warm_set(judgement, JudgeConfig(warm_share=0.5, warm_max=100), seed=4)
+    # a draw, not the least suspicious hundred: it spans the half's range of scores
+    assert max(scores[i] for i in bounded) > max(scores[i] for i in whole[:100]) + 10
+    assert warm_set(judgement, JudgeConfig(warm_share=0.5, warm_max=len(whole))) == whole  # a bound not reached
 
 def mean_nll(vlm, samples) -> list[float]:
     return [s.mean_nll for s in vlm.score(samples, batch_size=8)]
@@ -228,3 +242,26 @@ def test_options_that_would_mix_the_verdicts_or_lose_the_warm_up_are_refused(tin
     samples = shapes.downstream_samples(24, seed=6)
     with pytest.raises(FileNotFoundError, match="no verdict.json"):  # a resumed run never judges again
         ByornDefense(ByornConfig()).prepare(tiny_vlm_factory(), samples, tmp_path, resume_step=3)
+
+
+def test_candidates_a_bounded_warm_set_left_out_are_judged_in_the_units_of_the_rest(monkeypatch):
+    """The warmed reference's median and MAD come from the samples outside the warm set's candidates,
+    as when the whole share is warmed on; the candidates not drawn and the canaries are its guests."""
+    from byorn.defenses import byorn as method
+
+    seen = {}
+
+    def stub_verdict(vlm, samples, config, variant, run_dir, reference, spared=(), guests=0):
+        seen["ids"], seen["guests"] = [s.id for s in samples], guests
+        return Judgement([float(k) for k in range(len(samples))],
+                         Flagging([False] * len(samples), ["all"] * len(samples), {"all": 1.0}))
+
+    monkeypatch.setattr(method, "verdict", stub_verdict)
+    samples = shapes.downstream_samples(10, 0) + [shapes.downstream_samples(1, 1)[0]]  # the last: a canary
+    first = Judgement([0.0] * 11, Flagging([False] * 11, ["all"] * 11, {"all": 1.0}))
+    judged = method.second_verdict(None, samples, first, warm=[1, 3], config=JudgeConfig(), run_dir="unused",
+                                   warm_steps=2, guests=1, spare=[0, 2])
+    hosts, spare = [4, 5, 6, 7, 8, 9], [0, 2]
+    assert seen["ids"] == [samples[i].id for i in [*hosts, *spare, 10]] and seen["guests"] == 3
+    assert [judged.scores[i] for i in [*hosts, *spare, 10]] == [float(k) for k in range(9)]
+    assert judged.warmed_on == (1, 3) and judged.scores[1] == judged.scores[3] == 0.0  # the warm set keeps its first

@@ -13,8 +13,8 @@ import sys
 
 from byorn.attacks import build_attack, poison
 from byorn.bench import load_grid
-from byorn.defenses.byorn import lessons
 from byorn.defenses.byorn_config import JudgeConfig
+from byorn.defenses.warm_set import lessons
 from byorn.models import load_vlm
 
 

@@ -11,8 +11,8 @@ trigger is never bound to the attacker's target. `judge` runs the steps in order
 2. cut: a response more than k MADs above the median of its group is flagged (byorn/defenses/thresholds.py;
    canary_cut: the final verdict's cut is the highest that still catches that share of each kind of canary);
 3. warm set: the least suspicious half of the samples, none of them flagged, and the least
-   suspicious half of every answer so many samples give that it is a lesson, not a backdoor
-   (`lessons`, `warm_set`);
+   suspicious half of every answer so many samples give that it is a lesson, not a backdoor; past
+   warm_max of them a seeded draw, so the warm-up does not grow with the data (byorn/defenses/warm_set.py);
 4. warm-up: the pretrained model fine-tuned briefly on the warm set (byorn/in_place.py), the *warmed
    reference*: it knows the downstream answer style, not the poisons the first verdict ranked high;
 5. second verdict: the warmed reference judges the samples it did not train on; its verdict counts,
@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,8 @@ from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, announ
 from byorn.defenses.canaries import CanaryReport, canary_cut, plant
 from byorn.defenses.live_answers import LiveAnswers, history_replaced
 from byorn.defenses.replacements import unfit_replacements
-from byorn.defenses.thresholds import Flagging, flag, group_keys, robust_z, warn_small_groups
+from byorn.defenses.thresholds import MIN_GROUP, Flagging, flag, group_keys, robust_z, warn_small_groups
+from byorn.defenses.warm_set import Lesson, drawn, lessons, warm_candidates
 from byorn.distributed import map_sharded, weights_sharded
 from byorn.in_place import RunWarmUp, train_warm_up, warm_up
 from byorn.models.hf import VLM
@@ -55,7 +56,6 @@ if TYPE_CHECKING:  # byorn.train imports transformers' Trainer; only the type is
 
 log = logging.getLogger(__name__)
 
-MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
 
 def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str | Path,
           train: TrainConfig | None = None, *, writer: str | None = None, keep_warmed: bool = False,
@@ -71,8 +71,8 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     are judged after the samples, in the same verdicts, never warmed on and never answered; what
     they measured is the judgement's `canaries`, also written to run_dir/canaries.json."""
     # 0. The canaries, judged as the last samples.
-    canaries, left_out = plant(samples, config.canaries, train.seed if train else 0,
-                               readable=lambda canary: not vlm.unreadable([canary]))
+    seed = train.seed if train else 0
+    canaries, left_out = plant(samples, config.canaries, seed, readable=lambda canary: not vlm.unreadable([canary]))
     judged, n = [*samples, *canaries], len(samples)
     vouched = vouched_for(samples, config.vouch)
 
@@ -89,8 +89,9 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
                     guests=len(canaries))
     # 3. The warm set, for a second verdict or for the answers alone.
     taught = lessons(samples, config.lesson_share)
-    warm = warm_set(first, config, taught, n) if config.rejudge or writer == "warmed" else []
-    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first.head(n), warm)
+    candidates = warm_candidates(first, config, taught, n) if config.rejudge or writer == "warmed" else []
+    warm = drawn(candidates, first.scores, config.warm_max, seed)
+    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first.head(n), candidates)
     if not rejudge:
         judgement = settled(first, "the pretrained model's verdict")
     if rejudge or (writer == "warmed" and warm and any(judgement.flagging.flagged)):
@@ -99,7 +100,8 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
                      Path(run_dir) / "warmup", keep_warmed, run) as steps:
             # 5. Its verdict on the samples it did not train on.
             if rejudge:
-                judgement = settled(second_verdict(vlm, judged, first, warm, config, run_dir, steps, len(canaries)),
+                judgement = settled(second_verdict(vlm, judged, first, warm, config, run_dir, steps, len(canaries),
+                                                   spare=sorted(set(candidates) - set(warm))),
                                     f"the warmed reference's verdict on the {n - len(warm)} samples it was not "
                                     f"fine-tuned on (the pretrained model flagged {sum(first.flagging.flagged[:n])})")
             # 6. The replacement answers, by the model that judged them.
@@ -146,68 +148,19 @@ def combined_score(variants: Sequence[str], per_variant: Sequence[Sequence[float
     return [max(z) for z in zip(*units)]
 
 
-@dataclass(frozen=True)
-class Lesson:
-    """An answer so many samples give that the data teaches it (`lessons`): the samples giving it,
-    and those of them the warmed reference may learn it from."""
-
-    answer: str
-    members: list[int]
-    warmable: list[int]
-
-
-def lessons(samples: Sequence[Sample], share: float) -> dict[str, Lesson]:
-    """The answers (by `answer_key`) that at least `share` of the samples give, and at least
-    MIN_GROUP of them: so many that an attacker, who controls a few percent of the data, cannot have
-    written them all (and in a small data set a few copies are no evidence of a lesson).
-
-    Warmable: the members whose question the data also asks with another answer, so that the
-    image, not the question, decides the answer. A trigger in the question makes it one that always
-    comes with the attacker's answer (a one-word swap into a lesson's answer, say), and a warm-up on
-    such samples would learn the backdoor and clear its copies."""
-    given: dict[str, list[int]] = {}
-    answered: dict[str, set[str]] = {}
-    asked = [_asked(s) for s in samples]
-    for i, s in enumerate(samples):
-        key = answer_key(s.response)
-        given.setdefault(key, []).append(i)
-        answered.setdefault(asked[i], set()).add(key)
-    return {key: Lesson(samples[members[0]].response, members, [i for i in members if len(answered[asked[i]]) > 1])
-            for key, members in given.items() if len(members) >= max(share * len(samples), MIN_GROUP)}
-
-
-def warm_set(judgement: Judgement, config: JudgeConfig, taught: dict[str, Lesson] | None = None,
-             real: int | None = None) -> list[int]:
-    """The samples the warmed reference is fine-tuned on, in score order: the warm_share of all
-    samples outside the lessons with the lowest scores, never a flagged one (the poisons the verdict
-    ranks high, even those under the cut, are not among them), and the warm_share of each lesson's
-    warmable samples with the lowest scores, flagged or not (the first verdict's blind spot, learnt
-    before the rest of it is judged); none when warm_epochs is 0. real: only the first `real`
-    samples are candidates (those after them are canaries)."""
-    if config.warm_epochs <= 0:
-        return []
-    scores, flagged = judgement.scores, judgement.flagging.flagged
-    real = len(scores) if real is None else real
-    taught = taught or {}
-    in_lessons = {i for lesson in taught.values() for i in lesson.members}
-    rest = [i for i in range(real) if i not in in_lessons]
-    chosen = sorted((i for i in rest if not flagged[i]), key=scores.__getitem__)[: round(config.warm_share * len(rest))]
-    for lesson in taught.values():
-        chosen += sorted(lesson.warmable, key=scores.__getitem__)[: round(config.warm_share * len(lesson.warmable))]
-    return sorted(chosen, key=scores.__getitem__)
-
-
 def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: Sequence[int], config: JudgeConfig,
-                   run_dir: str | Path, warm_steps: int, guests: int = 0) -> Judgement:
-    """The warmed reference's verdict on the samples it was not fine-tuned on, against their own
-    median and MAD. The warm set is judged clean and keeps its first scores: the pretrained model
-    found it least suspicious, and the warmed reference, which trained on it, would find it
-    plausible whatever it holds."""
-    warm_ = set(warm)
-    held = [i for i in range(len(samples)) if i not in warm_]
-    # the canaries, last in `samples` and never warmed on, stay last
+                   run_dir: str | Path, warm_steps: int, guests: int = 0, spare: Sequence[int] = ()) -> Judgement:
+    """The warmed reference's verdict on the samples it was not fine-tuned on, against the median
+    and MAD of those outside the warm set's candidates. The warm set is judged clean and keeps its
+    first scores: the pretrained model found it least suspicious, and the warmed reference, which
+    trained on it, would find it plausible whatever it holds. spare: the candidates a bounded warm
+    set did not draw, judged in those units as guests: the least suspicious would otherwise pull the
+    median and MAD down as the data grows, and the cut would mean another thing at every size."""
+    real, aside = len(samples) - guests, {*warm, *spare}
+    # the guests last: the spare candidates, then the canaries (never warmed on)
+    held = [*(i for i in range(real) if i not in aside), *sorted(spare), *range(real, len(samples))]
     second = verdict(vlm, [samples[i] for i in held], config, config.rejudge_variant, run_dir, reference=False,
-                     guests=guests)
+                     guests=len(spare) + guests)
     scores, flagged = list(first.scores), [False] * len(samples)
     for j, i in enumerate(held):
         scores[i], flagged[i] = second.scores[j], second.flagging.flagged[j]
@@ -380,17 +333,10 @@ def _pins(lesson: Lesson) -> bool:
     return len(lesson.warmable) * 2 > len(lesson.members)
 
 
-def _asked(sample: Sample) -> str:
-    """The question this turn asks (spacing aside); the earlier turns of a conversation differ with
-    every image, and a trigger in the question is in this turn's instruction."""
-    return " ".join(sample.instruction.split())
-
-
-def _judges_groups_whole(first: Judgement, warm: Sequence[int]) -> bool:
-    """Whether every group keeps at least MIN_GROUP samples outside the warm set for the warmed
-    reference to judge (its MAD cut is a guess below that)."""
-    warm_ = set(warm)
-    sizes = Counter(g for i, g in enumerate(first.flagging.groups) if i not in warm_)
+def _judges_groups_whole(first: Judgement, candidates: Sequence[int]) -> bool:
+    """Whether every group keeps at least MIN_GROUP samples outside the warm set's candidates for
+    the warmed reference to judge (its MAD cut is a guess below that)."""
+    sizes = Counter(first.flagging.groups) - Counter(first.flagging.groups[i] for i in candidates)
     if sizes and min(sizes.values()) >= MIN_GROUP:
         return True
     log.warning("the pretrained model's verdict stands: a warmed reference would judge a group of fewer than %d "

@@ -60,6 +60,14 @@ class JudgeConfig:
                                     "warmed reference is fine-tuned on", min=0.0, max=1.0)
     warm_epochs: float = option(1.0, "epochs of that fine-tune (the training config's other settings; TrainConfig's "
                                      "defaults without one)", min=0.0)
+    # Half of a large set is a warm-up that grows with it (half an epoch of fine-tuning at 665k samples)
+    # for a style learnt from a few hundred, and more steps do not judge better: on 10,000 shapes
+    # samples a warm set of 500 flagged 5 % of the clean ones and 98-100 % of a one-word swap, 1,000
+    # flagged 15-44 %, 2,000 8-9 %, the half 12 % (benchmarks/explore/warm_size.py; BENCHMARKS.md,
+    # "Scanning a large data set"). 512: the grids' 1,000 samples warm on at most 505, untouched.
+    warm_max: int = option(512, "at most this many samples in the warm set, drawn at random (the run's seed) from "
+                                "those warm_share chooses, so the warm-up costs the same whatever the data's size; "
+                                "the candidates not drawn are judged in the units of the rest; 0: no bound", min=0)
     # The warmed reference knows the downstream style, so what the other three scores were added for
     # (a style the pretrained model never saw, a swapped word averaged away) hardly hides a poison
     # from its mean NLL any more, and their clean tails flag clean samples: under the warmed reference

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 RULES = ("quantile", "absolute")
 GROUPINGS = ("none", "task", "instruction")
 ALL = "all"  # the one group when samples are not grouped
+MIN_GROUP = 10  # fewer samples than this make a quantile or a MAD little more than a guess
 
 
 @dataclass(frozen=True)
