@@ -81,8 +81,8 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
 
 def test_two_processes_scan_what_one_process_scans(tmp_path):
     """`accelerate launch byorn scan`: each process scores its share, the warm-up runs as DDP, one
-    process writes the folder and reports."""
-    scan = ["scan", "--data", "shapes", "--n", "96", "-d", "precision=float32", "-d", "canaries=3"]
+    process writes the folder and reports; a bounded warm set (warm_max) is the same draw in each."""
+    scan = ["scan", "--data", "shapes", "--n", "96", "-d", "precision=float32", "-d", "canaries=3", "-d", "warm_max=16"]
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable], one, scan)
     printed = _run(LAUNCH, two, scan)
