@@ -325,7 +325,7 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
     today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
     # cache_dir is where a grid shares scores and fine-tunes, not how it judges
     recorded = {**BEFORE_ADDED, **row["defense_options"]}
-    if "warm_max" not in row["defense_options"] and warm_set_under(row, today["warm_max"]):
+    if "warm_max" in today and "warm_max" not in row["defense_options"] and warm_set_under(row, today["warm_max"]):
         recorded["warm_max"] = today["warm_max"]
     changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir" and k not in REPORTS_ONLY
                      and recorded.get(k) != v and not (before_lessons(row) and k in ADDED_SINCE))

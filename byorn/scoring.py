@@ -115,10 +115,11 @@ def score_samples(vlm: VLM, samples: Sequence[Sample], variant: str = "mean_nll"
 def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int = 32,
                    reference: bool = True, *, max_new_tokens: int = 48,
                    cache: ScoreCache | None = None, precision: str = "float32",
-                   guests: int = 0) -> dict[str, list[float]]:
+                   guests: int = 0, alone: int | None = None) -> dict[str, list[float]]:
     """Several scores of the same samples, sharing forward passes; variant -> scores in sample order.
     guests: the last samples (canaries) are scored on the others' statistics (SET_WIDE's), which
-    they do not move: every other sample's score is the one it gets without them."""
+    they do not move. alone: the last samples scored in batches of their own (all the guests by
+    default), so that every other sample's score is the one it gets without them."""
     for variant in variants:
         check_choice("variant", variant, VARIANTS)
     dtype = scoring_dtype(vlm, precision)
@@ -137,7 +138,8 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
                      str(weights).removeprefix("torch."))
         with (reference_model(vlm) if reference else contextlib.nullcontext(),
               torch.autocast(vlm.device.type, dtype=dtype, enabled=dtype != weights)):
-            computed = _compute(vlm, samples, missing, batch_size, max_new_tokens, guests)
+            computed = _compute(vlm, samples, missing, batch_size, max_new_tokens, guests,
+                                guests if alone is None else alone)
         for variant in missing:
             found[variant] = computed[variant]
             if cache is not None and is_main():
@@ -146,7 +148,7 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
 
 
 def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int,
-             max_new_tokens: int, guests: int) -> dict[str, list[float]]:
+             max_new_tokens: int, guests: int, alone: int) -> dict[str, list[float]]:
     """The forward passes the variants need, each once; under several processes each process
     scores its share and all of them get every score."""
     desc = f"scoring ({'+'.join(variants)})"
@@ -155,12 +157,12 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
     def token_scores(share: Sequence[Sample]) -> list[ResponseScore]:
         return vlm.score(share, batch_size, desc=desc)
 
-    hosts = len(samples) - guests
+    batched = len(samples) - alone
 
     def apart(work: Callable[[Sequence], list], items: Sequence) -> list:
-        """`work` mapped over the items, shared between processes, the guests in batches of their
-        own: a sample batched beside one would be padded, and rounded, otherwise than without it."""
-        return [out for part in (items[:hosts], items[hosts:]) if part for out in map_sharded(work, part)]
+        """`work` mapped over the items, shared between processes, the last `alone` in batches of
+        their own: a sample batched beside one would be padded, and rounded, otherwise than without it."""
+        return [out for part in (items[:batched], items[batched:]) if part for out in map_sharded(work, part)]
 
     # the grey pass shares each batch's encoding with the true one (`VLM.score_views`)
     passes = apart(lambda share: vlm.score_views(share, views, batch_size, desc=desc), samples)

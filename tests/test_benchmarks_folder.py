@@ -115,6 +115,17 @@ def test_a_row_from_before_the_warm_bound_stands_only_where_its_warm_sets_stay_u
     assert not build_md.warm_set_under({**row, "run_dir": "runs/lessons_count/runs/cell"}, 512)
     assert not build_md.warm_set_under({**row, "run_dir": "runs/no_such_grid/runs/cell"}, 512)
     assert not build_md.warm_set_under({"defense_options": options}, 512)
+    shipped = build_md.shipped_checkpoints()
+    model = shipped["byorn-tiny"]
+    today = build_md.options_record(build_md.dataclasses.asdict(build_md.DEFENSES["byorn"].config_class()))
+    before = {key: value for key, value in today.items() if key != "warm_max"}
+    byorn_row = {**row, "model": model, "defense": "byorn", "defense_options": before}
+    assert build_md.stale(byorn_row, shipped) == ""
+    assert "warm_max" in build_md.stale({**byorn_row, "run_dir": "runs/lessons_count/runs/cell"}, shipped)
+    onion = {"model": model, "defense": "onion", "run_dir": "runs/standard/runs/cell",
+             "defense_options": build_md.options_record(build_md.dataclasses.asdict(
+                 build_md.DEFENSES["onion"].config_class()))}
+    assert build_md.stale(onion, shipped) == ""  # a defense without a warm set has no bound to miss
 
 
 @pytest.mark.parametrize("grid", sorted(BENCHMARKS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(BENCHMARKS)))

@@ -16,7 +16,7 @@ from byorn.defenses.byorn import judge
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.defenses.byorn_records import Judgement
 from byorn.defenses.thresholds import Flagging
-from byorn.defenses.warm_set import warm_set
+from byorn.defenses.warm_set import drawn, warm_set
 from byorn.in_place import warm_up
 from byorn.train import finetune
 from byorn.worlds import shapes
@@ -45,6 +45,12 @@ def test_a_bounded_warm_set_is_a_seeded_draw_from_what_the_share_chooses():
     # a draw, not the least suspicious hundred: it spans the half's range of scores
     assert max(scores[i] for i in bounded) > max(scores[i] for i in whole[:100]) + 10
     assert warm_set(judgement, JudgeConfig(warm_share=0.5, warm_max=len(whole))) == whole  # a bound not reached
+    assert warm_set(judgement, JudgeConfig(warm_share=0.5, warm_max=0)) == whole  # no bound
+    # the draw follows which samples are candidates, not their scores' order (near-equal scores round
+    # otherwise in another number of processes)
+    tied = Judgement([0.0] * 1000, Flagging([False] * 1000, ["all"] * 1000, {"all": 1.0}))
+    assert set(warm_set(tied, JudgeConfig(warm_share=1.0, warm_max=100), seed=3)) == \
+        set(drawn(list(range(999, -1, -1)), [0.0] * 1000, 100, 3))
 
 def mean_nll(vlm, samples) -> list[float]:
     return [s.mean_nll for s in vlm.score(samples, batch_size=8)]
@@ -251,8 +257,8 @@ def test_candidates_a_bounded_warm_set_left_out_are_judged_in_the_units_of_the_r
 
     seen = {}
 
-    def stub_verdict(vlm, samples, config, variant, run_dir, reference, spared=(), guests=0):
-        seen["ids"], seen["guests"] = [s.id for s in samples], guests
+    def stub_verdict(vlm, samples, config, variant, run_dir, reference, spared=(), guests=0, alone=None):
+        seen["ids"], seen["guests"], seen["alone"] = [s.id for s in samples], guests, alone
         return Judgement([float(k) for k in range(len(samples))],
                          Flagging([False] * len(samples), ["all"] * len(samples), {"all": 1.0}))
 
@@ -263,5 +269,39 @@ def test_candidates_a_bounded_warm_set_left_out_are_judged_in_the_units_of_the_r
                                    warm_steps=2, guests=1, spare=[0, 2])
     hosts, spare = [4, 5, 6, 7, 8, 9], [0, 2]
     assert seen["ids"] == [samples[i].id for i in [*hosts, *spare, 10]] and seen["guests"] == 3
+    assert seen["alone"] == 1  # the canary in batches of its own; the candidates batched with the rest
     assert [judged.scores[i] for i in [*hosts, *spare, 10]] == [float(k) for k in range(9)]
     assert judged.warmed_on == (1, 3) and judged.scores[1] == judged.scores[3] == 0.0  # the warm set keeps its first
+
+
+def test_judge_warms_on_the_draw_and_judges_the_candidates_left_as_guests(monkeypatch, tmp_path):
+    """judge's wiring of a bounded warm set: the warm-up gets the draw, the second verdict the samples
+    outside the candidates, then the candidates not drawn as guests batched with them."""
+    from contextlib import contextmanager
+
+    from byorn.defenses import byorn as method
+
+    calls, warmed = [], []
+
+    def stub_verdict(vlm, samples, config, variant, run_dir, reference, spared=(), guests=0, alone=None):
+        calls.append(([s.id for s in samples], guests, alone))
+        scores = [float(int(s.id.rsplit("-", 1)[1])) for s in samples]  # the first verdict: in sample order
+        return Judgement(scores, Flagging([False] * len(samples), ["all"] * len(samples), {"all": 99.0}))
+
+    @contextmanager
+    def stub_warm_up(vlm, samples, train, epochs, folder, keep, run):
+        warmed.extend(s.id for s in samples)
+        yield 1
+
+    monkeypatch.setattr(method, "verdict", stub_verdict)
+    monkeypatch.setattr(method, "warm_up", stub_warm_up)
+    samples = shapes.downstream_samples(60, 0)
+    config = JudgeConfig(warm_max=5, canaries=0, lesson_share=1.0)
+    judgement = method.judge(None, samples, config, tmp_path)
+    candidates = [s.id for s in samples[:30]]  # the lowest half of the first verdict's scores
+    assert len(warmed) == 5 and set(warmed) <= set(candidates)
+    spare = [i for i in candidates if i not in warmed]
+    assert calls[1] == ([s.id for s in samples[30:]] + spare, 25, 0)
+    assert [samples[i].id for i in judgement.warmed_on] == warmed
+    unbounded = method.judge(None, samples, JudgeConfig(warm_max=0, canaries=0, lesson_share=1.0), tmp_path)
+    assert len(unbounded.warmed_on) == 30 and calls[-1] == ([s.id for s in samples[30:]], 0, 0)

@@ -91,7 +91,7 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     taught = lessons(samples, config.lesson_share)
     candidates = warm_candidates(first, config, taught, n) if config.rejudge or writer == "warmed" else []
     warm = drawn(candidates, first.scores, config.warm_max, seed)
-    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first.head(n), candidates)
+    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first.head(n), candidates, warm)
     if not rejudge:
         judgement = settled(first, "the pretrained model's verdict")
     if rejudge or (writer == "warmed" and warm and any(judgement.flagging.flagged)):
@@ -115,17 +115,19 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
 
 
 def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: str, run_dir: str | Path,
-            reference: bool, spared: Collection[int] = (), guests: int = 0) -> Judgement:
+            reference: bool, spared: Collection[int] = (), guests: int = 0, alone: int | None = None) -> Judgement:
     """One verdict: the scores of `variant` under `vlm` (reference: its adapter disabled), flagged per
     group, never the `spared` indices. The scores are in their group's MAD units, so two verdicts
     (or two groups) share one scale; only under rule absolute, whose threshold is in the score's own
-    units, a single score keeps them. guests: the last samples are canaries, scored, scaled and cut
-    on the others' statistics, which they leave as they are."""
+    units, a single score keeps them. guests: the last samples (canaries; in the second verdict the
+    warm set's candidates not drawn too), scored, scaled and cut on the others' statistics, which they
+    leave as they are; alone: the last of them (the canaries; all the guests by default) scored in
+    batches of their own."""
     parts = variant.split("+")
     per_variant = list(score_variants(vlm, samples, parts, config.batch_size, reference=reference,
                                       max_new_tokens=config.max_new_tokens,
                                       cache=ScoreCache(config.cache_dir or run_dir),
-                                      precision=config.precision, guests=guests).values())
+                                      precision=config.precision, guests=guests, alone=alone).values())
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
         warn_small_groups(groups[:len(groups) - guests], MIN_GROUP)
@@ -154,13 +156,14 @@ def second_verdict(vlm: VLM, samples: Sequence[Sample], first: Judgement, warm: 
     and MAD of those outside the warm set's candidates. The warm set is judged clean and keeps its
     first scores: the pretrained model found it least suspicious, and the warmed reference, which
     trained on it, would find it plausible whatever it holds. spare: the candidates a bounded warm
-    set did not draw, judged in those units as guests: the least suspicious would otherwise pull the
-    median and MAD down as the data grows, and the cut would mean another thing at every size."""
+    set did not draw, judged in those units as guests (batched with the others; only the canaries
+    apart): the least suspicious would otherwise pull the median and MAD down as the data grows, and
+    the cut would mean another thing at every size."""
     real, aside = len(samples) - guests, {*warm, *spare}
     # the guests last: the spare candidates, then the canaries (never warmed on)
     held = [*(i for i in range(real) if i not in aside), *sorted(spare), *range(real, len(samples))]
     second = verdict(vlm, [samples[i] for i in held], config, config.rejudge_variant, run_dir, reference=False,
-                     guests=len(spare) + guests)
+                     guests=len(spare) + guests, alone=guests)
     scores, flagged = list(first.scores), [False] * len(samples)
     for j, i in enumerate(held):
         scores[i], flagged[i] = second.scores[j], second.flagging.flagged[j]
@@ -333,11 +336,14 @@ def _pins(lesson: Lesson) -> bool:
     return len(lesson.warmable) * 2 > len(lesson.members)
 
 
-def _judges_groups_whole(first: Judgement, candidates: Sequence[int]) -> bool:
+def _judges_groups_whole(first: Judgement, candidates: Sequence[int], warm: Sequence[int]) -> bool:
     """Whether every group keeps at least MIN_GROUP samples outside the warm set's candidates for
-    the warmed reference to judge (its MAD cut is a guess below that)."""
-    sizes = Counter(first.flagging.groups) - Counter(first.flagging.groups[i] for i in candidates)
-    if sizes and min(sizes.values()) >= MIN_GROUP:
+    the warmed reference to judge (its MAD cut is a guess below that), a group whose candidates were
+    not all drawn too (they are cut in those samples' units)."""
+    groups = first.flagging.groups
+    sizes = Counter(groups) - Counter(groups[i] for i in candidates)
+    undrawn = {groups[i] for i in set(candidates) - set(warm)}
+    if sizes and min(sizes.values()) >= MIN_GROUP and all(sizes[g] >= MIN_GROUP for g in undrawn):
         return True
     log.warning("the pretrained model's verdict stands: a warmed reference would judge a group of fewer than %d "
                 "samples", MIN_GROUP)

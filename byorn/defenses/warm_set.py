@@ -73,9 +73,10 @@ def warm_candidates(judgement: Judgement, config: JudgeConfig, taught: dict[str,
 
 def drawn(candidates: Sequence[int], scores: Sequence[float], warm_max: int, seed: int) -> list[int]:
     """The warm set: every candidate, or past `warm_max` (0: no bound) that many drawn at random
-    with `seed`; in score order, the order the warm-up trains in."""
+    with `seed`, from the candidates in sample order (which samples are candidates decides the
+    draw, not how near-equal scores rounded); in score order, the order the warm-up trains in."""
     if 0 < warm_max < len(candidates):
-        candidates = random.Random(seed).sample(list(candidates), warm_max)
+        candidates = random.Random(seed).sample(sorted(candidates), warm_max)
     return sorted(candidates, key=scores.__getitem__)
 
 
