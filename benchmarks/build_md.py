@@ -157,13 +157,14 @@ SECTIONS = [
             "then the same with --default-allocator --repeats 1 --out benchmarks/results/cost_default_allocator.jsonl; "
             "bfloat16 against float32: python benchmarks/precision_agreement.py",
             [], "cost.md", table="cost"),
-    Section("Scanning a large data set: time and memory as it grows", ["scan_scale", "warm_size"],
+    Section("Scanning a large data set: time and memory as it grows",
+            ["scan_scale", "warm_size", "warm_size_score_order"],
             "OMP_NUM_THREADS=1 python benchmarks/scan_scale.py --sizes 1000 2000 10000 20000 100000 --out "
             "benchmarks/results/scan_scale.jsonl (nothing else running), then python benchmarks/scan_scale.py "
             "--report benchmarks/results/scan_scale.jsonl --plot benchmarks/plots/scan_scale.png; the warm set's "
-            "size: OMP_NUM_THREADS=1 python benchmarks/explore/warm_size.py --seed S --warm-max 500 512 1000 2000 0 "
-            "--out benchmarks/results/warm_size.jsonl for S in 0 1 2, and the clean scans: byorn scan --data shapes "
-            "--n 10000 --out OUT -d precision=float32 -d warm_max=M seed=S",
+            "size: OMP_NUM_THREADS=1 python benchmarks/explore/warm_size.py --seed S --warm-max 512 2000 0 "
+            "--out benchmarks/results/warm_size.jsonl for S in 0 1 2, the same with --clean; the draws in score "
+            "order (warm_size_score_order.jsonl): the same commands with --warm-max 500 1000 2000 at commit afca70e",
             [], "scan_scale.md", table="scale", figure="scan_scale.png"),
     Section("byorn clean, then any trainer, against in-training BYORn", ["clean_vs_train"],
             "OMP_NUM_THREADS=1 python benchmarks/clean_vs_train.py --out benchmarks/results/clean_vs_train.jsonl",
@@ -648,15 +649,17 @@ def scale_table(rows: list[dict], metrics: list[str]) -> str:
                          f"{r['clean_flagged']:.3f} |")
     warm = [r for r in rows if r.get("what") != "scan"]
     if warm:
-        lines += ["", "| samples | poisons | warm-up | seed | warm_share | warm_epochs | warm set | poisons flagged | "
-                  "clean flagged | clean flagged of those judged | judge s |", "|---" * 11 + "|"]
+        lines += ["", "| samples | poisons | warm-up | seed | warm_share | warm_epochs | warm set | drawn | "
+                  "poisons flagged | clean flagged | clean flagged of those judged | judge s |", "|---" * 12 + "|"]
         for r in warm:
             poisons = f"{r['poisons_flagged']:.3f}" if r["poisons_flagged"] is not None else ""
             held = f"{r['held_clean_flagged']:.3f}" if "held_clean_flagged" in r else ""  # not recorded at first
+            # a bounded warm set is a draw (from the candidates in sample order; "score order": before d5c9a4e)
+            draw = r.get("draw", "sample order") if r.get("warm_max") or "draw" in r else ""
             lines.append(f"| {r['n']:,} | {r['attack']} {r['poison_rate']:g} | "
                          f"{r.get('training', 'full, lr 5e-4, batches of 16')} | {r['seed']} | {r['warm_share']:g} | "
-                         f"{r.get('warm_epochs', 1.0):g} | {r['warm_set']} | {poisons} | {r['clean_flagged']:.3f} | "
-                         f"{held} | {r['judge_s']:.0f} |")
+                         f"{r.get('warm_epochs', 1.0):g} | {r['warm_set']} | {draw} | {poisons} | "
+                         f"{r['clean_flagged']:.3f} | {held} | {r['judge_s']:.0f} |")
     return "\n".join(lines)
 
 

@@ -107,7 +107,7 @@ def test_benchmarks_md_opens_with_the_summary_its_results_give(monkeypatch):
 
 def test_a_row_from_before_the_warm_bound_stands_only_where_its_warm_sets_stay_under_it(monkeypatch):
     """A grid of 1,000 samples warms on at most 500 and half a sample per lesson: a bound of 512 draws
-    nothing there; the count lesson's 2,000 samples pass it, so its rows must be rerun."""
+    nothing there; the count lesson's 2,000 samples pass it; a row whose grid is unknown proves nothing."""
     build_md = build_md_module(monkeypatch)
     options = {"warm_share": 0.5, "lesson_share": 0.12}
     row = {"run_dir": "runs/judgement/runs/cell", "defense_options": options}
@@ -121,7 +121,7 @@ def test_a_row_from_before_the_warm_bound_stands_only_where_its_warm_sets_stay_u
     before = {key: value for key, value in today.items() if key != "warm_max"}
     byorn_row = {**row, "model": model, "defense": "byorn", "defense_options": before}
     assert build_md.stale(byorn_row, shipped) == ""
-    assert "warm_max" in build_md.stale({**byorn_row, "run_dir": "runs/lessons_count/runs/cell"}, shipped)
+    assert "warm_max" in build_md.stale({**byorn_row, "run_dir": "runs/no_such_grid/runs/cell"}, shipped)
     onion = {"model": model, "defense": "onion", "run_dir": "runs/standard/runs/cell",
              "defense_options": build_md.options_record(build_md.dataclasses.asdict(
                  build_md.DEFENSES["onion"].config_class()))}

@@ -60,12 +60,13 @@ class JudgeConfig:
                                     "warmed reference is fine-tuned on", min=0.0, max=1.0)
     warm_epochs: float = option(1.0, "epochs of that fine-tune (the training config's other settings; TrainConfig's "
                                      "defaults without one)", min=0.0)
-    # Half of a large set is a warm-up that grows with it (half an epoch of fine-tuning at 665k samples)
-    # for a style learnt from a few hundred, and more steps do not judge better: on 10,000 shapes
-    # samples a warm set of 500 flagged 5 % of the clean ones and 98-100 % of a one-word swap, 1,000
-    # flagged 15-44 %, 2,000 8-9 %, the half 12 % (benchmarks/explore/warm_size.py; BENCHMARKS.md,
-    # "Scanning a large data set"). 512: the grids' 1,000 samples warm on at most 505, untouched.
-    warm_max: int = option(512, "at most this many samples in the warm set, drawn at random (the run's seed) from "
+    # Half of a large set is a warm-up that grows with it (half an epoch of fine-tuning at 665k samples),
+    # and more steps do not judge better: on 10,000 shapes samples with a one-word swap, three seeds, a
+    # warm set of 2,000 flagged 98.8-99.8 % of the poisons and 4.8-7.8 % of the clean samples, the whole
+    # half 97.6-98.8 % and 11.6-14.7 %; 512 let half the poisons through in one seed
+    # (benchmarks/explore/warm_size.py; BENCHMARKS.md, "Scanning a large data set"). Every grid's warm
+    # set is under 2,000 (at most 1,505, at 3,000 samples): their figures are this bound's.
+    warm_max: int = option(2000, "at most this many samples in the warm set, drawn at random (the run's seed) from "
                                 "those warm_share chooses, so the warm-up costs the same whatever the data's size; "
                                 "the candidates not drawn are judged in the units of the rest; 0: no bound", min=0)
     # The warmed reference knows the downstream style, so what the other three scores were added for
