@@ -28,6 +28,7 @@ the build (`stale`). Rerun such a grid, or remove its results (git keeps them).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -287,7 +288,13 @@ def warm_set_under(row: dict, bound: int) -> bool:
     if not grid or not any((folder / f"{grid[0]}.yaml").exists() for folder in (BENCHMARKS, EXPLORE)):
         return False
     lessons = int(1 / options["lesson_share"]) if options.get("lesson_share") else 0
-    return options["warm_share"] * load_grid(grid_path(grid[0])).n_train + (lessons + 1) / 2 <= bound
+    return options["warm_share"] * grid_samples(grid[0]) + (lessons + 1) / 2 <= bound
+
+
+@functools.cache  # asked once per row; the grid file is read once
+def grid_samples(grid: str) -> int:
+    """The samples a grid's cells judge (its n_train)."""
+    return load_grid(grid_path(grid)).n_train
 
 
 def before_lessons_note(rows: list[dict]) -> str:

@@ -91,7 +91,8 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     taught = lessons(samples, config.lesson_share)
     candidates = warm_candidates(first, config, taught, n) if config.rejudge or writer == "warmed" else []
     warm = drawn(candidates, first.scores, config.warm_max, seed)
-    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first.head(n), candidates, warm)
+    spare = sorted(set(candidates) - set(warm))  # the candidates a bounded warm set did not draw
+    rejudge = config.rejudge and bool(warm) and _judges_groups_whole(first.head(n), candidates, spare)
     if not rejudge:
         judgement = settled(first, "the pretrained model's verdict")
     if rejudge or (writer == "warmed" and warm and any(judgement.flagging.flagged)):
@@ -101,7 +102,7 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
             # 5. Its verdict on the samples it did not train on.
             if rejudge:
                 judgement = settled(second_verdict(vlm, judged, first, warm, config, run_dir, steps, len(canaries),
-                                                   spare=sorted(set(candidates) - set(warm))),
+                                                   spare=spare),
                                     f"the warmed reference's verdict on the {n - len(warm)} samples it was not "
                                     f"fine-tuned on (the pretrained model flagged {sum(first.flagging.flagged[:n])})")
             # 6. The replacement answers, by the model that judged them.
@@ -336,14 +337,13 @@ def _pins(lesson: Lesson) -> bool:
     return len(lesson.warmable) * 2 > len(lesson.members)
 
 
-def _judges_groups_whole(first: Judgement, candidates: Sequence[int], warm: Sequence[int]) -> bool:
+def _judges_groups_whole(first: Judgement, candidates: Sequence[int], spare: Sequence[int]) -> bool:
     """Whether every group keeps at least MIN_GROUP samples outside the warm set's candidates for
     the warmed reference to judge (its MAD cut is a guess below that), a group whose candidates were
     not all drawn too (they are cut in those samples' units)."""
     groups = first.flagging.groups
     sizes = Counter(groups) - Counter(groups[i] for i in candidates)
-    undrawn = {groups[i] for i in set(candidates) - set(warm)}
-    if sizes and min(sizes.values()) >= MIN_GROUP and all(sizes[g] >= MIN_GROUP for g in undrawn):
+    if sizes and min(sizes.values()) >= MIN_GROUP and all(sizes[groups[i]] >= MIN_GROUP for i in spare):
         return True
     log.warning("the pretrained model's verdict stands: a warmed reference would judge a group of fewer than %d "
                 "samples", MIN_GROUP)
