@@ -33,6 +33,15 @@ def option(default: Any, help: str, *, min: float | None = None, max: float | No
     return field(default=default, metadata={"help": help, **bounds})
 
 
+def redefault(cls: type, name: str, default: Any) -> Any:
+    """Option `name` of config dataclass `cls` with another default, its help and range kept: a
+    subclass that presets some options (a named recipe) declares each with this."""
+    parent = next((f for f in fields(cls) if f.name == name), None)
+    if parent is None:
+        raise AttributeError(f"{cls.__name__} has no option {name!r}")
+    return field(default=default, metadata=parent.metadata)
+
+
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
     """Raise a ConfigError naming the allowed values when `value` is not one of them."""
     choices = tuple(choices)

@@ -82,7 +82,7 @@ def turn_id(record: str, turn: int) -> str:
     return f"{record}#{turn}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Turn:
     """Where a sample stands in a conversation, as the data's layout says (a LLaVA record's turns;
     JSONL lines whose histories continue one another), never as its meta says: meta is the data
@@ -108,7 +108,7 @@ class Source:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Where a loaded sample's answer stands in its file, so that `byorn clean` writes the file
     back with that answer alone replaced and every other byte the user's."""
@@ -133,7 +133,7 @@ def answer_key(response: str) -> str:
     return " ".join(response.lower().split()).strip(" .!?")
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One training or test example.
 

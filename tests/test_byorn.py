@@ -318,7 +318,7 @@ def test_build_defense_by_name_with_checked_options():
     defense = build_defense("byorn", rule="quantile", quantile=0.8, group_by="task")
     assert isinstance(defense, ByornDefense)
     assert defense.config == ByornConfig(rule="quantile", quantile=0.8, group_by="task")
-    available = "bye, byorn, none, onion, oracle, random_drop, reference_ratio, score_drop, tcap"
+    available = "bye, byorn, byorn_paper, none, onion, oracle, random_drop, reference_ratio, score_drop, tcap"
     with pytest.raises(ValueError, match=rf"^Unknown defense 'x'\. Available: {available}$"):
         build_defense("x")
     with pytest.raises(ConfigError, match="unknown key.*'quantil'.*Valid keys: variant"):
@@ -544,7 +544,7 @@ def test_the_combined_score_takes_a_z_scaled_score_as_it_is_and_the_others_in_ma
 
 @pytest.mark.parametrize("launcher_env", [{"ACCELERATE_USE_FSDP": "true"},
                                           {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}])
-@pytest.mark.parametrize("changes", [{"generator": "current"}, {"generator": "warmed"},
+@pytest.mark.parametrize("changes", [{"generator": "current"}, {"generator": "ema"}, {"generator": "warmed"},
                                      {"rejudge": True, "generator": "reference"}])
 def test_training_the_replacement_writer_is_refused_when_weights_are_sharded(train_set, tmp_path, monkeypatch,
                                                                             launcher_env, changes):

@@ -74,9 +74,10 @@ def test_clean_drops_instead_and_keeps_the_input_layout(shipped, tmp_path):
     assert PLANTED not in {s.response for s in kept} and f"{len(kept)} samples written" in result.output
 
 
-def test_clean_refuses_the_in_training_generator(shipped, tmp_path):
-    with pytest.raises(ConfigError, match="generator=current"):
-        clean(shipped, planted_set(), ByornConfig(generator="current"), tmp_path)
+@pytest.mark.parametrize("generator", ["current", "ema"])
+def test_clean_refuses_the_in_training_generators(shipped, tmp_path, generator):
+    with pytest.raises(ConfigError, match=f"generator={generator}"):
+        clean(shipped, planted_set(), ByornConfig(generator=generator), tmp_path)
 
 
 def test_an_image_folder_elsewhere_is_found_with_image_folder_and_missing_without(tmp_path):

@@ -28,8 +28,9 @@ from byorn.defenses.configs import DEFENSE_NAMES, defense_config
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="YAML config")
 @click.option("--defense", default="none", show_default=True, type=click.Choice(DEFENSE_NAMES),
-              help="none, byorn, or a baseline: onion, bye, tcap, score_drop, random_drop, reference_ratio; "
-                   "oracle (drops the poison a data set marks as such) (`byorn list defenses`)")
+              help="none, byorn, byorn_paper (BYORn with the paper's own recipe), or a baseline: onion, bye, tcap, "
+                   "score_drop, random_drop, reference_ratio; oracle (drops the poison a data set marks as such) "
+                   "(`byorn list defenses`)")
 @click.option("--defense-option", "-d", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="defense option, e.g. -d rule=quantile -d quantile=0.9 (see `byorn scan --help`)")
 @on_bad_sample

@@ -22,8 +22,8 @@ trigger is never bound to the attacker's target. `judge` runs the steps in order
 
 During training (`ByornDefense.on_batch`) each flagged sample trains on its replacement, from the
 warmed weights (warm_start); audit.jsonl lists what was flagged and replaced, verdict.json keeps the
-judgement for a resume. The paper's exact score, threshold and generator are not public: the
-defaults are our choices, each an option (byorn_config.py), measured in BENCHMARKS.md.
+judgement for a resume. The defaults are our choices, each an option (byorn_config.py), measured in
+BENCHMARKS.md; `PaperRecipe` (defense byorn_paper) runs the same method with the paper's own recipe.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from byorn.config import TrainConfig
 from byorn.data import Sample, answer_key
 from byorn.defenses.base import Defense
-from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
+from byorn.defenses.byorn_config import ByornConfig, JudgeConfig, PaperConfig
 from byorn.defenses.byorn_records import AUDIT_NAME, AuditLog, Judgement, announce, save_verdict, vouched_for
 from byorn.defenses.canaries import CanaryReport, canary_cut, plant
 from byorn.defenses.live_answers import LiveAnswers, history_replaced
@@ -264,6 +264,9 @@ class ByornDefense(JudgingDefense):
             # A resumed run takes the verdict and answers it started with: judging again would repeat
             # the warm-up, and on a GPU not bit for bit.
             judgement, self.steps_trained = self.audit.load_verdict(run_dir, samples)
+            if cfg.generator == "ema":
+                log.warning("generator=ema: the average of the weights starts again from the checkpoint's (a "
+                            "checkpoint does not hold it), so the answers after the resume differ from a run without")
         else:
             keep = self._warm_start(train)
             writer = "warmed" if cfg.generator == "warmed" else "reference"
@@ -273,7 +276,7 @@ class ByornDefense(JudgingDefense):
         self.judgement, self.scores, self.flagging = judgement, judgement.scores, judgement.flagging
         self.reference_answers, self.writer = judgement.answers, judgement.writer
         # A replacement that is not an answer the data could give is not trained (byorn/defenses/replacements.py).
-        self.left_out = {} if cfg.generator == "current" else \
+        self.left_out = {} if cfg.writes_in_training else \
             unfit_replacements(samples, judgement, cfg.fit_replacements)
         self.judged = {s.id: s.response for s in samples}
         self.live = LiveAnswers(cfg)
@@ -313,11 +316,23 @@ class ByornDefense(JudgingDefense):
         with its flagged earlier answers replaced in its history (as `byorn clean` writes it back)."""
         if self.audit is None:
             raise RuntimeError("ByornDefense.prepare() must run before training")
+        self.live.follow(trainer)
         todo = [s for s in samples if s.id in self.reference_answers]
         new = self.live.answers(todo, trainer, self.reference_answers, self.writer) if todo else {}
         self.audit.replaced(todo, new, trainer)
         replaced = [s.with_response(new[s.id][0], replaced=True) if s.id in new else s for s in samples]
         return [history_replaced(s, self.reference_answers) for s in replaced]
+
+
+class PaperRecipe(ByornDefense):
+    """BYORn as its paper describes it: mean NLL, the top 40 % flagged, answers of an EMA of the model
+    being fine-tuned (PaperConfig's options; the method is ByornDefense's)."""
+
+    name = "byorn_paper"
+    config_class = PaperConfig
+
+    def __init__(self, config: PaperConfig | None = None) -> None:
+        super().__init__(config or PaperConfig())
 
 
 def _bound_to_the_question(lesson: Lesson) -> list[int]:

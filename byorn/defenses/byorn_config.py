@@ -10,13 +10,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from byorn.config import check_choice, option
+from byorn.config import check_choice, option, redefault
 from byorn.defenses.thresholds import GROUPINGS, ThresholdRule
 from byorn.score_names import PRECISIONS, VARIANTS
 
 DEFAULT_VARIANT = "mean_nll+image_contradiction+token_surprise+shared_answer"
 DEFAULT_K = 1.5
 RULES = ("quantile", "mad", "absolute")  # mad: the absolute rule on scores in MAD units, at k
+LIVE_GENERATORS = ("current", "ema")  # they write during the fine-tuning (byorn/defenses/live_answers.py)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class JudgeConfig:
 class ByornConfig(JudgeConfig):
     """BYORn's options: how to score and where to cut (JudgeConfig), and how to replace."""
 
-    regenerate: str = option("step", "generator=current: step: a new response every time a flagged sample is in "
+    regenerate: str = option("step", "generator=current or ema: step: a new response every time a flagged sample is in "
                                      "a batch; epoch: one per flagged sample per epoch, reused within it")
     # The warmed reference by default (byorn/defenses/byorn.py, `warm_up`), the model whose verdict counts.
     # Replacements in the downstream style teach against a missed poison where the pretrained style
@@ -162,7 +163,12 @@ class ByornConfig(JudgeConfig):
     generator: str = option("warmed", "warmed: the warmed reference (see rejudge) writes each replacement, once, "
                                       "before training; reference: the frozen base model does; current: the "
                                       "model being fine-tuned writes it when the sample is in a batch (follows "
-                                      "the new answer style; can feed back)")
+                                      "the new answer style; can feed back); ema: an exponential moving average of "
+                                      "that model's weights does (the paper's recipe; see ema_decay)")
+    # The paper does not give its decay: 0.99 averages over about 100 steps, well inside the few
+    # hundred steps of a small fine-tuning, so the average learns the downstream style before it ends.
+    ema_decay: float = option(0.99, "generator=ema: each optimizer step keeps this share of the average and "
+                                    "takes the rest from the new weights", min=0.0, max=0.999999)
 
     # The warm-up trains on the least suspicious half, which the fine-tuning would train on anyway:
     # going on from its weights saves its steps, a third of what the judgement costs at 3 epochs,
@@ -182,24 +188,49 @@ class ByornConfig(JudgeConfig):
                                           "train every replacement but one that repeats the flagged answer")
 
     # A guard against that feedback: a model that collapses writes one answer for many images.
-    guard: int = option(0, "generator=current: once the model being fine-tuned has given one answer (case, spacing "
-                           "and end punctuation aside) to this many different flagged samples in an epoch, the "
-                           "others that get it train on the reference's answer instead (0: no guard)", min=0)
+    guard: int = option(0, "generator=current or ema: once the model writing them has given one answer (case, "
+                           "spacing and end punctuation aside) to this many different flagged samples in an epoch, "
+                           "the others that get it train on the reference's answer instead (0: no guard)", min=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("regenerate", self.regenerate, ("step", "epoch"))
-        check_choice("generator", self.generator, ("current", "reference", "warmed"))
+        check_choice("generator", self.generator, ("current", "ema", "reference", "warmed"))
+
+    @property
+    def writes_in_training(self) -> bool:
+        """Whether the replacements are written during the fine-tuning, by the model being fine-tuned
+        (current) or its average (ema), not once before it."""
+        return self.generator in LIVE_GENERATORS
 
     def refuse_sharded_weights(self) -> None:
         """Where FSDP or DeepSpeed ZeRO-3 shard the weights between processes, what this config
         cannot do: write with the model being trained inside a step, or fine-tune and put back a
         warmed reference."""
-        if self.generator == "current":
-            raise ValueError("BYORn's generator=current writes replacements with the model being trained, inside a "
-                             "training step, on each process alone; FSDP and DeepSpeed ZeRO-3 shard that model between "
-                             "processes. Use -d generator=reference (answers written before training), or DDP / ZeRO-2")
+        if self.writes_in_training:
+            raise ValueError(f"BYORn's generator={self.generator} writes replacements with the model being trained, "
+                             "inside a training step, on each process alone; FSDP and DeepSpeed ZeRO-3 shard that "
+                             "model between processes. Use -d generator=reference (answers written before training), "
+                             "or DDP / ZeRO-2")
         if self.rejudge or self.generator == "warmed":
             raise ValueError("BYORn's warmed reference is the pretrained model fine-tuned briefly before training, "
                              "its weights put back afterwards, which FSDP and DeepSpeed ZeRO-3 shard between "
                              "processes. Use -d rejudge=false -d generator=reference there, or DDP / ZeRO-2")
+
+
+@dataclass
+class PaperConfig(ByornConfig):
+    """BYORn as its paper describes it, beside our default (ByornConfig) so that what our choices buy
+    is measured: the pretrained model's length-normalised NLL, the 40 % of responses above its 60th
+    percentile flagged, each replaced while training by an answer of an exponential moving average of
+    the model being fine-tuned. No warmed reference, no lessons, no copies rule: each option can still
+    be set. Its ablation that drops the flagged samples is score_drop with these judgement options."""
+
+    variant: str = redefault(JudgeConfig, "variant", "mean_nll")
+    rule: str = redefault(JudgeConfig, "rule", "quantile")
+    quantile: float = redefault(JudgeConfig, "quantile", 0.6)
+    rejudge: bool = redefault(JudgeConfig, "rejudge", False)
+    lesson_share: float = redefault(JudgeConfig, "lesson_share", 1.0)
+    flag_copies: bool = redefault(JudgeConfig, "flag_copies", False)
+    generator: str = redefault(ByornConfig, "generator", "ema")
+    warm_start: bool = redefault(ByornConfig, "warm_start", False)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from byorn.config import ConfigError, from_dict, option
-from byorn.defenses.byorn_config import ByornConfig, JudgeConfig
+from byorn.defenses.byorn_config import ByornConfig, JudgeConfig, PaperConfig
 
 
 @dataclass
@@ -67,8 +67,8 @@ class RandomDropConfig(JudgeConfig):
 
 # name -> its options' dataclass (None: it takes none)
 CONFIGS: dict[str, type | None] = {
-    "bye": ByeConfig, "byorn": ByornConfig, "none": None, "onion": OnionConfig, "oracle": None,
-    "random_drop": RandomDropConfig, "reference_ratio": ReferenceRatioConfig, "score_drop": JudgeConfig,
+    "bye": ByeConfig, "byorn": ByornConfig, "byorn_paper": PaperConfig, "none": None, "onion": OnionConfig,
+    "oracle": None, "random_drop": RandomDropConfig, "reference_ratio": ReferenceRatioConfig, "score_drop": JudgeConfig,
     "tcap": TcapConfig,
 }
 DEFENSE_NAMES = tuple(CONFIGS)

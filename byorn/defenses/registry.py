@@ -10,7 +10,7 @@ from typing import Any
 
 from byorn.defenses.base import Defense, NoDefense
 from byorn.defenses.bye import Bye
-from byorn.defenses.byorn import ByornDefense
+from byorn.defenses.byorn import ByornDefense, PaperRecipe
 from byorn.defenses.configs import defense_config
 from byorn.defenses.onion import Onion
 from byorn.defenses.oracle import Oracle
@@ -21,7 +21,8 @@ from byorn.defenses.tcap import Tcap
 
 DEFENSES: dict[str, type[Defense]] = {
     cls.name: cls
-    for cls in (ByornDefense, Bye, NoDefense, Onion, Oracle, RandomDrop, ReferenceRatio, ScoreAndDrop, Tcap)
+    for cls in (ByornDefense, Bye, NoDefense, Onion, Oracle, PaperRecipe, RandomDrop, ReferenceRatio, ScoreAndDrop,
+                Tcap)
 }
 
 

@@ -44,9 +44,9 @@ def judge_dataset(vlm: VLM, rows: Iterable[Mapping[str, Any]], config: ByornConf
 
     train: the settings of the warmed reference's short fine-tune (TrainConfig's defaults if None)."""
     config = config or ByornConfig()
-    if config.generator == "current":
-        raise ConfigError("under SFTTrainer the replacements are written before training: generator=current needs "
-                          "`byorn train --defense byorn`")
+    if config.writes_in_training:
+        raise ConfigError("under SFTTrainer the replacements are written before training: "
+                          f"generator={config.generator} needs `byorn train --defense byorn`")
     samples = [sample for index, row in enumerate(rows) for sample in row_to_samples(row, index, id_column)]
     # SFTTrainer runs its own steps from the weights it is given: the warm-up is not kept (the
     # verdict and answers are those of a run with warm_start)

@@ -33,7 +33,7 @@ from byorn.models.families import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResponseScore:
     """Teacher-forced negative log-likelihood of one response given its image and instruction."""
 

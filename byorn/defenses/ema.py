@@ -1,0 +1,61 @@
+"""An exponential moving average of the weights being fine-tuned: the model that writes BYORn's
+replacements with generator=ema, as the paper's recipe has it.
+
+The live model (generator=current) answers with whatever its last step taught it, so an answer it
+trained on comes back as its next answer and can feed on itself; the average follows the
+downstream style too, but over about 1 / (1 - decay) steps, so one step's drift moves it little.
+Only the trainable tensors are averaged (a LoRA adapter's, or every weight in full fine-tuning: a
+second copy of the model's weights in memory); the frozen ones are the same in both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+
+class EmaWeights:
+    """The average of a model's trainable weights over its optimizer steps, and a way to answer with it."""
+
+    def __init__(self, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"the EMA's decay must be in [0, 1); got {decay!r}")
+        self.decay = decay
+        self._average: dict[str, torch.Tensor] = {}
+        self._step: int | None = None  # the optimizer step whose weights were folded in last
+
+    def follow(self, model: torch.nn.Module, step: int) -> None:
+        """Fold in `model`'s weights after optimizer step `step`; called before every batch, so once a
+        step counts (a step skipped between two calls is folded in as if its weights were these).
+        The first call takes the weights as they are: the average starts where the fine-tuning starts."""
+        if self._step is not None and step <= self._step:
+            return
+        weight = 1.0 - self.decay ** (step - self._step) if self._step is not None else 1.0
+        with torch.no_grad():
+            for name, tensor in _trainable(model):
+                if name not in self._average:
+                    self._average[name] = tensor.detach().clone()
+                else:
+                    self._average[name].lerp_(tensor.detach().to(self._average[name].dtype), weight)
+        self._step = step
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: torch.nn.Module) -> Iterator[None]:
+        """`model` with the averaged weights in place of its own for the duration (tensors swapped,
+        not copied; the optimizer's references to the parameters stay valid)."""
+        live: dict[str, torch.Tensor] = {}
+        try:
+            for name, parameter in _trainable(model):
+                if name in self._average:
+                    live[name], parameter.data = parameter.data, self._average[name]
+            yield
+        finally:
+            for name, parameter in _trainable(model):
+                if name in live:
+                    self._average[name], parameter.data = parameter.data, live[name]
+
+
+def _trainable(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter]]:
+    return ((name, p) for name, p in model.named_parameters() if p.requires_grad)

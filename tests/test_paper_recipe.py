@@ -1,0 +1,86 @@
+"""The paper's own recipe (defense byorn_paper): its options, and the EMA copy that writes its answers."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from byorn.config import ConfigError
+from byorn.data import Sample
+from byorn.defenses import build_defense
+from byorn.defenses.byorn import PaperRecipe
+from byorn.defenses.byorn_config import ByornConfig, PaperConfig
+from byorn.defenses.ema import EmaWeights
+from byorn.defenses.live_answers import LiveAnswers
+
+
+class Toy(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trained = torch.nn.Parameter(torch.tensor([0.0]))
+        self.frozen = torch.nn.Parameter(torch.tensor([5.0]), requires_grad=False)
+
+
+def test_the_paper_recipe_flags_the_top_40_percent_by_mean_nll_and_answers_with_an_ema_copy():
+    config = build_defense("byorn_paper").config
+    assert isinstance(config, PaperConfig) and isinstance(PaperRecipe(), PaperRecipe)
+    assert (config.variant, config.rule, config.quantile, config.rejudge) == ("mean_nll", "quantile", 0.6, False)
+    assert (config.generator, config.lesson_share, config.flag_copies, config.warm_start) == ("ema", 1.0, False, False)
+    assert config.writes_in_training and not ByornConfig().writes_in_training
+    assert build_defense("byorn_paper", quantile=0.9, generator="reference").config.quantile == 0.9  # still options
+    assert build_defense("byorn").config.generator == "warmed"  # our default untouched
+    with pytest.raises(ConfigError, match="generator must be one of"):
+        build_defense("byorn_paper", generator="average")
+
+
+def test_the_average_starts_at_the_first_weights_and_folds_in_one_step_once():
+    model, ema = Toy(), EmaWeights(0.9)
+    ema.follow(model, 0)
+    model.trained.data.fill_(10.0)
+    ema.follow(model, 1)
+    ema.follow(model, 1)  # the same step again (a second micro-batch): nothing more
+    with ema.swapped_in(model):
+        assert model.trained.item() == pytest.approx(1.0)  # 0.9 * 0 + 0.1 * 10
+        assert model.frozen.item() == 5.0
+    assert model.trained.item() == 10.0  # the live weights back
+    ema.follow(model, 3)  # two steps at once: as if both ended on these weights
+    with ema.swapped_in(model):
+        assert model.trained.item() == pytest.approx(10.0 - 9.0 * 0.81)
+
+
+def test_the_live_weights_come_back_when_answering_fails():
+    model, ema = Toy(), EmaWeights(0.5)
+    ema.follow(model, 0)
+    model.trained.data.fill_(4.0)
+    with pytest.raises(RuntimeError), ema.swapped_in(model):
+        raise RuntimeError("generation failed")
+    assert model.trained.item() == 4.0
+
+
+def test_generator_ema_answers_with_the_averaged_weights_and_labels_them_so():
+    model = Toy()
+    seen = []
+
+    def generate(samples, *args, **kwargs):
+        seen.append(model.trained.item())
+        return [f"answer at {model.trained.item():g}"] * len(samples)
+
+    trainer = SimpleNamespace(vlm=SimpleNamespace(model=model, generate=generate),
+                              state=SimpleNamespace(global_step=0, epoch=0.0))
+    live = LiveAnswers(ByornConfig(generator="ema", ema_decay=0.5))
+    flagged = [Sample("a", None, "Say it.", "poison")]
+    live.follow(trainer)
+    model.trained.data.fill_(8.0)
+    trainer.state.global_step = 1
+    live.follow(trainer)
+    answers = live.answers(flagged, trainer, {"a": "written before"}, "reference")
+    assert answers == {"a": ("answer at 4", "ema")} and seen == [4.0]
+    assert model.trained.item() == 8.0
+    current = LiveAnswers(ByornConfig(generator="current"))
+    assert current.answers(flagged, trainer, {"a": "written before"}, "reference") == {"a": ("answer at 8", "current")}
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0])
+def test_a_decay_outside_0_to_1_is_refused(decay):
+    with pytest.raises(ValueError, match="decay"):
+        EmaWeights(decay)
