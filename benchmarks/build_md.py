@@ -277,6 +277,9 @@ REPORTS_ONLY = ("canaries",)
 # Options added after rows were published, with the value that is what ran before them (canary_cut=0:
 # the rule's cut; warm_max=0: no bound): a row that does not record one ran at that value.
 BEFORE_ADDED = {"canary_cut": 0.0, "warm_max": 0}
+# Options that act only where another has a value (ema_decay: the average that writes with generator=ema);
+# a row with that other option set otherwise ran as it would with any of their values.
+ACTS_ONLY_WITH = {"ema_decay": ("generator", "ema")}
 
 
 def warm_set_under(row: dict, bound: int) -> bool:
@@ -333,6 +336,9 @@ def stale(row: dict, shipped: dict[str, str]) -> str:
     today = options_record(dataclasses.asdict(DEFENSES[defense].config_class()))
     # cache_dir is where a grid shares scores and fine-tunes, not how it judges
     recorded = {**BEFORE_ADDED, **row["defense_options"]}
+    for option, (other, value) in ACTS_ONLY_WITH.items():
+        if option in today and option not in recorded and recorded.get(other) != value:
+            recorded[option] = today[option]
     if "warm_max" in today and "warm_max" not in row["defense_options"] and warm_set_under(row, today["warm_max"]):
         recorded["warm_max"] = today["warm_max"]
     changed = sorted(k for k, v in today.items() if k not in named and k != "cache_dir" and k not in REPORTS_ONLY
@@ -423,11 +429,15 @@ def cost_rows_table(rows: list[dict], metrics: list[str]) -> str:
     settings = sorted({(kept(r), r["poison_rate"], r["epochs"]) for r in pairs},
                       key=lambda s: (s[0] != "yes", -s[2], -s[1]))
     lines = ["| memory kept | poison rate | epochs | pairs | median (preparation + fine-tuning) / undefended | "
-             "median wall / undefended | median undefended fine-tuning s |", "|---|---|---|---|---|---|---|"]
+             "median wall / undefended | the paper's recipe: median (preparation + fine-tuning) / undefended | "
+             "median undefended fine-tuning s |", "|---|---|---|---|---|---|---|---|"]
     for memory, rate, epochs in settings:
         mine = [r for r in pairs if (kept(r), r["poison_rate"], r["epochs"]) == (memory, rate, epochs)]
         ratios = (median(r["training_ratio"] for r in mine), median(r["wall_ratio"] for r in mine))
+        # rows from before byorn_paper existed have no paper cell
+        paper = [r["paper_training_ratio"] for r in mine if "paper_training_ratio" in r]
         lines.append(f"| {memory} | {rate:g} | {epochs:g} | {len(mine)} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
+                     f"{f'{median(paper):.2f}x' if paper else 'not measured'} | "
                      f"{median(r['undefended_train_s'] for r in mine):.1f} |")
     lines += ["", "| memory kept | poison rate | epochs | run | undefended fine-tuning s | BYORn preparation s | "
               "BYORn fine-tuning s | flagged | (preparation + fine-tuning) / undefended | wall / undefended | "
@@ -489,6 +499,7 @@ def settings_table(rows: list[dict], metrics: list[str]) -> str:
 
 
 DEFAULT = "byorn"  # the shipped default's label: BYORn with no option changed
+PAPER = "byorn_paper"  # BYORn with the paper's own recipe, no option changed
 SUMMARY_PLOT = PLOTS / "summary.png"
 
 
@@ -544,16 +555,18 @@ def summary_table(found: list[tuple[Section, list[dict]]]) -> str:
     seed) of the undefended ASR, the default's ASR, the share of the poisons and of the clean samples
     it flags, and its clean score over the clean oracle's of the same cell."""
     lines = ["| grid (section) | cells | ASR undefended | ASR BYORn | poisons flagged | clean samples flagged | "
-             "BYORn clean score, % of oracle's |", "|---|---|---|---|---|---|---|"]
+             "BYORn clean score, % of oracle's | the paper's recipe: cells, ASR |", "|---|---|---|---|---|---|---|---|"]
     for section, rows in found:
         undefended, byorn, oracle = default_cells(rows)
         ratios = [100 * r["clean_score"] / o["clean_score"] for r in byorn
                   if (o := oracle.get((r.get("world", "shapes"), r["attack"], r["poison_rate"], r["seed"])))
                   and o.get("clean_score")]
+        paper = [r["asr"] for r in rows if r.get("defense") == PAPER]
         lines.append(f"| [{section_label(section)}]({section_anchor(section.title)}) | {len(byorn)} | "
                      f"{span([r['asr'] for r in undefended])} | {span([r['asr'] for r in byorn])} | "
                      f"{span([100 * r['detect_recall'] for r in byorn], 0, ' %')} | "
-                     f"{span([100 * clean_flagged_share(r) for r in byorn], 1, ' %')} | {span(ratios, 1, ' %')} |")
+                     f"{span([100 * clean_flagged_share(r) for r in byorn], 1, ' %')} | {span(ratios, 1, ' %')} | "
+                     f"{f'{len(paper)}, {span(paper)}' if paper else 'not run yet'} |")
     return "\n".join(lines)
 
 

@@ -1,12 +1,12 @@
 """What BYORn costs, measured in one run: undefended vs defended fine-tuning at 1, 5 and 10 %
-poison (and at 1 epoch), and how fast the reference scores a data set (float32, and the
-precision the judgement picks on this machine).
+poison (and at 1 epoch), our default and the paper's own recipe (byorn_paper), and how fast the
+reference scores a data set (float32, and the precision the judgement picks on this machine).
 
     OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl
 
 The demo's setting (byorn-tiny fully fine-tuned on 1,000 samples of the shapes task, multimodal
-trigger, fixed target, seed 0). For each rate the undefended cell and the BYORn cell run back to
-back, so a drift in the machine's speed touches both; each cell runs in a fresh process, as a
+trigger, fixed target, seed 0). For each rate the undefended cell and the two BYORn cells run back
+to back, so a drift in the machine's speed touches all three; each cell runs in a fresh process, as a
 `byorn train` does (a long-lived process has its memory allocator warmed up by earlier work), and
 each BYORn cell scores cold (a fresh folder, no shared score cache). The rates take turns,
 --repeats times (a ratio of two ~30 s runs moves by a few hundredths from run to run; quote the
@@ -66,20 +66,26 @@ def _in_child(kept: bool, fn: Callable[..., T], *args) -> T:
 
 
 def pair(rate: float, epochs: float, repeat: int, scratch: Path, kept: bool) -> dict:
-    """The undefended and the BYORn cell of one rate, back to back; their times and ratios."""
-    grid = GridConfig([DEMO_ATTACK], [DefenseSpec("none"), DefenseSpec("byorn")], [rate], [0], 1000, 200,
-                      dataclasses.replace(DEMO_TRAINING, epochs=epochs))
+    """The undefended cell of one rate, then BYORn's default and the paper's recipe, back to back;
+    their times and each one's ratios to the undefended."""
+    grid = GridConfig([DEMO_ATTACK], [DefenseSpec("none"), DefenseSpec("byorn"), DefenseSpec("byorn_paper")], [rate],
+                      [0], 1000, 200, dataclasses.replace(DEMO_TRAINING, epochs=epochs))
     cells = {spec.name: fresh(kept, run_cell, DEMO_ATTACK, spec, rate, 0, grid,
                               scratch / f"{spec.name}-{rate}-{epochs}-{repeat}") for spec in grid.defenses}
-    none, byorn = cells["none"], cells["byorn"]
+    none, byorn, paper = cells["none"], cells["byorn"], cells["byorn_paper"]
     return {"what": "fine-tuning", "attack": DEMO_ATTACK.name, "poison_rate": rate, "epochs": epochs, "repeat": repeat,
             "model": byorn["model"], "undefended_train_s": none["train_s"], "byorn_prepare_s": byorn["prepare_s"],
             "byorn_train_s": byorn["train_s"], "n_flagged": byorn["n_flagged"],
             "training_ratio": round((byorn["prepare_s"] + byorn["train_s"]) / none["train_s"], 3),
             "defense_options": byorn["defense_options"], "scoring_dtype": byorn["scoring_dtype"],
             "wall_ratio": round(byorn["wall_s"] / none["wall_s"], 3),
-            "asr": {"none": none["asr"], "byorn": byorn["asr"]},
-            "clean_score": {"none": none["clean_score"], "byorn": byorn["clean_score"]}}
+            "paper_prepare_s": paper["prepare_s"], "paper_train_s": paper["train_s"],
+            "paper_n_flagged": paper["n_flagged"], "paper_defense_options": paper["defense_options"],
+            "paper_training_ratio": round((paper["prepare_s"] + paper["train_s"]) / none["train_s"], 3),
+            "paper_wall_ratio": round(paper["wall_s"] / none["wall_s"], 3),
+            "asr": {"none": none["asr"], "byorn": byorn["asr"], "byorn_paper": paper["asr"]},
+            "clean_score": {"none": none["clean_score"], "byorn": byorn["clean_score"],
+                            "byorn_paper": paper["clean_score"]}}
 
 
 def judged(canaries: int, scratch: Path) -> float:

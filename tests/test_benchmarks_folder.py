@@ -136,3 +136,16 @@ def test_every_grid_loads(grid):
     if data and not Path(data).is_dir():
         pytest.skip(f"its data folder {data} is not here")
     load_grid(grid)
+
+
+def test_a_row_from_before_ema_decay_stands_unless_it_wrote_with_the_average(monkeypatch):
+    """ema_decay acts only with generator=ema: a row of another generator that does not record it ran
+    as with any decay; a paper-recipe row must record it."""
+    build_md = build_md_module(monkeypatch)
+    shipped = build_md.shipped_checkpoints()
+    for defense in ("byorn", "byorn_paper"):
+        today = build_md.options_record(build_md.dataclasses.asdict(build_md.DEFENSES[defense].config_class()))
+        row = {"model": shipped["byorn-tiny"], "defense": defense, "run_dir": "runs/standard/runs/cell",
+               "defense_options": {key: value for key, value in today.items() if key != "ema_decay"}}
+        assert bool(build_md.stale(row, shipped)) == (today["generator"] == "ema")
+        assert build_md.stale({**row, "defense_options": today}, shipped) == ""
