@@ -38,6 +38,7 @@ def test_an_answer_many_samples_give_is_a_lesson_and_a_few_copies_are_not():
     assert lessons(samples, 0.5) == {}
     # never fewer than MIN_GROUP (10) samples, whatever the share: two copies in twelve are no lesson
     assert lessons(answered("zq", "zq", *[f"a{i}" for i in range(10)]), 0.15) == {}
+    assert lessons(answered(*["Yes."] * 20), 1.0) == {}  # share 1: never, not even an answer every sample gives
 
 
 def test_a_lesson_is_learnt_only_from_questions_the_data_also_asks_with_other_answers():

@@ -48,6 +48,38 @@ def test_the_average_starts_at_the_first_weights_and_folds_in_one_step_once():
         assert model.trained.item() == pytest.approx(10.0 - 9.0 * 0.81)
 
 
+def test_the_average_moves_in_float32_when_the_weights_are_bfloat16():
+    model, ema = Toy().to(torch.bfloat16), EmaWeights(0.99)
+    ema.follow(model, 0)
+    model.trained.data.fill_(1.5)
+    for step in range(1, 11):  # each step adds 1 % of 1.5: below bfloat16's resolution, summed in float32
+        ema.follow(model, step)
+    with ema.swapped_in(model):
+        assert model.trained.dtype == torch.bfloat16
+        assert model.trained.item() == pytest.approx(1.5 * (1 - 0.99**10), abs=0.004)
+    assert model.trained.item() == 1.5
+
+
+def test_a_step_count_that_goes_back_starts_the_average_again():
+    model, ema = Toy(), EmaWeights(0.9)
+    ema.follow(model, 0)
+    model.trained.data.fill_(10.0)
+    ema.follow(model, 5)
+    model.trained.data.fill_(3.0)
+    ema.follow(model, 0)  # another fine-tuning with the same hook
+    with ema.swapped_in(model):
+        assert model.trained.item() == 3.0
+
+
+def test_exactly_the_tensors_taken_out_are_put_back():
+    model, ema = Toy(), EmaWeights(0.5)
+    ema.follow(model, 0)
+    model.trained.data.fill_(4.0)
+    with ema.swapped_in(model):
+        model.trained.requires_grad_(False)  # what generation does to the flags does not decide what returns
+    assert model.trained.item() == 4.0
+
+
 def test_the_live_weights_come_back_when_answering_fails():
     model, ema = Toy(), EmaWeights(0.5)
     ema.follow(model, 0)
@@ -84,3 +116,31 @@ def test_generator_ema_answers_with_the_averaged_weights_and_labels_them_so():
 def test_a_decay_outside_0_to_1_is_refused(decay):
     with pytest.raises(ValueError, match="decay"):
         EmaWeights(decay)
+
+
+def test_a_lora_fine_tuning_with_accumulated_steps_trains_on_answers_of_the_average(tiny_vlm_factory, tmp_path):
+    """Through the Trainer: the flagged samples train on the EMA copy's answers, each batch of a
+    step sees the same average, and the weights the fine-tuning ends with are its own."""
+    import json
+
+    from byorn.config import TrainConfig
+    from byorn.train import finetune
+    from byorn.worlds import shapes
+
+    vlm = tiny_vlm_factory()
+    samples = shapes.downstream_samples(24, seed=5)
+    defense = PaperRecipe(PaperConfig(canaries=0, max_new_tokens=6))
+    config = TrainConfig(max_steps=3, batch_size=8, gradient_accumulation_steps=2, logging_steps=1)
+    defense.prepare(vlm, samples, tmp_path)
+    seen = []
+    follow = defense.live.ema.follow
+    defense.live.ema.follow = lambda model, step: (seen.append(step), follow(model, step))[1]
+    finetune(vlm, samples, config, tmp_path, hook=defense)
+    replaced = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()
+                if json.loads(line)["event"] == "replaced"]
+    assert replaced and {r["source"] for r in replaced} <= {"ema", "reference_fallback"}
+    assert seen == [0, 0, 1, 1, 2, 2]  # two micro-batches a step, the weights folded in once
+    average = defense.live.ema._average
+    trained = dict(vlm.model.named_parameters())
+    assert average and all(trained[name].requires_grad for name in average)
+    assert any(not torch.equal(trained[name].detach().float(), tensor) for name, tensor in average.items())

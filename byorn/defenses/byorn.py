@@ -292,8 +292,8 @@ class ByornDefense(JudgingDefense):
         the fine-tuning's config is known (without it the warm-up is LoRA at TrainConfig's defaults)."""
         if not (cfg := self.config).warm_start:
             return False
-        why = f"generator={cfg.generator} writes with the pretrained weights" if cfg.generator != "warmed" else \
-            "prepare() was given no training config (train=)" if train is None else ""
+        why = (f"generator={cfg.generator} does not write with the warmed reference" if cfg.generator != "warmed"
+               else "prepare() was given no training config (train=)" if train is None else "")
         if why:
             log.info("warm_start does not apply (%s): the fine-tuning starts from the pretrained weights", why)
         return not why

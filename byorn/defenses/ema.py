@@ -29,32 +29,37 @@ class EmaWeights:
     def follow(self, model: torch.nn.Module, step: int) -> None:
         """Fold in `model`'s weights after optimizer step `step`; called before every batch, so once a
         step counts (a step skipped between two calls is folded in as if its weights were these).
-        The first call takes the weights as they are: the average starts where the fine-tuning starts."""
-        if self._step is not None and step <= self._step:
+        The first call takes the weights as they are: the average starts where the fine-tuning
+        starts, and starts again where a step count goes back (another fine-tuning)."""
+        if self._step is not None and step < self._step:
+            self._average, self._step = {}, None
+        if self._step is not None and step == self._step:
             return
         weight = 1.0 - self.decay ** (step - self._step) if self._step is not None else 1.0
         with torch.no_grad():
             for name, tensor in _trainable(model):
+                # float32 whatever the weights are: a 1 % step rounds away in bfloat16's 8 bits
                 if name not in self._average:
-                    self._average[name] = tensor.detach().clone()
+                    self._average[name] = tensor.detach().float().clone()
                 else:
-                    self._average[name].lerp_(tensor.detach().to(self._average[name].dtype), weight)
+                    self._average[name].lerp_(tensor.detach().float(), weight)
         self._step = step
 
     @contextlib.contextmanager
     def swapped_in(self, model: torch.nn.Module) -> Iterator[None]:
-        """`model` with the averaged weights in place of its own for the duration (tensors swapped,
-        not copied; the optimizer's references to the parameters stay valid)."""
-        live: dict[str, torch.Tensor] = {}
+        """`model` with the averaged weights (in its own dtype) in place of its own for the duration;
+        the optimizer's references to the parameters stay valid, and exactly the tensors taken out
+        are put back."""
+        taken: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
         try:
             for name, parameter in _trainable(model):
                 if name in self._average:
-                    live[name], parameter.data = parameter.data, self._average[name]
+                    taken.append((parameter, parameter.data))
+                    parameter.data = self._average[name].to(parameter.dtype)
             yield
         finally:
-            for name, parameter in _trainable(model):
-                if name in live:
-                    self._average[name], parameter.data = parameter.data, live[name]
+            for parameter, live in taken:
+                parameter.data = live
 
 
 def _trainable(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter]]:

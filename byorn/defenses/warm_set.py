@@ -38,7 +38,9 @@ def lessons(samples: Sequence[Sample], share: float) -> dict[str, Lesson]:
     Warmable: the members whose question the data also asks with another answer, so that the
     image, not the question, decides the answer. A trigger in the question makes it one that always
     comes with the attacker's answer (a one-word swap into a lesson's answer, say), and a warm-up on
-    such samples would learn the backdoor and clear its copies."""
+    such samples would learn the backdoor and clear its copies. A share of 1 makes none."""
+    if share >= 1.0:  # the option's "never": not even an answer every sample gives
+        return {}
     given: dict[str, list[int]] = {}
     answered: dict[str, set[str]] = {}
     asked = [_asked(s) for s in samples]
