@@ -275,8 +275,9 @@ BEFORE_LESSONS = (f"**Measured before lessons:** this section's BYORn rows ran w
 REPORTS_ONLY = ("canaries",)
 
 # Options added after rows were published, with the value that is what ran before them (canary_cut=0:
-# the rule's cut; warm_max=0: no bound): a row that does not record one ran at that value.
-BEFORE_ADDED = {"canary_cut": 0.0, "warm_max": 0}
+# the rule's cut; warm_max=0: no bound; reuse_prefix: the whole grey pass): a row that does not record
+# one ran at that value.
+BEFORE_ADDED = {"canary_cut": 0.0, "warm_max": 0, "reuse_prefix": False}
 # Options that act only where another has a value (ema_decay: the average that writes with generator=ema);
 # a row with that other option set otherwise ran as it would with any of their values.
 ACTS_ONLY_WITH = {"ema_decay": ("generator", "ema")}

@@ -115,11 +115,12 @@ def score_samples(vlm: VLM, samples: Sequence[Sample], variant: str = "mean_nll"
 def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int = 32,
                    reference: bool = True, *, max_new_tokens: int = 48,
                    cache: ScoreCache | None = None, precision: str = "float32",
-                   guests: int = 0, alone: int | None = None) -> dict[str, list[float]]:
+                   guests: int = 0, alone: int | None = None, reuse_prefix: bool = False) -> dict[str, list[float]]:
     """Several scores of the same samples, sharing forward passes; variant -> scores in sample order.
     guests: the last samples (canaries) are scored on the others' statistics (SET_WIDE's), which
     they do not move. alone: the last samples scored in batches of their own (all the guests by
-    default), so that every other sample's score is the one it gets without them."""
+    default), so that every other sample's score is the one it gets without them. reuse_prefix: the
+    grey-image pass computes each batch's shared prompt prefix once (`VLM.response_logits`)."""
     for variant in variants:
         check_choice("variant", variant, VARIANTS)
     dtype = scoring_dtype(vlm, precision)
@@ -127,8 +128,8 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
     if len(set(ids)) != len(ids):
         twice = next(i for i, n in Counter(ids).items() if n > 1)
         raise ValueError(f"sample ids must be unique (cached scores are matched by id); {twice!r} repeats")
-    keys = {v: fingerprint(vlm, samples, v, reference, max_new_tokens, dtype, guests) if cache is not None else ""
-            for v in variants}
+    keys = {v: fingerprint(vlm, samples, v, reference, max_new_tokens, dtype, guests, reuse_prefix)
+            if cache is not None else "" for v in variants}
     found = {v: cache.load(keys[v], ids) if cache is not None else None for v in variants}
     missing = [v for v in variants if found[v] is None]
     if missing:
@@ -139,7 +140,7 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
         with (reference_model(vlm) if reference else contextlib.nullcontext(),
               torch.autocast(vlm.device.type, dtype=dtype, enabled=dtype != weights)):
             computed = _compute(vlm, samples, missing, batch_size, max_new_tokens, guests,
-                                guests if alone is None else alone)
+                                guests if alone is None else alone, reuse_prefix)
         for variant in missing:
             found[variant] = computed[variant]
             if cache is not None and is_main():
@@ -148,7 +149,7 @@ def score_variants(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str],
 
 
 def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch_size: int,
-             max_new_tokens: int, guests: int, alone: int) -> dict[str, list[float]]:
+             max_new_tokens: int, guests: int, alone: int, reuse_prefix: bool) -> dict[str, list[float]]:
     """The forward passes the variants need, each once; under several processes each process
     scores its share and all of them get every score."""
     desc = f"scoring ({'+'.join(variants)})"
@@ -165,7 +166,8 @@ def _compute(vlm: VLM, samples: Sequence[Sample], variants: Sequence[str], batch
         return [out for part in (items[:batched], items[batched:]) if part for out in map_sharded(work, part)]
 
     # the grey pass shares each batch's encoding with the true one (`VLM.score_views`)
-    passes = apart(lambda share: vlm.score_views(share, views, batch_size, desc=desc), samples)
+    passes = apart(lambda share: vlm.score_views(share, views, batch_size, desc=desc, reuse_prefix=reuse_prefix),
+                   samples)
     seen = [scores[0] for scores in passes]
     blind = [scores[1] for scores in passes] if views else []
     out: dict[str, list[float]] = {}
@@ -282,10 +284,14 @@ def _one_image_digest(image: Image.Image | Path | None) -> bytes:
 
 
 def fingerprint(vlm: VLM, samples: Sequence[Sample], variant: str, reference: bool = True,
-                max_new_tokens: int = 48, dtype: torch.dtype | None = None, guests: int = 0) -> str:
+                max_new_tokens: int = 48, dtype: torch.dtype | None = None, guests: int = 0,
+                reuse_prefix: bool = False) -> str:
     """sha256 hex of everything a score depends on; any change gives another cache entry.
-    dtype: what the passes computed in, where not the weights' own (autocast)."""
+    dtype: what the passes computed in, where not the weights' own (autocast); reuse_prefix: the
+    grey pass's rounding, where the score reads that pass."""
     options: dict[str, object] = {"variant": variant, "reference": reference}
+    if reuse_prefix and variant in _NEEDS_GREY:
+        options["reuse_prefix"] = True
     if guests and variant in SET_WIDE:
         options["guests"] = guests
     if dtype is not None and dtype != vlm.dtype:

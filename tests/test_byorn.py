@@ -473,6 +473,10 @@ def test_scores_are_cached_per_fingerprint_and_a_changed_response_invalidates_th
     changed = [train_set[0].with_response(train_set[0].response + " It is small.")] + train_set[1:]
     assert fingerprint(fitted, changed, "mean_nll") != key
     assert fingerprint(fitted, train_set, "max_token_nll") != key
+    # the grey pass's prefix reused rounds otherwise: a new key where a score reads that pass, not elsewhere
+    assert fingerprint(fitted, train_set, "mean_nll", dtype=scoring_dtype(fitted, "auto"), reuse_prefix=True) == key
+    grey = fingerprint(fitted, train_set, "image_contradiction")
+    assert fingerprint(fitted, train_set, "image_contradiction", reuse_prefix=True) != grey
     prepared(byorn(), fitted, changed, tmp_path)
     assert len(scored) == 1 and len(list(tmp_path.glob("scores-*.jsonl"))) == 2
     assert not list(tmp_path.glob(".*.tmp"))
@@ -585,3 +589,14 @@ def test_a_resumed_run_takes_its_saved_verdict_and_answers_without_judging_again
     assert str(malformed.value).count("verdict.json") == 1  # the file named once
     with pytest.raises(AssertionError, match="judged again"):  # a fresh run (no resume) judges
         ByornDefense(config).prepare(vlm, samples, tmp_path)
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_reuse_prefix_reaches_the_grey_pass(fitted, train_set, tmp_path, monkeypatch, reuse):
+    asked = []
+    views = fitted.score_views
+    monkeypatch.setattr(fitted, "score_views", lambda *args, **kwargs: (asked.append(kwargs["reuse_prefix"]),
+                                                                       views(*args, **kwargs))[1])
+    prepared(byorn(variant="mean_nll+image_contradiction", rule="mad", reuse_prefix=reuse, canaries=0), fitted,
+             train_set, tmp_path)
+    assert asked and set(asked) == {reuse}

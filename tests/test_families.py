@@ -62,6 +62,22 @@ def test_a_grey_view_scores_as_the_grey_samples_do_encoding_the_text_once(name, 
             assert score.token_nll == pytest.approx(wanted.token_nll, abs=1e-5)
 
 
+@pytest.mark.parametrize("name", BUILDERS)
+def test_the_grey_pass_reusing_its_shared_prefix_scores_as_the_whole_pass(name):
+    """Where the family allows it the rows share the grey image's positions and more; elsewhere none."""
+    vlm = BUILDERS[name]()
+    samples = shapes.downstream_samples(4, seed=4)
+    whole = vlm.score_views(samples, [on_grey])
+    reused = vlm.score_views(samples, [on_grey], reuse_prefix=True)
+    for (_, grey), (_, grey_again) in zip(whole, reused, strict=True):
+        assert grey_again.token_nll == pytest.approx(grey.token_nll, abs=1e-4)
+    batch = vlm.encode([replace(s, image=on_grey(s.pil())) for s in samples])
+    batch.pop("labels")
+    images = int((batch["input_ids"][0] == vlm.image_token_id).sum())
+    shared = vlm.shared_prefix(batch, batch["input_ids"].shape[1])
+    assert shared > images if vlm.family.shares_prefixes else shared == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUILDERS)
 def test_poison_defend_train_generate_score(name, tmp_path):

@@ -3,6 +3,8 @@ checked against hand computations, and an exact save/load round trip."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -101,6 +103,29 @@ def test_batched_scores_equal_single_sample_scores(tiny_vlm):
         assert abs(alone.total_nll - together.total_nll) < 1e-4
     # Scores differ between samples: the comparison above is not trivially equal numbers.
     assert len({round(s.total_nll, 3) for s in batched}) == len(samples)
+
+
+def test_the_grey_pass_with_its_shared_prefix_reused_scores_as_the_whole_pass(tiny_vlm, monkeypatch):
+    from byorn.scoring import on_grey
+
+    samples = mixed_lengths()
+    whole = tiny_vlm.score_views(samples, [on_grey], batch_size=len(samples))
+    reused = tiny_vlm.score_views(samples, [on_grey], batch_size=len(samples), reuse_prefix=True)
+    for (seen, grey), (seen_again, grey_again) in zip(whole, reused):
+        assert seen == seen_again  # the true images differ between rows: nothing shared
+        assert len(grey.token_nll) == len(grey_again.token_nll)
+        assert max(abs(a - b) for a, b in zip(grey.token_nll, grey_again.token_nll)) < 1e-4
+    batch = tiny_vlm.encode([dataclasses.replace(s, image=on_grey(s.pil())) for s in samples])
+    batch.pop("labels")
+    image_positions = int((batch["input_ids"][0] == tiny_vlm.image_token_id).sum())
+    assert tiny_vlm.shared_prefix(batch, 10_000) > image_positions  # the template's start and the grey image
+    assert tiny_vlm.shared_prefix(batch, image_positions) == 0  # an image position would lie after it
+    assert tiny_vlm.shared_prefix({k: v[:1] for k, v in batch.items()}, 10_000) == 0  # one row: nothing to share
+    true = tiny_vlm.encode(samples)
+    true.pop("labels")
+    assert tiny_vlm.shared_prefix(true, 10_000) == 0
+    monkeypatch.setattr(tiny_vlm, "family", dataclasses.replace(tiny_vlm.family, shares_prefixes=False))
+    assert tiny_vlm.shared_prefix(batch, 10_000) == 0
 
 
 def test_score_restores_training_mode(fresh_vlm):

@@ -128,7 +128,8 @@ def verdict(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, variant: s
     per_variant = list(score_variants(vlm, samples, parts, config.batch_size, reference=reference,
                                       max_new_tokens=config.max_new_tokens,
                                       cache=ScoreCache(config.cache_dir or run_dir),
-                                      precision=config.precision, guests=guests, alone=alone).values())
+                                      precision=config.precision, guests=guests, alone=alone,
+                                      reuse_prefix=config.reuse_prefix).values())
     groups = group_keys(samples, config.group_by)
     if config.rule != "absolute":
         warn_small_groups(groups[:len(groups) - guests], MIN_GROUP)

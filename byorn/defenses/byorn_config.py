@@ -49,6 +49,14 @@ class JudgeConfig:
     precision: str = option("auto", f"what the scoring passes compute in: {', '.join(PRECISIONS)} (auto: bfloat16 "
                                     "where the device computes it natively and the weights are float32; otherwise "
                                     "the weights' dtype)")
+    # The grey image is the same in every row: with the image at the prompt's start, a batch's rows share
+    # a prefix at least as long as the image's positions (benchmarks/prefix_reuse.py measures the saving and
+    # the flags it moves). Off by default: its rounding differs from the whole pass's, and every published
+    # figure was measured with the whole pass.
+    reuse_prefix: bool = option(False, "the grey-image pass computes the prompt prefix a batch's rows share (the "
+                                       "image's positions) once and reuses it: the same scores up to rounding, "
+                                       "less of that pass's work; where the family allows it (not PaliGemma or "
+                                       "Qwen2-VL, which score as without)")
     cache_dir: str = option("", "where scores are cached (by model, score and samples); empty: the run directory")
     # The pretrained model's verdict alone misranks what is written in its own style (BENCHMARKS.md,
     # "The default judgement": on Flickr8k a caption-like fixed target at AUROC 0.86-0.94, with the

@@ -156,6 +156,11 @@ class Family:
     language_model: str  # module-path component of the language model ("language_model", "text_model")
     prompt_style: PromptStyle = field(default_factory=ChatTemplate)
     several_images: bool = False  # trained on prompts of several images (interleaved data), so given them
+    # Whether the keys and values of a prompt prefix that every row of a batch shares (the same image
+    # included) are the same computed once for all rows (`VLM.response_logits`): a language model that
+    # reads the prompt causally at plain token positions. Not PaliGemma (its prefix attends both ways:
+    # the image positions see the instruction), nor Qwen2-VL (positions computed from the whole input).
+    shares_prefixes: bool = True
 
     def image_token_id(self, config) -> int:
         """The id of the placeholder token each image position holds in the input ids (every
@@ -171,10 +176,10 @@ class Family:
 FAMILIES: tuple[Family, ...] = (
     Family("LLaVA-1.5", ("llava",), "language_model"),
     Family("LLaVA-NeXT", ("llava_next",), "language_model", several_images=True),
-    Family("Qwen2-VL", ("qwen2_vl",), "language_model", several_images=True),
-    Family("Qwen2.5-VL", ("qwen2_5_vl",), "language_model", several_images=True),
+    Family("Qwen2-VL", ("qwen2_vl",), "language_model", several_images=True, shares_prefixes=False),
+    Family("Qwen2.5-VL", ("qwen2_5_vl",), "language_model", several_images=True, shares_prefixes=False),
     Family("Idefics3 (SmolVLM)", ("idefics3",), "text_model", several_images=True),
-    Family("PaliGemma", ("paligemma",), "language_model", prompt_style=PrefixSuffix()),
+    Family("PaliGemma", ("paligemma",), "language_model", prompt_style=PrefixSuffix(), shares_prefixes=False),
 )
 
 

@@ -8,6 +8,7 @@ evaluation is a known source of wrong ASR figures in peer code.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peft import PeftModel
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
@@ -253,20 +255,56 @@ class VLM:
 
     # ---- scoring and generation ------------------------------------------------------------
 
-    def response_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def response_logits(self, batch: dict[str, torch.Tensor],
+                        reuse_prefix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing on an `encode` batch: the logits at the positions that predict response
         tokens and the token each predicts, aligned ([B, K, V] float32 and [B, K], IGNORE_INDEX off
         the response), K covering every row's response. Logits are computed for those positions
         only: the prompt (image tokens included) is most of a sequence, and the output layer over
-        the vocabulary is a large share of a forward pass."""
+        the vocabulary is a large share of a forward pass.
+
+        reuse_prefix: the prompt prefix every row shares (`shared_prefix`) is computed once, its
+        keys and values reused by each row; the same logits up to rounding, which differs."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         labels = batch.pop("labels")  # [B, T]
         width = labels.shape[1]
         is_answer = labels != IGNORE_INDEX
         first = int(is_answer.float().argmax(dim=1)[is_answer.any(dim=1)].min()) if is_answer.any() else width
         keep = min(width, width - first + 1)  # positions first-1 .. T-1: the first predicts token `first`
-        logits = self.model(**batch, logits_to_keep=keep).logits.float()  # [B, keep, V]
+        prefix = self.shared_prefix(batch, width - keep) if reuse_prefix else 0
+        if prefix:
+            logits = self._logits_after_prefix(batch, prefix, keep)
+        else:
+            logits = self.model(**batch, logits_to_keep=keep).logits.float()  # [B, keep, V]
         return logits[:, :-1], labels[:, width - keep + 1:]  # token t is predicted at position t-1
+
+    def shared_prefix(self, batch: dict[str, torch.Tensor], at_most: int) -> int:
+        """How many leading tokens (at most `at_most`) every row of `batch` has in common, where their
+        keys and values can be computed once for all rows: the family allows it, every row shows the
+        same pixels (a grey image of one size, say), and no image position lies after the prefix.
+        0 where any of that fails (a batch of one gains nothing)."""
+        ids = batch["input_ids"]
+        if not self.family.shares_prefixes or len(ids) < 2:
+            return 0
+        for key, value in batch.items():
+            if key not in ("input_ids", "attention_mask") and not all(torch.equal(value[0], row) for row in value[1:]):
+                return 0
+        length = min(int((ids == ids[:1]).all(dim=0).long().cumprod(0).sum()), at_most)
+        return length if length and not (ids[:, length:] == self.image_token_id).any() else 0
+
+    def _logits_after_prefix(self, batch: dict[str, torch.Tensor], prefix: int, keep: int) -> torch.Tensor:
+        """`response_logits`' logits with the first `prefix` tokens (and the images, all in them) run
+        once, for the first row, and their cache repeated for every row."""
+        rows = len(batch["input_ids"])
+        head = {k: v[:1, :prefix] if k in ("input_ids", "attention_mask") else v[:1] for k, v in batch.items()}
+        out = self.model(**head, use_cache=True, logits_to_keep=1)
+        # transformers renamed past_key_values to cache (5.24 warns on the old name; earlier 5.x know only it)
+        base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        cache = getattr(out, name)
+        cache.batch_repeat_interleave(rows)
+        return self.model(input_ids=batch["input_ids"][:, prefix:], attention_mask=batch["attention_mask"],
+                          **{name: cache}, logits_to_keep=keep).logits.float()
 
     def score(self, samples: Sequence[Sample], batch_size: int = 32, desc: str = "scoring") -> list[ResponseScore]:
         """Per-sample response NLL under the current weights (teacher forcing, one forward pass a batch)."""
@@ -274,13 +312,15 @@ class VLM:
 
     @torch.no_grad()
     def score_views(self, samples: Sequence[Sample], views: Sequence[ImageView], batch_size: int = 32,
-                    desc: str = "scoring") -> list[tuple[ResponseScore, ...]]:
+                    desc: str = "scoring", reuse_prefix: bool = False) -> list[tuple[ResponseScore, ...]]:
         """Per sample, its response's NLL with its own image and then with each view of that image
         (a function giving another picture of the same size: a grey one, say), in sample order.
 
         A view changes the pixels only, so the prompt's tokens stay what they were: each batch is
         encoded once, and a view passes only its images through the image processor (checked to
-        give tensors of the shapes the processor gave; otherwise the batch is encoded again)."""
+        give tensors of the shapes the processor gave; otherwise the batch is encoded again).
+        reuse_prefix: the views' passes compute the prompt prefix their rows share once
+        (`response_logits`); a view that shows every row the same picture has one as long as the image."""
         scores: list[tuple[ResponseScore, ...]] = []
         with eval_mode(self.model):
             for chunk in tqdm(list(batches(samples, batch_size)), desc=desc, disable=None, leave=False):
@@ -288,8 +328,8 @@ class VLM:
                 seen = self._response_scores(batch)
                 images = [image for s in chunk for image in s.pils()]
                 # without an image in the batch a view is the same input: its scores are these
-                viewed = [self._response_scores(self._with_images(batch, chunk, view, images)) if images else seen
-                          for view in views]
+                viewed = [self._response_scores(self._with_images(batch, chunk, view, images), reuse_prefix)
+                          if images else seen for view in views]
                 scores.extend(zip(seen, *viewed))
         return scores
 
@@ -311,8 +351,8 @@ class VLM:
         # sample's images)
         return dict(self.processor.image_processor(images=[[image] for image in images], return_tensors="pt"))
 
-    def _response_scores(self, batch: dict[str, torch.Tensor]) -> list[ResponseScore]:
-        logits, targets = self.response_logits(batch)
+    def _response_scores(self, batch: dict[str, torch.Tensor], reuse_prefix: bool = False) -> list[ResponseScore]:
+        logits, targets = self.response_logits(batch, reuse_prefix)
         nll = token_nll(logits, targets)
         mask = targets != IGNORE_INDEX
         scores = []
