@@ -167,6 +167,13 @@ SECTIONS = [
             "--out benchmarks/results/warm_size.jsonl for S in 0 1 2, the same with --clean; the draws in score "
             "order (warm_size_score_order.jsonl): the same commands with --warm-max 500 1000 2000 at commit afca70e",
             [], "scan_scale.md", table="scale", figure="scan_scale.png"),
+    Section("The grey pass's shared prefix, computed once (reuse_prefix, off by default)", ["prefix_reuse"],
+            "OMP_NUM_THREADS=1 python benchmarks/prefix_reuse.py --out benchmarks/results/prefix_reuse.jsonl "
+            "(nothing else running)", [], "prefix_reuse.md", table="prefix"),
+    Section("Lessons past the warm set's bound: 10,000 samples", ["lessons_10k"],
+            "OMP_NUM_THREADS=1 byorn bench benchmarks/lessons_count_10k.yaml --out runs/lessons_count_10k --results "
+            "benchmarks/results/lessons_10k.jsonl, then the same with lessons_yesno_10k.yaml",
+            ["asr", "lesson_score", "n_flagged", "n_train", "wall_s"], "lessons_10k.md"),
     Section("byorn clean, then any trainer, against in-training BYORn", ["clean_vs_train"],
             "OMP_NUM_THREADS=1 python benchmarks/clean_vs_train.py --out benchmarks/results/clean_vs_train.jsonl",
             [], "clean_vs_train.md", table="clean"),
@@ -652,6 +659,28 @@ def canaries_table(rows: list[dict], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def prefix_table(rows: list[dict], metrics: list[str]) -> str:
+    """benchmarks/prefix_reuse.py's rows: per attack, the first verdict's flags with the grey pass's
+    prefix reused against the whole pass; the time of that verdict's scoring; the prefix's share of
+    the grey pass's positions."""
+    lines = ["| attack (10 %, 1,000 samples) | flags that differ | flagged whole / reused | poisons flagged whole / "
+             "reused | rank correlation: image contradiction, shared answer |", "|---|---|---|---|---|"]
+    lines += [f"| {r['attack']} | {r['flags_differ']} | {r['flagged']['False']} / {r['flagged']['True']} | "
+              f"{r['poisons_flagged']['False']} / {r['poisons_flagged']['True']} | "
+              f"{r['spearman']['image_contradiction']:.5f}, {r['spearman']['shared_answer']:.5f} |"
+              for r in rows if r["what"] == "agreement"]
+    lines += ["", "| scoring | samples | pairs | seconds, whole pass | seconds, prefix reused | median ratio |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['scores']} | {r['n']} | {r['repeats']} | {', '.join(map(str, r['seconds_whole']))} | "
+              f"{', '.join(map(str, r['seconds_reused']))} | {r['ratio_median']:.2f}x |"
+              for r in rows if r["what"] == "time"]
+    lines += ["", "| model | instruction + answer tokens | the shared prefix's share of a grey row's positions |",
+              "|---|---|---|"]
+    lines += [f"| {r['model']} | {r.get('instruction_and_answer_tokens', 'the shapes task, measured')} | "
+              f"{100 * r['prefix_share']:.1f} % |" for r in rows if r["what"] == "positions"]
+    return "\n".join(lines)
+
+
 def scale_table(rows: list[dict], metrics: list[str]) -> str:
     """benchmarks/scan_scale.py's rows (each size and process count: time, throughput at the margin
     since the size before, peak memory against the peak at 10,000), then warm_size.py's (the
@@ -685,7 +714,8 @@ def scale_table(rows: list[dict], metrics: list[str]) -> str:
 
 
 TABLES = {"results": results_table, "probe": probe_table, "cost": cost_rows_table, "clean": clean_table,
-          "settings": settings_table, "lessons": lessons_table, "canaries": canaries_table, "scale": scale_table}
+          "settings": settings_table, "lessons": lessons_table, "canaries": canaries_table, "scale": scale_table,
+          "prefix": prefix_table}
 
 
 def main() -> None:
