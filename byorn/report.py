@@ -71,7 +71,7 @@ def results_table(rows: Sequence[dict], metrics: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-HEADLINE_DEFENSES = ("none", "onion", "bye", "score_drop", "byorn")
+HEADLINE_DEFENSES = ("none", "onion", "bye", "score_drop", "byorn", "byorn_paper")
 
 
 def _asr_and_clean(rows: dict[int, dict], oracle: dict[int, dict]) -> str:

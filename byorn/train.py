@@ -17,8 +17,9 @@ from typing import Protocol
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import get_reporting_integration_callbacks
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from byorn.config import ConfigError, TrainConfig
 from byorn.data import Sample
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 
 class BatchHook(Protocol):
     """What a training-time defense implements (`byorn.defenses.Defense` does); the default (None)
-    trains on the batch as is."""
+    trains on the batch as is. A hook that keeps state of its own across the steps may also have
+    `save_state(folder)` and `load_state(folder)`: called with each checkpoint's folder when it is
+    written, and with the one a resumed run goes on from."""
 
     def on_batch(self, samples: list[Sample], trainer: ByornTrainer) -> list[Sample]: ...
 
@@ -57,6 +60,17 @@ class SampleDataset(torch.utils.data.Dataset):
 
 def collate_samples(samples: list[Sample]) -> dict[str, list[Sample]]:
     return {"samples": list(samples)}
+
+
+class HookState(TrainerCallback):
+    """A hook's own state into every checkpoint folder the Trainer writes (its main process)."""
+
+    def __init__(self, hook: BatchHook) -> None:
+        self.hook = hook
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.hook.save_state(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
 
 
 class ByornTrainer(Trainer):
@@ -226,8 +240,12 @@ def train_steps(vlm: VLM, samples: Sequence[Sample], config: TrainConfig, checkp
     torch.manual_seed(config.seed)  # LoRA's initial A matrices
     if config.lora and not isinstance(vlm.model, PeftModel):
         attach_lora(vlm, config)
-    trainer = ByornTrainer(model=vlm.model, args=arguments,
-                           train_dataset=SampleDataset(samples), data_collator=collate_samples, vlm=vlm, hook=hook)
+    keeps_state = hasattr(hook, "save_state")
+    trainer = ByornTrainer(model=vlm.model, args=arguments, train_dataset=SampleDataset(samples),
+                           data_collator=collate_samples, vlm=vlm, hook=hook,
+                           callbacks=[HookState(hook)] if keeps_state else None)
+    if resume_from and keeps_state:
+        hook.load_state(Path(resume_from))
     # A hook may have run the first steps of this fine-tuning itself (Defense.steps_trained: BYORn's
     # warm_start); the loop runs that many fewer. A hook that runs none need not say so.
     if steps_trained := getattr(hook, "steps_trained", 0):

@@ -144,3 +144,29 @@ def test_a_lora_fine_tuning_with_accumulated_steps_trains_on_answers_of_the_aver
     trained = dict(vlm.model.named_parameters())
     assert average and all(trained[name].requires_grad for name in average)
     assert any(not torch.equal(trained[name].detach().float(), tensor) for name, tensor in average.items())
+
+
+def test_a_checkpoint_holds_the_average_and_a_resumed_run_goes_on_from_it(tmp_path):
+    from byorn.train import HookState
+
+    model, live = Toy(), LiveAnswers(ByornConfig(generator="ema", ema_decay=0.5))
+    trainer = SimpleNamespace(vlm=SimpleNamespace(model=model), state=SimpleNamespace(global_step=0))
+    live.follow(trainer)
+    model.trained.data.fill_(8.0)
+    trainer.state.global_step = 1
+    live.follow(trainer)  # the average: 4
+    defense = PaperRecipe(PaperConfig(ema_decay=0.5))
+    defense.live = live
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    HookState(defense).on_save(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(
+        is_world_process_zero=True, global_step=2), None)
+    resumed = PaperRecipe(PaperConfig(ema_decay=0.5))
+    resumed.load_state(checkpoint)
+    trainer.state.global_step = 2  # the checkpoint's step: its weights are folded in next, as without the stop
+    resumed.live.follow(trainer)
+    live.follow(trainer)
+    assert resumed.live.ema._average["trained"].item() == live.ema._average["trained"].item() == 6.0
+    fresh = PaperRecipe(PaperConfig())
+    fresh.load_state(tmp_path)  # no average there: the warning, and the average starts at the next weights
+    assert fresh.live.ema._step is None

@@ -133,3 +133,27 @@ def test_a_run_whose_defense_yaml_lacks_an_option_is_not_resumed_with_its_new_de
     (tmp_path / "defense.yaml").write_text(yaml.safe_dump(older))
     with pytest.raises(RunError):
         Run(tmp_path, TrainConfig(), defense, resume_from=checkpoint)
+
+
+def test_a_run_resumed_with_the_papers_recipe_goes_on_from_the_checkpoints_average(tmp_path):
+    """generator=ema: the average of the weights is in each checkpoint; resumed from checkpoint-3, the
+    run ends as the uninterrupted one, where an average started again from the checkpoint's weights
+    writes other answers."""
+    args = ["train", "--data", "shapes", "--n", "48", "--defense", "byorn_paper", "-d", "max_new_tokens=8",
+            "lora=false", "max_steps=6", "batch_size=8", "save_steps=3"]
+    whole = tmp_path / "whole"
+    assert CliRunner().invoke(main, [*args, "--out", str(whole)]).exit_code == 0
+    assert (whole / "trainer" / "checkpoint-3" / "byorn_ema.safetensors").is_file()
+    outcomes = {}
+    for kept in (True, False):
+        cut = tmp_path / f"cut-{kept}"
+        shutil.copytree(whole, cut)  # as if killed after checkpoint-3
+        shutil.rmtree(cut / "model")
+        shutil.rmtree(cut / "trainer" / "checkpoint-6")
+        if not kept:
+            (cut / "trainer" / "checkpoint-3" / "byorn_ema.safetensors").unlink()
+        result = CliRunner().invoke(main, [*args, "--out", str(cut), "--resume"])
+        assert result.exit_code == 0, result.output
+        outcomes[kept] = replacements(cut)
+    assert outcomes[True] == replacements(whole)
+    assert outcomes[False] != replacements(whole)

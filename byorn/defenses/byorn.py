@@ -265,9 +265,6 @@ class ByornDefense(JudgingDefense):
             # A resumed run takes the verdict and answers it started with: judging again would repeat
             # the warm-up, and on a GPU not bit for bit.
             judgement, self.steps_trained = self.audit.load_verdict(run_dir, samples)
-            if cfg.generator == "ema":
-                log.warning("generator=ema: the average of the weights starts again from the checkpoint's (a "
-                            "checkpoint does not hold it), so the answers after the resume differ from a run without")
         else:
             keep = self._warm_start(train)
             writer = "warmed" if cfg.generator == "warmed" else "reference"
@@ -298,6 +295,16 @@ class ByornDefense(JudgingDefense):
         if why:
             log.info("warm_start does not apply (%s): the fine-tuning starts from the pretrained weights", why)
         return not why
+
+    def save_state(self, folder: Path) -> None:
+        """Into a checkpoint's folder: generator=ema's average (the rest is in verdict.json and audit.jsonl)."""
+        self.live.save(folder)
+
+    def load_state(self, folder: Path) -> None:
+        """From the checkpoint a resumed run goes on from: generator=ema's average, as it was there."""
+        if not self.live.load(folder) and self.config.generator == "ema":
+            log.warning("generator=ema: %s holds no average of the weights; it starts again from the checkpoint's "
+                        "weights, so the answers after the resume differ from a run without", folder)
 
     def training_set(self, samples: Sequence[Sample]) -> list[Sample]:
         """The samples, less those whose replacement does not train (`left_out`): a later turn of their

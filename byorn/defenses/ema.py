@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+FILE = "byorn_ema.safetensors"  # the average, beside a checkpoint's weights
 
 
 class EmaWeights:
@@ -60,6 +65,22 @@ class EmaWeights:
         finally:
             for parameter, live in taken:
                 parameter.data = live
+
+    def save(self, folder: Path) -> None:
+        """The average and the step it has folded in, into a checkpoint's folder (safetensors)."""
+        if self._step is not None:
+            save_file({name: tensor.contiguous() for name, tensor in self._average.items()}, str(folder / FILE),
+                      metadata={"step": str(self._step), "decay": repr(self.decay)})
+
+    def load(self, folder: Path) -> bool:
+        """The average a checkpoint's folder holds (`save`), to go on from; whether there was one."""
+        path = folder / FILE
+        if not path.is_file():
+            return False
+        with safe_open(str(path), "pt") as file:
+            step = int(file.metadata()["step"])
+        self._average, self._step = load_file(str(path)), step
+        return True
 
 
 def _trainable(model: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Parameter]]:

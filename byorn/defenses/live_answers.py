@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from byorn.data import Sample, answer_key
@@ -45,6 +46,15 @@ class LiveAnswers:
             self._generated[r["id"]] = (r["epoch"], r["response"] if live else "")
             if live:
                 self._answered.setdefault((r["epoch"], answer_key(r["response"])), set()).add(r["id"])
+
+    def save(self, folder: Path) -> None:
+        """What goes on across the steps (generator=ema's average) into a checkpoint's folder."""
+        if self.ema is not None:
+            self.ema.save(folder)
+
+    def load(self, folder: Path) -> bool:
+        """The state `save` wrote into a checkpoint's folder; whether there was any to go on from."""
+        return self.ema is not None and self.ema.load(folder)
 
     def follow(self, trainer: ByornTrainer) -> None:
         """Before every batch: generator=ema folds the weights of the step just taken into its average."""
