@@ -508,6 +508,7 @@ def settings_table(rows: list[dict], metrics: list[str]) -> str:
 
 DEFAULT = "byorn"  # the shipped default's label: BYORn with no option changed
 PAPER = "byorn_paper"  # BYORn with the paper's own recipe, no option changed
+BASELINES = ("onion", "bye", "tcap", "score_drop", "random_drop", "reference_ratio")  # the summary's baselines
 SUMMARY_PLOT = PLOTS / "summary.png"
 
 
@@ -540,16 +541,21 @@ def default_cells(rows: list[dict]) -> tuple[list[dict], list[dict], dict[tuple,
 
 
 def clean_flagged_share(row: dict) -> float:
-    """The share of the clean training samples a cell flagged: its flags less the poisons it found."""
-    poisons_found = round(row["detect_recall"] * row["n_poisoned"])
-    return (row["n_flagged"] - poisons_found) / (row["n_train"] - row["n_poisoned"])
+    """The share of the clean training samples a cell flagged: its flags less the poisons it found,
+    over the clean samples it judged (its grid's n_train: a row's n_train leaves out the flagged
+    samples whose replacement did not train)."""
+    poisons_found = round(row["detect_recall"] * row["n_poisoned"]) if row["n_poisoned"] else 0  # clean: recall nan
+    grid = Path(row.get("run_dir", "")).parts[1:2]
+    known = grid and any((folder / f"{grid[0]}.yaml").exists() for folder in (BENCHMARKS, EXPLORE))
+    judged = grid_samples(grid[0]) if known else row["n_train"]
+    return (row["n_flagged"] - poisons_found) / (judged - row["n_poisoned"])
 
 
 def summary_sections(sections: list[Section]) -> list[tuple[Section, list[dict]]]:
     """The sections of grids where the shipped default ran, each with its rows."""
     found = []
     for section in sections:
-        if section.table != "results":
+        if section.table not in ("results", "lessons"):
             continue
         rows = [row for name in section.results for row in read_results(RESULTS / f"{name}.jsonl")
                 if not section.world or row.get("world", "shapes") == section.world]
@@ -561,25 +567,40 @@ def summary_sections(sections: list[Section]) -> list[tuple[Section, list[dict]]
 def summary_table(found: list[tuple[Section, list[dict]]]) -> str:
     """One line per grid where the shipped default ran: the range over its cells (attack, rate and
     seed) of the undefended ASR, the default's ASR, the share of the poisons and of the clean samples
-    it flags, and its clean score over the clean oracle's of the same cell."""
+    it flags, and its clean score over the clean oracle's of the same cell (a lesson grid's clean
+    score is its lesson score); then the paper's recipe's and the best baseline's (the lowest mean
+    ASR of the grid's baselines) ASR and clean score, where they ran."""
     lines = ["| grid (section) | cells | ASR undefended | ASR BYORn | poisons flagged | clean samples flagged | "
-             "BYORn clean score, % of oracle's | the paper's recipe: cells, ASR |", "|---|---|---|---|---|---|---|---|"]
+             "BYORn clean score, % of oracle's | the paper's recipe: cells, ASR, clean % of oracle's | "
+             "best baseline: ASR, clean % of oracle's |", "|---|---|---|---|---|---|---|---|---|"]
     for section, rows in found:
         undefended, byorn, oracle = default_cells(rows)
-        ratios = [100 * r["clean_score"] / o["clean_score"] for r in byorn
-                  if (o := oracle.get((r.get("world", "shapes"), r["attack"], r["poison_rate"], r["seed"])))
-                  and o.get("clean_score")]
-        paper = [r["asr"] for r in rows if r.get("defense") == PAPER]
+        paper = [r for r in rows if r.get("defense") == PAPER]
+        baselines = {name: [r for r in rows if r.get("defense") == name] for name in BASELINES}
+        best = min((name for name in baselines if baselines[name]),
+                   key=lambda name: sum(r["asr"] for r in baselines[name]) / len(baselines[name]), default=None)
         lines.append(f"| [{section_label(section)}]({section_anchor(section.title)}) | {len(byorn)} | "
                      f"{span([r['asr'] for r in undefended])} | {span([r['asr'] for r in byorn])} | "
-                     f"{span([100 * r['detect_recall'] for r in byorn], 0, ' %')} | "
-                     f"{span([100 * clean_flagged_share(r) for r in byorn], 1, ' %')} | {span(ratios, 1, ' %')} | "
-                     f"{f'{len(paper)}, {span(paper)}' if paper else 'not run yet'} |")
+                     f"{span([100 * r['detect_recall'] for r in byorn if r.get('n_poisoned')], 0, ' %')} | "
+                     f"{span([100 * clean_flagged_share(r) for r in byorn], 1, ' %')} | "
+                     f"{span(clean_ratios(byorn, oracle), 1, ' %')} | "
+                     + (f"{len(paper)}, {span([r['asr'] for r in paper])}, "
+                        f"{span(clean_ratios(paper, oracle), 1, ' %')} | " if paper else "not run yet | ")
+                     + (f"{best}: {span([r['asr'] for r in baselines[best]])}, "
+                        f"{span(clean_ratios(baselines[best], oracle), 1, ' %')} |" if best else "none in this grid |"))
     return "\n".join(lines)
 
 
+def clean_ratios(cells: list[dict], oracle: dict[tuple, dict]) -> list[float]:
+    """Each cell's clean score as a percentage of the clean oracle's of the same cell, where it ran."""
+    return [100 * r["clean_score"] / o["clean_score"] for r in cells
+            if (o := oracle.get((r.get("world", "shapes"), r["attack"], r["poison_rate"], r["seed"])))
+            and o.get("clean_score") and r.get("clean_score") is not None]
+
+
 def plot_summary(found: list[tuple[Section, list[dict]]], path: Path) -> Path:
-    """Each cell's ASR undefended and under the shipped default, one row of points per grid."""
+    """Each cell's ASR undefended, under the shipped default and under the paper's recipe, one row of
+    points per grid."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only
@@ -592,12 +613,15 @@ def plot_summary(found: list[tuple[Section, list[dict]]], path: Path) -> Path:
                      label="undefended" if i == 0 else None)
         axes.scatter([r["asr"] for r in byorn], [i - 0.15] * len(byorn), s=14, color="#228833",
                      label="BYORn (shipped default)" if i == 0 else None)
+        paper = [r["asr"] for r in rows if r.get("defense") == PAPER]
+        axes.scatter(paper, [i] * len(paper), s=14, marker="x", color="#cc6677",
+                     label="the paper's recipe" if i == 0 else None)
     axes.set_yticks(range(len(found)), [section_label(section) for section, _ in reversed(found)], fontsize=7)
     axes.set_xlim(-0.03, 1.03)
     axes.set_xlabel("attack success rate of a cell (attack, poison rate, seed)", fontsize=8)
     axes.tick_params(axis="x", labelsize=7)
     axes.grid(axis="x", linewidth=0.3)
-    axes.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    axes.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=110)
