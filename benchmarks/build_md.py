@@ -295,11 +295,19 @@ def warm_set_under(row: dict, bound: int) -> bool:
     a row from before it is what it gives: a warm set is at most warm_share of the samples judged
     (its grid's n_train) and half a sample more per lesson and for the rest (rounding), with at most
     1 / lesson_share lessons (byorn/defenses/warm_set.py)."""
-    grid, options = Path(row.get("run_dir", "")).parts[1:2], row["defense_options"]
-    if not grid or not any((folder / f"{grid[0]}.yaml").exists() for folder in (BENCHMARKS, EXPLORE)):
+    grid, options = row_grid(row), row["defense_options"]
+    if grid is None:
         return False
-    lessons = int(1 / options["lesson_share"]) if options.get("lesson_share") else 0
-    return options["warm_share"] * grid_samples(grid[0]) + (lessons + 1) / 2 <= bound
+    share = options.get("lesson_share")
+    lessons = int(1 / share) if share and share < 1 else 0  # a share of 1 makes none
+    return options["warm_share"] * grid_samples(grid) + (lessons + 1) / 2 <= bound
+
+
+def row_grid(row: dict) -> str | None:
+    """The grid a row ran in, where its run folder says (runs/<grid>/...) and the grid file is here."""
+    parts = Path(row.get("run_dir", "")).parts
+    grid = parts[1] if len(parts) > 1 and parts[0] == "runs" else None
+    return grid if grid and any((folder / f"{grid}.yaml").exists() for folder in (BENCHMARKS, EXPLORE)) else None
 
 
 @functools.cache  # asked once per row; the grid file is read once
@@ -545,9 +553,8 @@ def clean_flagged_share(row: dict) -> float:
     over the clean samples it judged (its grid's n_train: a row's n_train leaves out the flagged
     samples whose replacement did not train)."""
     poisons_found = round(row["detect_recall"] * row["n_poisoned"]) if row["n_poisoned"] else 0  # clean: recall nan
-    grid = Path(row.get("run_dir", "")).parts[1:2]
-    known = grid and any((folder / f"{grid[0]}.yaml").exists() for folder in (BENCHMARKS, EXPLORE))
-    judged = grid_samples(grid[0]) if known else row["n_train"]
+    grid = row_grid(row)
+    judged = row.get("n_judged") or (grid_samples(grid) if grid else row["n_train"])
     return (row["n_flagged"] - poisons_found) / (judged - row["n_poisoned"])
 
 

@@ -82,7 +82,6 @@ def pair(rate: float, epochs: float, repeat: int, scratch: Path, kept: bool) -> 
             "paper_prepare_s": paper["prepare_s"], "paper_train_s": paper["train_s"],
             "paper_n_flagged": paper["n_flagged"], "paper_defense_options": paper["defense_options"],
             "paper_training_ratio": round((paper["prepare_s"] + paper["train_s"]) / none["train_s"], 3),
-            "paper_wall_ratio": round(paper["wall_s"] / none["wall_s"], 3),
             "asr": {"none": none["asr"], "byorn": byorn["asr"], "byorn_paper": paper["asr"]},
             "clean_score": {"none": none["clean_score"], "byorn": byorn["clean_score"],
                             "byorn_paper": paper["clean_score"]}}

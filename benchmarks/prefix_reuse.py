@@ -29,6 +29,7 @@ from byorn.defenses.byorn import verdict
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
+from byorn.models.hf import IGNORE_INDEX
 from byorn.scoring import checkpoint_label, on_grey, score_variants
 from byorn.worlds import shapes
 
@@ -93,8 +94,9 @@ def positions(vlm, model: str) -> list[dict]:
         chunk = samples[start:start + 32]
         batch = vlm.encode(chunk)
         grey = vlm.encode([_grey(s) for s in chunk])
-        grey.pop("labels")
-        shared.append(vlm.shared_prefix(grey, grey["input_ids"].shape[1]) * len(chunk))
+        answer = grey.pop("labels") != IGNORE_INDEX
+        first = int(answer.float().argmax(dim=1).min())  # as response_logits: the prefix ends before it
+        shared.append(vlm.shared_prefix(grey, first - 1) * len(chunk))
         total.append(int(batch["attention_mask"].sum()))
     rows = [{"what": "positions", "model": model, "measured": True,
              "prefix_share": round(sum(shared) / sum(total), 3)}]

@@ -234,7 +234,7 @@ def run_cell(spec: AttackSpec, defense: DefenseSpec, rate: float, seed: int, gri
     row.update({"asr": asr, "asr_n": n_asr, "clean_score": clean["clean_score"],
                 "scene_exact": clean.get("scene_exact"), "cider": clean["cider"], "bleu4": clean["bleu4"],
                 "n_poisoned": sum(s.meta.get("is_poisoned", False) for s in poisoned),
-                "n_train": len(train_set)})
+                "n_judged": len(poisoned), "n_train": len(train_set)})  # n_train: less what a defense left out
     if one_modality := one_modality_test_sets(test, attack):  # a dual-key trigger: does either half fire?
         one = {part: _asr(deployed, shown(inputs), rule)[0] for part, inputs in one_modality.items()}
         row.update({"one_modality_asr": max(one.values()), "image_only_asr": one["image"],

@@ -69,9 +69,8 @@ def clean(vlm: VLM, samples: Sequence[Sample], config: ByornConfig, out_dir: str
     training config the cleaned set is meant for, or TrainConfig's defaults.
     copy_images: copy the image files a loaded file names into `out_dir`, as they are."""
     if config.writes_in_training:
-        raise ConfigError(f"clean writes the replacements before any training: generator={config.generator} (the "
-                          "model being fine-tuned writes them) exists only in `byorn train --defense byorn` "
-                          "(or byorn_paper)")
+        raise ConfigError(f"clean writes the replacements before any training: generator={config.generator} (written "
+                          "while fine-tuning) exists only in `byorn train --defense byorn` (or byorn_paper)")
     source = samples[0].origin.source if samples and samples[0].origin is not None else None
     if source is not None and layout not in (None, source.layout):
         raise ValueError(f"{source.path} is written back in its own layout, {source.layout}; layout={layout!r} is for "

@@ -106,6 +106,12 @@ def headline_table(rows: Sequence[dict], defenses: Sequence[str] = HEADLINE_DEFE
     return "\n".join(lines)
 
 
+def _is_variant(defense: str) -> bool:
+    """A point of BYORn's own sweep: byorn with or without changed options; the paper's recipe
+    (byorn_paper) is a defense of its own."""
+    return defense == "byorn" or defense.startswith("byorn(")
+
+
 def own_cost(row: dict) -> bool:
     """Whether a cell's times are its own work: not where it loaded a fine-tune an earlier cell of
     its grid had run (BYE's probe, a shared oracle, a judgement's warm-up: byorn.trained)."""
@@ -204,11 +210,11 @@ def plot_frontier(rows: Sequence[dict], rate: float, path: Path) -> Path:
     for ax, attack in zip(axes, attacks):
         cells = _by([r for r in chosen if r["attack"] == attack], "defense")
         points = {d: (_mean([r["clean_score"] for r in c]), _mean([r["asr"] for r in c])) for (d,), c in cells.items()}
-        sweep = sorted(p for d, p in points.items() if d.startswith("byorn"))
+        sweep = sorted(p for d, p in points.items() if _is_variant(d))
         if sweep:
             ax.plot(*zip(*sweep), "o-", color="#228833", label="BYORn (variants)", markersize=4)
         for defense, (clean, asr) in points.items():
-            if not defense.startswith("byorn"):
+            if not _is_variant(defense):
                 ax.plot(clean, asr, "s", markersize=5, label=defense)
         ax.set_title(attack.split("(")[0], fontsize=8)
         ax.set_xlabel("clean score", fontsize=7)

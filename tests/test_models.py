@@ -121,6 +121,9 @@ def test_the_grey_pass_with_its_shared_prefix_reused_scores_as_the_whole_pass(ti
     assert tiny_vlm.shared_prefix(batch, 10_000) > image_positions  # the template's start and the grey image
     assert tiny_vlm.shared_prefix(batch, image_positions) == 0  # an image position would lie after it
     assert tiny_vlm.shared_prefix({k: v[:1] for k, v in batch.items()}, 10_000) == 0  # one row: nothing to share
+    # a tensor with an entry per image, not per row (LLaVA-NeXT's sizes of two images a row): not sliced by row
+    per_image = torch.zeros(2 * len(samples), 2, dtype=torch.long)
+    assert tiny_vlm.shared_prefix({**batch, "image_sizes": per_image}, 10_000) == 0
     true = tiny_vlm.encode(samples)
     true.pop("labels")
     assert tiny_vlm.shared_prefix(true, 10_000) == 0

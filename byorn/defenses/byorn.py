@@ -247,7 +247,7 @@ class ByornDefense(JudgingDefense):
         self.reference_answers: dict[str, str] = {}
         self.judged: dict[str, str] = {}  # id -> the response judged, for a batch built elsewhere to be checked
         self.writer = "reference"  # which model wrote reference_answers: "warmed" or "reference"
-        self.live = LiveAnswers(self.config)  # generator=current: the answers of the model being fine-tuned
+        self.live = LiveAnswers(self.config)  # generator=current or ema: the answers written while training
         self.audit: AuditLog | None = None
         self.judgement: Judgement | None = None  # what prepare() decided, each step's doing included
         self.left_out: dict[str, str] = {}  # flagged id -> why its replacement does not train

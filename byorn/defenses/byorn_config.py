@@ -55,8 +55,8 @@ class JudgeConfig:
     # figure was measured with the whole pass.
     reuse_prefix: bool = option(False, "the grey-image pass computes the prompt prefix a batch's rows share (the "
                                        "image's positions) once and reuses it: the same scores up to rounding, "
-                                       "less of that pass's work; where the family allows it (not PaliGemma or "
-                                       "Qwen2-VL, which score as without)")
+                                       "less of that pass's work; where the family allows it (not PaliGemma, "
+                                       "Qwen2-VL or Qwen2.5-VL, which score as without)")
     cache_dir: str = option("", "where scores are cached (by model, score and samples); empty: the run directory")
     # The pretrained model's verdict alone misranks what is written in its own style (BENCHMARKS.md,
     # "The default judgement": on Flickr8k a caption-like fixed target at AUROC 0.86-0.94, with the

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from byorn.fileio import atomic_write
 
 FILE = "byorn_ema.safetensors"  # the average, beside a checkpoint's weights
 
@@ -46,8 +49,9 @@ class EmaWeights:
                 # float32 whatever the weights are: a 1 % step rounds away in bfloat16's 8 bits
                 if name not in self._average:
                     self._average[name] = tensor.detach().float().clone()
-                else:
-                    self._average[name].lerp_(tensor.detach().float(), weight)
+                else:  # on the weights' device: a checkpoint's average loads onto the CPU
+                    average = self._average[name] = self._average[name].to(tensor.device)
+                    average.lerp_(tensor.detach().float(), weight)
         self._step = step
 
     @contextlib.contextmanager
@@ -60,7 +64,7 @@ class EmaWeights:
             for name, parameter in _trainable(model):
                 if name in self._average:
                     taken.append((parameter, parameter.data))
-                    parameter.data = self._average[name].to(parameter.dtype)
+                    parameter.data = self._average[name].to(parameter.device, parameter.dtype)
             yield
         finally:
             for parameter, live in taken:
@@ -68,9 +72,10 @@ class EmaWeights:
 
     def save(self, folder: Path) -> None:
         """The average and the step it has folded in, into a checkpoint's folder (safetensors)."""
-        if self._step is not None:
-            save_file({name: tensor.contiguous() for name, tensor in self._average.items()}, str(folder / FILE),
-                      metadata={"step": str(self._step), "decay": repr(self.decay)})
+        if self._step is not None:  # whole or not at all: a kill mid-write must not leave half a file to load
+            tensors = {name: tensor.contiguous() for name, tensor in self._average.items()}
+            atomic_write(folder / FILE, lambda file: file.write(
+                safetensors_bytes(tensors, metadata={"step": str(self._step), "decay": repr(self.decay)})))
 
     def load(self, folder: Path) -> bool:
         """The average a checkpoint's folder holds (`save`), to go on from; whether there was one."""

@@ -281,13 +281,14 @@ class VLM:
     def shared_prefix(self, batch: dict[str, torch.Tensor], at_most: int) -> int:
         """How many leading tokens (at most `at_most`) every row of `batch` has in common, where their
         keys and values can be computed once for all rows: the family allows it, every row shows the
-        same pixels (a grey image of one size, say), and no image position lies after the prefix.
-        0 where any of that fails (a batch of one gains nothing)."""
+        same pixels (a grey image of one size, say) in tensors with one entry a row, and no image
+        position lies after the prefix. 0 where any of that fails (a batch of one gains nothing)."""
         ids = batch["input_ids"]
         if not self.family.shares_prefixes or len(ids) < 2:
             return 0
-        for key, value in batch.items():
-            if key not in ("input_ids", "attention_mask") and not all(torch.equal(value[0], row) for row in value[1:]):
+        for key, value in batch.items():  # one entry a row (not a row's several images) and the same in each
+            if key not in ("input_ids", "attention_mask") and (
+                    len(value) != len(ids) or not all(torch.equal(value[0], row) for row in value[1:])):
                 return 0
         length = min(int((ids == ids[:1]).all(dim=0).long().cumprod(0).sum()), at_most)
         return length if length and not (ids[:, length:] == self.image_token_id).any() else 0
