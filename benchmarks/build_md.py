@@ -707,8 +707,9 @@ def prefix_table(rows: list[dict], metrics: list[str]) -> str:
               for r in rows if r["what"] == "time"]
     lines += ["", "| model | instruction + answer tokens | the shared prefix's share of a grey row's positions |",
               "|---|---|---|"]
-    lines += [f"| {r['model']} | {r.get('instruction_and_answer_tokens', 'the shapes task, measured')} | "
-              f"{100 * r['prefix_share']:.1f} % |" for r in rows if r["what"] == "positions"]
+    lines += [f"| {r.get('estimate_for', r['model'] + ', measured')} | "
+              f"{r.get('instruction_and_answer_tokens', 'the shapes task')} | {100 * r['prefix_share']:.1f} % |"
+              for r in rows if r["what"] == "positions"]
     return "\n".join(lines)
 
 

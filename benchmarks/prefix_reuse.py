@@ -98,11 +98,10 @@ def positions(vlm, model: str) -> list[dict]:
         first = int(answer.float().argmax(dim=1).min())  # as response_logits: the prefix ends before it
         shared.append(vlm.shared_prefix(grey, first - 1) * len(chunk))
         total.append(int(batch["attention_mask"].sum()))
-    rows = [{"what": "positions", "model": model, "measured": True,
-             "prefix_share": round(sum(shared) / sum(total), 3)}]
+    rows = [{"what": "positions", "model": model, "prefix_share": round(sum(shared) / sum(total), 3)}]
     for rest in (30, 60, 120, 240):  # instruction + answer tokens
         prefix = LLAVA_HEAD + LLAVA_IMAGE_POSITIONS
-        rows.append({"what": "positions", "model": "LLaVA-1.5 (estimate)", "measured": False,
+        rows.append({"what": "positions", "model": model, "estimate_for": "LLaVA-1.5 (576 image positions)",
                      "instruction_and_answer_tokens": rest, "prefix_share": round(prefix / (prefix + rest), 3)})
     return rows
 
