@@ -241,7 +241,7 @@ class ByornDefense(JudgingDefense):
     config_class = ByornConfig
 
     def __init__(self, config: ByornConfig | None = None) -> None:
-        self.config = config or ByornConfig()
+        self.config = config or self.config_class()  # a subclass's own defaults (PaperRecipe's)
         self.scores: list[float] = []
         self.flagging: Flagging | None = None
         self.reference_answers: dict[str, str] = {}
@@ -338,9 +338,6 @@ class PaperRecipe(ByornDefense):
 
     name = "byorn_paper"
     config_class = PaperConfig
-
-    def __init__(self, config: PaperConfig | None = None) -> None:
-        super().__init__(config or PaperConfig())
 
 
 def _bound_to_the_question(lesson: Lesson) -> list[int]:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from byorn.fileio import atomic_write
@@ -82,9 +81,9 @@ class EmaWeights:
         path = folder / FILE
         if not path.is_file():
             return False
-        with safe_open(str(path), "pt") as file:
-            step = int(file.metadata()["step"])
-        self._average, self._step = load_file(str(path)), step
+        with safe_open(str(path), "pt") as file:  # tensors and step in one read
+            self._average = {name: file.get_tensor(name) for name in file.keys()}
+            self._step = int(file.metadata()["step"])
         return True
 
 

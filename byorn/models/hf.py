@@ -63,6 +63,13 @@ def _too_long(sample: Sample, length: str, limit: int) -> str:
             "leave it out")
 
 
+@functools.cache  # asked once a batch; the answer is the model class's
+def _cache_keyword(model_class: type) -> str:
+    """The forward argument (and output field) of a model's key-value cache: transformers renamed
+    past_key_values to cache (5.24 warns on the old name; earlier 5.x releases know only it)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -299,9 +306,8 @@ class VLM:
         rows = len(batch["input_ids"])
         head = {k: v[:1, :prefix] if k in ("input_ids", "attention_mask") else v[:1] for k, v in batch.items()}
         out = self.model(**head, use_cache=True, logits_to_keep=1)
-        # transformers renamed past_key_values to cache (5.24 warns on the old name; earlier 5.x know only it)
         base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
-        name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        name = _cache_keyword(type(base))
         cache = getattr(out, name)
         cache.batch_repeat_interleave(rows)
         return self.model(input_ids=batch["input_ids"][:, prefix:], attention_mask=batch["attention_mask"],
