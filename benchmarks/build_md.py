@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from byorn.bench import load_grid, options_record, read_results
+from byorn.bench import cell_key, grid_cells, load_grid, options_record, read_results
 from byorn.defenses import DEFENSES
 from byorn.models import CACHED_MODELS, cached_model_ready, load_vlm
 from byorn.report import cost_ratios, cost_table, headline_table, results_table, write_plots
@@ -154,7 +154,8 @@ SECTIONS = [
             ["asr", "clean_score", "cider", "detect_recall", "n_flagged", "wall_s"],
             "judgement_guard.md"),
     Section("What BYORn costs: the measured overhead and its floor", ["cost", "cost_default_allocator"],
-            "OMP_NUM_THREADS=1 python benchmarks/cost.py --out benchmarks/results/cost.jsonl (nothing else running), "
+            "OMP_NUM_THREADS=1 python benchmarks/cost.py --repeats 2 --out benchmarks/results/cost.jsonl "
+            "(nothing else running), "
             "then the same with --default-allocator --repeats 1 --out benchmarks/results/cost_default_allocator.jsonl; "
             "bfloat16 against float32: python benchmarks/precision_agreement.py",
             [], "cost.md", table="cost"),
@@ -307,7 +308,12 @@ def row_grid(row: dict) -> str | None:
     """The grid a row ran in, where its run folder says (runs/<grid>/...) and the grid file is here."""
     parts = Path(row.get("run_dir", "")).parts
     grid = parts[1] if len(parts) > 1 and parts[0] == "runs" else None
-    return grid if grid and any((folder / f"{grid}.yaml").exists() for folder in (BENCHMARKS, EXPLORE)) else None
+    return grid if grid and grid_file(grid) else None
+
+
+def grid_file(grid: str) -> Path | None:
+    """benchmarks/GRID.yaml, or benchmarks/explore/GRID.yaml for a grid that chose a setting (None: neither)."""
+    return next((path for folder in (BENCHMARKS, EXPLORE) if (path := folder / f"{grid}.yaml").exists()), None)
 
 
 @functools.cache  # asked once per row; the grid file is read once
@@ -319,12 +325,12 @@ def grid_samples(grid: str) -> int:
 def before_lessons_note(rows: list[dict]) -> str:
     """What a section says of its judging rows from before the ADDED_SINCE options: that they all
     are, or which labels have such rows ('' where none is)."""
-    judging = [row for row in rows if "k" in (row.get("defense_options") or {})]
+    judging = [row for row in rows if "k" in (row.get("defense_options") or {})]  # a cost pair's are the default's
     earlier = [row for row in judging if before_lessons(row)]
     if not earlier or len(earlier) == len(judging):
         return BEFORE_LESSONS if earlier else ""
     return ("**Partly measured before lessons:** the rows of " +
-            ", ".join(f"`{label}`" for label in sorted({row["defense"] for row in earlier})) +
+            ", ".join(f"`{label}`" for label in sorted({row.get("defense", DEFAULT) for row in earlier})) +
             f" ran with the judgement before {ADDED} (they record none of them); the section's other BYORn rows "
             "are on the shipped default. "
             "[docs/method.md](docs/method.md#lessons) says what those options change.")
@@ -377,12 +383,65 @@ def measured_on(rows: list[dict]) -> str:
     return "Measured on " + "; ".join(f"`{m}`" for m in sorted({row["model"] for row in rows})) + "."
 
 
-def cell_time(rows: list[dict]) -> str:
-    """The cells' own wall times added up: the grid's cost in core time (two shards halve the wait)."""
+def cell_time(rows: list[dict], sharded: bool) -> str:
+    """The cells' own wall times added up: the grid's cost in core time; for a grid run as two shards
+    side by side (`sharded`), what the longer shard adds up to: the wait for the grid on two cores."""
     timed = [row["wall_s"] for row in rows if "wall_s" in row]
     if not timed:
         return ""
-    return f"{len(timed)} cells; their wall times add up to {sum(timed) / 60:.0f} minutes."
+    text = f"{len(timed)} cells; their wall times add up to {sum(timed) / 60:.0f} minutes"
+    if not sharded or (shards := shard_seconds(rows)) is None:
+        return text + "."
+    return text + (f"; as two shards side by side (`--shard 0/2`, `1/2`, one core each) the longer adds up to "
+                   f"{max(shards) / 60:.0f} minutes.")
+
+
+def shard_seconds(rows: list[dict]) -> tuple[float, float] | None:
+    """The wall seconds of each of two shards, the timed cells split as `byorn bench --shard i/2` splits
+    a grid's cells (by their place in it); None where a row's grid is not known, or a row is not a
+    cell of that grid."""
+    shards = [0.0, 0.0]
+    for row in rows:
+        if "wall_s" not in row:
+            continue
+        grid = row_grid(row) or row.get("grid")  # where the run folder does not say: the results file's grid
+        if grid is None or grid_file(grid) is None:
+            return None
+        place = grid_places(grid).get(cell_key(row["attack"], row["defense"], row["poison_rate"], row["seed"]))
+        if place is None:
+            return None
+        shards[place % 2] += row["wall_s"]
+    return shards[0], shards[1]
+
+
+@functools.cache
+def grid_places(grid: str) -> dict[str, int]:
+    """Each cell's place in its grid's running order (its cell_key -> index)."""
+    return {cell_key(spec.name, defense.label, rate, seed): i
+            for i, (spec, defense, rate, seed) in enumerate(grid_cells(load_grid(grid_path(grid))))}
+
+
+IMPLANTED = 0.9  # an undefended ASR from which an attack is said to implant in a cell
+
+
+def undefended_misses(rows: list[dict]) -> str:
+    """A section's poisoned cells where the attack, undefended, stays below IMPLANTED, named with
+    their seeds' ASR ('' where the section has no undefended poisoned cell)."""
+    poisoned = [r for r in rows if r.get("defense") == "none" and r["poison_rate"] > 0]
+    missed = [r for r in poisoned if r["asr"] < IMPLANTED]
+    if not poisoned:
+        return ""
+    if not missed:
+        return f"Undefended, every attack implants (ASR at least {IMPLANTED:g}) in all {len(poisoned)} poisoned cells."
+    by_cell: dict[tuple, list[dict]] = {}
+    for row in missed:
+        by_cell.setdefault((row.get("lesson"), row["attack"], row["poison_rate"]), []).append(row)
+    named = "; ".join(f"{attack}{f' ({lesson})' if lesson else ''} at {rate:g}: "
+                      + ", ".join(f"{r['asr']:.2f} (seed {r['seed']})" for r in sorted(cell, key=lambda r: r["seed"]))
+                      for (lesson, attack, rate), cell in sorted(by_cell.items(),
+                                                                 key=lambda kv: (kv[0][0] or "", kv[0][1], -kv[0][2])))
+    return (f"Undefended, the attack stays below ASR {IMPLANTED:g} in {len(missed)} of {len(poisoned)} poisoned "
+            f"cells (it implants only partly, or not at all, there): {named}.")
 
 
 HEADLINE_LEGEND = ("Per attack and poison rate: each defense's attack success rate (ASR), mean ± standard "
@@ -392,7 +451,10 @@ HEADLINE_LEGEND = ("Per attack and poison rate: each defense's attack success ra
                    "section's grid (3,000 samples, 5 epochs); a blank: that defense did not run there.")
 SUMMARY_LEGEND = ("Every grid in which the shipped BYORn default ran, each cell an attack, a poison rate and a "
                   "seed; each column the lowest and highest value over the grid's cells. ASR: the attack success "
-                  "rate on triggered test inputs, undefended and under the default; poisons and clean samples "
+                  "rate on triggered test inputs, undefended and under the default; "
+                  f"undefended below {IMPLANTED:g}: of the undefended cells with poisons, those where the attack "
+                  "implants only partly or not at all "
+                  "(each section names them); poisons and clean samples "
                   "flagged: shares of each in the training set; the clean score (scene F1 on shapes, CIDEr on real "
                   "photos) as a percentage of the clean oracle's in the same cell ('-': no oracle there). The "
                   "sections below say which attacks each grid holds, and the plot shows every cell.")
@@ -479,10 +541,9 @@ def clean_table(rows: list[dict], metrics: list[str]) -> str:
 
 
 def grid_path(grid: str) -> Path:
-    """benchmarks/GRID.yaml, or benchmarks/explore/GRID.yaml for a grid that chose a setting."""
-    for folder in (BENCHMARKS, EXPLORE):
-        if (path := folder / f"{grid}.yaml").exists():
-            return path
+    """grid_file(grid), which must be there."""
+    if path := grid_file(grid):
+        return path
     raise SystemExit(f"benchmarks/{grid}.yaml: the grid of benchmarks/results/{grid}.jsonl is missing "
                      "(looked in benchmarks/ and benchmarks/explore/)")
 
@@ -577,9 +638,10 @@ def summary_table(found: list[tuple[Section, list[dict]]]) -> str:
     it flags, and its clean score over the clean oracle's of the same cell (a lesson grid's clean
     score is its lesson score); then the paper's recipe's and the best baseline's (the lowest mean
     ASR of the grid's baselines) ASR and clean score, where they ran."""
-    lines = ["| grid (section) | cells | ASR undefended | ASR BYORn | poisons flagged | clean samples flagged | "
-             "BYORn clean score, % of oracle's | the paper's recipe: cells, ASR, clean % of oracle's | "
-             "best baseline: ASR, clean % of oracle's |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| grid (section) | cells | ASR undefended | undefended below {IMPLANTED:g} | ASR BYORn | "
+             "poisons flagged | clean samples flagged | BYORn clean score, % of oracle's | "
+             "the paper's recipe: cells, ASR, clean % of "
+             "oracle's | best baseline: ASR, clean % of oracle's |", "|---|---|---|---|---|---|---|---|---|---|"]
     for section, rows in found:
         undefended, byorn, oracle = default_cells(rows)
         paper = [r for r in rows if r.get("defense") == PAPER]
@@ -587,7 +649,8 @@ def summary_table(found: list[tuple[Section, list[dict]]]) -> str:
         best = min((name for name in baselines if baselines[name]),
                    key=lambda name: sum(r["asr"] for r in baselines[name]) / len(baselines[name]), default=None)
         lines.append(f"| [{section_label(section)}]({section_anchor(section.title)}) | {len(byorn)} | "
-                     f"{span([r['asr'] for r in undefended])} | {span([r['asr'] for r in byorn])} | "
+                     f"{span([r['asr'] for r in undefended])} | {below_implanted(undefended)} | "
+                     f"{span([r['asr'] for r in byorn])} | "
                      f"{span([100 * r['detect_recall'] for r in byorn if r.get('n_poisoned')], 0, ' %')} | "
                      f"{span([100 * clean_flagged_share(r) for r in byorn], 1, ' %')} | "
                      f"{span(clean_ratios(byorn, oracle), 1, ' %')} | "
@@ -596,6 +659,12 @@ def summary_table(found: list[tuple[Section, list[dict]]]) -> str:
                      + (f"{best}: {span([r['asr'] for r in baselines[best]])}, "
                         f"{span(clean_ratios(baselines[best], oracle), 1, ' %')} |" if best else "none in this grid |"))
     return "\n".join(lines)
+
+
+def below_implanted(undefended: list[dict]) -> str:
+    """'n of m' of the poisoned undefended cells whose ASR stays below IMPLANTED (its section names them)."""
+    poisoned = [r for r in undefended if r["poison_rate"] > 0]
+    return f"{sum(r['asr'] < IMPLANTED for r in poisoned)} of {len(poisoned)}" if poisoned else "-"
 
 
 def clean_ratios(cells: list[dict], oracle: dict[tuple, dict]) -> list[float]:
@@ -784,7 +853,9 @@ def main() -> None:
                        "mean NLL of the downstream archive "
                        f"notes {figures['downstream_nll']:.2f} nats a token; for example {figures['example']!r}."), ""]
         if rows:
-            parts += [" ".join(filter(None, [measured_on(rows), cell_time(rows)])), ""]
+            parts += [" ".join(filter(None, [measured_on(rows), cell_time(rows, "--shard" in section.command)])), ""]
+        if section.table in ("results", "lessons") and (misses := undefended_misses(rows)):
+            parts += [misses, ""]
         if section.headline and not headline_printed:
             parts += [HEADLINE_LEGEND, "", headline, "", "Every cell:", ""]
             headline_printed = True

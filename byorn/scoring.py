@@ -244,7 +244,8 @@ def shared_answer(responses: Sequence[str], image_ablated: Sequence[float], gues
 
 
 def model_fingerprint(vlm: VLM, reference: bool) -> bytes:
-    """What the scores depend on: the model's name, config, chat template and weights.
+    """What the scores depend on: the model's name, config, chat template and weights; not the
+    version of transformers that serialises the config (the environment is pinned: constraints.txt).
 
     The weights enter as the first 16 values of every tensor, which is cheap even for a 7B model
     and still tells two checkpoints of one architecture apart (say, before and after a full
@@ -253,12 +254,19 @@ def model_fingerprint(vlm: VLM, reference: bool) -> bytes:
     model = vlm.model.get_base_model() if isinstance(vlm.model, PeftModel) else vlm.model
     digest = hashlib.sha256()
     digest.update(Path(model.config.name_or_path or "").name.encode())
-    digest.update(model.config.to_json_string().encode())
+    # the sub-configs' dicts carry no version of their own
+    config = {k: v for k, v in model.config.to_diff_dict().items() if k != LIBRARY_VERSION_KEY}
+    digest.update(json.dumps(config, sort_keys=True).encode())
     digest.update(vlm.full_text("{instruction}", "{response}").encode())
     for name, param in vlm.model.named_parameters():
         if not (reference and "lora_" in name):
             digest.update(param.detach().flatten()[:16].float().cpu().numpy().tobytes())
     return digest.digest()
+
+
+# The config's record of the transformers release that serialises it: a newer install writes the
+# same checkpoint's config with its own version, which would relabel every published figure.
+LIBRARY_VERSION_KEY = "transformers_version"
 
 
 def checkpoint_label(name: str, vlm: VLM) -> str:

@@ -5,6 +5,7 @@ every benchmarks/ path the Markdown pages name is there."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import sys
 from pathlib import Path
@@ -23,6 +24,18 @@ def shared_settings() -> list[tuple[str, list[str]]]:
     text = (BENCHMARKS / "README.md").read_text(encoding="utf-8").split("## Shared settings", 1)[1]
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and ".yaml" in line]
     return [(cells[0].strip(), re.findall(r"`([^`]+\.yaml)`", cells[-1])) for cells in rows]
+
+
+def test_this_checkout_computes_the_published_fingerprint_of_byorn_tiny():
+    """Every results row's label of the shipped byorn-tiny is what a fresh clone computes, so that
+    build_md accepts the published rows there (byorn-tiny-flickr is built locally: build_md checks it)."""
+    from byorn.models import load_vlm
+    from byorn.scoring import checkpoint_label
+
+    label = checkpoint_label("byorn-tiny", load_vlm("byorn-tiny"))
+    published = {json.loads(line).get("model") for path in (BENCHMARKS / "results").glob("*.jsonl")
+                 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    assert {name for name in published if str(name).startswith("byorn-tiny@")} == {label}
 
 
 def test_grids_named_as_sharing_a_setting_have_it():
@@ -149,3 +162,35 @@ def test_a_row_from_before_ema_decay_stands_unless_it_wrote_with_the_average(mon
                "defense_options": {key: value for key, value in today.items() if key != "ema_decay"}}
         assert bool(build_md.stale(row, shipped)) == (today["generator"] == "ema")
         assert build_md.stale({**row, "defense_options": today}, shipped) == ""
+
+
+def test_a_section_names_the_cells_where_the_attack_stays_below_implanting_undefended(monkeypatch):
+    build_md = build_md_module(monkeypatch)
+    undefended = [{"defense": "none", "attack": "a", "poison_rate": 0.1, "seed": seed, "asr": asr}
+                  for seed, asr in enumerate([0.95, 0.5])]
+    rows = [*undefended, {"defense": "none", "attack": "a", "poison_rate": 0.0, "seed": 0, "asr": 0.0},
+            {"defense": "byorn", "attack": "a", "poison_rate": 0.1, "seed": 1, "asr": 0.0}]
+    text = build_md.undefended_misses(rows)
+    assert "in 1 of 2 poisoned cells" in text and "a at 0.1: 0.50 (seed 1)" in text and "0.95" not in text
+    assert build_md.below_implanted(undefended) == "1 of 2"
+    assert build_md.undefended_misses(rows[:1]).startswith("Undefended, every attack implants")
+    assert build_md.undefended_misses(rows[3:]) == ""
+
+
+def test_the_two_shards_wall_times_split_the_cells_as_the_runner_does(monkeypatch):
+    """A grid's cells alternate between the shards in the grid's order, where a clean rate's cells run
+    under the first attack only; a row's order in its file does not matter."""
+    from byorn.bench import grid_cells, load_grid
+
+    build_md = build_md_module(monkeypatch)
+    cells = grid_cells(load_grid(BENCHMARKS / "lessons_rename.yaml"))
+    assert cells[0][2] == 0.0 and cells[-1][2] > 0.0
+    timed = dict(zip((0, 1, 2, len(cells) - 1), (1.0, 2.0, 4.0, 8.0)))
+    rows = [{"attack": cells[i][0].name, "defense": cells[i][1].label, "poison_rate": cells[i][2],
+             "seed": cells[i][3], "wall_s": wall, "run_dir": f"runs/lessons_rename/runs/{i}"}
+            for i, wall in reversed(timed.items())]
+    odd = sum(wall for i, wall in timed.items() if i % 2)
+    assert build_md.shard_seconds([*rows, {"attack": "untimed"}]) == (sum(timed.values()) - odd, odd)
+    assert build_md.shard_seconds([{**rows[0], "run_dir": "/elsewhere", "grid": "lessons_rename"}]) is not None
+    assert build_md.shard_seconds([{**rows[0], "run_dir": "/elsewhere"}]) is None
+    assert build_md.shard_seconds([{**rows[0], "attack": "not in the grid"}]) is None

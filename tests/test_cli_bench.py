@@ -15,7 +15,7 @@ from byorn.cli import main
 from byorn.config import ConfigError
 from byorn.defenses.byorn_config import JudgeConfig
 from byorn.report import _cell_scores, cost_ratios, headline_table, results_table
-from byorn.scoring import model_fingerprint
+from byorn.scoring import checkpoint_label, model_fingerprint
 
 
 def test_list_attacks_names_every_trigger_and_target():
@@ -90,6 +90,19 @@ def test_bench_runs_a_cell_and_resumes_without_rerunning_it(tmp_path, monkeypatc
     assert bench.run_grid(_grid(tmp_path), results, tmp_path / "runs") == []
     assert len(loads) == 1  # the finished cell was skipped, not retrained
     assert row["world"] == "shapes"
+
+
+def test_a_checkpoints_label_names_its_weights_not_the_installed_transformers(tiny_vlm_factory, monkeypatch):
+    import transformers.configuration_utils
+
+    model = tiny_vlm_factory()
+    label = checkpoint_label("byorn-tiny", model)
+    # a newer install writes the same checkpoint's config with its own version
+    monkeypatch.setattr(transformers.configuration_utils, "__version__", "99.0.0")
+    assert '"transformers_version": "99.0.0"' in model.model.config.to_json_string()
+    assert checkpoint_label("byorn-tiny", model) == label
+    model.model.config.image_seq_length += 1  # the config itself still counts
+    assert checkpoint_label("byorn-tiny", model) != label
 
 
 def test_a_grid_whose_setting_changed_does_not_take_the_old_rows_for_its_own(tmp_path, monkeypatch,
