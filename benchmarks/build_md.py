@@ -424,11 +424,16 @@ def grid_places(grid: str) -> dict[str, int]:
 IMPLANTED = 0.9  # an undefended ASR from which an attack is said to implant in a cell
 
 
+def poisoned_undefended(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The undefended cells with poisons among `rows`, and those of them below IMPLANTED."""
+    poisoned = [r for r in rows if r.get("defense") == "none" and r["poison_rate"] > 0]
+    return poisoned, [r for r in poisoned if r["asr"] < IMPLANTED]
+
+
 def undefended_misses(rows: list[dict]) -> str:
     """A section's poisoned cells where the attack, undefended, stays below IMPLANTED, named with
     their seeds' ASR ('' where the section has no undefended poisoned cell)."""
-    poisoned = [r for r in rows if r.get("defense") == "none" and r["poison_rate"] > 0]
-    missed = [r for r in poisoned if r["asr"] < IMPLANTED]
+    poisoned, missed = poisoned_undefended(rows)
     if not poisoned:
         return ""
     if not missed:
@@ -640,8 +645,8 @@ def summary_table(found: list[tuple[Section, list[dict]]]) -> str:
     ASR of the grid's baselines) ASR and clean score, where they ran."""
     lines = [f"| grid (section) | cells | ASR undefended | undefended below {IMPLANTED:g} | ASR BYORn | "
              "poisons flagged | clean samples flagged | BYORn clean score, % of oracle's | "
-             "the paper's recipe: cells, ASR, clean % of "
-             "oracle's | best baseline: ASR, clean % of oracle's |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "the paper's recipe: cells, ASR, clean % of oracle's | best baseline: ASR, clean % of oracle's |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for section, rows in found:
         undefended, byorn, oracle = default_cells(rows)
         paper = [r for r in rows if r.get("defense") == PAPER]
@@ -663,8 +668,8 @@ def summary_table(found: list[tuple[Section, list[dict]]]) -> str:
 
 def below_implanted(undefended: list[dict]) -> str:
     """'n of m' of the poisoned undefended cells whose ASR stays below IMPLANTED (its section names them)."""
-    poisoned = [r for r in undefended if r["poison_rate"] > 0]
-    return f"{sum(r['asr'] < IMPLANTED for r in poisoned)} of {len(poisoned)}" if poisoned else "-"
+    poisoned, missed = poisoned_undefended(undefended)
+    return f"{len(missed)} of {len(poisoned)}" if poisoned else "-"
 
 
 def clean_ratios(cells: list[dict], oracle: dict[tuple, dict]) -> list[float]:
