@@ -157,6 +157,7 @@ SECTIONS = [
             "OMP_NUM_THREADS=1 python benchmarks/cost.py --repeats 2 --out benchmarks/results/cost.jsonl "
             "(nothing else running), "
             "then the same with --default-allocator --repeats 1 --out benchmarks/results/cost_default_allocator.jsonl; "
+            "the lesson rules' share: --lesson-rules --n 3000 --out benchmarks/results/cost_lesson_rules.jsonl; "
             "bfloat16 against float32: python benchmarks/precision_agreement.py",
             [], "cost.md", table="cost"),
     Section("Scanning a large data set: time and memory as it grows",

@@ -13,10 +13,13 @@ each BYORn cell scores cold (a fresh folder, no shared score cache). The rates t
 median). One JSON line per pair, then one per throughput measurement (in a fresh process too).
 Run it with nothing else on the machine: its figures are times.
 
---canaries times the judgement alone (`byorn scan`'s, on the same 1,000 poisoned samples, with the
-training settings) with its canaries and without them, back to back in fresh processes, cold:
+--canaries times the judgement alone (`byorn scan`'s, on the same poisoned samples, 1,000 by
+default, with the training settings) with its canaries and without them, back to back in fresh
+processes, cold; --lesson-rules the same with the lesson rules (lesson_share, flag_copies, warm_max)
+and without them, the canaries off in both:
 
     OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/cost.py --lesson-rules --n 3000 --out benchmarks/results/cost_lesson_rules.jsonl
 
 Each process keeps the memory it frees, as the `byorn` command does (byorn/allocator.py);
 --default-allocator measures with glibc's defaults instead, for the difference:
@@ -87,25 +90,38 @@ def pair(rate: float, epochs: float, repeat: int, scratch: Path, kept: bool) -> 
                             "byorn_paper": paper["clean_score"]}}
 
 
-def judged(canaries: int, scratch: Path) -> float:
-    """Seconds of the default judgement (with `canaries` per kind) of the demo's poisoned set."""
+# what a judgement pair compares: the judgement without (first) and with (second) what it measures
+WITHOUT_AND_WITH = {
+    "canaries": (JudgeConfig(canaries=0), JudgeConfig()),
+    "lesson_rules": (JudgeConfig(canaries=0, lesson_share=1.0, flag_copies=False, warm_max=0),
+                     JudgeConfig(canaries=0)),
+}
+
+
+def judged(config: JudgeConfig, n: int, scratch: Path) -> float:
+    """Seconds of the judgement under `config` of the demo's poisoned set of `n` samples."""
     from byorn.attacks import build_attack, poison
     from byorn.defenses.byorn import judge
 
     attack = build_attack(DEMO_ATTACK.trigger, DEMO_ATTACK.target, **DEMO_ATTACK.options)
-    samples, _ = poison(shapes.downstream_samples(1000, 0), attack, 0.1, 0)
+    samples, _ = poison(shapes.downstream_samples(n, 0), attack, 0.1, 0)
     vlm = load_vlm("byorn-tiny")
     started = time.perf_counter()
-    judge(vlm, samples, JudgeConfig(canaries=canaries), scratch, DEMO_TRAINING)
+    judge(vlm, samples, config, scratch, DEMO_TRAINING)
     return time.perf_counter() - started
 
 
-def canary_pair(repeat: int, scratch: Path, kept: bool) -> dict:
-    """The judgement without and with canaries, back to back, each in a fresh process and folder."""
-    without = fresh(kept, judged, 0, scratch / f"without-{repeat}")
-    with_ = fresh(kept, judged, JudgeConfig().canaries, scratch / f"with-{repeat}")
-    return {"what": "canaries", "repeat": repeat, "n": 1000, "canaries_per_kind": JudgeConfig().canaries,
-            "judge_s_without": round(without, 2), "judge_s_with": round(with_, 2), "ratio": round(with_ / without, 3)}
+def judgement_pair(what: str, n: int, repeat: int, scratch: Path, kept: bool) -> dict:
+    """The judgement without and with `what` (WITHOUT_AND_WITH), back to back, each in a fresh
+    process and folder."""
+    without_config, with_config = WITHOUT_AND_WITH[what]
+    without = fresh(kept, judged, without_config, n, scratch / f"without-{repeat}")
+    with_ = fresh(kept, judged, with_config, n, scratch / f"with-{repeat}")
+    row = {"what": what.replace("_", " "), "repeat": repeat, "n": n}
+    if what == "canaries":
+        row["canaries_per_kind"] = with_config.canaries
+    return {**row, "judge_s_without": round(without, 2), "judge_s_with": round(with_, 2),
+            "ratio": round(with_ / without, 3)}
 
 
 def throughput(n: int = 1000) -> list[dict]:
@@ -141,11 +157,15 @@ def main() -> None:
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's malloc thresholds as they are (freed memory handed back)")
     parser.add_argument("--canaries", action="store_true", help="time the judgement with and without canaries only")
+    parser.add_argument("--lesson-rules", action="store_true",
+                        help="time the judgement with and without the lesson rules only")
+    parser.add_argument("--n", type=int, default=1000, help="samples judged by --canaries or --lesson-rules")
     args = parser.parse_args()
     kept = not args.default_allocator
-    if args.canaries:
+    if args.canaries or args.lesson_rules:
+        what = "canaries" if args.canaries else "lesson_rules"
         with tempfile.TemporaryDirectory() as scratch:
-            rows = [canary_pair(repeat, Path(scratch), kept) for repeat in range(args.repeats)]
+            rows = [judgement_pair(what, args.n, repeat, Path(scratch), kept) for repeat in range(args.repeats)]
         write_jsonl(Path(args.out), rows)
         for row in rows:
             print(row)
