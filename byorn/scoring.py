@@ -68,6 +68,9 @@ NEUTRAL_GREY = (128, 128, 128)
 USUAL_COST_QUANTILE = 25
 _NEEDS_GREY = ("image_ablated", "image_contradiction", "shared_answer")
 SET_WIDE = ("token_surprise", "shared_answer")  # a sample's score depends on the others' too
+# The config's record of the transformers release that serialises it: a newer install writes the
+# same checkpoint's config with its own version, which would relabel every published figure.
+LIBRARY_VERSION_KEY = "transformers_version"
 
 
 @contextlib.contextmanager
@@ -262,11 +265,6 @@ def model_fingerprint(vlm: VLM, reference: bool) -> bytes:
         if not (reference and "lora_" in name):
             digest.update(param.detach().flatten()[:16].float().cpu().numpy().tobytes())
     return digest.digest()
-
-
-# The config's record of the transformers release that serialises it: a newer install writes the
-# same checkpoint's config with its own version, which would relabel every published figure.
-LIBRARY_VERSION_KEY = "transformers_version"
 
 
 def checkpoint_label(name: str, vlm: VLM) -> str:
