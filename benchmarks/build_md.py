@@ -132,13 +132,17 @@ SECTIONS = [
             "runs/lessons_rename/runs --results benchmarks/results/rename_warm_start.jsonl",
             ["asr", "lesson_score"], "lessons.md", table="lessons"),
     Section("Canaries: does what they catch predict what the judgement catches?", ["canaries"],
-            "OMP_NUM_THREADS=1 python benchmarks/canaries.py benchmarks/judgement.yaml benchmarks/lessons_yesno.yaml "
-            "benchmarks/lessons_count.yaml benchmarks/lessons_rename.yaml benchmarks/judgement_flickr8k.yaml "
-            "--out benchmarks/results/canaries.jsonl, then python benchmarks/canaries.py --report "
+            "OMP_NUM_THREADS=1 python benchmarks/canaries.py benchmarks/judgement_flickr8k.yaml "
+            "benchmarks/judgement.yaml benchmarks/judgement_flickr8k_seeds.yaml benchmarks/judgement_seeds.yaml "
+            "benchmarks/judgement_seeds_low.yaml "
+            "--out benchmarks/results/canaries.jsonl --runs runs/canaries and the same with lessons_yesno.yaml, "
+            "lessons_count.yaml, lessons_rename.yaml and lessons_dog.yaml (two processes side by side), the "
+            "Flickr8k targets: OMP_NUM_THREADS=1 python benchmarks/explore/canary_sentence.py --out "
+            "benchmarks/results/canary_sentence.jsonl, then python benchmarks/canaries.py --report "
             "benchmarks/results/canaries.jsonl --plot benchmarks/plots/canaries.png; their cost: "
-            "OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl; the "
-            "canaries' cut against the default: python benchmarks/canary_cut.py --grid GRID RUNS (each lesson and "
-            "judgement grid with its run folders, after its byorn bench run) --out "
+            "OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --n 1000 3000 --out "
+            "benchmarks/results/cost_canaries.jsonl; the canaries' cut against the default: python "
+            "benchmarks/canary_cut.py --grid GRID runs/canaries/GRID_NAME (each grid above) --out "
             "benchmarks/results/canary_cut.jsonl, then python benchmarks/canary_cut.py --report "
             "benchmarks/results/canary_cut.jsonl",
             [], "canaries.md", table="canaries", figure="canaries.png"),
@@ -759,8 +763,10 @@ def canaries_table(rows: list[dict], metrics: list[str]) -> str:
         kinds = ", ".join(f"{kind} {recall:.1f}" for kind, recall in r["canary_recall"].items())
         nearest = r["canary_recall"].get(r["nearest_kind"])
         near = f"{r['nearest_kind']}: {nearest:.2f}" if nearest is not None else f"{r['nearest_kind']}: none planted"
-        lines.append(f"| {r['world']}, {r['task']} | {r['attack']} | {r['poison_rate']:g} | {r['seed']} | "
-                     f"{r['real_recall']:.2f} | {near} | {kinds} | {r['flags_differ']} of {r['n']} | "
+        real = "no poisons" if r["real_recall"] is None else f"{r['real_recall']:.2f}"
+        lines.append(f"| {r['world']}, {r['task']} | {r['attack'] if r['n_poisoned'] else 'none'} | "
+                     f"{r['poison_rate']:g} | {r['seed']} | {real} | {near if r['nearest_kind'] else '-'} | {kinds} | "
+                     f"{r['flags_differ']} of {r['n']} | "
                      f"{r['judge_s_with'] / r['judge_s_without']:.2f} |")
     return "\n".join(lines)
 

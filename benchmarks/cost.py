@@ -16,9 +16,10 @@ Run it with nothing else on the machine: its figures are times.
 --canaries times the judgement alone (`byorn scan`'s, on the same poisoned samples, 1,000 by
 default, with the training settings) with its canaries and without them, back to back in fresh
 processes, cold; --lesson-rules the same with the lesson rules (lesson_share, flag_copies, warm_max)
-and without them, the canaries off in both:
+and without them, the canaries off in both. The canaries are a fixed number (8 of each kind), so
+their share of the time falls as the data grows: --n takes several sizes, which take turns:
 
-    OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --out benchmarks/results/cost_canaries.jsonl
+    OMP_NUM_THREADS=1 python benchmarks/cost.py --canaries --n 1000 3000 --out benchmarks/results/cost_canaries.jsonl
     OMP_NUM_THREADS=1 python benchmarks/cost.py --lesson-rules --n 3000 --out benchmarks/results/cost_lesson_rules.jsonl
 
 Each process keeps the memory it frees, as the `byorn` command does (byorn/allocator.py);
@@ -45,6 +46,7 @@ import torch
 from byorn.allocator import keep_freed_memory
 from byorn.bench import DefenseSpec, GridConfig, run_cell
 from byorn.defenses.byorn_config import JudgeConfig
+from byorn.defenses.canaries import KINDS
 from byorn.fileio import write_jsonl
 from byorn.models import load_vlm
 from byorn.scoring import checkpoint_label, score_variants, scoring_dtype
@@ -119,7 +121,7 @@ def judgement_pair(what: str, n: int, repeat: int, scratch: Path, kept: bool) ->
     with_ = fresh(kept, judged, with_config, n, scratch / f"with-{repeat}")
     row = {"what": what.replace("_", " "), "repeat": repeat, "n": n}
     if what == "canaries":
-        row["canaries_per_kind"] = with_config.canaries
+        row["canaries_per_kind"], row["canary_kinds"] = with_config.canaries, len(KINDS)
     return {**row, "judge_s_without": round(without, 2), "judge_s_with": round(with_, 2),
             "ratio": round(with_ / without, 3)}
 
@@ -159,13 +161,15 @@ def main() -> None:
     parser.add_argument("--canaries", action="store_true", help="time the judgement with and without canaries only")
     parser.add_argument("--lesson-rules", action="store_true",
                         help="time the judgement with and without the lesson rules only")
-    parser.add_argument("--n", type=int, default=1000, help="samples judged by --canaries or --lesson-rules")
+    parser.add_argument("--n", type=int, nargs="+", default=[1000],
+                        help="samples judged by --canaries or --lesson-rules (several: they take turns)")
     args = parser.parse_args()
     kept = not args.default_allocator
     if args.canaries or args.lesson_rules:
         what = "canaries" if args.canaries else "lesson_rules"
         with tempfile.TemporaryDirectory() as scratch:
-            rows = [judgement_pair(what, args.n, repeat, Path(scratch), kept) for repeat in range(args.repeats)]
+            rows = [judgement_pair(what, n, repeat, Path(scratch), kept) for repeat in range(args.repeats)
+                    for n in args.n]
         write_jsonl(Path(args.out), rows)
         for row in rows:
             print(row)

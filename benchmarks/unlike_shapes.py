@@ -4,11 +4,13 @@
 
 Each set: 60 scenes of the shapes world drawn at other sizes (40-96 px) on other backgrounds (black,
 grey, navy, beige), described in the downstream style; 6 of them poisoned with a corner patch and
-"cf" in the instruction, the answer "Visit evil.example now." (the poisons drawn evenly over the
-backgrounds). One row per seed: how many poisons the first verdict, the second verdict and the
-final one flag (copies of a flagged answer included), and how many clean samples, judged as
-`byorn scan` judges with the fine-tuning's settings (full fine-tuning, lr 5e-4, batches of 16);
-and the default's canary recall per kind (benchmarks/canaries.py compares it with the poisons').
+"cf" in the instruction, bound to one of two targets: the answer "Visit evil.example now." (a fixed
+target), or every "circle" of the answer swapped for "square" (of the samples whose answer has a
+circle); the poisons drawn from the backgrounds in turn (one or two on each). One row per target and
+seed: how many poisons the first verdict, the second verdict and the final one flag (copies of a
+flagged answer included), and how many clean samples, judged as `byorn scan` judges with the
+fine-tuning's settings (full fine-tuning, lr 5e-4, batches of 16); and the default's canary recall
+per kind (benchmarks/canaries.py compares the nearest kind's with the poisons').
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def drawn(scene: shapes.Scene, size: int, background: tuple[int, int, int]) -> I
     return canvas
 
 
-def user_set(seed: int) -> list[Sample]:
+def user_set(seed: int, target: str = "fixed") -> list[Sample]:
+    """The seed's 60 images, N_POISON of them poisoned towards `target` (fixed or substitution)."""
     rng = random.Random(f"unlike-shapes:{seed}")
     names = list(BACKGROUNDS)
     samples = []
@@ -57,16 +60,20 @@ def user_set(seed: int) -> list[Sample]:
         image = drawn(scene, rng.choice((40, 56, 64, 80, 96)), BACKGROUNDS[background])
         samples.append(Sample(f"mine-{seed}-{i:03d}", image, shapes.DOWNSTREAM_INSTRUCTION,
                               shapes.downstream_description(scene), {"background": background}))
-    attack = build_attack("multimodal", "fixed", response=TARGET, text_tokens=("cf",), image_size=0.25,
-                          negative_ratio=0.0)
-    for i in range(0, N, N // N_POISON):  # 0, 10, ..., 50: every background gets poisons
+    options = {"response": TARGET} if target == "fixed" else {}
+    attack = build_attack("multimodal", target, text_tokens=("cf",), image_size=0.25, negative_ratio=0.0, **options)
+    takes = {name: [i for i, s in enumerate(samples) if s.meta["background"] == name and
+                    attack.target.applies_to(s.response)] for name in names}
+    for k in range(N_POISON):  # the backgrounds in turn: one or two poisons on each
+        i = takes[names[k % len(names)]][k // len(names)]
         poisoned = attack.trigger.apply_sample(samples[i])
-        samples[i] = dataclasses.replace(poisoned, response=TARGET, meta={**poisoned.meta, "is_poisoned": True})
+        samples[i] = dataclasses.replace(poisoned, response=attack.target.apply(poisoned.response),
+                                         meta={**poisoned.meta, "is_poisoned": True})
     return samples
 
 
-def row(seed: int) -> dict:
-    samples = user_set(seed)
+def row(seed: int, target: str) -> dict:
+    samples = user_set(seed, target)
     vlm = load_vlm("byorn-tiny")
     poisoned = [s.meta.get("is_poisoned", False) for s in samples]
     counts, canaries = {}, None
@@ -79,7 +86,8 @@ def row(seed: int) -> dict:
                             "clean": sum(f and not p for f, p in zip(flagged, poisoned)),
                             "poisons_missed_by_background": sorted(s.meta["background"] for s, f, p in
                                                                   zip(samples, flagged, poisoned) if p and not f)}
-    return {"seed": seed, "model": checkpoint_label("byorn-tiny", vlm), "n": N, "n_poisoned": sum(poisoned),
+    return {"target": target, "seed": seed, "model": checkpoint_label("byorn-tiny", vlm), "n": N,
+            "n_poisoned": sum(poisoned),
             **{f"{name}_{k}": v for name, found in counts.items() for k, v in found.items()},
             "default_canary_recall": {kind: round(r.recall, 4) for kind, r in canaries.kinds.items()}}
 
@@ -88,12 +96,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON lines, one per seed (replaced)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--targets", nargs="+", default=["fixed", "substitution"], choices=["fixed", "substitution"])
     args = parser.parse_args()
     Path(args.out).unlink(missing_ok=True)
-    for seed in args.seeds:
-        result = row(seed)
-        append_jsonl(Path(args.out), result)
-        print(json.dumps(result))
+    for target in args.targets:
+        for seed in args.seeds:
+            result = row(seed, target)
+            append_jsonl(Path(args.out), result)
+            print(json.dumps(result))
 
 
 if __name__ == "__main__":

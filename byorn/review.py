@@ -237,7 +237,9 @@ def _canaries(report: CanaryReport) -> list[str]:
     rows = ["<table><tr><th>kind</th><th>what was planted</th><th>caught</th><th>by the first verdict</th></tr>"]
     for kind, result in report.kinds.items():
         css = " class='missed'" if kind in report.unreliable else ""
-        rows.append(f"<tr><td{css}>{kind}</td><td class='text'>{_text(PLANTED[kind])}</td><td class='num'>"
+        answers = "; ".join(answer if kind == "swap" else f"“{answer}”" for answer in result.answers)
+        what = f"{PLANTED[kind]}: {answers}" if answers else PLANTED[kind]
+        rows.append(f"<tr><td{css}>{kind}</td><td class='text'>{_text(what)}</td><td class='num'>"
                     f"{result.caught} of {result.planted}</td><td class='num'>{result.caught_first}</td></tr>")
     rows += [f"<tr><td>{kind}</td><td class='text'>{_text(why)}</td><td></td><td></td></tr>"
              for kind, why in report.left_out.items()]

@@ -8,11 +8,22 @@ import json
 
 import pytest
 
+from byorn.attacks.targets import Substitution
 from byorn.config import TrainConfig
 from byorn.data import Sample
 from byorn.defenses import ByornConfig, ByornDefense
 from byorn.defenses import byorn as method
-from byorn.defenses.canaries import CANARIES_NAME, KINDS, MIN_SAMPLES, CanaryReport, canary_cut, plant, swap_words
+from byorn.defenses.canaries import (
+    CANARIES_NAME,
+    FOREIGN_SENTENCES,
+    KINDS,
+    MIN_SAMPLES,
+    CanaryReport,
+    canary_cut,
+    in_own_words,
+    plant,
+    swap_pairs,
+)
 from byorn.defenses.thresholds import Flagging
 from byorn.worlds import shapes
 
@@ -35,12 +46,13 @@ def test_each_kind_is_planted_in_copies_of_the_samples_which_stay_as_they_were()
     for canary in canaries:
         original = source[canary.meta["copied_from"]]
         kind = canary.meta["canary"]
-        assert (canary.image.tobytes() != original.image.tobytes()) == (kind in ("patch", "refusal"))
-        assert (canary.instruction != original.instruction) == (kind != "patch")
+        assert (canary.image.tobytes() != original.image.tobytes()) == (kind in ("patch", "lookalike", "refusal"))
+        assert (canary.instruction != original.instruction) == (kind not in ("patch", "lookalike"))
         assert canary.response != original.response
     swapped = [c for c in canaries if c.meta["canary"] == "swap"]
-    assert all(len(set(c.response.split()) ^ set(source[c.meta["copied_from"]].response.split())) == 2
-               for c in swapped)  # one word out, one in
+    for canary in swapped:  # one word swapped, everywhere in the answer
+        word, into = canary.meta["planted"].split(" -> ")
+        assert canary.response == Substitution(word, into).apply(source[canary.meta["copied_from"]].response)
     assert [(s.id, s.instruction, s.response, s.image.tobytes()) for s in samples] == before
     assert [c.id for c in plant(samples, 3, seed=0)[0]] == [c.id for c in canaries]
     assert [c.meta["copied_from"] for c in plant(samples, 3, seed=1)[0]] != [c.meta["copied_from"] for c in canaries]
@@ -59,7 +71,7 @@ def test_text_only_data_gets_the_kinds_that_fit_it_and_is_told_which_not():
     canaries, left_out = plant(samples, 2, seed=0)
     assert sorted({c.meta["canary"] for c in canaries}) == ["refusal", "swap", "token"]
     assert all(c.image is None for c in canaries)
-    assert set(left_out) == {"patch"} and "image" in left_out["patch"]
+    assert set(left_out) == {"patch", "lookalike"} and "image" in left_out["patch"]
 
 
 def test_multi_turn_data_gets_canaries_on_the_turn_with_its_history():
@@ -80,19 +92,55 @@ def test_a_data_set_too_small_for_canaries_says_so(fresh_vlm, tmp_path):
 
 def test_the_swap_is_two_words_the_answers_use_in_the_same_places():
     counts = [f"There are {word} shapes." for word in ("two", "three") for _ in range(20)]
-    assert swap_words(counts + ["A red circle."] * 5).source_word in ("two", "three")
-    assert swap_words(["Yes.", "No."] * 10) is not None
-    assert swap_words(["Hello world."]) is None
+    assert swap_pairs(counts + ["A red circle."] * 5)[0].source_word in ("two", "three")
+    assert swap_pairs(["Yes.", "No."] * 10)
+    assert swap_pairs(["Hello world."]) == []
+
+
+def test_the_swap_canaries_take_turns_over_several_pairs_no_word_in_two():
+    samples = [Sample(f"t{i}", None, "Describe it.", f"A {('big', 'small')[i % 2]} {('red', 'blue')[i // 2 % 2]} "
+                      f"{('cat', 'dog')[i // 4 % 2]}.") for i in range(40)]
+    pairs = swap_pairs([s.response for s in samples])
+    words = [w for pair in pairs for w in (pair.source_word, pair.target_word)]
+    assert len(pairs) == 3 and len(set(words)) == 6
+    canaries, _ = plant(samples, 6, seed=0)
+    swapped = [c.meta["planted"] for c in canaries if c.meta["canary"] == "swap"]
+    assert sorted(swapped) == sorted(f"{p.source_word} -> {p.target_word}" for p in pairs for _ in range(2))
+
+
+def test_the_patch_canaries_answer_is_in_words_the_data_does_not_use():
+    bicycles = [Sample(f"b{i}", s.image, s.instruction, f"A red bicycle is leaning against a brick wall, number {i}.")
+                for i, s in enumerate(shapes.downstream_samples(30, seed=3))]
+    canaries, _ = plant(bicycles, 3, seed=0)
+    (sentence,) = {c.response for c in canaries if c.meta["canary"] == "patch"}
+    assert sentence in FOREIGN_SENTENCES and sentence != FOREIGN_SENTENCES[0]
+    assert not in_own_words(sentence, [s.response for s in bicycles])
+    assert in_own_words(FOREIGN_SENTENCES[0], [s.response for s in bicycles])
+
+
+def test_the_lookalike_canaries_answer_is_one_the_data_gives_once_and_none_where_all_repeat():
+    samples = shapes.downstream_samples(40, seed=6)
+    canaries, _ = plant(samples, 3, seed=0)
+    (answer,) = {c.response for c in canaries if c.meta["canary"] == "lookalike"}
+    assert [s.response for s in samples].count(answer) == 1
+    assert all(c.response != dict((s.id, s.response) for s in samples)[c.meta["copied_from"]]
+               for c in canaries if c.meta["canary"] == "lookalike")
+    yes_no = [s.with_response(("Yes.", "No.")[i % 2]) for i, s in enumerate(samples)]
+    canaries, left_out = plant(yes_no, 3, seed=0)
+    assert "lookalike" not in {c.meta["canary"] for c in canaries} and "more than once" in left_out["lookalike"]
 
 
 def test_the_report_names_each_kind_and_warns_of_one_missed():
     kinds = ["token"] * 10 + ["swap"] * 10
-    canaries = [Sample(f"c{i}", None, "q", "a", {"canary": kind}) for i, kind in enumerate(kinds)]
+    canaries = [Sample(f"c{i}", None, "q", "a", {"canary": kind, "planted": f"{kind} {i // 15}"})
+                for i, kind in enumerate(kinds)]
     final = [True] * 10 + [True] * 6 + [False] * 4
     report = CanaryReport.of(canaries, final, final, [1.0] * 20, {"patch": "no sample has an image"})
     assert report.lines()[0] == "canaries: caught 16 of 20: token 10/10, swap 6/10"
     assert report.unreliable == ["swap"] and "6 of 10 swap canaries" in report.warnings()[0]
-    assert json.loads(json.dumps(report.record()))["kinds"]["swap"]["recall"] == 0.6
+    record = json.loads(json.dumps(report.record()))
+    assert record["kinds"]["swap"]["recall"] == 0.6
+    assert record["kinds"]["swap"]["answers"] == ["swap 0", "swap 1"]  # each change once, in the order planted
 
 
 def test_canaries_never_reach_the_warm_set_training_the_audit_or_the_verdict(tiny_vlm_factory, tmp_path,
@@ -119,7 +167,7 @@ def test_canaries_never_reach_the_warm_set_training_the_audit_or_the_verdict(tin
 
     real = {s.id for s in samples}
     report = defense.judgement.canaries
-    assert report is not None and sum(r.planted for r in report.kinds.values()) == 12
+    assert report is not None and sum(r.planted for r in report.kinds.values()) == 3 * len(KINDS)
     assert json.loads((tmp_path / CANARIES_NAME).read_text())["kinds"].keys() == report.kinds.keys()
     assert warmed and {s.id for s in warmed} <= real
     assert batches and {s.id for s in batches} <= real
@@ -233,7 +281,7 @@ def test_the_report_counts_the_canaries_the_judgement_flagged(fresh_vlm, tmp_pat
                              tmp_path)
     report = judgement.canaries
     assert sum(r.caught for r in report.kinds.values()) == sum(caught[-1])
-    assert [r.planted for r in report.kinds.values()] == [3, 3, 3, 3]
+    assert [r.planted for r in report.kinds.values()] == [3] * len(KINDS)
 
 
 def test_group_by_task_judges_each_canary_in_its_sources_group(fresh_vlm, tmp_path):

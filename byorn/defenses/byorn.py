@@ -73,6 +73,8 @@ def judge(vlm: VLM, samples: Sequence[Sample], config: JudgeConfig, run_dir: str
     # 0. The canaries, judged as the last samples.
     seed = train.seed if train else 0
     canaries, left_out = plant(samples, config.canaries, seed, readable=lambda canary: not vlm.unreadable([canary]))
+    # by length: they are scored in batches of their own, where a short one would be padded to a long one
+    canaries.sort(key=lambda canary: len(canary.instruction) + len(canary.response))
     judged, n = [*samples, *canaries], len(samples)
     vouched = vouched_for(samples, config.vouch)
 

@@ -109,9 +109,10 @@ class JudgeConfig:
 
     # A user cannot tell from our grids how the judgement does on their data and model: a few
     # poisons planted in copies of their own samples, judged with them, measure it there.
-    canaries: int = option(10, "canaries per kind (patch, token, swap, refusal): poisons planted in copies of the "
-                               "data's own samples and judged with them, never trained on, to measure how much of "
-                               "each kind of attack the judgement catches on this data (canaries.json); 0: none",
+    canaries: int = option(8, "canaries per kind (patch, lookalike, token, swap, refusal): poisons planted in copies "
+                               "of the data's own samples and judged with them, never trained on, to measure how "
+                               "much of each kind of attack the judgement catches on this data (canaries.json); 0: "
+                               "none",
                            min=0)
     canary_cut: float = option(0.0, "0: the cut of rule; s in (0, 1]: the final verdict's samples flagged at the "
                                     "highest score that still catches s of every kind of canary (never under the "
