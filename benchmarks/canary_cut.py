@@ -5,11 +5,12 @@
     python benchmarks/canary_cut.py --report benchmarks/results/canary_cut.jsonl
 
 For every cell of the shipped default (`byorn`) a grid ran, whose run folder keeps its judgement
-(verdict.json, canaries.json), the final verdict is cut again as `canary_cut` cuts it in `judge`:
-byorn/defenses/canaries.py's `canary_cut` over the canaries' final scores, `Flagging.at` over the
-samples the final verdict judged (not those warmed on), then `final`'s copies and lesson rules (at
-the rule's own cut this gives back every flag the run recorded, checked for every cell). One
-row per cell and cut (the default's and each share asked): the share of the real poisons flagged
+(verdict.json, canaries.json: a `byorn bench` run's, or the one `benchmarks/canaries.py --runs`
+keeps), the final verdict is cut again as `canary_cut` cuts it in `judge`: byorn/defenses/
+canaries.py's `canary_cut` over the canaries' final scores, `Flagging.at` over the samples the
+final verdict judged (not those warmed on), then `final`'s copies and lesson rules (at the rule's
+own cut this gives back every flag the run recorded, checked for every cell). One row per cell and
+cut (the default's and each share asked): the share of the real poisons flagged
 and of the clean samples flagged. No model runs: the scores are those the grid's run recorded (the
 canaries' to four decimals); detection only, what training on either cut would do is not measured.
 """
