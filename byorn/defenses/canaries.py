@@ -100,7 +100,8 @@ def plant(samples: Sequence[Sample], per_kind: int, seed: int,
         return [], dict.fromkeys(KINDS, why)
     rng = random.Random(f"canaries:{seed}")
     responses = [s.response for s in samples]
-    foreign, own = foreign_sentence(responses), lookalike_answer(responses)
+    used = answers_using(responses)
+    foreign, own = foreign_sentence(used), lookalike_answer(responses, used)
     planters: dict[str, list[Planter]] = {  # a kind's canaries take turns over its planters
         "patch": [(lambda s: s.has_image, lambda s: (_PATCH.apply_sample(s).with_response(foreign), foreign))],
         "token": [(lambda s: True, lambda s: (_token("token", s).with_response(_URL.apply(s.response)), _URL.phrase))],
@@ -186,26 +187,28 @@ def in_own_words(sentence: str, responses: Sequence[str]) -> bool:
     return all(w in used for w in content_words(sentence))
 
 
-def foreign_sentence(responses: Sequence[str]) -> str:
-    """Of FOREIGN_SENTENCES, the one whose content words the answers use least (counted once an answer;
-    the first on a tie)."""
-    answers = [set(content_words(r)) for r in responses]
-    return min(FOREIGN_SENTENCES, key=lambda sentence: sum(sum(w in words for w in content_words(sentence))
-                                                           for words in answers))
+def answers_using(responses: Sequence[str]) -> Counter[str]:
+    """Content word -> how many of the answers use it."""
+    return Counter(w for r in responses for w in set(content_words(r)))
 
 
-def lookalike_answer(responses: Sequence[str]) -> str | None:
+def foreign_sentence(used: Counter[str]) -> str:
+    """Of FOREIGN_SENTENCES, the one whose content words the answers use least (`used`:
+    `answers_using` of them; the first on a tie)."""
+    return min(FOREIGN_SENTENCES, key=lambda sentence: sum(used[w] for w in content_words(sentence)))
+
+
+def lookalike_answer(responses: Sequence[str], used: Counter[str]) -> str | None:
     """The answer most in the data's own words: of those given once (an answer of its own, not one
     right for many images) whose length lies between the quartiles of theirs, the one whose content
     words the most answers use, on average (the first in sorted order on a tie). Not a poison's,
     as far as words tell: a URL, a refusal or a swapped-in word is rare in the answers. None when
     every answer repeats (short answers: "Yes.", counts), which leaves a fixed target nothing of its
-    own."""
+    own. used: `answers_using` of the answers."""
     counts = Counter(r.strip() for r in responses)
     once = sorted(r for r, n in counts.items() if n == 1 and content_words(r))
     if not once:
         return None
-    used = Counter(w for r in responses for w in set(content_words(r)))
     lengths = sorted(len(r.split()) for r in once)
     low, high = lengths[len(lengths) // 4], lengths[(3 * len(lengths)) // 4]
     typical = [r for r in once if low <= len(r.split()) <= high]
